@@ -1,0 +1,306 @@
+"""Records an admin edits (teams, keys, providers, models, routes) and the usage ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import zoneinfo
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+KEY_PREFIX = "gw-"
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not a known time zone (e.g. UTC, Europe/Paris)") from None
+
+
+class Team(models.Model):
+    class CacheScope(models.TextChoices):
+        TEAM = "team", "Team only"
+        SHARED = "shared", "Shared with every team that opts in"
+
+    name = models.SlugField(max_length=64, unique=True)
+    timezone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_timezone],
+        help_text="Budget days and months start at midnight in this time zone.",
+    )
+    cache_scope = models.CharField(max_length=8, choices=CacheScope, default=CacheScope.TEAM)
+    budget_fail_open = models.BooleanField(
+        default=False,
+        help_text="When Redis is unreachable, let requests through instead of refusing them (503).",
+    )
+    store_content = models.BooleanField(
+        default=False,
+        help_text="Keep prompt and response text in the ledger (e-mail addresses and key-like "
+        "strings are redacted).",
+    )
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Feature(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="features")
+    name = models.SlugField(max_length=64)
+    default_cache_ttl = models.PositiveIntegerField(
+        default=3600, help_text="Seconds a cached answer lives; 0 disables caching."
+    )
+
+    class Meta:
+        ordering = ["team__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="feature_unique_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.team.name}/{self.name}"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> ApiKeyQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+
+
+class ApiKey(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    feature = models.ForeignKey(
+        Feature, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys",
+        help_text="Pin the key to one feature; otherwise callers name it in X-Gateway-Feature.",
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, editable=False, db_index=True)
+    hashed_secret = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.team.name})"
+
+    def clean(self) -> None:
+        if self.feature_id and self.team_id and self.feature.team_id != self.team_id:
+            raise ValidationError({"feature": "The feature belongs to another team."})
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        # A 256-bit random secret needs no slow hash: SHA-256 cannot be brute-forced from it.
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    def set_new_secret(self) -> str:
+        """Give the key a fresh secret and return it; only its hash and prefix are stored."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix = secret[:10]
+        self.hashed_secret = self.hash_secret(secret)
+        return secret
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, llama.cpp…)"
+        SIMULATED = "simulated", "Simulated (built in, no network)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind)
+    base_url = models.URLField(blank=True, help_text="e.g. https://api.openai.com/v1")
+    api_key_env = models.CharField(
+        max_length=128, blank=True,
+        help_text="Name of the environment variable that holds the secret. Secrets never live "
+        "in the database.",
+    )
+    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.01)])
+    read_timeout = models.FloatField(
+        default=60.0, validators=[MinValueValidator(0.01)],
+        help_text="Seconds to wait for the first byte and between streamed chunks.",
+    )
+    enabled = models.BooleanField(default=True)
+    options = models.JSONField(
+        default=dict, blank=True,
+        help_text='Kind-specific settings, e.g. for simulated: {"latency_ms": 50, "failure_rate": 0.1}.',
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+PRICE_FIELD = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
+
+
+class LanguageModel(models.Model):
+    name = models.CharField(max_length=128, unique=True, help_text="The name clients send.")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
+    upstream_id = models.CharField(max_length=128, help_text="The model id the provider expects.")
+    input_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million input tokens.")
+    output_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million output tokens.")
+    cached_input_per_mtok = models.DecimalField(
+        **PRICE_FIELD, help_text="USD per million cached input tokens read (blank: input price)."
+    )
+    cache_write_per_mtok = models.DecimalField(
+        **PRICE_FIELD, help_text="USD per million tokens written to the prompt cache (blank: input price)."
+    )
+    context_window = models.PositiveIntegerField(default=128000)
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = "model"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_priced(self) -> bool:
+        return self.input_per_mtok is not None and self.output_per_mtok is not None
+
+
+class Fallback(models.Model):
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="fallback_links")
+    target = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["model", "target"], name="fallback_once")]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.target}"
+
+    def clean(self) -> None:
+        if self.model_id and self.model_id == self.target_id:
+            raise ValidationError({"target": "A model cannot fall back to itself."})
+
+
+class RouteRule(models.Model):
+    """One ordered rule for requests that ask for `auto` or name no model; first match wins."""
+
+    class Priority(models.TextChoices):
+        ANY = "", "any"
+        LOW = "low", "low"
+        MEDIUM = "medium", "medium"
+        HIGH = "high", "high"
+
+    position = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=64, unique=True)
+    priority = models.CharField(max_length=8, choices=Priority, blank=True, default="")
+    max_prompt_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Match only prompts of at most this many (estimated) tokens."
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Match only requests whose max_tokens is set and at most this."
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteStep(models.Model):
+    rule = models.ForeignKey(RouteRule, on_delete=models.CASCADE, related_name="steps")
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.model}"
+
+
+class UsageRecordQuerySet(models.QuerySet):
+    def for_team(self, team: Team | int) -> UsageRecordQuerySet:
+        return self.filter(team=team)
+
+    def between(self, start, end) -> UsageRecordQuerySet:
+        return self.filter(created_at__gte=start, created_at__lt=end)
+
+
+COST_FIELD = {"max_digits": 20, "decimal_places": 10, "default": Decimal("0")}
+
+
+class UsageRecord(models.Model):
+    """One row per request (the ledger, and the truth budgets are rebuilt from)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "ok"
+        ERROR = "error", "error"
+        REFUSED = "refused", "refused (budget, rate limit)"
+        STREAM_ERROR = "stream_error", "stream failed after first byte"
+
+    class Cache(models.TextChoices):
+        HIT = "hit", "hit"
+        MISS = "miss", "miss"
+        BYPASS = "bypass", "bypass"
+
+    request_id = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="usage")
+    feature = models.ForeignKey(Feature, on_delete=models.PROTECT, null=True, blank=True, related_name="usage")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage")
+    requested_model = models.CharField(max_length=128, blank=True)
+    served_model = models.CharField(max_length=128, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    stream = models.BooleanField(default=False)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0, help_text="Input tokens read from the prompt cache.")
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(**COST_FIELD)
+    saved_usd = models.DecimalField(**COST_FIELD, help_text="What a cache hit would have cost.")
+    estimated = models.BooleanField(default=False, help_text="Tokens estimated: the provider reported no usage.")
+    unpriced = models.BooleanField(default=False, help_text="The model has no price: cost unknown, not zero.")
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status, default=Status.OK)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    error_type = models.CharField(max_length=64, blank=True)
+    cache = models.CharField(max_length=8, choices=Cache, default=Cache.MISS)
+    content = models.JSONField(null=True, blank=True, help_text="Only for teams that opt in; redacted.")
+
+    objects = UsageRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["team", "created_at"]),
+            models.Index(fields=["feature", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

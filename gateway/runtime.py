@@ -1,0 +1,106 @@
+"""Per-process clients: Redis (asyncio and sync) and the pooled httpx client.
+
+This is the one place that creates them. Async clients are bound to an event loop, so they
+are kept per running loop (in production there is exactly one loop per worker process; the
+test client and Celery's eager mode may spin up short-lived loops). With no REDIS_URL the
+clients talk to an in-process fakeredis server with Lua, shared by every client of this
+process (the embedded demo mode: one process only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from functools import cache
+
+import httpx
+import redis as redis_sync
+import redis.asyncio as redis_async
+from django.conf import settings
+from fakeredis import FakeAsyncRedis, FakeConnection, FakeRedis
+
+__all__ = ["FakeConnection", "aredis", "http_client", "sync_redis", "close_loop_clients"]
+
+_EMBEDDED_HOST = "embedded"
+_EMBEDDED_PORT = 6379
+
+
+class _LoopClients:
+    """Clients owned by one event loop."""
+
+    def __init__(self) -> None:
+        self.redis: redis_async.Redis | None = None
+        self.http: httpx.AsyncClient | None = None
+
+
+@cache
+def _registry() -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients]:
+    return weakref.WeakKeyDictionary()
+
+
+def _loop_clients() -> _LoopClients:
+    loop = asyncio.get_running_loop()
+    registry = _registry()
+    clients = registry.get(loop)
+    if clients is None:
+        clients = registry[loop] = _LoopClients()
+    return clients
+
+
+def _socket_timeout() -> float:
+    return float(getattr(settings, "REDIS_SOCKET_TIMEOUT_S", 2.0))
+
+
+def aredis() -> redis_async.Redis:
+    """The asyncio Redis client of the running loop (bytes in, bytes out)."""
+    clients = _loop_clients()
+    if clients.redis is None:
+        if settings.REDIS_URL:
+            clients.redis = redis_async.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=_socket_timeout(),
+                socket_connect_timeout=_socket_timeout(),
+                max_connections=512,
+                health_check_interval=30,
+            )
+        else:
+            clients.redis = FakeAsyncRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
+    return clients.redis
+
+
+@cache
+def sync_redis() -> redis_sync.Redis:
+    """The synchronous Redis client (admin pages, Celery tasks, management commands)."""
+    if settings.REDIS_URL:
+        return redis_sync.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=_socket_timeout(),
+            socket_connect_timeout=_socket_timeout(),
+        )
+    return FakeRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
+
+
+def http_client() -> httpx.AsyncClient:
+    """The pooled httpx client of the running loop, shared by every provider adapter.
+
+    Timeouts are set per request by the adapters from the Provider's own settings.
+    """
+    clients = _loop_clients()
+    if clients.http is None:
+        clients.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            http2=False,
+        )
+    return clients.http
+
+
+async def close_loop_clients() -> None:
+    """Close the running loop's clients (on shutdown, and between tests)."""
+    clients = _registry().pop(asyncio.get_running_loop(), None)
+    if clients is None:
+        return
+    if clients.http is not None:
+        await clients.http.aclose()
+    if clients.redis is not None:
+        await clients.redis.aclose()

@@ -1,0 +1,34 @@
+"""Shared fixtures. Every test starts with an empty Redis (real or the in-process stand-in)
+and a cold config snapshot."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from gateway import runtime
+from gateway.config import store
+
+
+def pytest_report_header(config):
+    redis = settings.REDIS_URL or "in-process fakeredis"
+    db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    return f"gateway test mode: database={db} redis={redis}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    runtime.sync_redis().flushdb()
+    store().invalidate()
+    yield
+    store().invalidate()
+
+
+@pytest.fixture
+def redis_sync():
+    return runtime.sync_redis()
+
+
+requires_real_redis = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="needs a real Redis shared between processes (REDIS_URL)"
+)
