@@ -19,7 +19,7 @@ import redis.asyncio as redis_async
 from django.conf import settings
 from fakeredis import FakeAsyncRedis, FakeConnection, FakeRedis
 
-__all__ = ["FakeConnection", "aredis", "http_client", "sync_redis", "close_loop_clients"]
+__all__ = ["FakeConnection", "aredis", "close_loop_clients", "http_client", "spawn", "sync_redis"]
 
 _EMBEDDED_HOST = "embedded"
 _EMBEDDED_PORT = 6379
@@ -31,6 +31,7 @@ class _LoopClients:
     def __init__(self) -> None:
         self.redis: redis_async.Redis | None = None
         self.http: httpx.AsyncClient | None = None
+        self.tasks: set[asyncio.Task] = set()  # background work that must not be collected
 
 
 @cache
@@ -64,7 +65,9 @@ def aredis() -> redis_async.Redis:
                 health_check_interval=30,
             )
         else:
-            clients.redis = FakeAsyncRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
+            clients.redis = FakeAsyncRedis(
+                host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set()
+            )
     return clients.redis
 
 
@@ -95,11 +98,22 @@ def http_client() -> httpx.AsyncClient:
     return clients.http
 
 
+def spawn(coro) -> asyncio.Task:
+    """Run `coro` in the background on the running loop, keeping it alive until it is done."""
+    tasks = _loop_clients().tasks
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
 async def close_loop_clients() -> None:
     """Close the running loop's clients (on shutdown, and between tests)."""
     clients = _registry().pop(asyncio.get_running_loop(), None)
     if clients is None:
         return
+    if clients.tasks:
+        await asyncio.gather(*clients.tasks, return_exceptions=True)
     if clients.http is not None:
         await clients.http.aclose()
     if clients.redis is not None:

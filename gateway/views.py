@@ -1,9 +1,96 @@
-from django.views import View
+"""The OpenAI-compatible API. Views only read the HTTP request, call the pipeline in
+gateway.services and shape the HTTP response."""
+
+from __future__ import annotations
+
+import orjson
+from adrf.views import APIView
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, StreamingHttpResponse
+
+from gateway import services, streaming
+from gateway.auth import authenticate
+from gateway.errors import BodyTooLarge, GatewayError, UnsupportedMediaType, error_response
 
 
-class ChatCompletionsView(View):
-    pass
+def json_response(body: dict, headers: dict[str, str], status: int = 200) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
-class ModelsView(View):
-    pass
+def sse_response(events, headers: dict[str, str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # ask reverse proxies not to buffer the stream
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def read_body(request) -> bytes:
+    limit = settings.GATEWAY["MAX_BODY_BYTES"]
+    content_type = request.content_type or ""
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"Send the request as application/json, not {content_type}.")
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise BodyTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise BodyTooLarge(f"The request body is larger than {limit} bytes.") from None
+    if len(raw) > limit:
+        raise BodyTooLarge(f"The request body is {len(raw)} bytes; the limit is {limit}.")
+    return raw
+
+
+class ChatCompletionsView(APIView):
+    """POST /v1/chat/completions: OpenAI's chat completions, JSON or SSE."""
+
+    async def post(self, request):
+        call = services.new_call()
+        try:
+            raw = read_body(request._request)
+            await services.prepare(call, headers=request.headers, raw_body=raw)
+            hit = await services.admit(call)
+            if hit is not None:
+                cost = await services.serve_cached(call, hit)
+                if call.stream:
+                    return sse_response(streaming.cached_events(call, hit), call.headers(cost))
+                return json_response(hit.body, call.headers(cost))
+            if call.stream:
+                chunks, first, result = await services.attempt_models(call, streaming.start_stream)
+                events = streaming.live_events(call, chunks, first, result)
+                return sse_response(events, call.headers(None))
+            body, headers = await services.complete(call)
+            return json_response(body, headers)
+        except GatewayError as error:
+            await services.fail(call, error)
+            return error_response(error, extra_headers=call.headers(None))
+
+
+class ModelsView(APIView):
+    """GET /v1/models: the models a key may ask for."""
+
+    async def get(self, request):
+        try:
+            _key, _team, snapshot = await authenticate(request.headers.get("authorization"))
+        except GatewayError as error:
+            return error_response(error)
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider.name,
+                "context_window": m.context_window,
+            }
+            for m in snapshot.models.values()
+        ]
+        return json_response({"object": "list", "data": data}, {})

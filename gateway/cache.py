@@ -1,0 +1,135 @@
+"""The one place for response-cache keys and TTLs.
+
+A key is a hash of the request reduced to what can change the answer: two requests that
+mean the same (keys in another order, a single text part instead of a string, a parameter
+sent at its default value, max_tokens under either name) share a key; any other difference
+gives another key. Keys are scoped to the team unless the team opted into the shared scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.config import FeatureSnap, TeamSnap
+from gateway.providers.base import Usage
+
+PREFIX = "gw:cache:"
+MAX_TTL_S = 30 * 86400
+
+# Parameters whose absence means exactly their default value in OpenAI's API.
+DEFAULTS: dict[str, Any] = {
+    "temperature": 1,
+    "top_p": 1,
+    "n": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+    "parallel_tool_calls": True,
+}
+# Fields that never change the answer.
+IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
+
+
+def _normalize_content(content: Any) -> Any:
+    if isinstance(content, list) and len(content) == 1:
+        part = content[0]
+        if isinstance(part, dict) and part.get("type") == "text" and set(part) == {"type", "text"}:
+            return part["text"]
+    return content
+
+
+def _normalize_message(message: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in message.items() if v is not None}
+    if "content" in out:
+        out["content"] = _normalize_content(out["content"])
+    return out
+
+
+def normalize(body: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
+    """The request as the cache sees it. `chain` is the model names that may serve it."""
+    out: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in IGNORED or value is None or name == "model":
+            continue
+        if name in DEFAULTS and value == DEFAULTS[name]:
+            continue
+        out[name] = value
+    if "max_completion_tokens" in out:
+        out["max_tokens"] = out.pop("max_completion_tokens")
+    out["messages"] = [_normalize_message(m) for m in body["messages"]]
+    out["model"] = list(chain)
+    return out
+
+
+def key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> str:
+    scope = "shared" if team.cache_scope == "shared" else f"t{team.id}"
+    digest = hashlib.sha256(orjson.dumps(normalize(body, chain), option=orjson.OPT_SORT_KEYS))
+    return f"{PREFIX}{scope}:{digest.hexdigest()}"
+
+
+def ttl_for(*, header: str | None, feature: FeatureSnap | None, default: int) -> int:
+    """Seconds to cache the answer: the X-Gateway-Cache-TTL header, else the feature's default.
+
+    Raises ValueError for a header that is not a whole number of seconds.
+    """
+    if header is not None and header != "":
+        ttl = int(header)
+        if ttl < 0:
+            raise ValueError("negative")
+        return min(ttl, MAX_TTL_S)
+    return feature.default_cache_ttl if feature else default
+
+
+@dataclass(slots=True)
+class CachedAnswer:
+    body: dict[str, Any]  # a whole chat.completion
+    usage: Usage
+    model: str  # the model that served it
+    provider: str
+
+    def dumps(self) -> bytes:
+        u = self.usage
+        return orjson.dumps(
+            {
+                "body": self.body,
+                "model": self.model,
+                "provider": self.provider,
+                "usage": [
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cached_tokens,
+                    u.cache_write_tokens,
+                    u.reported,
+                ],
+            }
+        )
+
+    @classmethod
+    def loads(cls, raw: bytes) -> CachedAnswer:
+        data = orjson.loads(raw)
+        i, o, c, w, reported = data["usage"]
+        return cls(
+            body=data["body"],
+            usage=Usage(i, o, c, w, reported),
+            model=data["model"],
+            provider=data["provider"],
+        )
+
+
+def cacheable(body: dict[str, Any]) -> bool:
+    """Only whole answers are cached: not cut off mid tool call, not an error."""
+    choices = body.get("choices") or []
+    return bool(choices) and all(c.get("finish_reason") in ("stop", "length") for c in choices)
+
+
+async def get(redis, key: str) -> CachedAnswer | None:
+    raw = await redis.get(key)
+    return CachedAnswer.loads(raw) if raw else None
+
+
+async def put(redis, key: str, answer: CachedAnswer, ttl: int) -> None:
+    await redis.set(key, answer.dumps(), ex=ttl)

@@ -1,0 +1,89 @@
+"""A circuit breaker per provider, shared by every process through Redis.
+
+Closed: calls go through and consecutive failures are counted. After N consecutive failures
+the circuit opens for a cooldown and the chain skips the provider. Once the cooldown is over
+exactly one probe is let through (half-open, claimed with SET NX); its success closes the
+circuit, its failure opens it again. Approximate by nature: two processes may both count the
+Nth failure, which only matters for when, not whether, the circuit opens.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+
+import orjson
+from django.conf import settings
+
+PREFIX = "gw:cb:"
+EVENTS_KEY = "gw:events:circuit"
+
+# KEYS[1] = state hash, KEYS[2] = events list. ARGV = now_ms, threshold, cooldown_ms, provider.
+_FAIL_SCRIPT = """
+local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+local now = tonumber(ARGV[1])
+if fails >= tonumber(ARGV[2]) or open_until > 0 then
+  redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[3]), 'fails', 0)
+  redis.call('DEL', KEYS[1] .. ':probe')
+  redis.call('RPUSH', KEYS[2], cjson.encode({provider=ARGV[4], opened_at_ms=now}))
+  return 1
+end
+return 0
+"""
+
+
+class State(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"  # this caller holds the single probe
+
+
+def _key(provider: str) -> str:
+    return PREFIX + provider
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def check(redis, provider: str) -> tuple[State, bool]:
+    """Whether a call to the provider may go through now, and whether failures are counted
+    against it (so that a success only writes to Redis when there is something to reset)."""
+    open_until, fails = await redis.hmget(_key(provider), "open_until", "fails")
+    dirty = bool(fails and int(fails))
+    if not open_until or int(open_until) == 0:
+        return State.CLOSED, dirty
+    if _now_ms() < int(open_until):
+        return State.OPEN, dirty
+    cooldown_ms = settings.GATEWAY["CIRCUIT_COOLDOWN_S"] * 1000
+    if await redis.set(_key(provider) + ":probe", b"1", nx=True, px=cooldown_ms):
+        return State.HALF_OPEN, True
+    return State.OPEN, dirty
+
+
+async def record_success(redis, provider: str, state: State, dirty: bool) -> None:
+    """Close the circuit after a successful probe, and reset the failure count."""
+    if state is State.HALF_OPEN:
+        await redis.delete(_key(provider), _key(provider) + ":probe")
+    elif dirty:
+        await redis.hset(_key(provider), "fails", 0)
+
+
+async def record_failure(redis, provider: str) -> bool:
+    """Count a failure; returns True when this failure opened (or re-opened) the circuit."""
+    script = redis.register_script(_FAIL_SCRIPT)
+    opened = await script(
+        keys=[_key(provider), EVENTS_KEY],
+        args=[
+            _now_ms(),
+            settings.GATEWAY["CIRCUIT_FAILURES"],
+            settings.GATEWAY["CIRCUIT_COOLDOWN_S"] * 1000,
+            provider,
+        ],
+    )
+    return bool(opened)
+
+
+def parse_event(raw: bytes) -> dict:
+    return orjson.loads(raw)

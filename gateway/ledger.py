@@ -1,0 +1,151 @@
+"""The usage ledger, written off the hot path.
+
+A request appends its record to a Redis list (one round trip, in the background); a drainer
+moves batches into the database. If Redis is unreachable the record waits in this process's
+spool and is written straight to the database by the next drain. A drain inserts a batch and
+updates the dashboard roll-ups in one transaction, skipping records already there, so a
+drainer that dies between the insert and the trim never double counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from gateway import circuit, runtime
+
+log = logging.getLogger(__name__)
+
+QUEUE_KEY = "gw:ledger"
+LOCK_KEY = "gw:ledger:lock"
+BATCH = 500
+
+
+@dataclass
+class Spool:
+    """Records that could not reach Redis, waiting in this process for the next drain."""
+
+    items: list[bytes] = field(default_factory=list)
+
+
+@cache
+def spool() -> Spool:
+    return Spool()
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, default=str)
+
+
+async def enqueue(record: dict[str, Any]) -> None:
+    raw = encode(record)
+    try:
+        await runtime.aredis().rpush(QUEUE_KEY, raw)
+    except (RedisError, OSError):
+        spool().items.append(raw)
+
+
+def _to_model(data: dict[str, Any]):
+    from gateway.models import UsageRecord
+
+    data = dict(data)
+    data["created_at"] = datetime.fromisoformat(data["created_at"])
+    for name in ("cost_usd", "saved_usd"):
+        data[name] = Decimal(data.get(name) or "0")
+    return UsageRecord(**data)
+
+
+def _write(raws: list[bytes]) -> int:
+    """Insert the records not yet in the ledger and roll them up, in one transaction."""
+    from gateway.models import UsageRecord
+    from reports import rollups
+
+    records = [_to_model(orjson.loads(r)) for r in raws]
+    with transaction.atomic():
+        known = set(
+            UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).values_list(
+                "request_id", flat=True
+            )
+        )
+        fresh = [r for r in records if r.request_id not in known]
+        UsageRecord.objects.bulk_create(fresh)
+        rollups.apply(fresh)
+    return len(fresh)
+
+
+def _drain_events(redis) -> None:
+    from reports import rollups
+
+    raws = redis.lrange(circuit.EVENTS_KEY, 0, BATCH - 1)
+    if not raws:
+        return
+    events = []
+    for raw in raws:
+        event = orjson.loads(raw)
+        opened = datetime.fromtimestamp(event["opened_at_ms"] / 1000, tz=UTC)
+        events.append(
+            {
+                "provider": event["provider"],
+                "opened_at": opened.isoformat(),
+                "reason": "consecutive_failures",
+            }
+        )
+    rollups.record_circuit_events(events)
+    redis.ltrim(circuit.EVENTS_KEY, len(raws), -1)
+
+
+def drain(max_batches: int = 100) -> int:
+    """Move queued records into the database. Returns how many were inserted."""
+    written = 0
+    pending = spool().items
+    if pending:
+        batch, pending[:] = list(pending), []
+        try:
+            written += _write(batch)
+        except Exception:
+            pending[:0] = batch
+            raise
+    redis = runtime.sync_redis()
+    if not redis.set(LOCK_KEY, b"1", nx=True, px=60_000):
+        return written  # another drainer is at work
+    try:
+        for _ in range(max_batches):
+            raws = redis.lrange(QUEUE_KEY, 0, BATCH - 1)
+            if not raws:
+                break
+            written += _write(raws)
+            redis.ltrim(QUEUE_KEY, len(raws), -1)
+        _drain_events(redis)
+    finally:
+        redis.delete(LOCK_KEY)
+    return written
+
+
+def pending() -> int:
+    return runtime.sync_redis().llen(QUEUE_KEY) + len(spool().items)
+
+
+async def run_flusher(stop: asyncio.Event) -> None:
+    """Drain periodically inside a web process until `stop` is set, then drain once more."""
+    interval = settings.GATEWAY["LEDGER_FLUSH_INTERVAL_S"]
+    adrain = sync_to_async(drain, thread_sensitive=False)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+        try:
+            await adrain()
+        except Exception:
+            log.exception("ledger drain failed; records stay queued")

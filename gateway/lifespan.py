@@ -1,0 +1,43 @@
+"""ASGI lifespan around Django (which ignores lifespan): start the in-process ledger drainer
+on startup; on shutdown stop it, drain what is left and close the per-process clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from django.conf import settings
+
+from gateway import ledger, runtime
+
+log = logging.getLogger(__name__)
+
+
+class LifespanApp:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.stop = asyncio.Event()
+        self.flusher: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if settings.GATEWAY["LEDGER_IN_PROCESS"]:
+                    self.flusher = asyncio.get_running_loop().create_task(
+                        ledger.run_flusher(self.stop)
+                    )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await runtime.close_loop_clients()  # waits for background accounting tasks first
+        if self.flusher is not None:
+            await self.flusher  # its last drain runs after the stop event

@@ -1,0 +1,74 @@
+"""Which models may serve a request, in order.
+
+A named model is tried first, then its fallback list. `auto` (or no model) follows the
+routing rules: the first enabled rule whose priority and size limits match gives the chain.
+Models whose context window cannot hold the prompt are skipped.
+"""
+
+from __future__ import annotations
+
+from gateway.config import ModelSnap, RouteSnap, Snapshot
+from gateway.errors import InvalidRequest, ModelNotFound
+
+AUTO = "auto"
+
+
+def rule_matches(
+    rule: RouteSnap, *, priority: str, prompt_tokens: int, max_tokens: int | None
+) -> bool:
+    if rule.priority and rule.priority != priority:
+        return False
+    if rule.max_prompt_tokens is not None and prompt_tokens > rule.max_prompt_tokens:
+        return False
+    if rule.max_output_tokens is not None and (
+        max_tokens is None or max_tokens > rule.max_output_tokens
+    ):
+        return False
+    return True
+
+
+def chain_names(
+    snapshot: Snapshot, *, model: str, priority: str, prompt_tokens: int, max_tokens: int | None
+) -> tuple[str, ...]:
+    if model != AUTO:
+        if model not in snapshot.models:
+            raise ModelNotFound(
+                f"The model '{model}' does not exist or is not enabled.", param="model"
+            )
+        first = snapshot.models[model]
+        return (model, *(name for name in first.fallbacks if name != model))
+    for rule in snapshot.routes:
+        if rule_matches(
+            rule, priority=priority, prompt_tokens=prompt_tokens, max_tokens=max_tokens
+        ):
+            return rule.chain
+    raise ModelNotFound("No routing rule matches this request; name a model.", param="model")
+
+
+def resolve_chain(
+    snapshot: Snapshot, *, model: str, priority: str, prompt_tokens: int, max_tokens: int | None
+) -> list[ModelSnap]:
+    """The models to try, in order, each at most once, all able to hold the prompt."""
+    names = chain_names(
+        snapshot, model=model, priority=priority, prompt_tokens=prompt_tokens, max_tokens=max_tokens
+    )
+    seen: set[str] = set()
+    chain: list[ModelSnap] = []
+    for name in names:
+        m = snapshot.models.get(name)
+        if m is None or name in seen:
+            continue
+        seen.add(name)
+        chain.append(m)
+    if not chain:
+        raise ModelNotFound(f"No enabled model can serve '{model}'.", param="model")
+    fitting = [m for m in chain if prompt_tokens + (max_tokens or 0) <= m.context_window]
+    if not fitting:
+        largest = max(m.context_window for m in chain)
+        raise InvalidRequest(
+            f"The prompt (about {prompt_tokens} tokens) plus max_tokens does not fit the context "
+            f"window of any model in the chain (largest: {largest} tokens).",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return fitting

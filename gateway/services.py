@@ -1,0 +1,384 @@
+"""The request pipeline of /v1/chat/completions.
+
+prepare (auth, validation, feature, routing) → rate limits → cache → budget reservation →
+the fallback loop → settle, cache, ledger. Non-streamed answers are finished here; streamed
+ones are handed to gateway.streaming once a provider has produced its first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from budgets import ratelimit
+from budgets import services as budgets
+from gateway import cache, circuit, ledger, runtime, tokens
+from gateway.auth import authenticate, resolve_feature
+from gateway.config import FeatureSnap, KeySnap, ModelSnap, TeamSnap
+from gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidRequest,
+    NoProviderAvailable,
+    ProviderRejected,
+    ServiceUnavailable,
+)
+from gateway.money import Cost, cost_of, format_usd, worst_case_units
+from gateway.providers import adapter_for
+from gateway.providers.base import ChatRequest, Completion, ProviderError, Usage
+from gateway.redaction import redact
+from gateway.routing import resolve_chain
+from gateway.serializers import parse_json, upstream_body, validate_chat
+
+log = logging.getLogger(__name__)
+PRIORITIES = ("low", "medium", "high")
+
+
+@dataclass
+class Call:
+    """Everything known about one request as it moves through the pipeline."""
+
+    request_id: str
+    started: float
+    created_at: datetime
+    deadline: float = 0.0
+    key: KeySnap | None = None
+    team: TeamSnap | None = None
+    feature: FeatureSnap | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    chain: list[ModelSnap] = field(default_factory=list)
+    cache_key: str | None = None
+    cache_ttl: int = 0
+    cache_status: str = "bypass"
+    reservation: Any = None
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    served: ModelSnap | None = None
+
+    @property
+    def requested_model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    def headers(self, cost: Cost | None) -> dict[str, str]:
+        if cost is None:
+            cost_text = "pending" if self.served else "0"
+        else:
+            cost_text = "unpriced" if cost.unpriced else format_usd(cost.usd)
+        return {
+            "X-Request-ID": self.request_id,
+            "X-Gateway-Model": self.served.name if self.served else "",
+            "X-Gateway-Provider": self.served.provider.name if self.served else "",
+            "X-Gateway-Cache": self.cache_status,
+            "X-Gateway-Cost-USD": cost_text,
+            "X-Gateway-Attempts": str(len(self.attempts)),
+        }
+
+
+def new_call() -> Call:
+    return Call(
+        request_id="req_" + uuid.uuid4().hex, started=time.monotonic(), created_at=datetime.now(UTC)
+    )
+
+
+async def prepare(call: Call, *, headers: dict[str, str], raw_body: bytes) -> None:
+    """Authenticate, validate and route; raises GatewayError for anything wrong."""
+    call.key, call.team, snapshot = await authenticate(headers.get("authorization"))
+    call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
+    call.body = validate_chat(parse_json(raw_body))
+    call.stream = bool(call.body.get("stream"))
+    priority = (headers.get("x-gateway-priority") or "medium").strip().lower()
+    if priority not in PRIORITIES:
+        raise InvalidRequest(
+            "X-Gateway-Priority must be low, medium or high.", param="X-Gateway-Priority"
+        )
+    try:
+        call.cache_ttl = cache.ttl_for(
+            header=headers.get("x-gateway-cache-ttl"),
+            feature=call.feature,
+            default=settings.GATEWAY["DEFAULT_CACHE_TTL_S"],
+        )
+    except ValueError:
+        raise InvalidRequest(
+            "X-Gateway-Cache-TTL must be a whole number of seconds (0 = bypass).",
+            param="X-Gateway-Cache-TTL",
+        ) from None
+    prompt = tokens.estimate_prompt(call.body)
+    max_tokens = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
+    chain = resolve_chain(
+        snapshot,
+        model=call.requested_model,
+        priority=priority,
+        prompt_tokens=prompt,
+        max_tokens=max_tokens,
+    )
+    call.chain = _priced_under_hard_budget(call, chain)
+    call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
+    if call.cache_ttl > 0:
+        call.cache_key = cache.key_for(
+            team=call.team, body=call.body, chain=tuple(m.name for m in chain)
+        )
+
+
+def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:
+    """Under a hard budget an unpriced model could spend without limit: it is skipped."""
+    if not any(b.hard for b in call.team.budgets_for(call.feature)):
+        return chain
+    priced = [m for m in chain if m.prices.known]
+    if not priced:
+        raise InvalidRequest(
+            f"No model in the chain for '{call.requested_model}' has a price, and a hard budget "
+            "covers this request: set the model's prices in the admin.",
+            param="model",
+            code="model_unpriced",
+        )
+    return priced
+
+
+def _max_output(call: Call) -> int:
+    asked = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
+    return asked or max(m.max_output_tokens for m in call.chain)
+
+
+async def admit(call: Call) -> cache.CachedAnswer | None:
+    """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any."""
+    redis = runtime.aredis()
+    budgets_ = call.team.budgets_for(call.feature)
+    try:
+        await ratelimit.check_rate_limits(
+            redis=redis,
+            key=call.key,
+            team=call.team,
+            tokens=tokens.estimate_prompt(call.body) + _max_output(call),
+        )
+        if call.cache_key:
+            call.cache_status = "miss"
+            hit = await cache.get(redis, call.cache_key)
+            if hit is not None:
+                call.cache_status = "hit"
+                return hit
+        units = worst_case_units(
+            input_tokens=tokens.prompt_upper_bound(call.body),
+            output_tokens=_max_output(call),
+            prices=[m.prices for m in call.chain],
+        )
+        call.reservation = await budgets.reserve(
+            redis=redis, team=call.team, budgets=budgets_, request_id=call.request_id, units=units
+        )
+    except (RedisError, OSError) as exc:
+        call.cache_key, call.cache_status = None, "bypass"
+        if budgets_ and not call.team.budget_fail_open:
+            raise ServiceUnavailable(
+                "Budget counters are unreachable, so spending cannot be checked; try again "
+                "shortly.",
+                code="budget_store_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
+        log.warning(
+            "redis unreachable; serving %s without cache or limits (fail open)", call.request_id
+        )
+    return None
+
+
+async def attempt_models(call: Call, start):
+    """The fallback loop: `start(adapter, request)` for each model until one succeeds.
+
+    Retryable failures move on to the next model; the caller's own errors end the loop.
+    Returns what `start` returned, with `call.served` set.
+    """
+    redis = runtime.aredis()
+    body = upstream_body(call.body)
+    for index, model in enumerate(call.chain):
+        provider = model.provider.name
+        try:
+            state, dirty = await circuit.check(redis, provider)
+        except (RedisError, OSError):
+            state, dirty = circuit.State.CLOSED, False
+        if state is circuit.State.OPEN and (index < len(call.chain) - 1 or call.attempts):
+            call.attempts.append(
+                {"model": model.name, "provider": provider, "error": "circuit open"}
+            )
+            continue
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
+        adapter = adapter_for(model.provider, runtime.http_client())
+        try:
+            async with asyncio.timeout(remaining):
+                result = await start(
+                    adapter, ChatRequest(body=body, upstream_model=model.upstream_id)
+                )
+        except TimeoutError:
+            call.attempts.append({"model": model.name, "provider": provider, "error": "deadline"})
+            raise DeadlineExceeded(_attempts_message("The request deadline passed", call)) from None
+        except ProviderError as exc:
+            call.attempts.append({"model": model.name, "provider": provider, "error": exc.message})
+            if not exc.retryable:
+                raise ProviderRejected(
+                    exc.message, status=exc.status or 400, body=exc.body
+                ) from exc
+            await _safe(circuit.record_failure(redis, provider))
+            continue
+        call.attempts.append({"model": model.name, "provider": provider, "error": ""})
+        call.served = model
+        await _safe(circuit.record_success(redis, provider, state, dirty))
+        return result
+    raise NoProviderAvailable(_attempts_message("Every provider failed", call))
+
+
+def _attempts_message(prefix: str, call: Call) -> str:
+    tried = "; ".join(
+        f"{a['model']} ({a['provider']}): {a['error'] or 'ok'}" for a in call.attempts
+    )
+    return f"{prefix}. Attempts: {tried or 'none'}."
+
+
+async def _safe(coro) -> None:
+    try:
+        await coro
+    except (RedisError, OSError):
+        log.warning("redis unreachable while updating a circuit breaker")
+
+
+async def complete(call: Call) -> tuple[dict[str, Any], dict[str, str]]:
+    """A non-streamed call: the OpenAI body and the gateway's headers."""
+    completion: Completion = await attempt_models(call, lambda adapter, req: adapter.complete(req))
+    usage = _usage_or_estimate(call, completion.usage, completion.body)
+    cost = cost_of(usage, call.served.prices)
+    await finish(call, usage=usage, cost=cost, body=completion.body)
+    return completion.body, call.headers(cost)
+
+
+def _usage_or_estimate(call: Call, usage: Usage | None, body: dict[str, Any] | None) -> Usage:
+    if usage is not None and usage.reported:
+        return usage
+    text = ""
+    for choice in (body or {}).get("choices", []):
+        message = choice.get("message") or {}
+        text += str(message.get("content") or "") + str(message.get("tool_calls") or "")
+    return Usage(
+        input_tokens=tokens.estimate_prompt(call.body),
+        output_tokens=tokens.estimate_text(text),
+        reported=False,
+    )
+
+
+async def finish(
+    call: Call,
+    *,
+    usage: Usage,
+    cost: Cost,
+    body: dict[str, Any] | None,
+    status: str = "ok",
+    error_type: str = "",
+) -> None:
+    """Settle the budget, cache a whole answer and write the ledger record."""
+    redis = runtime.aredis()
+    if call.reservation is not None:
+        try:
+            await budgets.settle(redis=redis, reservation=call.reservation, actual_units=cost.units)
+        except (RedisError, OSError):
+            log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
+    elif call.team.budgets_for(call.feature) and cost.units:
+        await _safe(
+            budgets.record_spend(
+                redis=redis,
+                team=call.team,
+                budgets=call.team.budgets_for(call.feature),
+                units=cost.units,
+            )
+        )
+    if status == "ok" and call.cache_key and body is not None and cache.cacheable(body):
+        answer = cache.CachedAnswer(
+            body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
+        )
+        await _safe(cache.put(redis, call.cache_key, answer, call.cache_ttl))
+    await record(
+        call,
+        usage=usage,
+        cost=cost,
+        status=status,
+        error_type=error_type,
+        http_status=200,
+        response=body,
+    )
+
+
+async def serve_cached(call: Call, hit: cache.CachedAnswer) -> Cost:
+    """A cache hit costs nothing and records what it saved."""
+    model = next((m for m in call.chain if m.name == hit.model), None)
+    saved = cost_of(hit.usage, model.prices) if model else Cost(Decimal(0), unpriced=True)
+    call.served = model or call.chain[0]
+    zero = Cost(Decimal(0))
+    await record(call, usage=hit.usage, cost=zero, saved=saved, http_status=200, response=hit.body)
+    return zero
+
+
+async def fail(call: Call, error: GatewayError) -> None:
+    """Release the reservation and record the refused or failed request."""
+    if call.reservation is not None:
+        try:
+            await budgets.release(redis=runtime.aredis(), reservation=call.reservation)
+        except (RedisError, OSError):
+            log.warning("could not release %s; it expires on its own", call.request_id)
+    if call.team is None:
+        return  # no key, no team: nothing to bill the record to
+    status = "refused" if error.status in (429, 503) else "error"
+    await record(
+        call,
+        usage=Usage(reported=False),
+        cost=Cost(Decimal(0)),
+        status=status,
+        error_type=error.code or error.type,
+        http_status=error.status,
+    )
+
+
+async def record(
+    call: Call,
+    *,
+    usage: Usage,
+    cost: Cost,
+    status: str = "ok",
+    error_type: str = "",
+    http_status: int = 200,
+    saved: Cost | None = None,
+    response: dict[str, Any] | None = None,
+) -> None:
+    entry = {
+        "request_id": call.request_id,
+        "created_at": call.created_at.isoformat(),
+        "team_id": call.team.id,
+        "feature_id": call.feature.id if call.feature else None,
+        "api_key_id": call.key.id if call.key else None,
+        "requested_model": call.requested_model[:128],
+        "served_model": call.served.name if call.served else "",
+        "provider": call.served.provider.name if call.served else "",
+        "attempts": len(call.attempts),
+        "attempt_log": call.attempts,
+        "stream": call.stream,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cost_usd": str(cost.usd),
+        "saved_usd": str(saved.usd) if saved else "0",
+        "estimated": not usage.reported and status != "refused" and http_status == 200,
+        "unpriced": cost.unpriced or bool(saved and saved.unpriced),
+        "latency_ms": int((time.monotonic() - call.started) * 1000),
+        "status": status,
+        "http_status": http_status,
+        "error_type": error_type[:64],
+        "cache": call.cache_status,
+    }
+    if call.team.store_content:
+        entry["content"] = redact({"messages": call.body.get("messages"), "response": response})
+    await ledger.enqueue(entry)

@@ -1,0 +1,226 @@
+"""Streamed answers as OpenAI server-sent events.
+
+Fallback happens only before the first byte: a provider's stream is opened and its first
+chunk read inside the fallback loop, and only then does the response start. After that an
+upstream failure ends the stream with an explicit error event and no `[DONE]`, and the ledger
+records `stream_error`: a client never mistakes a cut answer for a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from gateway import runtime, services, tokens
+from gateway.cache import CachedAnswer
+from gateway.money import Cost, cost_of, format_usd
+from gateway.providers.base import ProviderError, StreamResult, Usage
+
+log = logging.getLogger(__name__)
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def openai_usage(usage: Usage, cost: Cost | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+    if cost is not None:  # an extension field: the exact cost, known only at the end of a stream
+        out["cost_usd"] = None if cost.unpriced else format_usd(cost.usd)
+    return out
+
+
+class Accumulator:
+    """Rebuilds a whole chat.completion from the chunks of a stream (for the cache)."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, Any] = {}
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if not self.meta:
+            self.meta = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.content.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                slot = self.tool_calls.setdefault(
+                    call.get("index", 0),
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                fn = call.get("function") or {}
+                slot["function"]["name"] += fn.get("name") or ""
+                slot["function"]["arguments"] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def text(self) -> str:
+        return "".join(self.content) + "".join(
+            c["function"]["arguments"] for c in self.tool_calls.values()
+        )
+
+    def completion(self, usage: Usage) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return {
+            **{k: v for k, v in self.meta.items() if v is not None},
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": openai_usage(usage),
+        }
+
+
+def replay_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A whole chat.completion (e.g. from the cache) as the chunks a stream would have sent."""
+    base = {
+        "id": body.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": body.get("created", 0),
+        "model": body.get("model", ""),
+    }
+    chunks = []
+    for choice in body.get("choices", []):
+        index, message = choice.get("index", 0), choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [
+                {"index": j, **call} for j, call in enumerate(message["tool_calls"])
+            ]
+        chunks.append(
+            {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+        )
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+                ],
+            }
+        )
+    return chunks
+
+
+async def start_stream(adapter, request):
+    """Open a provider stream and read its first chunk (still inside the fallback loop)."""
+    result = StreamResult()
+    chunks = adapter.stream(request, result)
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        raise ProviderError(
+            f"{adapter.config.name}: the stream ended before any chunk",
+            retryable=True,
+            kind="stream_cut",
+        ) from None
+    return chunks, first, result
+
+
+async def live_events(
+    call: services.Call, chunks, first: dict[str, Any], result: StreamResult
+) -> AsyncIterator[bytes]:
+    acc = Accumulator()
+    acc.add(first)
+    settled = False
+    try:
+        yield sse(first)
+        while True:
+            try:
+                async with asyncio.timeout_at(call.deadline):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            acc.add(chunk)
+            yield sse(chunk)
+    except (ProviderError, TimeoutError) as exc:
+        reason = exc.message if isinstance(exc, ProviderError) else "the request deadline passed"
+        kind = exc.kind if isinstance(exc, ProviderError) else "deadline"
+        settled = True
+        await _account(call, acc, result, status="stream_error", error_type=kind)
+        yield sse(
+            {
+                "error": {
+                    "message": f"The upstream stream failed after it started: {reason}. "
+                    "The answer is incomplete.",
+                    "type": "api_error",
+                    "param": None,
+                    "code": "stream_interrupted",
+                }
+            }
+        )
+        return
+    finally:
+        if not settled and acc.finish_reason is None:
+            # The client went away (or we were cancelled) mid-stream: account for what the
+            # provider produced so far, in a task of its own since this one is ending.
+            settled = True
+            runtime.spawn(
+                _account(call, acc, result, status="error", error_type="client_disconnected")
+            )
+            await chunks.aclose()
+    settled = True
+    usage, cost = await _account(call, acc, result, status="ok")
+    if (call.body.get("stream_options") or {}).get("include_usage"):
+        yield sse({**_chunk_base(acc), "choices": [], "usage": openai_usage(usage, cost)})
+    yield DONE
+
+
+def _chunk_base(acc: Accumulator) -> dict[str, Any]:
+    return {
+        "id": acc.meta.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": acc.meta.get("created", 0),
+        "model": acc.meta.get("model", ""),
+    }
+
+
+async def _account(
+    call: services.Call,
+    acc: Accumulator,
+    result: StreamResult,
+    *,
+    status: str,
+    error_type: str = "",
+) -> tuple[Usage, Cost]:
+    usage = result.usage
+    if usage is None or not usage.reported:
+        usage = Usage(
+            input_tokens=tokens.estimate_prompt(call.body),
+            output_tokens=tokens.estimate_text(acc.text()),
+            reported=False,
+        )
+    cost = cost_of(usage, call.served.prices)
+    body = acc.completion(usage) if status == "ok" else None
+    await services.finish(
+        call, usage=usage, cost=cost, body=body, status=status, error_type=error_type
+    )
+    return usage, cost
+
+
+async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator[bytes]:
+    for chunk in replay_chunks(hit.body):
+        yield sse(chunk)
+    if (call.body.get("stream_options") or {}).get("include_usage"):
+        base = {
+            "id": hit.body.get("id", ""),
+            "object": "chat.completion.chunk",
+            "created": hit.body.get("created", 0),
+            "model": hit.body.get("model", ""),
+        }
+        yield sse({**base, "choices": [], "usage": openai_usage(hit.usage, Cost(Decimal(0)))})
+    yield DONE
