@@ -1,0 +1,47 @@
+"""The one place for the Redis keys of budgets, rate limits and digests, and their lifetimes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Spent counters outlive their window by this much so the admin and the reconciliation can
+# still read yesterday's and last month's totals.
+SPENT_GRACE_S = 3 * 86400
+# Rate-limit buckets are refilled within a minute; an idle bucket is full, so it may vanish.
+RATE_BUCKET_TTL_MS = 120_000
+DIGEST_CLAIM_TTL_S = 3 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetKeys:
+    """The counters of one budget in one window (e.g. budget 7, window 2026-11-27)."""
+
+    spent: str  # integer units settled so far (exact)
+    reserved: str  # integer units held by live reservations (exact)
+    holds: str  # hash: request id -> units it holds
+    expiries: str  # sorted set: request id scored by its expiry, in ms since the epoch
+    alerted: str  # hash: threshold -> 1 once its alert has been claimed
+
+    @property
+    def reservation_keys(self) -> list[str]:
+        return [self.spent, self.reserved, self.holds, self.expiries]
+
+
+def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:
+    base = f"gw:budget:{budget_id}:{window_key}"
+    return BudgetKeys(
+        spent=f"{base}:spent",
+        reserved=f"{base}:reserved",
+        holds=f"{base}:holds",
+        expiries=f"{base}:expiries",
+        alerted=f"{base}:alerted",
+    )
+
+
+def rate_bucket_key(owner: str, owner_id: int, metric: str) -> str:
+    """owner: "key" or "team"; metric: "rpm" or "tpm"."""
+    return f"gw:rate:{owner}:{owner_id}:{metric}"
+
+
+def digest_claim_key(team_id: int, day_key: str) -> str:
+    return f"gw:digest:{team_id}:{day_key}"

@@ -1,0 +1,202 @@
+"""Every Redis script of budgets and rate limits, in one place.
+
+Budget counters are EXACT: `spent` and `reserved` are integer units (1e-10 USD, see
+gateway/money.py) changed only inside these scripts with INCRBY/DECRBY, so no two processes
+can interleave a read and a write. Comparisons against a limit are done in Lua numbers
+(doubles): exact up to 2**53 units (about $900,000 per budget window); beyond that they may be
+off by a few units (1e-9 USD), never the stored counters themselves.
+
+Rate-limit buckets are APPROXIMATE by design: token counts are estimates made before the call
+and buckets refill continuously in floating point. They guard against runaway loops, not money.
+
+Time comes from Redis (TIME), the one clock every process shares.
+"""
+
+from __future__ import annotations
+
+# Shared helpers, prepended to each budget script.
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drop reservations whose process died before settling or releasing them.
+local function purge(reserved, holds, expiries, now)
+  local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now)
+  for _, rid in ipairs(dead) do
+    local units = redis.call('HGET', holds, rid)
+    if units then
+      redis.call('DECRBY', reserved, units)
+      redis.call('HDEL', holds, rid)
+    end
+  end
+  if #dead > 0 then
+    redis.call('ZREMRANGEBYSCORE', expiries, '-inf', now)
+  end
+end
+
+local function drop(reserved, holds, expiries, rid)
+  local units = redis.call('HGET', holds, rid)
+  if units then
+    redis.call('DECRBY', reserved, units)
+    redis.call('HDEL', holds, rid)
+    redis.call('ZREM', expiries, rid)
+  end
+end
+"""
+
+# KEYS: 4 per budget window (spent, reserved, holds, expiries).
+# ARGV: request id, units, ttl ms, then one limit per budget window (-1: not enforced).
+# Returns {0} when reserved, or {i, spent, reserved} naming the first window it would pass.
+RESERVE = (
+    _PRELUDE
+    + """
+local rid, units, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local n = #KEYS / 4
+for i = 1, n do
+  local b = (i - 1) * 4
+  purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
+end
+if n > 0 and redis.call('HEXISTS', KEYS[3], rid) == 1 then
+  return {0}  -- the same request reserving twice (a retry): already held
+end
+for i = 1, n do
+  local limit = tonumber(ARGV[3 + i])
+  if limit >= 0 then
+    local b = (i - 1) * 4
+    local spent = redis.call('GET', KEYS[b + 1]) or '0'
+    local reserved = redis.call('GET', KEYS[b + 2]) or '0'
+    if tonumber(spent) + tonumber(reserved) + units > limit then
+      return {i, spent, reserved}
+    end
+  end
+end
+local expiry = now + ttl
+for i = 1, n do
+  local b = (i - 1) * 4
+  redis.call('INCRBY', KEYS[b + 2], ARGV[2])
+  redis.call('HSET', KEYS[b + 3], rid, ARGV[2])
+  redis.call('ZADD', KEYS[b + 4], expiry, rid)
+  for k = 2, 4 do
+    redis.call('PEXPIREAT', KEYS[b + k], expiry + ttl)
+  end
+end
+return {0}
+"""
+)
+
+# KEYS: 5 per budget window (spent, reserved, holds, expiries, alerted).
+# ARGV: request id ('' when nothing was reserved), units, then per budget window:
+#   limit (-1: none), spent key expiry (ms since the epoch), n thresholds, the n thresholds.
+# Drops the reservation, adds the units to spent, and claims each threshold the new spend has
+# reached that nobody claimed before (HSETNX: exactly one caller wins it per window).
+# Returns a flat list {i, threshold, spent, ...} of the thresholds this call claimed.
+SPEND = (
+    _PRELUDE
+    + """
+local rid, units = ARGV[1], ARGV[2]
+local now = now_ms()
+local claimed = {}
+local a = 3
+for i = 1, #KEYS / 5 do
+  local b = (i - 1) * 5
+  purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
+  if rid ~= '' then
+    drop(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], rid)
+  end
+  local after = redis.call('INCRBY', KEYS[b + 1], units)
+  redis.call('PEXPIREAT', KEYS[b + 1], ARGV[a + 1])
+  local limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
+  if limit > 0 then
+    for j = 1, n do
+      local t = tonumber(ARGV[a + 2 + j])
+      if after * 100 >= t * limit and redis.call('HSETNX', KEYS[b + 5], t, 1) == 1 then
+        table.insert(claimed, i)
+        table.insert(claimed, t)
+        table.insert(claimed, redis.call('GET', KEYS[b + 1]))
+      end
+    end
+    redis.call('PEXPIREAT', KEYS[b + 5], ARGV[a + 1])
+  end
+  a = a + 3 + n
+end
+return claimed
+"""
+)
+
+# KEYS: 4 per budget window; ARGV: request id. Drops the reservation, adds nothing.
+RELEASE = (
+    _PRELUDE
+    + """
+local now = now_ms()
+for i = 1, #KEYS / 4 do
+  local b = (i - 1) * 4
+  purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
+  drop(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], ARGV[1])
+end
+return 0
+"""
+)
+
+# KEYS: 4 per budget window. Returns {spent, reserved, ...} after purging expired reservations.
+PEEK = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local out = {}
+for i = 1, #KEYS / 4 do
+  local b = (i - 1) * 4
+  purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
+  table.insert(out, redis.call('GET', KEYS[b + 1]) or '0')
+  table.insert(out, redis.call('GET', KEYS[b + 2]) or '0')
+end
+return out
+"""
+)
+
+# KEYS[1]: a spent counter; ARGV: units in the ledger, expiry (ms since the epoch).
+# Raises the counter to the ledger's total, never lowers it: the ledger is written after the
+# counter (it lags by seconds), so a lower ledger means "not drained yet", not "too high".
+# Returns the counter as it was.
+RAISE_TO_LEDGER = """
+local current = redis.call('GET', KEYS[1]) or '0'
+if tonumber(ARGV[1]) > tonumber(current) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return current
+"""
+
+# Token buckets, one per limit (APPROXIMATE, see above). KEYS: the buckets.
+# ARGV: per bucket its capacity (per minute) and this request's cost, then the buckets' TTL ms.
+# A bucket refills at capacity per minute; a request passes when every bucket holds
+# min(cost, capacity) (so a request larger than the limit passes on a full bucket and leaves
+# it in debt). Nothing is taken unless every bucket passes.
+# Returns {0}, or {i, ms} for the bucket i that needs the longest wait (ms) to pass.
+RATE_LIMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local level, worst, wait = {}, 0, 0
+for i = 1, #KEYS do
+  local cap, cost = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens, ts = tonumber(state[1]) or cap, tonumber(state[2]) or now
+  local rate = cap / 60000
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  local need = math.min(cost, cap)
+  if tokens < need and (need - tokens) / rate > wait then
+    worst, wait = i, (need - tokens) / rate
+  end
+  level[i] = tokens - cost
+end
+if worst > 0 then
+  return {worst, math.ceil(wait)}
+end
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'tokens', level[i], 'ts', now)
+  redis.call('PEXPIRE', KEYS[i], ARGV[#ARGV])
+end
+return {0}
+"""

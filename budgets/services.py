@@ -1,0 +1,228 @@
+"""Budget enforcement: reserve the worst case before a call, settle the actual cost after it.
+
+Every change to a budget counter is one atomic Lua script (budgets/lua.py) covering every
+budget and window a request touches, so concurrent requests in any number of processes can
+never spend past a hard limit. Redis errors propagate: the pipeline decides between 503 and
+failing open per team.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from redis.asyncio import Redis
+
+from budgets import lua
+from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
+from budgets.windows import Window, current_windows
+from gateway.config import BudgetSnap, TeamSnap
+from gateway.errors import BudgetExceeded
+from gateway.money import format_usd, units_to_usd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One budget in one of its windows: the unit every counter is kept for."""
+
+    budget: BudgetSnap
+    window: Window
+
+    @property
+    def keys(self) -> BudgetKeys:
+        return budget_keys(self.budget.id, self.window.key)
+
+    @property
+    def limit_units(self) -> int | None:
+        return self.budget.limit_units(self.window.name)
+
+    @property
+    def spent_expires_ms(self) -> int:
+        return int(self.window.end.timestamp() + SPENT_GRACE_S) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What `reserve` held, to be settled or released; empty when no budget covers the request."""
+
+    request_id: str
+    units: int
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStatus:
+    slot: Slot
+    spent: int
+    reserved: int
+
+    @property
+    def remaining(self) -> int | None:
+        limit = self.slot.limit_units
+        return None if limit is None else max(0, limit - self.spent - self.reserved)
+
+
+def slots_for(budgets: list[BudgetSnap], now: datetime | None = None) -> tuple[Slot, ...]:
+    """Each budget's current daily and monthly window, in its team's time zone."""
+    return tuple(Slot(b, w) for b in budgets for w in current_windows(b.timezone, now))
+
+
+async def reserve(
+    *,
+    redis: Redis,
+    team: TeamSnap,
+    budgets: list[BudgetSnap],
+    request_id: str,
+    units: int,
+    now: datetime | None = None,
+) -> Reservation:
+    """Hold `units` (the worst-case cost) on every budget window, or refuse.
+
+    Raises BudgetExceeded when spent + reserved + units would pass a hard limit; soft budgets
+    are held (so /v1/budget shows what is in flight) but never refuse. A reservation not
+    settled or released within GATEWAY["RESERVATION_TTL_S"] is dropped by the next script
+    that touches its budget, so a crashed process never locks a budget.
+    """
+    if units < 0:
+        raise ValueError("units must be >= 0")
+    now = now or timezone.now()
+    reservation = Reservation(request_id, units, slots_for(budgets, now))
+    if not reservation.slots:
+        return reservation
+    limits = [_enforced_limit(s) for s in reservation.slots]
+    ttl_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
+    script = redis.register_script(lua.RESERVE)
+    result = await script(
+        keys=_reservation_keys(reservation.slots), args=[request_id, units, ttl_ms, *limits]
+    )
+    if int(result[0]):
+        slot = reservation.slots[int(result[0]) - 1]
+        raise _refusal(
+            team=team,
+            slot=slot,
+            spent=int(result[1]),
+            reserved=int(result[2]),
+            units=units,
+            now=now,
+        )
+    return reservation
+
+
+async def settle(*, redis: Redis, reservation: Reservation, actual_units: int) -> None:
+    """Drop the reservation and add the actual cost to every window, soft budgets too.
+
+    Alerts for the thresholds this spend reached are claimed in the same script (one winner
+    per budget, window and threshold, across every process) and enqueued here.
+    """
+    await _spend(
+        redis=redis, slots=reservation.slots, request_id=reservation.request_id, units=actual_units
+    )
+
+
+async def release(*, redis: Redis, reservation: Reservation) -> None:
+    """Drop the reservation and add nothing (the call failed and cost nothing)."""
+    if not reservation.slots:
+        return
+    script = redis.register_script(lua.RELEASE)
+    await script(keys=_reservation_keys(reservation.slots), args=[reservation.request_id])
+
+
+async def record_spend(
+    *,
+    redis: Redis,
+    team: TeamSnap,
+    budgets: list[BudgetSnap],
+    units: int,
+    now: datetime | None = None,
+) -> None:
+    """Add spend that was never reserved (e.g. Redis was down at reserve time, failing open)."""
+    await _spend(
+        redis=redis, slots=slots_for(budgets, now or timezone.now()), request_id="", units=units
+    )
+
+
+async def budget_status(
+    *, redis: Redis, budgets: list[BudgetSnap], now: datetime | None = None
+) -> list[WindowStatus]:
+    """Spent and reserved units of each budget's current windows (expired holds purged)."""
+    slots = slots_for(budgets, now or timezone.now())
+    if not slots:
+        return []
+    values = await redis.register_script(lua.PEEK)(keys=_reservation_keys(slots))
+    return [
+        WindowStatus(s, int(values[2 * i]), int(values[2 * i + 1])) for i, s in enumerate(slots)
+    ]
+
+
+def _enforced_limit(slot: Slot) -> int:
+    limit = slot.limit_units
+    return limit if slot.budget.hard and limit is not None else -1
+
+
+def _reservation_keys(slots: tuple[Slot, ...]) -> list[str]:
+    return [key for s in slots for key in s.keys.reservation_keys]
+
+
+async def _spend(*, redis: Redis, slots: tuple[Slot, ...], request_id: str, units: int) -> None:
+    if units < 0:
+        raise ValueError("units must be >= 0")
+    if not slots:
+        return
+    keys: list[str] = []
+    args: list[str | int] = [request_id, units]
+    for s in slots:
+        k = s.keys
+        keys += [k.spent, k.reserved, k.holds, k.expiries, k.alerted]
+        limit = s.limit_units
+        thresholds = s.budget.thresholds
+        args += [-1 if limit is None else limit, s.spent_expires_ms, len(thresholds), *thresholds]
+    claimed = await redis.register_script(lua.SPEND)(keys=keys, args=args)
+    for i in range(0, len(claimed), 3):
+        slot = slots[int(claimed[i]) - 1]
+        await _enqueue_alert(
+            redis=redis, slot=slot, threshold=int(claimed[i + 1]), spent=int(claimed[i + 2])
+        )
+
+
+async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int) -> None:
+    from budgets.tasks import send_budget_alert
+
+    try:
+        await sync_to_async(send_budget_alert.delay)(
+            slot.budget.id, slot.window.name, slot.window.key, threshold, spent
+        )
+    except Exception:
+        # The broker is down. Give the claim back: the next spend in this window claims it
+        # again (a claim means "reached and not yet enqueued", not "crossed just now").
+        log.exception("could not enqueue the %s%% alert of budget %s", threshold, slot.budget.id)
+        await redis.hdel(slot.keys.alerted, str(threshold))
+
+
+def _refusal(
+    *, team: TeamSnap, slot: Slot, spent: int, reserved: int, units: int, now: datetime
+) -> BudgetExceeded:
+    b, w = slot.budget, slot.window
+    if b.feature_id is None:
+        target = f'team budget of "{team.name}"'
+    else:
+        names = {f.id: f.name for f in team.features.values()}
+        target = f'feature budget of "{team.name}/{names.get(b.feature_id, b.feature_id)}"'
+    limit = slot.limit_units or 0
+    message = (
+        f"Budget exceeded: the {w.name} {target} ({w.key}) has spent {_usd(spent)}"
+        f" (plus {_usd(reserved)} reserved by requests in flight) of its {_usd(limit)} limit,"
+        f" and this request needs up to {_usd(units)}. It resets at {w.end.isoformat()}."
+    )
+    return BudgetExceeded(
+        message, headers={"Retry-After": str(w.seconds_left(now)), "x-should-retry": "false"}
+    )
+
+
+def _usd(units: int) -> str:
+    return "$" + format_usd(units_to_usd(units))

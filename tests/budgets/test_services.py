@@ -1,0 +1,207 @@
+"""Reserve, settle and release: the arithmetic, refusals, soft budgets and crashed holds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from budgets import services
+from budgets.keys import budget_keys
+from gateway.errors import BudgetExceeded
+from gateway.money import usd_to_units
+from tests.budgets.conftest import arun, team_snap, wide_client
+from tests.factories import make_budget, make_feature, make_team
+
+pytestmark = pytest.mark.django_db
+NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+DAY, MONTH = "2026-11-27", "2026-11"
+
+
+def U(usd: str) -> int:
+    return usd_to_units(Decimal(usd))
+
+
+def _counters(redis_sync, budget_id: int, window_key: str) -> tuple[int, int]:
+    keys = budget_keys(budget_id, window_key)
+    return int(redis_sync.get(keys.spent) or 0), int(redis_sync.get(keys.reserved) or 0)
+
+
+@pytest.fixture
+def team_budget():
+    team = make_team(timezone="UTC")
+    budget = make_budget(team, daily_limit_usd="1", monthly_limit_usd="10", alert_thresholds=[])
+    return team_snap(team.id), budget
+
+
+def _reserve(team, units, request_id="r1", budgets=None, now=NOW):
+    return arun(
+        services.reserve,
+        team=team,
+        budgets=list(budgets or team.budgets),
+        request_id=request_id,
+        units=units,
+        now=now,
+    )
+
+
+def test_it_holds_the_reservation_on_every_window(team_budget, redis_sync):
+    team, budget = team_budget
+    _reserve(team, U("0.3"))
+    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.3"))
+    assert _counters(redis_sync, budget.id, MONTH) == (0, U("0.3"))
+
+
+def test_it_settles_the_actual_cost_and_drops_the_hold(team_budget, redis_sync):
+    team, budget = team_budget
+    reservation = _reserve(team, U("0.3"))
+    arun(services.settle, reservation=reservation, actual_units=U("0.12"))
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
+    assert _counters(redis_sync, budget.id, MONTH) == (U("0.12"), 0)
+    assert redis_sync.hlen(budget_keys(budget.id, DAY).holds) == 0
+
+
+def test_it_releases_everything_on_failure(team_budget, redis_sync):
+    team, budget = team_budget
+    reservation = _reserve(team, U("0.3"))
+    arun(services.release, reservation=reservation)
+    assert _counters(redis_sync, budget.id, DAY) == (0, 0)
+    assert redis_sync.zcard(budget_keys(budget.id, DAY).expiries) == 0
+
+
+def test_it_counts_a_retried_reservation_once(team_budget, redis_sync):
+    team, budget = team_budget
+    _reserve(team, U("0.3"))
+    _reserve(team, U("0.3"))
+    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.3"))
+
+
+def test_it_refuses_when_spent_plus_reserved_would_pass_the_limit(team_budget, redis_sync):
+    team, budget = team_budget
+    arun(services.settle, reservation=_reserve(team, U("0.5"), "a"), actual_units=U("0.5"))
+    _reserve(team, U("0.25"), "b")
+    with pytest.raises(BudgetExceeded) as refused:
+        _reserve(team, U("0.26"), "c")
+    err = refused.value
+    assert err.status == 429
+    assert err.code == "budget_exceeded"
+    assert err.headers == {"Retry-After": str(8 * 3600 + 30 * 60), "x-should-retry": "false"}
+    assert err.message == (
+        'Budget exceeded: the daily team budget of "acme" (2026-11-27) has spent $0.5'
+        " (plus $0.25 reserved by requests in flight) of its $1 limit, and this request needs"
+        " up to $0.26. It resets at 2026-11-28T00:00:00+00:00."
+    )
+    assert err.body()["error"]["type"] == "insufficient_quota"
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.5"), U("0.25"))
+    assert _counters(redis_sync, budget.id, MONTH) == (U("0.5"), U("0.25"))
+
+
+def test_it_allows_a_reservation_that_exactly_reaches_the_limit(team_budget, redis_sync):
+    team, budget = team_budget
+    _reserve(team, U("1"))
+    assert _counters(redis_sync, budget.id, DAY) == (0, U("1"))
+
+
+def test_it_refuses_on_the_monthly_window_and_names_it(redis_sync):
+    team = make_team(timezone="UTC")
+    feature = make_feature(team, "search")
+    budget = make_budget(team, feature, monthly_limit_usd="2", alert_thresholds=[])
+    snap = team_snap(team.id)
+    arun(services.record_spend, team=snap, budgets=list(snap.budgets), units=U("1.5"), now=NOW)
+    with pytest.raises(BudgetExceeded) as refused:
+        _reserve(snap, U("0.6"))
+    assert 'monthly feature budget of "acme/search" (2026-11)' in refused.value.message
+    assert refused.value.headers["Retry-After"] == str(3 * 86400 + 8 * 3600 + 30 * 60)
+    assert _counters(redis_sync, budget.id, MONTH) == (U("1.5"), 0)
+
+
+def test_soft_budgets_never_block_but_count_spend(redis_sync):
+    team = make_team()
+    budget = make_budget(team, daily_limit_usd="1", hard=False, alert_thresholds=[])
+    snap = team_snap(team.id)
+    for i in range(3):
+        reservation = _reserve(snap, U("0.8"), f"r{i}")
+        arun(services.settle, reservation=reservation, actual_units=U("0.8"))
+    assert _counters(redis_sync, budget.id, DAY) == (U("2.4"), 0)
+
+
+def test_windows_follow_the_team_time_zone(redis_sync):
+    team = make_team(timezone="Asia/Tokyo")  # 15:30 UTC is 00:30 the next day in Tokyo
+    budget = make_budget(team, daily_limit_usd="1", alert_thresholds=[])
+    snap = team_snap(team.id)
+    with pytest.raises(BudgetExceeded) as refused:
+        _reserve(snap, U("2"))
+    assert "(2026-11-28)" in refused.value.message
+    assert refused.value.headers["Retry-After"] == str(23 * 3600 + 30 * 60)
+    _reserve(snap, U("1"))
+    assert _counters(redis_sync, budget.id, "2026-11-28") == (0, U("1"))
+
+
+def test_a_crashed_reservation_expires_on_its_own(team_budget, redis_sync, settings):
+    settings.GATEWAY = {**settings.GATEWAY, "RESERVATION_TTL_S": 0.3}
+    team, budget = team_budget
+    _reserve(team, U("1"), "crashed")  # its process dies: never settled nor released
+    with pytest.raises(BudgetExceeded):
+        _reserve(team, U("0.1"), "next")
+    time.sleep(0.4)
+    _reserve(team, U("0.1"), "next")
+    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.1"))
+    assert redis_sync.hkeys(budget_keys(budget.id, DAY).holds) == [b"next"]
+
+
+def test_settling_an_expired_reservation_still_adds_the_cost(team_budget, redis_sync, settings):
+    settings.GATEWAY = {**settings.GATEWAY, "RESERVATION_TTL_S": 0.2}
+    team, budget = team_budget
+    reservation = _reserve(team, U("0.5"))
+    time.sleep(0.3)
+    arun(services.settle, reservation=reservation, actual_units=U("0.4"))
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.4"), 0)
+
+
+def test_no_budget_costs_no_redis_round_trip(team_budget):
+    team, _ = team_budget
+
+    class NoRedis:
+        def __getattr__(self, name):
+            raise AssertionError(f"Redis used: {name}")
+
+    async def run():
+        reservation = await services.reserve(
+            redis=NoRedis(), team=team, budgets=[], request_id="r", units=5, now=NOW
+        )
+        await services.settle(redis=NoRedis(), reservation=reservation, actual_units=5)
+        await services.release(redis=NoRedis(), reservation=reservation)
+        return reservation
+
+    assert asyncio.run(run()).slots == ()
+
+
+def test_concurrent_reservations_in_one_process_never_overspend(redis_sync):
+    team = make_team()
+    budget = make_budget(team, daily_limit_usd="0.5", alert_thresholds=[])
+    snap = team_snap(team.id)
+    cost = U("0.01")  # the limit allows 50
+
+    async def one(i, redis):
+        try:
+            reservation = await services.reserve(
+                redis=redis, team=snap, budgets=list(snap.budgets), request_id=f"r{i}", units=cost
+            )
+        except BudgetExceeded:
+            return 0
+        await asyncio.sleep(0.001 * (i % 7))
+        await services.settle(redis=redis, reservation=reservation, actual_units=cost)
+        return 1
+
+    async def burst():
+        async with wide_client() as redis:
+            return sum(await asyncio.gather(*(one(i, redis) for i in range(200))))
+
+    served = async_to_sync(burst)()
+    day_key = services.slots_for(list(snap.budgets))[0].window.key
+    assert served == 50
+    assert _counters(redis_sync, budget.id, day_key) == (U("0.5"), 0)
