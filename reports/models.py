@@ -1,0 +1,165 @@
+"""Hourly rollups of the ledger (what every report page reads), circuit-breaker openings and
+which teams a manager may see."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from gateway.models import Team
+
+# Upper bounds (ms, inclusive) of the latency histogram buckets; the last bucket is open-ended.
+# Fixed buckets make rollups additive: p50/p95 are estimated by interpolating inside a bucket.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (
+    25,
+    50,
+    100,
+    150,
+    200,
+    300,
+    400,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    10000,
+    30000,
+)
+LATENCY_FIELDS: tuple[str, ...] = tuple(f"lat_b{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+
+# Every additive column of a rollup, in the order `rollups` writes them.
+COUNTER_FIELDS: tuple[str, ...] = (
+    "requests",
+    "cache_hits",
+    "errors",
+    "refused",
+    "stream_errors",
+    "fallbacks",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_units",
+    "saved_units",
+    "routing_saved_units",
+    "latency_count",
+    "latency_ms_sum",
+    "estimated",
+    "unpriced",
+    *LATENCY_FIELDS,
+)
+KEY_FIELDS: tuple[str, ...] = ("hour", "team_id", "feature_key", "served_model", "provider")
+
+
+class RollupQuerySet(models.QuerySet):
+    def in_window(self, start, end) -> RollupQuerySet:
+        return self.filter(hour__gte=start, hour__lt=end)
+
+    def for_teams(self, team_ids: frozenset[int] | None) -> RollupQuerySet:
+        """None means every team."""
+        return self if team_ids is None else self.filter(team_id__in=team_ids)
+
+    def for_features(self, feature_keys: frozenset[int] | None) -> RollupQuerySet:
+        """None means every feature (and requests with none)."""
+        return self if feature_keys is None else self.filter(feature_key__in=feature_keys)
+
+
+class HourlyRollup(models.Model):
+    """Sums of the ledger for one UTC hour × team × feature × served model × provider.
+
+    Money is held in integer units (1e-10 USD, see gateway/money.py) so that SQL adds it
+    exactly on every backend (SQLite has no exact decimal arithmetic).
+    """
+
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    # A plain integer, not a nullable FK: NULLs never conflict in a unique index, and the
+    # upsert needs one row per key. 0 means "no feature".
+    feature_key = models.BigIntegerField(default=0)
+    served_model = models.CharField(max_length=128, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+
+    requests = models.BigIntegerField(default=0)
+    cache_hits = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    refused = models.BigIntegerField(default=0)
+    stream_errors = models.BigIntegerField(default=0)
+    fallbacks = models.BigIntegerField(default=0, help_text="Requests that needed > 1 attempt.")
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost_units = models.BigIntegerField(default=0)
+    saved_units = models.BigIntegerField(default=0, help_text="Saved by the response cache.")
+    routing_saved_units = models.BigIntegerField(
+        default=0, help_text="Requested (or default strong) model's cost minus actual cost."
+    )
+    latency_count = models.BigIntegerField(default=0, help_text="Requests that reached a provider.")
+    latency_ms_sum = models.BigIntegerField(default=0)
+    estimated = models.BigIntegerField(default=0)
+    unpriced = models.BigIntegerField(default=0)
+    lat_b0 = models.BigIntegerField(default=0)
+    lat_b1 = models.BigIntegerField(default=0)
+    lat_b2 = models.BigIntegerField(default=0)
+    lat_b3 = models.BigIntegerField(default=0)
+    lat_b4 = models.BigIntegerField(default=0)
+    lat_b5 = models.BigIntegerField(default=0)
+    lat_b6 = models.BigIntegerField(default=0)
+    lat_b7 = models.BigIntegerField(default=0)
+    lat_b8 = models.BigIntegerField(default=0)
+    lat_b9 = models.BigIntegerField(default=0)
+    lat_b10 = models.BigIntegerField(default=0)
+    lat_b11 = models.BigIntegerField(default=0)
+    lat_b12 = models.BigIntegerField(default=0)
+    lat_b13 = models.BigIntegerField(default=0)
+    lat_b14 = models.BigIntegerField(default=0)
+    lat_b15 = models.BigIntegerField(default=0)
+    lat_b16 = models.BigIntegerField(default=0)
+
+    objects = RollupQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=list(KEY_FIELDS), name="rollup_one_row_per_key"),
+        ]
+        indexes = [models.Index(fields=["team", "hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 team={self.team_id} {self.served_model}"
+
+
+class CircuitEvent(models.Model):
+    """A circuit breaker opening for a provider (and model, when the breaker is per model)."""
+
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+    opened_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=16, default="opened")
+    reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model", "opened_at", "kind"], name="circuit_event_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.kind} at {self.opened_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ManagerScope(models.Model):
+    """Limits a manager (or non-superuser staff) to chosen teams.
+
+    Without a scope a manager sees every team; with one, exactly its teams (none if empty).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="report_scope"
+    )
+    teams = models.ManyToManyField(Team, blank=True, related_name="+")
+
+    def __str__(self) -> str:
+        return f"Report scope of {self.user}"

@@ -1,0 +1,218 @@
+"""Selectors behind every report page and its JSON twin. They read hourly rollups (and
+budgets), never the ledger, so a page costs a few aggregate queries whatever the traffic.
+
+Money leaves here as exact Decimal USD (JSON: strings); rates and latencies are floats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from decimal import Decimal
+
+from django.db.models import F, QuerySet, Sum
+from django.db.models.functions import TruncDay
+
+from gateway.models import Feature, Team
+from gateway.money import units_to_usd
+from reports.budget_status import budget_status
+from reports.filters import ReportFilters
+from reports.models import HourlyRollup
+
+TOTALS = (
+    "requests",
+    "cache_hits",
+    "errors",
+    "refused",
+    "stream_errors",
+    "fallbacks",
+    "input_tokens",
+    "output_tokens",
+    "cost_units",
+    "saved_units",
+    "routing_saved_units",
+    "unpriced",
+    "estimated",
+)
+DIMENSIONS = {"team": "team_id", "feature": "feature_key", "model": "served_model"}
+NO_FEATURE = "(no feature)"
+NOT_SERVED = "(not served)"
+
+
+def rollups(f: ReportFilters) -> QuerySet[HourlyRollup]:
+    return (
+        HourlyRollup.objects.in_window(f.start, f.end)
+        .for_teams(f.team_ids)
+        .for_features(f.feature_keys)
+        .order_by()
+    )
+
+
+def usd(units: int | None) -> Decimal:
+    return units_to_usd(int(units or 0))
+
+
+def rate(part: int | None, whole: int | None) -> float | None:
+    return round((part or 0) / whole, 4) if whole else None
+
+
+def bucket_starts(f: ReportFilters) -> list[dt.datetime]:
+    step = dt.timedelta(hours=1) if f.hourly else dt.timedelta(days=1)
+    first = f.start if f.hourly else f.start.replace(hour=0)
+    return [first + step * i for i in range(math.ceil((f.end - first) / step))]
+
+
+def bucket_label(moment: dt.datetime, f: ReportFilters) -> str:
+    return moment.strftime("%Y-%m-%d %H:00" if f.hourly else "%Y-%m-%d")
+
+
+def by_bucket(qs: QuerySet, f: ReportFilters) -> QuerySet:
+    return qs.annotate(bucket=F("hour") if f.hourly else TruncDay("hour", tzinfo=dt.UTC))
+
+
+def normalise(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC)
+
+
+def dimension_names(by: str) -> dict:
+    if by == "team":
+        return dict(Team.objects.values_list("id", "name"))
+    if by == "feature":
+        return {0: NO_FEATURE, **dict(Feature.objects.values_list("id", "name"))}
+    return {}
+
+
+def summarise(totals: dict) -> dict:
+    requests = totals.get("requests") or 0
+    failures = (totals.get("errors") or 0) + (totals.get("stream_errors") or 0)
+    return {
+        "requests": requests,
+        "cache_hits": totals.get("cache_hits") or 0,
+        "cache_hit_rate": rate(totals.get("cache_hits"), requests),
+        "error_rate": rate(failures, requests),
+        "fallback_rate": rate(totals.get("fallbacks"), requests),
+        "refused": totals.get("refused") or 0,
+        "input_tokens": totals.get("input_tokens") or 0,
+        "output_tokens": totals.get("output_tokens") or 0,
+        "spend_usd": usd(totals.get("cost_units")),
+        "saved_by_cache_usd": usd(totals.get("saved_units")),
+        "saved_by_routing_usd": usd(totals.get("routing_saved_units")),
+        "unpriced": totals.get("unpriced") or 0,
+        "estimated": totals.get("estimated") or 0,
+    }
+
+
+def overview(f: ReportFilters) -> dict:
+    """Totals over the range, spend per bucket, and today's and this month's spend vs budgets."""
+    totals = rollups(f).aggregate(**{name: Sum(name) for name in TOTALS})
+    per_bucket = {
+        normalise(row["bucket"]): row
+        for row in by_bucket(rollups(f), f)
+        .values("bucket")
+        .annotate(
+            cost=Sum("cost_units"), saved=Sum("saved_units"), routing=Sum("routing_saved_units")
+        )
+    }
+    starts = bucket_starts(f)
+    rows = [per_bucket.get(b, {}) for b in starts]
+    return {
+        "totals": summarise(totals),
+        "labels": [bucket_label(b, f) for b in starts],
+        "spend_usd": [usd(r.get("cost")) for r in rows],
+        "saved_by_cache_usd": [usd(r.get("saved")) for r in rows],
+        "saved_by_routing_usd": [usd(r.get("routing")) for r in rows],
+        **budget_status(f),
+    }
+
+
+def spend(f: ReportFilters, *, by: str) -> dict:
+    """Spend per bucket stacked by team, feature or served model, and the table behind it."""
+    column = DIMENSIONS[by]
+    names = dimension_names(by)
+    starts = bucket_starts(f)
+    index = {b: i for i, b in enumerate(starts)}
+    cost: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
+    table: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    query = (
+        by_bucket(rollups(f), f)
+        .values("bucket", column)
+        .annotate(
+            requests=Sum("requests"),
+            cost=Sum("cost_units"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+    )
+    for row in query:
+        i = index.get(normalise(row["bucket"]))
+        if i is None:
+            continue
+        name = names.get(row[column], row[column]) or NOT_SERVED
+        cost[name][i] += row["cost"] or 0
+        cell = table[(i, name)]
+        for j, field in enumerate(("requests", "cost", "input_tokens", "output_tokens")):
+            cell[j] += row[field] or 0
+    ordered = sorted(cost, key=lambda n: (-sum(cost[n]), n))
+    return {
+        "by": by,
+        "labels": [bucket_label(b, f) for b in starts],
+        "series": [
+            {"name": n, "cost_usd": [usd(u) for u in cost[n]], "total_usd": usd(sum(cost[n]))}
+            for n in ordered
+        ],
+        "rows": [
+            {
+                "bucket": bucket_label(starts[i], f),
+                "name": name,
+                "requests": c[0],
+                "cost_usd": usd(c[1]),
+                "input_tokens": c[2],
+                "output_tokens": c[3],
+            }
+            for (i, name), c in sorted(table.items(), key=lambda item: (item[0][0], item[0][1]))
+        ],
+        "pivot": [
+            {
+                "bucket": label,
+                "values": [usd(cost[n][i]) for n in ordered],
+                "total_usd": usd(sum(cost[n][i] for n in ordered)),
+            }
+            for i, label in enumerate(bucket_label(b, f) for b in starts)
+        ],
+        "total_usd": usd(sum(sum(v) for v in cost.values())),
+    }
+
+
+def model_mix(f: ReportFilters) -> dict:
+    """Share of requests and of spend per served model."""
+    rows = list(
+        rollups(f)
+        .exclude(served_model="")
+        .values("served_model")
+        .annotate(
+            requests=Sum("requests"),
+            cost=Sum("cost_units"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+        .order_by("-requests", "served_model")
+    )
+    total_requests = sum(r["requests"] or 0 for r in rows)
+    total_cost = sum(r["cost"] or 0 for r in rows)
+    return {
+        "models": [
+            {
+                "model": r["served_model"],
+                "requests": r["requests"],
+                "request_share": rate(r["requests"], total_requests),
+                "cost_usd": usd(r["cost"]),
+                "cost_share": rate(r["cost"], total_cost),
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+            }
+            for r in rows
+        ],
+        "total_requests": total_requests,
+        "total_usd": usd(total_cost),
+    }

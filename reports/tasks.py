@@ -1,0 +1,23 @@
+"""Celery tasks of the reports app: thin wrappers around `reports.rollups`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import shared_task
+from django.utils import timezone
+
+from reports import rollups
+
+RECENT = dt.timedelta(hours=2)
+
+
+@shared_task(name="reports.tasks.roll_up_recent", time_limit=300, soft_time_limit=240)
+def roll_up_recent() -> int:
+    """Recompute the last two hours of rollups from the ledger (idempotent).
+
+    The drainer already keeps rollups current; this repairs any hour that drifted (a drainer
+    that died between its insert and its rollup cannot happen, but a manual ledger edit can).
+    """
+    now = timezone.now()
+    return rollups.rebuild(now - RECENT, now)
