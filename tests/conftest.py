@@ -17,7 +17,8 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
-def _clean_state():
+def _clean_state(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_IN_PROCESS": False}
     runtime.sync_redis().flushdb()
     store().invalidate()
     yield
@@ -32,3 +33,7 @@ def redis_sync():
 requires_real_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="needs a real Redis shared between processes (REDIS_URL)"
 )
+
+
+# Loopback OpenAI/Anthropic servers: the `openai_server` and `anthropic_server` fixtures.
+pytest_plugins = ["tests.loopback", "tests.gateway_server"]

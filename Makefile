@@ -1,0 +1,60 @@
+# The README names these targets. Everything runs from the project's own virtualenv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+WORKERS ?= 1
+# Real services for `make test-services` (CI runs both modes).
+SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway \
+	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-secret-key-$(shell hostname) \
+	CELERY_TASK_ALWAYS_EAGER=1 DEBUG=1
+
+.PHONY: setup run serve demo test test-services lint worker beat bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demosetup
+
+# Set everything up, fill the dashboards with demo traffic, and serve the gateway.
+run: setup
+	$(BIN)/python manage.py demotraffic --requests 300 --backfill-days 30
+	$(MAKE) serve
+
+serve:
+	$(BIN)/uvicorn gatewaysite.asgi:application --host $(HOST) --port $(PORT) \
+		--workers $(WORKERS) --loop uvloop --http httptools --no-access-log
+
+test: $(VENV)/.installed
+	$(BIN)/pytest -q
+
+test-services: $(VENV)/.installed
+	psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='gateway'" | grep -q 1 \
+		|| createdb -h 127.0.0.1 -U postgres gateway
+	$(SERVICES_ENV) $(BIN)/pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+worker: $(VENV)/.installed
+	$(BIN)/celery -A gatewaysite worker --loglevel=INFO
+
+beat: $(VENV)/.installed
+	$(BIN)/celery -A gatewaysite beat --loglevel=INFO
+
+bench: $(VENV)/.installed
+	bench/run.sh
+
+clean:
+	rm -rf $(VENV) db.sqlite3 var
