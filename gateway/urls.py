@@ -1,8 +1,14 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
 
 from gateway import views
+from gateway.health import HealthzView, MetricsView, ReadyzView
 
 urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/models", views.ModelsView.as_view(), name="models"),
+    path("healthz", HealthzView.as_view(), name="healthz"),
+    path("readyz", ReadyzView.as_view(), name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
