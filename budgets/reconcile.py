@@ -1,0 +1,75 @@
+"""Rebuilding the live Redis counters from the ledger (the truth), and reporting drift."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import redis as redis_sync
+from django.db.models import Sum
+from django.utils import timezone
+
+from budgets import lua
+from budgets.keys import SPENT_GRACE_S, budget_keys
+from budgets.models import Budget
+from budgets.windows import Window, current_windows
+from gateway.models import UsageRecord
+from gateway.money import usd_to_units
+
+log = logging.getLogger(__name__)
+
+
+def ledger_units(*, budget: Budget, window: Window) -> int:
+    """What the ledger says this budget spent in this window."""
+    records = UsageRecord.objects.for_team(budget.team_id).between(window.start, window.end)
+    if budget.scope == Budget.Scope.FEATURE:
+        records = records.filter(feature_id=budget.feature_id)
+    total = records.aggregate(total=Sum("cost_usd"))["total"]
+    return usd_to_units(total) if total is not None else 0
+
+
+def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) -> dict:
+    """Raise every enabled budget's current counters to the ledger's totals; report drift.
+
+    Counters are raised, never lowered: the ledger is written a few seconds after a request
+    settles, so a counter above the ledger is usually spend not drained yet, and lowering it
+    could let a request through that the budget should refuse. After a Redis flush the
+    counters are 0 and this restores them. Returns {"checked", "raised", "drift": [...]}
+    where drift lists every window whose counter differed from the ledger.
+    """
+    now = now or timezone.now()
+    script = redis.register_script(lua.RAISE_TO_LEDGER)
+    report: dict = {"checked": 0, "raised": 0, "drift": []}
+    for budget in Budget.objects.filter(enabled=True).select_related("team").order_by("pk"):
+        for window in current_windows(budget.team.timezone, now):
+            ledger = ledger_units(budget=budget, window=window)
+            expires_ms = int(window.end.timestamp() + SPENT_GRACE_S) * 1000
+            counter = int(
+                script(keys=[budget_keys(budget.pk, window.key).spent], args=[ledger, expires_ms])
+            )
+            report["checked"] += 1
+            if counter == ledger:
+                continue
+            report["raised"] += counter < ledger
+            report["drift"].append(
+                {
+                    "budget_id": budget.pk,
+                    "window": window.name,
+                    "window_key": window.key,
+                    "redis_units": counter,
+                    "ledger_units": ledger,
+                    "drift_units": counter - ledger,
+                }
+            )
+            level = logging.WARNING if counter < ledger else logging.INFO
+            log.log(
+                level,
+                "budget %s %s %s: redis %s units, ledger %s units%s",
+                budget.pk,
+                window.name,
+                window.key,
+                counter,
+                ledger,
+                " (raised to the ledger)" if counter < ledger else "",
+            )
+    return report
