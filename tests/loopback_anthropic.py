@@ -1,0 +1,153 @@
+"""The loopback Anthropic server's wire format: /v1/messages, JSON and named SSE events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.loopback_wire import Behaviour, Wire, args_pieces, new_id, pieces, sse
+
+
+class AnthropicWire(Wire):
+    path = "/v1/messages"
+    error_types = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        529: "overloaded_error",
+    }
+    _stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+    def check(
+        self, headers: dict[str, str], body: Any, api_key: str | None
+    ) -> tuple[int, str] | None:
+        if api_key is not None and headers.get("x-api-key") != api_key:
+            return 401, "invalid x-api-key"
+        if not headers.get("anthropic-version"):
+            return 400, "anthropic-version: header is required"
+        if not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
+            return 400, "max_tokens: Field required"
+        if any(m.get("role") not in ("user", "assistant") for m in body.get("messages") or []):
+            return 400, "messages: Unexpected role. Allowed roles are 'user' or 'assistant'"
+        return None
+
+    def error_body(self, status: int, b: Behaviour, message: str | None = None) -> dict[str, Any]:
+        kind = self.error_type(status, b)
+        text = (
+            message
+            or b.message
+            or ("Overloaded" if kind == "overloaded_error" else "Internal server error")
+        )
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": text},
+            "request_id": new_id("req_loop"),
+        }
+
+    def stream_error_frame(self, b: Behaviour) -> bytes:
+        return sse(self.error_body(529, b), "error")
+
+    def _usage(self, body: dict[str, Any], b: Behaviour, output: int) -> dict[str, Any]:
+        prompt, _ = self.counts(body, b)
+        return {
+            "input_tokens": prompt,
+            "cache_creation_input_tokens": b.cache_write_tokens,
+            "cache_read_input_tokens": b.cached_tokens,
+            "output_tokens": output,
+            "service_tier": "standard",
+        }
+
+    def _message(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": new_id("msg_loop"),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+
+    def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": b.text}] if b.text else []
+        if b.tool_call:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_loop1",
+                    "name": b.tool_call[0],
+                    "input": b.tool_call[1],
+                }
+            )
+        stop = self._stop["tool_calls" if b.tool_call else b.finish]
+        return {
+            **self._message(body),
+            "content": content,
+            "stop_reason": stop,
+            "usage": self._usage(body, b, self.counts(body, b)[1]),
+        }
+
+    def frames(self, body: dict[str, Any], b: Behaviour) -> list[bytes]:
+        start = {**self._message(body), "usage": self._usage(body, b, 1)}
+        out = [sse({"type": "message_start", "message": start}, "message_start")]
+        index = 0
+        if b.text:
+            out.append(
+                sse(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    "content_block_start",
+                )
+            )
+            out.append(sse({"type": "ping"}, "ping"))
+            out += [
+                sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": p},
+                    },
+                    "content_block_delta",
+                )
+                for p in pieces(b.text)
+            ]
+            out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            index = 1
+        if b.tool_call:
+            block = {"type": "tool_use", "id": "toolu_loop1", "name": b.tool_call[0], "input": {}}
+            out.append(
+                sse(
+                    {"type": "content_block_start", "index": index, "content_block": block},
+                    "content_block_start",
+                )
+            )
+            out += [
+                sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": p},
+                    },
+                    "content_block_delta",
+                )
+                for p in args_pieces(b.tool_call[1])
+            ]
+            out.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        stop = self._stop["tool_calls" if b.tool_call else b.finish]
+        out.append(
+            sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": self.counts(body, b)[1]},
+                },
+                "message_delta",
+            )
+        )
+        return out + [sse({"type": "message_stop"}, "message_stop")]

@@ -1,0 +1,145 @@
+"""The loopback OpenAI server's wire format: /v1/chat/completions, JSON and SSE."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from tests.loopback_wire import Behaviour, Wire, args_pieces, new_id, pieces, sse
+
+
+class OpenAIWire(Wire):
+    path = "/v1/chat/completions"
+    base_path = "/v1"
+    error_types = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        404: "invalid_request_error",
+        429: "requests",
+        500: "server_error",
+        503: "server_error",
+    }
+    _codes = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+    def check(
+        self, headers: dict[str, str], body: Any, api_key: str | None
+    ) -> tuple[int, str] | None:
+        if api_key is not None and headers.get("authorization") != f"Bearer {api_key}":
+            return 401, "Incorrect API key provided."
+        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
+            return 400, "Missing required parameter: 'messages'."
+        return None
+
+    def error_body(self, status: int, b: Behaviour, message: str | None = None) -> dict[str, Any]:
+        default = "The server had an error while processing your request. Sorry about that!"
+        return {
+            "error": {
+                "message": message or b.message or default,
+                "type": self.error_type(status, b),
+                "param": None,
+                "code": self._codes.get(status),
+            }
+        }
+
+    def stream_error_frame(self, b: Behaviour) -> bytes:
+        return sse(self.error_body(500, b))
+
+    def _usage(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
+        prompt, completion = self.counts(body, b)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": b.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def _base(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
+        return {
+            "id": new_id("chatcmpl-loop"),
+            "object": obj,
+            "created": int(time.time()),
+            "model": body["model"],
+            "service_tier": "default",
+            "system_fingerprint": "fp_loopback",
+        }
+
+    def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": b.text or None,
+            "refusal": None,
+            "annotations": [],
+        }
+        finish = b.finish
+        if b.tool_call:
+            name, args = b.tool_call
+            message["tool_calls"] = [
+                {
+                    "id": "call_loop1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+                }
+            ]
+            finish = "tool_calls"
+        out = {
+            **self._base(body, "chat.completion"),
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            ],
+        }
+        if b.usage:
+            out["usage"] = self._usage(body, b)
+        return out
+
+    def frames(self, body: dict[str, Any], b: Behaviour) -> list[bytes]:
+        base = self._base(body, "chat.completion.chunk")
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage")) and b.usage
+        if with_usage:
+            base["usage"] = None
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return sse(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                }
+            )
+
+        out = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        out += [chunk({"content": p}) for p in pieces(b.text)]
+        finish = b.finish
+        if b.tool_call:
+            name, args = b.tool_call
+            out.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_loop1",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            out += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                for p in args_pieces(args)
+            ]
+            finish = "tool_calls"
+        out.append(chunk({}, finish))
+        if with_usage:
+            out.append(sse({**base, "choices": [], "usage": self._usage(body, b)}))
+        return out + [b"data: [DONE]\n\n"]
