@@ -8,12 +8,13 @@ Routing, fallback, caching, budgets and pricing live elsewhere and never look at
 
 from __future__ import annotations
 
-import json
+import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +106,19 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _STATUS_KINDS = {429: "rate_limited", 529: "overloaded", 401: "auth_error", 403: "auth_error"}
 
 
-def error_from_response(provider: str, status: int, text: str, headers: httpx.Headers | None = None) -> ProviderError:
-    """Map an HTTP error answer from any provider to a ProviderError."""
+def error_from_response(
+    provider: str, status: int, text: str, headers: httpx.Headers | None = None, *, secret: str = ""
+) -> ProviderError:
+    """Map an HTTP error answer from any provider to a ProviderError.
+
+    `secret` (the provider's API key) is blanked out of the text first: some providers echo
+    the key they were given, and the error may end up in a log line or a client's answer.
+    """
+    if secret and secret in text:
+        text = text.replace(secret, "[redacted]")
     try:
-        body = json.loads(text) if text else None
-    except ValueError:
+        body = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
         body = None
     detail = _error_message(body) or text[:200] or f"HTTP {status}"
     retry_after = None
@@ -124,21 +133,34 @@ def error_from_response(provider: str, status: int, text: str, headers: httpx.He
     kind = _STATUS_KINDS.get(status, "server_error" if status >= 500 else "invalid_request")
     return ProviderError(
         f"{provider}: HTTP {status}: {detail}",
-        retryable=retryable, status=status, kind=kind,
-        body=body if isinstance(body, dict) else None, retry_after=retry_after,
+        retryable=retryable,
+        status=status,
+        kind=kind,
+        body=body if isinstance(body, dict) else None,
+        retry_after=retry_after,
     )
 
 
 def error_from_exception(provider: str, exc: Exception) -> ProviderError:
     """Map a transport exception (timeout, refused connection, bad body) to a ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
     if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(f"{provider}: timed out ({type(exc).__name__})", retryable=True, kind="timeout")
+        return ProviderError(
+            f"{provider}: timed out ({type(exc).__name__})", retryable=True, kind="timeout"
+        )
     if isinstance(exc, httpx.TransportError):
-        return ProviderError(f"{provider}: connection error ({type(exc).__name__})", retryable=True,
-                             kind="connection_error")
-    if isinstance(exc, (ValueError, KeyError, TypeError, IndexError)):
-        return ProviderError(f"{provider}: malformed response ({type(exc).__name__})", retryable=True,
-                             kind="bad_response")
+        return ProviderError(
+            f"{provider}: connection error ({type(exc).__name__})",
+            retryable=True,
+            kind="connection_error",
+        )
+    if isinstance(exc, (ValueError, KeyError, TypeError, IndexError, AttributeError)):
+        return ProviderError(
+            f"{provider}: malformed response ({type(exc).__name__})",
+            retryable=True,
+            kind="bad_response",
+        )
     return ProviderError(f"{provider}: {type(exc).__name__}", retryable=True, kind="provider_error")
 
 
@@ -164,16 +186,35 @@ class StreamResult:
         self.finish_reason: str | None = None
 
 
-class ProviderAdapter:
-    """Base class of the adapters. Subclasses set `kind` and implement the two methods.
+DONE: Any = object()
+"""Yielded by `ProviderAdapter.sse` for OpenAI's `data: [DONE]` terminator."""
+
+
+def stream_cut(provider: str, why: str) -> ProviderError:
+    """The upstream stream ended before the provider said it was complete."""
+    return ProviderError(
+        f"{provider}: stream ended early ({why})", retryable=True, kind="stream_cut"
+    )
+
+
+class ProviderAdapter(abc.ABC):
+    """The adapter protocol. Subclasses set `kind` and implement `complete` and `stream`.
 
     - `complete` returns a `Completion` or raises `ProviderError`.
-    - `stream` is an async generator of OpenAI `chat.completion.chunk` dicts (without the
-      `usage` chunk); it fills `result.usage` before it ends. Any failure raises
-      `ProviderError`; before the first chunk is yielded the gateway may still fall back.
+    - `stream` is an async generator of OpenAI `chat.completion.chunk` dicts (never a
+      usage-only chunk). It returns normally only after the provider said the answer is
+      complete, having set `result.usage` (None when the provider reported none) and
+      `result.finish_reason`; any other ending raises `ProviderError` (a cut stream raises
+      kind "stream_cut"). Before the first chunk is yielded the gateway may still fall back.
+      Close it with `contextlib.aclosing` when abandoning it early, to free the connection.
+
+    The helpers below (`post_json`, `sse`) do the HTTP and map every failure exactly once.
     """
 
+    __slots__ = ("config", "client")
+
     kind: ClassVar[str] = ""
+    default_base_url: ClassVar[str] = ""
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -181,11 +222,104 @@ class ProviderAdapter:
 
     def timeout(self) -> httpx.Timeout:
         c = self.config
-        return httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.read_timeout,
-                             pool=c.connect_timeout)
+        return httpx.Timeout(
+            connect=c.connect_timeout,
+            read=c.read_timeout,
+            write=c.read_timeout,
+            pool=c.connect_timeout,
+        )
 
+    @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
-        raise NotImplementedError
+        """Send one non-streamed request; return the OpenAI-shaped answer and its usage."""
 
+    @abc.abstractmethod
     def stream(self, request: ChatRequest, result: StreamResult) -> AsyncIterator[dict[str, Any]]:
-        raise NotImplementedError
+        """Send one streamed request; yield OpenAI chunk dicts and fill `result`."""
+
+    def url(self, path: str) -> str:
+        base = (self.config.base_url or self.default_base_url).rstrip("/")
+        if not base:
+            raise ProviderError(
+                f"{self.config.name}: no base URL configured", retryable=True, kind="provider_error"
+            )
+        return base + path
+
+    def fail(self, exc: Exception) -> ProviderError:
+        """Map an exception raised while talking to or parsing this provider."""
+        return error_from_exception(self.config.name, exc)
+
+    async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """POST a JSON body and return the parsed JSON answer (any 2xx), else raise."""
+        try:
+            resp = await self.client.post(
+                url,
+                content=orjson.dumps(body),
+                timeout=self.timeout(),
+                headers={**headers, "content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise self.fail(exc) from exc
+        if not resp.is_success:
+            raise error_from_response(
+                self.config.name,
+                resp.status_code,
+                resp.text,
+                resp.headers,
+                secret=self.config.api_key,
+            )
+        try:
+            return orjson.loads(resp.content)
+        except orjson.JSONDecodeError as exc:
+            raise self.fail(exc) from exc
+
+    async def sse(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """POST a JSON body and yield the answer's server-sent events as (event, JSON data).
+
+        `data: [DONE]` is yielded as `DONE`. An event cut off by the end of the stream is
+        dropped (as the SSE spec says), so the adapter sees that its terminator is missing.
+        """
+        name = self.config.name
+        request = self.client.build_request(
+            "POST",
+            url,
+            content=orjson.dumps(body),
+            timeout=self.timeout(),
+            headers={**headers, "content-type": "application/json", "accept": "text/event-stream"},
+        )
+        try:
+            resp = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.fail(exc) from exc
+        try:
+            if not resp.is_success:
+                await resp.aread()
+                raise error_from_response(
+                    name, resp.status_code, resp.text, resp.headers, secret=self.config.api_key
+                )
+            async for event, data in _sse_events(resp):
+                try:
+                    yield event, (DONE if data == "[DONE]" else orjson.loads(data))
+                except orjson.JSONDecodeError as exc:
+                    raise self.fail(exc) from exc
+        except httpx.TimeoutException as exc:
+            raise self.fail(exc) from exc
+        except httpx.TransportError as exc:  # the connection dropped after the answer began
+            raise stream_cut(name, type(exc).__name__) from exc
+        finally:
+            await resp.aclose()
+
+
+async def _sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    event, data = "", []
+    async for line in resp.aiter_lines():
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "", []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif line.startswith("event:"):
+            event = line[6:].strip()

@@ -1,0 +1,33 @@
+"""Provider adapters, looked up by the Provider's `kind`.
+
+Adding a provider = one module, one line in `ADAPTERS`, one contract test file.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway.providers.anthropic import AnthropicAdapter
+from gateway.providers.base import ProviderAdapter, ProviderConfig, ProviderError
+from gateway.providers.openai import OpenAIAdapter
+from gateway.providers.openai_compatible import OpenAICompatibleAdapter
+from gateway.providers.simulated import SimulatedAdapter
+
+ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    OpenAIAdapter.kind: OpenAIAdapter,
+    AnthropicAdapter.kind: AnthropicAdapter,
+    OpenAICompatibleAdapter.kind: OpenAICompatibleAdapter,
+    SimulatedAdapter.kind: SimulatedAdapter,
+}
+
+
+def adapter_for(config: ProviderConfig, client: httpx.AsyncClient) -> ProviderAdapter:
+    """The adapter for a provider; the client is the process's pooled one (tests: a mock)."""
+    cls = ADAPTERS.get(config.kind)
+    if cls is None:
+        raise ProviderError(
+            f"{config.name}: unknown provider kind {config.kind!r}",
+            retryable=True,
+            kind="provider_error",
+        )
+    return cls(config, client)

@@ -1,0 +1,175 @@
+"""Anthropic's Messages API, translated to and from OpenAI's chat format.
+
+Request: system messages become `system`, tool calls and results become tool_use/tool_result
+blocks, data-URL images become base64 sources, `max_tokens` is always sent (Anthropic
+requires it). Answer: content blocks become `message.content` and `tool_calls`; usage counts
+cache reads and writes as prompt tokens (see `Usage`). Streams translate Anthropic's events
+into OpenAI chunks; only `message_stop` completes a stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+
+from gateway.providers.anthropic_format import (
+    FINISH_REASONS,
+    request_to_anthropic,
+    response_to_openai,
+    usage_from_anthropic,
+)
+from gateway.providers.base import (
+    ChatRequest,
+    Completion,
+    ProviderAdapter,
+    StreamResult,
+    error_from_response,
+    stream_cut,
+)
+
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+# The HTTP status Anthropic documents for each error type, for errors sent inside a stream.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicAdapter(ProviderAdapter):
+    kind = "anthropic"
+    default_base_url = "https://api.anthropic.com"
+    api_version = "2023-06-01"
+
+    def messages_url(self) -> str:
+        # Accept a base URL configured either with or without the /v1 suffix.
+        return self.url("/messages" if self.url("").endswith("/v1") else "/v1/messages")
+
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.config.api_key, "anthropic-version": self.api_version}
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        payload = request_to_anthropic(request, self.config.name)
+        data = await self.post_json(self.messages_url(), payload, self.headers())
+        try:
+            body = response_to_openai(data)
+            usage = usage_from_anthropic(data["usage"])
+        except _PARSE_ERRORS as exc:
+            raise self.fail(exc) from exc
+        return Completion(body=body, usage=usage)
+
+    async def stream(
+        self, request: ChatRequest, result: StreamResult
+    ) -> AsyncIterator[dict[str, Any]]:
+        payload = {**request_to_anthropic(request, self.config.name), "stream": True}
+        events = self.sse(self.messages_url(), payload, self.headers())
+        state = _StreamState(self.config.name)
+        async with aclosing(events):
+            async for _event, data in events:
+                try:
+                    chunk = state.on_event(data)
+                except _PARSE_ERRORS as exc:
+                    raise self.fail(exc) from exc
+                if chunk is not None:
+                    yield chunk
+                if state.stopped:
+                    break
+        if not state.stopped:
+            raise stream_cut(self.config.name, "no message_stop")
+        result.usage = usage_from_anthropic(state.usage)
+        result.finish_reason = state.finish_reason
+
+
+class _StreamState:
+    """Turns Anthropic stream events into OpenAI chunks, one event at a time."""
+
+    __slots__ = ("provider", "id", "model", "created", "usage", "stop_reason", "tools", "stopped")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.id, self.model, self.created = "", "", int(time.time())
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: str | None = None
+        self.tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool index
+        self.stopped = False
+
+    @property
+    def finish_reason(self) -> str:
+        return FINISH_REASONS.get(self.stop_reason or "", "stop")
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    def on_event(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        handler = _HANDLERS.get(data["type"])  # ping, content_block_stop, new types: ignored
+        return handler(self, data) if handler is not None else None
+
+    def _message_start(self, data: dict[str, Any]) -> dict[str, Any]:
+        message = data["message"]
+        self.id, self.model = message["id"], message["model"]
+        self.usage.update(message.get("usage") or {})
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def _message_delta(self, data: dict[str, Any]) -> None:
+        self.stop_reason = data["delta"].get("stop_reason") or self.stop_reason
+        # Output tokens are cumulative; newer API versions also repeat the input counts here.
+        self.usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+
+    def _message_stop(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.stopped = True
+        return self.chunk({}, self.finish_reason)
+
+    def _error(self, data: dict[str, Any]) -> None:
+        status = _ERROR_STATUS.get((data.get("error") or {}).get("type", ""), 500)
+        raise error_from_response(self.provider, status, orjson.dumps(data).decode())
+
+    def _block_start(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        index, block = data["index"], data["content_block"]
+        if block["type"] == "tool_use":
+            self.tools[index] = len(self.tools)
+            call = {
+                "index": self.tools[index],
+                "id": block["id"],
+                "type": "function",
+                "function": {"name": block["name"], "arguments": ""},
+            }
+            return self.chunk({"tool_calls": [call]})
+        if block["type"] == "text" and block.get("text"):
+            return self.chunk({"content": block["text"]})
+        return None
+
+    def _block_delta(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        index, delta = data["index"], data["delta"]
+        if delta["type"] == "text_delta":
+            return self.chunk({"content": delta["text"]})
+        if delta["type"] == "input_json_delta" and index in self.tools:
+            call = {"index": self.tools[index], "function": {"arguments": delta["partial_json"]}}
+            return self.chunk({"tool_calls": [call]})
+        return None  # thinking and signature deltas have no OpenAI chat equivalent
+
+
+_HANDLERS = {
+    "message_start": _StreamState._message_start,
+    "content_block_start": _StreamState._block_start,
+    "content_block_delta": _StreamState._block_delta,
+    "message_delta": _StreamState._message_delta,
+    "message_stop": _StreamState._message_stop,
+    "error": _StreamState._error,
+}

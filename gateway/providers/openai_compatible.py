@@ -1,0 +1,29 @@
+"""Self-hosted servers speaking OpenAI's wire format: vLLM, Ollama, llama.cpp, LM Studio...
+
+Differences from OpenAI: the base URL must be configured, the API key is optional, and the
+server may report no usage (then `Completion.usage.reported` is False and a stream's
+`result.usage` stays None: the gateway estimates). Option `"stream_usage": false` stops
+sending `stream_options` to old servers that reject unknown fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.providers.base import ChatRequest
+from gateway.providers.openai import OpenAIAdapter
+
+
+class OpenAICompatibleAdapter(OpenAIAdapter):
+    kind = "openai_compatible"
+    default_base_url = ""
+
+    def headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        body = super().payload(request, stream=stream)
+        if stream and not self.config.options.get("stream_usage", True):
+            body.pop("stream_options", None)
+        return body
