@@ -136,8 +136,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if REDIS_URL:
     _cache_options: dict = {}
 else:
-    # The same in-process fakeredis server that gateway.runtime uses for the hot path.
-    _cache_options = {"CONNECTION_POOL_KWARGS": {"connection_class": "gateway.runtime.FakeConnection"}}
+    # The same in-process fakeredis server that gateway.runtime uses for the hot path
+    # (django-redis wants the class itself here, not its dotted path).
+    from fakeredis import FakeConnection
+
+    _cache_options = {"CONNECTION_POOL_KWARGS": {"connection_class": FakeConnection}}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
