@@ -78,10 +78,27 @@ def _write(raws: list[bytes]) -> int:
                 "request_id", flat=True
             )
         )
-        fresh = [r for r in records if r.request_id not in known]
+        fresh = []
+        for r in records:  # skip what is already in, and repeats within the batch
+            if r.request_id not in known:
+                known.add(r.request_id)
+                fresh.append(r)
         UsageRecord.objects.bulk_create(fresh)
         rollups.apply(fresh)
+        _touch_keys(fresh)
     return len(fresh)
+
+
+def _touch_keys(records) -> None:
+    """Keys' last-used time, from the ledger rather than a write per request."""
+    from gateway.models import ApiKey
+
+    last: dict[int, datetime] = {}
+    for r in records:
+        if r.api_key_id and (r.api_key_id not in last or r.created_at > last[r.api_key_id]):
+            last[r.api_key_id] = r.created_at
+    for key_id, used in last.items():
+        ApiKey.objects.filter(id=key_id).exclude(last_used_at__gte=used).update(last_used_at=used)
 
 
 def _drain_events(redis) -> None:

@@ -1,0 +1,126 @@
+"""The ledger: records queued off the hot path land in the database exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway import ledger, runtime
+from gateway.lifespan import LifespanApp
+from gateway.models import UsageRecord
+from tests.factories import make_key, make_team
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def entry(team, key=None, **over) -> dict:
+    return {
+        "request_id": "req_" + uuid.uuid4().hex,
+        "created_at": datetime.now(UTC).isoformat(),
+        "team_id": team.id,
+        "feature_id": None,
+        "api_key_id": key.id if key else None,
+        "requested_model": "m",
+        "served_model": "m",
+        "provider": "p",
+        "attempts": 1,
+        "attempt_log": [],
+        "stream": False,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cached_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": "0.0000123456",
+        "saved_usd": "0",
+        "estimated": False,
+        "unpriced": False,
+        "latency_ms": 12,
+        "status": "ok",
+        "http_status": 200,
+        "error_type": "",
+        "cache": "miss",
+        **over,
+    }
+
+
+async def test_queued_records_are_drained_into_the_database_exactly_once():
+    team = await asyncio.to_thread(make_team)
+    records = [entry(team) for _ in range(3)]
+    for record in records:
+        await ledger.enqueue(record)
+    runtime.sync_redis().rpush(ledger.QUEUE_KEY, ledger.encode(records[0]))  # a re-queued copy
+    assert await asyncio.to_thread(ledger.drain) == 3
+    assert await asyncio.to_thread(ledger.drain) == 0
+    costs = await asyncio.to_thread(
+        lambda: list(UsageRecord.objects.values_list("cost_usd", flat=True))
+    )
+    assert costs == [Decimal("0.0000123456")] * 3
+    assert ledger.pending() == 0
+
+
+async def test_records_wait_in_the_local_spool_while_redis_is_down(monkeypatch):
+    team = await asyncio.to_thread(make_team)
+
+    async def down(*args, **kwargs):
+        raise RedisConnectionError("redis is down")
+
+    monkeypatch.setattr(type(runtime.aredis()), "rpush", down)
+    await ledger.enqueue(entry(team))
+    assert len(ledger.spool().items) == 1
+    assert await asyncio.to_thread(ledger.drain) == 1
+    assert ledger.spool().items == []
+    assert await asyncio.to_thread(UsageRecord.objects.count) == 1
+
+
+async def test_a_failed_database_write_keeps_the_records_queued(monkeypatch):
+    team = await asyncio.to_thread(make_team)
+    await ledger.enqueue(entry(team))
+
+    def broken(raws):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(ledger, "_write", broken)
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(ledger.drain)
+    assert ledger.pending() == 1
+    monkeypatch.undo()
+    assert await asyncio.to_thread(ledger.drain) == 1
+
+
+async def test_draining_updates_the_keys_last_used_time():
+    team = await asyncio.to_thread(make_team)
+    key, _ = await asyncio.to_thread(make_key, team)
+    await ledger.enqueue(entry(team, key))
+    await asyncio.to_thread(ledger.drain)
+    await asyncio.to_thread(key.refresh_from_db)
+    assert key.last_used_at is not None
+
+
+async def test_shutdown_flushes_what_is_queued(settings):
+    settings.GATEWAY = {
+        **settings.GATEWAY,
+        "LEDGER_IN_PROCESS": True,
+        "LEDGER_FLUSH_INTERVAL_S": 60,
+    }
+    team = await asyncio.to_thread(make_team)
+    app = LifespanApp(app=None)
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent = []
+
+    async def receive():
+        message = next(messages)
+        if message["type"] == "lifespan.shutdown":
+            await ledger.enqueue(entry(team))  # arrives while the server runs
+        return message
+
+    async def send(message):
+        sent.append(message["type"])
+
+    await app({"type": "lifespan"}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert await asyncio.to_thread(UsageRecord.objects.count) == 1
