@@ -1,1 +1,7 @@
-urlpatterns: list = []
+from django.urls import path
+
+from budgets import views
+
+urlpatterns = [
+    path("v1/budget", views.budget, name="budget"),
+]

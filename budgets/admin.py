@@ -1,0 +1,115 @@
+"""Budgets with their live spend beside each limit, and the read-only record of alerts."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import admin
+from redis.exceptions import RedisError
+
+from budgets.keys import budget_keys
+from budgets.models import Budget, BudgetAlert
+from budgets.windows import current_windows
+from gateway.money import format_usd, units_to_usd
+from gateway.runtime import sync_redis
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "Redis unavailable"
+
+
+def live_spend(budgets: list[Budget]) -> dict[int, tuple[str, str]]:
+    """Each budget's spend today and this month (its team's time zone), as USD text.
+
+    One MGET for the whole page; if Redis is down every cell says so instead of failing.
+    """
+    keys = []
+    for b in budgets:
+        daily, monthly = current_windows(b.team.timezone)
+        keys += [budget_keys(b.pk, daily.key).spent, budget_keys(b.pk, monthly.key).spent]
+    if not keys:
+        return {}
+    try:
+        values = sync_redis().mget(keys)
+    except RedisError as exc:
+        log.warning("live budget spend unavailable: %s", exc)
+        return {b.pk: (UNAVAILABLE, UNAVAILABLE) for b in budgets}
+    usd = ["$" + format_usd(units_to_usd(int(v or 0))) for v in values]
+    return {b.pk: (usd[2 * i], usd[2 * i + 1]) for i, b in enumerate(budgets)}
+
+
+def _limit(value) -> str:
+    return "—" if value is None else f"${format_usd(value)}"
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "team",
+        "hard",
+        "spent_today",
+        "daily_limit",
+        "spent_this_month",
+        "monthly_limit",
+        "enabled",
+    ]
+    list_filter = ["hard", "enabled", "scope", "team"]
+    list_select_related = ["team", "feature", "feature__team"]
+    fieldsets = [
+        (None, {"fields": ["scope", "team", "feature", "hard", "enabled"]}),
+        ("Limits (USD)", {"fields": ["daily_limit_usd", "monthly_limit_usd"]}),
+        ("Alerts", {"fields": ["alert_thresholds", "alert_emails", "webhook_url"]}),
+    ]
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        spend = live_spend(list(changelist.result_list))
+        for budget in changelist.result_list:
+            budget.live = spend.get(budget.pk, ("—", "—"))
+        return changelist
+
+    @admin.display(description="spent today")
+    def spent_today(self, obj: Budget) -> str:
+        return getattr(obj, "live", ("—", "—"))[0]
+
+    @admin.display(description="daily limit")
+    def daily_limit(self, obj: Budget) -> str:
+        return _limit(obj.daily_limit_usd)
+
+    @admin.display(description="spent this month")
+    def spent_this_month(self, obj: Budget) -> str:
+        return getattr(obj, "live", ("—", "—"))[1]
+
+    @admin.display(description="monthly limit")
+    def monthly_limit(self, obj: Budget) -> str:
+        return _limit(obj.monthly_limit_usd)
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "budget",
+        "window",
+        "window_key",
+        "threshold",
+        "channel",
+        "status",
+        "attempt",
+        "spend_usd",
+        "limit_usd",
+    ]
+    list_filter = ["status", "channel", "window"]
+    list_select_related = ["budget__team", "budget__feature__team"]
+    search_fields = ["error", "window_key"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
