@@ -28,24 +28,43 @@ class Budget(models.Model):
     scope = models.CharField(max_length=8, choices=Scope, default=Scope.TEAM)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
     feature = models.ForeignKey(
-        Feature, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets",
+        Feature,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="budgets",
         help_text="Required when the scope is a feature.",
     )
     daily_limit_usd = models.DecimalField(
-        max_digits=14, decimal_places=4, null=True, blank=True,
-        validators=[MinValueValidator(Decimal("0"))], help_text="Blank: no daily limit.",
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Blank: no daily limit.",
     )
     monthly_limit_usd = models.DecimalField(
-        max_digits=14, decimal_places=4, null=True, blank=True,
-        validators=[MinValueValidator(Decimal("0"))], help_text="Blank: no monthly limit.",
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Blank: no monthly limit.",
     )
     alert_thresholds = models.JSONField(
-        default=default_thresholds, validators=[validate_thresholds],
+        default=default_thresholds,
+        validators=[validate_thresholds],
         help_text="Percentages of each limit that send an alert, e.g. [50, 80, 100].",
     )
-    hard = models.BooleanField(default=True, help_text="Hard budgets refuse requests; soft ones only alert.")
-    alert_emails = models.TextField(blank=True, help_text="One address per line or comma-separated.")
-    webhook_url = models.URLField(blank=True, help_text="A JSON POST (Slack incoming webhooks accept it).")
+    hard = models.BooleanField(
+        default=True, help_text="Hard budgets refuse requests; soft ones only alert."
+    )
+    alert_emails = models.TextField(
+        blank=True, help_text="One address per line or comma-separated."
+    )
+    webhook_url = models.URLField(
+        blank=True, help_text="A JSON POST (Slack incoming webhooks accept it)."
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -59,7 +78,9 @@ class Budget(models.Model):
         if self.scope == self.Scope.FEATURE and not self.feature_id:
             raise ValidationError({"feature": "A feature budget needs a feature."})
         if self.scope == self.Scope.TEAM and self.feature_id:
-            raise ValidationError({"feature": "A team budget covers every feature; leave this blank."})
+            raise ValidationError(
+                {"feature": "A team budget covers every feature; leave this blank."}
+            )
         if self.feature_id and self.team_id and self.feature.team_id != self.team_id:
             raise ValidationError({"feature": "The feature belongs to another team."})
 
