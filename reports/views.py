@@ -92,7 +92,7 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
                 row["requests"],
                 row["input_tokens"],
                 row["output_tokens"],
-                row["cost_usd"],
+                format(row["cost_usd"], "f"),
             ]
         )
     return response

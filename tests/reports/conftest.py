@@ -43,6 +43,12 @@ def write_ledger(records: list[UsageRecord]) -> list[UsageRecord]:
     return records
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Users are created in most tests here; the default hasher is slow on purpose.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def world(db):
     """Two teams with features and two priced models on one simulated provider."""

@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+from django.utils import timezone
+
+from gateway.models import UsageRecord
+from gateway.money import Prices, cost_of, units_to_usd
+from gateway.providers.base import Usage
+from reports import rollups
+from reports.histogram import percentile
+from reports.models import LATENCY_FIELDS, CircuitEvent, HourlyRollup
+from reports.tasks import roll_up_recent
+from tests.factories import make_route
+from tests.reports.conftest import make_record, write_ledger
+
+pytestmark = pytest.mark.django_db
+
+
+def random_ledger(world, rng: random.Random, n: int) -> list[UsageRecord]:
+    features = [
+        (world["acme"], world["acme_chat"]),
+        (world["acme"], world["acme_search"]),
+        (world["acme"], None),
+        (world["globex"], world["globex_chat"]),
+    ]
+    now = timezone.now()
+    records = []
+    for _ in range(n):
+        team, feature = rng.choice(features)
+        records.append(
+            make_record(
+                team,
+                feature,
+                created_at=now - dt.timedelta(minutes=rng.randrange(6 * 60)),
+                served_model=rng.choice(["small", "large"]),
+                requested_model=rng.choice(["auto", "small", "large"]),
+                attempts=rng.choice([0, 1, 1, 1, 2, 3]),
+                status=rng.choice(["ok"] * 8 + ["error", "refused", "stream_error"]),
+                cache=rng.choice(["hit", "miss", "miss", "bypass"]),
+                input_tokens=rng.randrange(5000),
+                output_tokens=rng.randrange(2000),
+                cost_usd=Decimal(rng.randrange(10**8)) / 10**10,
+                saved_usd=Decimal(rng.randrange(10**7)) / 10**10,
+                latency_ms=rng.randrange(4000),
+                estimated=rng.random() < 0.1,
+                unpriced=rng.random() < 0.05,
+            )
+        )
+    return records
+
+
+def ledger_sums(records):
+    sums = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
+    for r in records:
+        cell = sums[(r.team_id, r.feature_id or 0, r.served_model)]
+        cell[0] += 1
+        cell[1] += r.input_tokens
+        cell[2] += r.output_tokens
+        cell[3] += r.cost_usd
+        cell[4] += r.saved_usd
+    return dict(sums)
+
+
+def rollup_sums():
+    rows = HourlyRollup.objects.values("team_id", "feature_key", "served_model").annotate(
+        n=Sum("requests"),
+        i=Sum("input_tokens"),
+        o=Sum("output_tokens"),
+        c=Sum("cost_units"),
+        s=Sum("saved_units"),
+    )
+    return {
+        (r["team_id"], r["feature_key"], r["served_model"]): [
+            r["n"],
+            r["i"],
+            r["o"],
+            units_to_usd(r["c"]),
+            units_to_usd(r["s"]),
+        ]
+        for r in rows
+    }
+
+
+def test_rollups_sum_exactly_to_the_ledger_per_team_feature_and_model(world):
+    records = random_ledger(world, random.Random(1), 600)
+    for start in range(0, len(records), 70):  # batches, as the drainer writes them
+        write_ledger(records[start : start + 70])
+
+    assert rollup_sums() == ledger_sums(records)
+    totals = HourlyRollup.objects.aggregate(
+        hits=Sum("cache_hits"),
+        errors=Sum("errors"),
+        refused=Sum("refused"),
+        streams=Sum("stream_errors"),
+        fallbacks=Sum("fallbacks"),
+        unpriced=Sum("unpriced"),
+    )
+    assert totals == {
+        "hits": sum(r.cache == "hit" for r in records),
+        "errors": sum(r.status == "error" for r in records),
+        "refused": sum(r.status == "refused" for r in records),
+        "streams": sum(r.status == "stream_error" for r in records),
+        "fallbacks": sum(r.attempts > 1 for r in records),
+        "unpriced": sum(r.unpriced for r in records),
+    }
+
+
+def test_a_second_batch_for_the_same_hour_adds_to_the_rollup(world):
+    at = timezone.now().replace(minute=30)
+    write_ledger([make_record(world["acme"], world["acme_chat"], created_at=at, cost_usd="0.25")])
+    write_ledger([make_record(world["acme"], world["acme_chat"], created_at=at, cost_usd="0.5")])
+
+    row = HourlyRollup.objects.get()
+    assert (row.requests, units_to_usd(row.cost_units)) == (2, Decimal("0.75"))
+    assert row.hour == at.replace(minute=0, second=0, microsecond=0)
+
+
+def test_rebuild_reproduces_what_the_drainer_rolled_up(world):
+    write_ledger(random_ledger(world, random.Random(2), 300))
+    columns = [f.attname for f in HourlyRollup._meta.fields if f.name != "id"]
+    before = sorted(HourlyRollup.objects.values_list(*columns))
+    HourlyRollup.objects.update(requests=0, cost_units=12345)  # drift
+
+    written = rollups.rebuild(timezone.now() - dt.timedelta(hours=8), timezone.now())
+
+    assert written == len(before)
+    assert sorted(HourlyRollup.objects.values_list(*columns)) == before
+
+
+def test_roll_up_recent_repairs_the_last_two_hours_only(world):
+    now = timezone.now()
+    recent = make_record(world["acme"], created_at=now - dt.timedelta(minutes=10), cost_usd="1")
+    old = make_record(world["acme"], created_at=now - dt.timedelta(hours=5), cost_usd="2")
+    write_ledger([recent, old])
+    HourlyRollup.objects.update(cost_units=0)
+
+    roll_up_recent.apply()
+    roll_up_recent.apply()  # idempotent
+
+    by_hour = dict(HourlyRollup.objects.values_list("hour", "cost_units"))
+    assert by_hour[rollups.floor_hour(recent.created_at)] == 10**10
+    assert by_hour[rollups.floor_hour(old.created_at)] == 0  # outside the window: untouched
+
+
+def test_percentiles_from_the_histogram_are_close_to_the_true_ones(world):
+    rng = random.Random(3)
+    latencies = [int(rng.lognormvariate(5.8, 0.6)) for _ in range(5000)]
+    at = timezone.now() - dt.timedelta(minutes=1)
+    write_ledger([make_record(world["acme"], created_at=at, latency_ms=ms) for ms in latencies])
+    row = HourlyRollup.objects.get()
+    counts = [getattr(row, name) for name in LATENCY_FIELDS]
+    ordered = sorted(latencies)
+
+    for q in (0.5, 0.95):
+        true = ordered[int(q * len(ordered))]
+        assert percentile(counts, q) == pytest.approx(true, rel=0.12)
+    assert row.latency_ms_sum == sum(latencies)
+
+
+def test_cache_hits_and_refusals_stay_out_of_the_latency_histogram(world):
+    write_ledger(
+        [
+            make_record(world["acme"], cache="hit", latency_ms=3),
+            make_record(world["acme"], status="refused", latency_ms=1),
+            make_record(world["acme"], latency_ms=480),
+        ]
+    )
+    row = HourlyRollup.objects.get()
+    assert (row.latency_count, row.latency_ms_sum, row.lat_b7) == (1, 480, 1)
+
+
+def test_routing_savings_compare_with_the_requested_model(world):
+    large = Prices(Decimal("10"), Decimal("30"))
+    usage = Usage(input_tokens=1000, output_tokens=500)
+    actual = Decimal("0.002")  # 1000 × $1 + 500 × $2 per Mtok on the small model
+    write_ledger(
+        [
+            make_record(
+                world["acme"],
+                requested_model="large",
+                served_model="small",
+                input_tokens=1000,
+                output_tokens=500,
+                cost_usd=actual,
+            )
+        ]
+    )
+
+    row = HourlyRollup.objects.get()
+    assert units_to_usd(row.routing_saved_units) == cost_of(usage, large).usd - actual
+
+
+def test_auto_requests_compare_with_the_first_model_of_the_default_route(world):
+    make_route("default", [world["small"], world["large"]])
+    write_ledger(
+        [
+            make_record(
+                world["acme"],
+                requested_model="auto",
+                served_model="large",
+                input_tokens=1000,
+                output_tokens=500,
+                cost_usd="0.025",
+            )
+        ]
+    )
+
+    row = HourlyRollup.objects.get()
+    assert units_to_usd(row.routing_saved_units) == Decimal("0.002") - Decimal("0.025")
+
+
+def test_auto_requests_compare_with_the_dearest_model_without_a_default_route(world):
+    write_ledger(
+        [
+            make_record(
+                world["acme"],
+                requested_model="auto",
+                served_model="small",
+                input_tokens=1000,
+                output_tokens=500,
+                cost_usd="0.002",
+            )
+        ]
+    )
+
+    row = HourlyRollup.objects.get()
+    assert units_to_usd(row.routing_saved_units) == Decimal("0.025") - Decimal("0.002")
+
+
+def test_no_routing_saving_for_unknown_models_errors_or_cache_hits(world):
+    write_ledger(
+        [
+            make_record(world["acme"], requested_model="mystery", served_model="small"),
+            make_record(
+                world["acme"], requested_model="large", served_model="small", status="error"
+            ),
+            make_record(world["acme"], requested_model="large", served_model="small", cache="hit"),
+        ]
+    )
+    assert HourlyRollup.objects.get().routing_saved_units == 0
+
+
+def test_circuit_events_are_stored_once_however_often_delivered(db):
+    opened = "2026-11-27T10:15:00.250000+00:00"
+    events = [{"provider": "sim-openai", "opened_at": opened, "reason": "consecutive_failures"}]
+    rollups.record_circuit_events(events)
+    rollups.record_circuit_events(events)
+
+    event = CircuitEvent.objects.get()
+    assert (event.provider, event.kind, event.reason) == (
+        "sim-openai",
+        "opened",
+        "consecutive_failures",
+    )
+    assert event.opened_at == dt.datetime(2026, 11, 27, 10, 15, 0, 250000, tzinfo=dt.UTC)
+
+
+def test_an_empty_batch_writes_nothing(db):
+    rollups.apply([])
+    assert HourlyRollup.objects.count() == 0
