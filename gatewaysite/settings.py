@@ -138,9 +138,9 @@ if REDIS_URL:
 else:
     # The same in-process fakeredis server that gateway.runtime uses for the hot path
     # (django-redis wants the class itself here, not its dotted path).
-    from fakeredis import FakeConnection
+    from fakeredis import FakeRedisConnection
 
-    _cache_options = {"CONNECTION_POOL_KWARGS": {"connection_class": FakeConnection}}
+    _cache_options = {"CONNECTION_POOL_KWARGS": {"connection_class": FakeRedisConnection}}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
