@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from budgets import ratelimit
 from budgets import services as budgets
-from gateway import cache, circuit, ledger, runtime, tokens
+from gateway import cache, circuit, ledger, metrics, runtime, tokens
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
@@ -381,4 +381,7 @@ async def record(
     }
     if call.team.store_content:
         entry["content"] = redact({"messages": call.body.get("messages"), "response": response})
+    metrics.observe(
+        entry, team_name=call.team.name, feature_name=call.feature.name if call.feature else ""
+    )
     await ledger.enqueue(entry)
