@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from gateway.config import store
+from gateway.configfile import ConfigFileError, import_config, read_config_file
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update providers, models, routes, teams, features and budgets from a YAML "
+        "file, in one transaction. Records the file does not name are left as they are."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", help="YAML configuration (see docs/configuration.md)")
+
+    def handle(self, *args, file: str, **options) -> None:
+        try:
+            report = import_config(read_config_file(file))
+        except ConfigFileError as exc:
+            raise CommandError(f"{exc}\nNothing was imported.") from None
+        store().invalidate()
+        for line in report.lines():
+            self.stdout.write(line)
+        self.stdout.write(self.style.SUCCESS(f"Imported {file}."))
