@@ -1,0 +1,328 @@
+"""The admin: every record an operator edits, in words a non-developer understands.
+
+API key secrets are shown once, on the page that follows creation, and never stored: only
+their hash and a short prefix are. Provider secrets are never in the database at all: a
+provider names the environment variable that holds its key, and the admin shows only
+whether that variable is set in this process.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.contrib import admin, messages
+from django.db import models
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+
+from gateway.config import store
+from gateway.models import (
+    ApiKey,
+    Fallback,
+    Feature,
+    LanguageModel,
+    Provider,
+    RouteRule,
+    RouteStep,
+    Team,
+    UsageRecord,
+)
+
+admin.site.site_header = "LLM gateway"
+admin.site.site_title = "LLM gateway admin"
+admin.site.index_title = "Teams, keys, providers, models, routes, budgets and usage"
+
+
+class FeatureChoicesFilter(admin.RelatedFieldListFilter):
+    """Features are shown as team/feature: load the teams with them (one query, not N)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(f.pk, str(f)) for f in Feature.objects.select_related("team")]
+
+
+class FeatureInline(admin.TabularInline):
+    model = Feature
+    fields = ("name", "default_cache_ttl")
+    extra = 1
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "timezone",
+        "cache_scope",
+        "rpm_limit",
+        "tpm_limit",
+        "feature_count",
+        "budget_fail_open",
+        "store_content",
+        "created_at",
+    )
+    list_filter = ("cache_scope", "budget_fail_open", "store_content")
+    search_fields = ("name",)
+    inlines = [FeatureInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(_features=Count("features"))
+
+    @admin.display(description="features", ordering="_features")
+    def feature_count(self, obj: Team) -> int:
+        return obj._features
+
+
+@admin.register(Feature)
+class FeatureAdmin(admin.ModelAdmin):
+    list_display = ("name", "team", "default_cache_ttl")
+    list_filter = ("team",)
+    search_fields = ("name", "team__name")
+    list_select_related = ("team",)
+
+
+class ActiveKeyFilter(admin.SimpleListFilter):
+    title = "active"
+    parameter_name = "active"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Active"), ("no", "Revoked or expired")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.active()
+        if self.value() == "no":
+            return queryset.exclude(pk__in=ApiKey.objects.active().values("pk"))
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "prefix_shown",
+        "name",
+        "team",
+        "feature",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "active",
+    )
+    list_filter = (ActiveKeyFilter, "team", ("feature", FeatureChoicesFilter))
+    search_fields = ("prefix", "name", "team__name", "feature__name")
+    list_select_related = ("team", "feature__team")
+    actions = ["revoke_keys"]
+    key_fields = ("team", "feature", "name", "expires_at", "rpm_limit", "tpm_limit")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        return self.key_fields if obj is None else self.key_fields + self.readonly_fields
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "feature":
+            kwargs["queryset"] = Feature.objects.select_related("team")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="key", ordering="prefix")
+    def prefix_shown(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(boolean=True)
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        store().invalidate()  # other processes see it within GATEWAY["CONFIG_TTL_S"]
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        # The page after "Save" shows the secret; the other save buttons would skip it.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+        }
+        return super().add_view(request, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
+        if not change:
+            obj.secret_shown_once = obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue=None
+    ) -> HttpResponse:
+        """Render the secret on this response instead of redirecting, so it is never put in
+        a session, a message cookie or a URL; `no-store` keeps it out of the browser cache.
+        Reloading this page asks to resubmit the form (which would create another key)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "key": obj,
+            "secret": obj.secret_shown_once,
+            "title": "API key created",
+        }
+        response = TemplateResponse(request, "admin/gateway/apikey/created.html", context)
+        add_never_cache_headers(response)
+        return response
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "key_is_set",
+        "connect_timeout",
+        "read_timeout",
+        "enabled",
+    )
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "base_url")
+    readonly_fields = ("key_is_set",)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    fields = (
+        "name",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "key_is_set",
+        "connect_timeout",
+        "read_timeout",
+        "enabled",
+        "options",
+    )
+
+    @admin.display(boolean=True, description="key set in environment")
+    def key_is_set(self, obj: Provider) -> bool | None:
+        """Whether this process sees the variable; never its value. None: no key needed."""
+        if not obj.api_key_env:
+            return None
+        return bool(os.environ.get(obj.api_key_env))
+
+
+class FallbackInline(admin.TabularInline):
+    model = Fallback
+    fk_name = "model"
+    fields = ("position", "target")
+    extra = 1
+    verbose_name = "fallback (tried in order of position)"
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "provider",
+        "upstream_id",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+        "context_window",
+        "max_output_tokens",
+        "enabled",
+    )
+    list_filter = ("provider", "enabled")
+    search_fields = ("name", "upstream_id")
+    list_select_related = ("provider",)
+    inlines = [FallbackInline]
+    fieldsets = [
+        (None, {"fields": ("name", "provider", "upstream_id", "enabled")}),
+        (
+            "Prices (USD per million tokens)",
+            {
+                "fields": (
+                    "input_per_mtok",
+                    "output_per_mtok",
+                    "cached_input_per_mtok",
+                    "cache_write_per_mtok",
+                ),
+                "description": "Leave input or output blank for an unpriced model: its calls are "
+                "recorded as cost unknown, never as free.",
+            },
+        ),
+        ("Limits", {"fields": ("context_window", "max_output_tokens")}),
+    ]
+
+
+class RouteStepInline(admin.TabularInline):
+    model = RouteStep
+    fields = ("position", "model")
+    extra = 1
+    verbose_name = "model in the chain (tried in order of position)"
+
+
+@admin.register(RouteRule)
+class RouteRuleAdmin(admin.ModelAdmin):
+    list_display = (
+        "position",
+        "name",
+        "priority",
+        "max_prompt_tokens",
+        "max_output_tokens",
+        "chain",
+        "enabled",
+    )
+    list_display_links = ("name",)
+    list_editable = ("position", "enabled")
+    list_filter = ("priority", "enabled")
+    search_fields = ("name",)
+    inlines = [RouteStepInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("steps__model")
+
+    @admin.display(description="chain")
+    def chain(self, obj: RouteRule) -> str:
+        return " → ".join(step.model.name for step in obj.steps.all())
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The ledger: read-only, because budgets and reports are rebuilt from it."""
+
+    list_display = (
+        "created_at",
+        "team",
+        "feature",
+        "requested_model",
+        "served_model",
+        "provider",
+        "status",
+        "cache",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cost_usd",
+        "saved_usd",
+        "latency_ms",
+    )
+    list_filter = (
+        "team",
+        ("feature", FeatureChoicesFilter),
+        "served_model",
+        "provider",
+        "status",
+        "cache",
+        "stream",
+    )
+    date_hierarchy = "created_at"
+    search_fields = ("request_id", "requested_model", "served_model")
+    list_select_related = ("team", "feature__team")
+    show_full_result_count = False  # no second COUNT(*) over a large ledger
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
