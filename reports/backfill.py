@@ -41,7 +41,7 @@ def _record(rng: random.Random, feature: Feature, at: dt.datetime, models: dict)
     model = models.get(name) or next(iter(models.values()))
     usage = Usage(rng.randint(40, 1500), rng.randint(5, traffic.max_tokens or 300))
     cost = cost_of(usage, _prices(model)).usd
-    hit = rng.random() < traffic.repeat_share * 0.6
+    hit = feature.default_cache_ttl > 0 and rng.random() < traffic.repeat_share * 0.6
     failed = not hit and rng.random() < 0.015
     return UsageRecord(
         request_id=f"{SYNTHETIC_PREFIX}{uuid.uuid4().hex[:24]}",

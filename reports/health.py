@@ -144,7 +144,7 @@ def providers(f: ReportFilters) -> dict:
                 "provider": e.provider,
                 "model": e.model,
                 "kind": e.kind,
-                "opened_at": e.opened_at.isoformat(),
+                "opened_at": e.opened_at,
                 "reason": e.reason,
             }
             for e in events[:50]
