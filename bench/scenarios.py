@@ -1,0 +1,265 @@
+"""The scenarios of issue 6, in the order one run measures them (see bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import wrkrun
+from procs import Proc, cpu_seconds, rss_mb
+
+BENCH = Path(__file__).resolve().parent
+PY = str(BENCH.parent / ".venv" / "bin" / "python")
+MOCK_FAST, MOCK_SLOW, MOCK_STREAM = 9101, 9102, 9103
+CHAT = "/v1/chat/completions"
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}{CHAT}"
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpu": cpu,
+        "cores": len(__import__("os").sched_getaffinity(0)),
+        "mem_gb": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def measured(proc: Proc, fn):
+    """Run `fn()` (a wrk run) and add the server's CPU per request and its largest RSS."""
+    pids = proc.tree()
+    before = cpu_seconds(pids)
+    result = fn().as_dict()
+    cpu = cpu_seconds(pids) - before
+    result["cpu_ms_per_req"] = 1000 * cpu / max(1, result["requests"])
+    result["cpu_cores_busy"] = cpu / max(0.001, result["seconds"])
+    result["max_rss_mb"] = max(rss_mb(p) for p in pids)
+    return result
+
+
+def direct(run) -> None:
+    s = run.cfg["seconds"]
+    r = run.results.setdefault("direct", {})
+    for c in (1, 16, 64):
+        r[f"c{c}"] = wrkrun.run(_url(MOCK_FAST), connections=c, seconds=s).as_dict()
+    r["slow_c200"] = wrkrun.run(_url(MOCK_SLOW), connections=200, seconds=max(s, 5)).as_dict()
+    r["stream_c64"] = wrkrun.run(_url(MOCK_FAST), connections=64, seconds=s, stream=True).as_dict()
+    r["ttft"] = stream_client("ttft", f"http://127.0.0.1:{MOCK_STREAM}/v1", "", n=run.cfg["ttft_n"])
+
+
+def stream_client(
+    mode: str, url: str, key: str, *, n: int = 100, c: int = 1000, model: str = "bench-stream"
+) -> dict:
+    argv = [
+        PY,
+        str(BENCH / "stream_client.py"),
+        mode,
+        "--url",
+        url,
+        "--key",
+        key,
+        "--model",
+        model,
+        "-n",
+        str(n),
+        "-c",
+        str(c),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def gateway(run, gw: Proc, port: int) -> None:
+    s, key = run.cfg["seconds"], run.keys["key"]
+    url = _url(port)
+    r = run.results.setdefault("gateway", {})
+    wrkrun.run(url, connections=16, seconds=run.cfg["warmup"], key=key, cache_ttl="60")
+    for c in (1, 16, 64):
+        r[f"c{c}"] = measured(
+            gw, lambda c=c: wrkrun.run(url, connections=c, seconds=s, key=key, cache_ttl="60")
+        )
+    r["slow_c200"] = measured(
+        gw,
+        lambda: wrkrun.run(
+            url, connections=200, seconds=max(s, 5), key=key, model="bench-slow", cache_ttl="60"
+        ),
+    )
+    r["stream_c64"] = measured(
+        gw, lambda: wrkrun.run(url, connections=64, seconds=s, key=key, stream=True, cache_ttl="0")
+    )
+    r["ttft"] = stream_client("ttft", f"http://127.0.0.1:{port}/v1", key, n=run.cfg["ttft_n"])
+    wrkrun.run(url, connections=1, seconds=1, key=key, prompt="fixed", cache_ttl="3600")
+    r["cache_hit_c64"] = measured(
+        gw,
+        lambda: wrkrun.run(
+            url, connections=64, seconds=s, key=key, prompt="fixed", cache_ttl="3600"
+        ),
+    )
+    r["budget_near_c64"] = measured(
+        gw,
+        lambda: wrkrun.run(url, connections=64, seconds=s, key=run.keys["near_key"], cache_ttl="0"),
+    )
+    time.sleep(1)  # let the last settles land
+    done = subprocess.run(
+        [PY, str(BENCH / "setup_gateway.py"), "status"],
+        env=run.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r["budget_near_status"] = json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile(run, gw: Proc, port: int, seconds: int) -> None:
+    """py-spy on one worker while wrk loads the gateway at 64 connections (not a measured run)."""
+    worker = [p for p in gw.tree() if p != gw.pid][0]
+    load = threading.Thread(
+        target=wrkrun.run,
+        args=(_url(port),),
+        kwargs=dict(connections=64, seconds=seconds + 4, key=run.keys["key"], cache_ttl="60"),
+    )
+    load.start()
+    time.sleep(2)
+    raw = run.out / "profile.txt"
+    subprocess.run(
+        [
+            str(BENCH.parent / ".venv/bin/py-spy"),
+            "record",
+            "-p",
+            str(worker),
+            "-d",
+            str(seconds),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            str(BENCH.parent / ".venv/bin/py-spy"),
+            "record",
+            "-p",
+            str(worker),
+            "-d",
+            str(min(seconds, 10)),
+            "-r",
+            "200",
+            "-f",
+            "speedscope",
+            "-o",
+            str(run.out / "profile.speedscope.json"),
+            "--nonblocking",
+        ],
+        check=False,
+        capture_output=True,
+    )
+    load.join()
+    done = subprocess.run(
+        [PY, str(BENCH / "profile_summary.py"), str(raw)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (run.out / "profile_summary.txt").write_text(done.stdout)
+    run.results["profile"] = str(run.out / "profile_summary.txt")
+
+
+def soak(run, gw: Proc, port: int) -> None:
+    """wrk at 64 connections for the soak time; every worker's RSS sampled every 10 s."""
+    seconds = run.cfg["soak"]
+    workers = [p for p in gw.tree() if p != gw.pid]
+    holder: dict = {}
+    load = threading.Thread(
+        target=lambda: holder.update(
+            res=wrkrun.run(
+                _url(port), connections=64, seconds=seconds, key=run.keys["key"], cache_ttl="60"
+            )
+        )
+    )
+    before = cpu_seconds(workers)
+    load.start()
+    samples = []
+    started = time.monotonic()
+    while load.is_alive():
+        samples.append([round(time.monotonic() - started)] + [round(rss_mb(p), 1) for p in workers])
+        load.join(timeout=10)
+    res = holder["res"].as_dict()
+    res["cpu_ms_per_req"] = 1000 * (cpu_seconds(workers) - before) / max(1, res["requests"])
+    res["rss_samples"] = samples  # [seconds, worker 1 MB, worker 2 MB, ...]
+    run.results["soak"] = res
+
+
+def hold(run, start_gateway) -> None:
+    """One worker holds 1,000 concurrent streams with 1 s upstream latency."""
+    gw1 = start_gateway(run, 9201, 1)
+    try:
+        stream_client("ttft", "http://127.0.0.1:9201/v1", run.keys["key"], n=3, model="bench-fast")
+        res = stream_client(
+            "hold", "http://127.0.0.1:9201/v1", run.keys["key"], c=run.cfg["hold"], model="bench-1s"
+        )
+        res["max_rss_mb"] = max(rss_mb(p) for p in gw1.tree())
+        run.results["hold_1w"] = res
+    finally:
+        run.stop(gw1)
+
+
+def litellm(run, start_litellm) -> None:
+    s = run.cfg["seconds"]
+    url = "http://127.0.0.1:9300" + CHAT
+    r = run.results.setdefault("litellm", {})
+    for workers in (1, 2):
+        proc = start_litellm(run, workers)
+        try:
+            wrkrun.run(url, connections=16, seconds=run.cfg["warmup"])
+            if workers == 1:
+                r["c1_1w"] = measured(proc, lambda: wrkrun.run(url, connections=1, seconds=s))
+            r[f"c64_{workers}w"] = measured(
+                proc, lambda: wrkrun.run(url, connections=64, seconds=s)
+            )
+            r[f"slow_c200_{workers}w"] = measured(
+                proc,
+                lambda: wrkrun.run(url, connections=200, seconds=max(s, 5), model="bench-slow"),
+            )
+        finally:
+            run.stop(proc)
+
+
+def run_all(run, start_gateway, start_litellm, args) -> None:
+    run.results["machine"] = machine()
+    direct(run)
+    gw = start_gateway(run, 9200, 2)
+    gateway(run, gw, 9200)
+    if args.profile_seconds:
+        profile(run, gw, 9200, args.profile_seconds)
+    if run.cfg["soak"]:
+        soak(run, gw, 9200)
+    run.stop(gw)
+    hold(run, start_gateway)
+    if not args.no_litellm:
+        try:
+            litellm(run, start_litellm)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            run.results["litellm_error"] = str(exc)
