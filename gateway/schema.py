@@ -13,7 +13,12 @@ from typing import Any
 
 from adrf.views import APIView
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 
 from gateway import views
 
@@ -123,6 +128,19 @@ CHAT_COMPLETION = {
             },
         },
         "usage": USAGE,
+    },
+}
+
+# One server-sent event (OpenAPI before 3.2 describes a stream's items with `schema`).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A JSON chat.completion.chunk; a JSON error envelope if the stream "
+            "failed after it started; `[DONE]` last.",
+        },
     },
 }
 
@@ -236,6 +254,17 @@ GATEWAY_HEADERS = [
 ]
 
 
+HELLO = [{"role": "user", "content": "Say hello in five words."}]
+CHAT_EXAMPLES = [
+    OpenApiExample("answer", value={"model": "gpt-4o-mini", "messages": HELLO}, request_only=True),
+    OpenApiExample(
+        "streamed answer",
+        value={"model": "gpt-4o-mini", "messages": HELLO, "stream": True},
+        request_only=True,
+    ),
+]
+
+
 class ChatCompletionsDoc(views.ChatCompletionsView):
     @extend_schema(
         summary="Create a chat completion (OpenAI-compatible)",
@@ -246,11 +275,12 @@ class ChatCompletionsDoc(views.ChatCompletionsView):
         responses={
             (200, "application/json"): OpenApiResponse(ref("ChatCompletion")),
             (200, "text/event-stream"): OpenApiResponse(
-                {"type": "string"}, description="Server-sent chat.completion.chunk events."
+                SSE_EVENT, description="Server-sent chat.completion.chunk events."
             ),
             **errors(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
         },
         parameters=GATEWAY_HEADERS,
+        examples=CHAT_EXAMPLES,
         auth=KEY_AUTH,
         tags=["chat"],
     )
