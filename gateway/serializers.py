@@ -97,7 +97,7 @@ def _validate_messages(messages: Any) -> None:
         if not isinstance(m, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where)
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable
             raise InvalidRequest(
                 f"'{where}.role' must be one of {', '.join(sorted(ROLES))}; got {role!r}.",
                 param=f"{where}.role",
@@ -109,7 +109,8 @@ def _validate_messages(messages: Any) -> None:
             raise InvalidRequest(f"'{where}.content' is required.", param=f"{where}.content")
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if not isinstance(kind, str) or kind not in PART_TYPES:
                     raise InvalidRequest(
                         f"'{where}.content[{j}]' must be a content part with a 'type' of "
                         f"{', '.join(sorted(PART_TYPES))}.",
