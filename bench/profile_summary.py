@@ -60,7 +60,7 @@ def main() -> None:
         print(f"  {100 * n / total:5.1f} %  {frame[:140]}")
     gw = Counter()
     for s, c in stacks:
-        for f in {f for f in s if "/gateway/" in f or "/budgets/" in f}:
+        for f in {f for f in s if "(gateway/" in f or "(budgets/" in f or "(reports/" in f}:
             gw[f] += c
     print("\ngateway/budgets frames, inclusive:")
     for frame, n in gw.most_common(30):
