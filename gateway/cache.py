@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "logprobs": False,
     "parallel_tool_calls": True,
 }
+FLOAT_PARAMS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
 # Fields that never change the answer.
 IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
 
@@ -57,7 +58,11 @@ def normalize(body: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
             continue
         if name in DEFAULTS and value == DEFAULTS[name]:
             continue
+        if name in FLOAT_PARAMS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)  # 2 and 2.0 mean the same temperature
         out[name] = value
+    if isinstance(out.get("stop"), str):
+        out["stop"] = [out["stop"]]
     if "max_completion_tokens" in out:
         out["max_tokens"] = out.pop("max_completion_tokens")
     out["messages"] = [_normalize_message(m) for m in body["messages"]]

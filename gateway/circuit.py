@@ -20,10 +20,13 @@ EVENTS_KEY = "gw:events:circuit"
 
 # KEYS[1] = state hash, KEYS[2] = events list. ARGV = now_ms, threshold, cooldown_ms, provider.
 _FAIL_SCRIPT = """
-local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 local now = tonumber(ARGV[1])
-if fails >= tonumber(ARGV[2]) or open_until > 0 then
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > now then
+  return 0  -- already open: a late failure neither extends the cooldown nor counts again
+end
+local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+if open_until > 0 or fails >= tonumber(ARGV[2]) then  -- a failed probe, or the Nth failure
   redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[3]), 'fails', 0)
   redis.call('DEL', KEYS[1] .. ':probe')
   redis.call('RPUSH', KEYS[2], cjson.encode({provider=ARGV[4], opened_at_ms=now}))

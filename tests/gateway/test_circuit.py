@@ -131,3 +131,13 @@ async def test_circuits_are_per_provider(redis):
     await fail(redis, FAILURES, provider="openai")
     assert (await check(redis, "openai"))[0] is State.OPEN
     assert await check(redis, "anthropic") == (State.CLOSED, False)
+
+
+async def test_a_failure_while_open_neither_extends_the_cooldown_nor_counts_an_opening(
+    redis, clock
+):
+    await fail(redis, FAILURES)
+    clock.ms = T0 + 1000
+    assert await fail(redis, 1) == [False]
+    assert await open_until(redis) == T0 + COOLDOWN_S * 1000
+    assert await redis.llen(EVENTS_KEY) == 1
