@@ -21,15 +21,19 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Drop reservations whose process died before settling or releasing them.
+-- A settled reservation stays in `holds` as this tombstone until it would have expired, so a
+-- settle retried by the client (its reply lost on the wire) does not add the cost twice.
+local SETTLED = 'settled'
+
+-- Drop reservations whose process died before settling or releasing them (and tombstones).
 local function purge(reserved, holds, expiries, now)
   local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now)
   for _, rid in ipairs(dead) do
     local units = redis.call('HGET', holds, rid)
-    if units then
+    if units and units ~= SETTLED then
       redis.call('DECRBY', reserved, units)
-      redis.call('HDEL', holds, rid)
     end
+    redis.call('HDEL', holds, rid)
   end
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', expiries, '-inf', now)
@@ -38,7 +42,7 @@ end
 
 local function drop(reserved, holds, expiries, rid)
   local units = redis.call('HGET', holds, rid)
-  if units then
+  if units and units ~= SETTLED then
     redis.call('DECRBY', reserved, units)
     redis.call('HDEL', holds, rid)
     redis.call('ZREM', expiries, rid)
@@ -90,8 +94,9 @@ return {0}
 # KEYS: 5 per budget window (spent, reserved, holds, expiries, alerted).
 # ARGV: request id ('' when nothing was reserved), units, then per budget window:
 #   limit (-1: none), spent key expiry (ms since the epoch), n thresholds, the n thresholds.
-# Drops the reservation, adds the units to spent, and claims each threshold the new spend has
-# reached that nobody claimed before (HSETNX: exactly one caller wins it per window).
+# Turns the reservation into a tombstone (a repeated settle adds nothing), adds the units to
+# spent, and claims each threshold the new spend has reached that nobody claimed before
+# (HSETNX: exactly one caller wins it per window).
 # Returns a flat list {i, threshold, spent, ...} of the thresholds this call claimed.
 SPEND = (
     _PRELUDE
@@ -103,13 +108,22 @@ local a = 3
 for i = 1, #KEYS / 5 do
   local b = (i - 1) * 5
   purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
+  local held = false
   if rid ~= '' then
-    drop(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], rid)
+    held = redis.call('HGET', KEYS[b + 3], rid)
   end
-  local after = redis.call('INCRBY', KEYS[b + 1], units)
-  redis.call('PEXPIREAT', KEYS[b + 1], ARGV[a + 1])
+  local repeated = held == SETTLED
+  if held and not repeated then
+    redis.call('DECRBY', KEYS[b + 2], held)
+    redis.call('HSET', KEYS[b + 3], rid, SETTLED)
+  end
+  local after = tonumber(redis.call('GET', KEYS[b + 1]) or '0')
+  if not repeated then
+    after = redis.call('INCRBY', KEYS[b + 1], units)
+    redis.call('PEXPIREAT', KEYS[b + 1], ARGV[a + 1])
+  end
   local limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
-  if limit > 0 then
+  if limit > 0 and not repeated then
     for j = 1, n do
       local t = tonumber(ARGV[a + 2 + j])
       if after * 100 >= t * limit and redis.call('HSETNX', KEYS[b + 5], t, 1) == 1 then

@@ -62,7 +62,25 @@ def test_it_settles_the_actual_cost_and_drops_the_hold(team_budget, redis_sync):
     arun(services.settle, reservation=reservation, actual_units=U("0.12"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
     assert _counters(redis_sync, budget.id, MONTH) == (U("0.12"), 0)
-    assert redis_sync.hlen(budget_keys(budget.id, DAY).holds) == 0
+    assert redis_sync.hgetall(budget_keys(budget.id, DAY).holds) == {b"r1": b"settled"}
+
+
+def test_a_repeated_settle_adds_the_cost_once(team_budget, redis_sync):
+    team, budget = team_budget
+    reservation = _reserve(team, U("0.3"))
+    for _ in range(2):  # e.g. the client retried after losing the first reply
+        arun(services.settle, reservation=reservation, actual_units=U("0.12"))
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
+
+
+def test_a_settled_reservation_leaves_no_trace_once_expired(team_budget, redis_sync, settings):
+    settings.GATEWAY = {**settings.GATEWAY, "RESERVATION_TTL_S": 0.2}
+    team, budget = team_budget
+    arun(services.settle, reservation=_reserve(team, U("0.3"), "a"), actual_units=U("0.1"))
+    time.sleep(0.3)
+    _reserve(team, U("0.2"), "b")
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.1"), U("0.2"))
+    assert redis_sync.hkeys(budget_keys(budget.id, DAY).holds) == [b"b"]
 
 
 def test_it_releases_everything_on_failure(team_budget, redis_sync):
