@@ -79,3 +79,10 @@ def webhook():
     yield receiver
     receiver.server.shutdown()
     receiver.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _plain_http(settings):
+    # Production settings (real services) redirect plain HTTP to HTTPS; the test client speaks
+    # plain HTTP.
+    settings.SECURE_SSL_REDIRECT = False

@@ -1,0 +1,76 @@
+"""The guarantee: concurrent requests from several processes never spend past a hard budget."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from redis.asyncio import Redis
+
+from budgets import services
+from budgets.keys import budget_keys
+from gateway.config import TeamSnap
+from gateway.errors import BudgetExceeded
+from gateway.money import usd_to_units
+from tests.budgets.conftest import team_snap
+from tests.conftest import requires_real_redis
+from tests.factories import make_budget, make_team
+
+COST = usd_to_units(Decimal("0.01"))  # the worst case reserved by every request
+PROCESSES, PER_PROCESS = 4, 50
+
+
+def _burst(redis_url: str, team: TeamSnap, worker: int) -> tuple[int, int]:
+    """One process: PER_PROCESS concurrent requests on its own loop and Redis client.
+
+    Each reserves the worst case, "calls the provider" for a few ms, then settles an actual
+    cost between half and all of it. Returns (requests served, units settled).
+    """
+    rng = random.Random(worker)
+
+    async def one(redis: Redis, i: int) -> int | None:
+        try:
+            reservation = await services.reserve(
+                redis=redis,
+                team=team,
+                budgets=list(team.budgets),
+                request_id=f"w{worker}-{i}",
+                units=COST,
+            )
+        except BudgetExceeded:
+            return None
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        actual = rng.randint(COST // 2, COST)
+        await services.settle(redis=redis, reservation=reservation, actual_units=actual)
+        return actual
+
+    async def main() -> list[int | None]:
+        async with Redis.from_url(redis_url, max_connections=PER_PROCESS) as redis:
+            return await asyncio.gather(*(one(redis, i) for i in range(PER_PROCESS)))
+
+    settled = [units for units in asyncio.run(main()) if units is not None]
+    return len(settled), sum(settled)
+
+
+@pytest.mark.slow
+@requires_real_redis
+@pytest.mark.django_db
+def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync):
+    team = make_team()
+    budget = make_budget(team, daily_limit_usd="0.5", alert_thresholds=[])  # ~50 requests
+    snap = team_snap(team.id)
+    with multiprocessing.get_context("fork").Pool(PROCESSES) as pool:
+        results = pool.starmap(_burst, [(settings.REDIS_URL, snap, w) for w in range(PROCESSES)])
+
+    served = sum(n for n, _ in results)
+    settled = sum(units for _, units in results)
+    keys = budget_keys(budget.id, services.slots_for(list(snap.budgets))[0].window.key)
+    spent, reserved = int(redis_sync.get(keys.spent)), int(redis_sync.get(keys.reserved))
+    assert spent == settled
+    assert spent <= usd_to_units(Decimal("0.5"))
+    assert reserved == 0
+    assert 50 <= served < PROCESSES * PER_PROCESS  # every request fits until the last 1 cent
