@@ -63,41 +63,41 @@ def send_alert(
         channels.append((BudgetAlert.Channel.EMAIL, lambda: _email(budget, subject, text)))
     if budget.webhook_url:
         channels.append((BudgetAlert.Channel.WEBHOOK, lambda: _webhook(budget, text, http)))
-    records = []
-    for channel, deliver in channels:
-        previous = BudgetAlert.objects.filter(
-            budget=budget,
-            window=window,
-            window_key=window_key,
-            threshold=threshold,
-            channel=channel,
-        )
-        if previous.filter(status=BudgetAlert.Status.SENT).exists():
-            continue
-        error = ""
-        try:
-            deliver()
-        except (OSError, httpx.HTTPError) as exc:  # smtplib errors are OSErrors
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("budget %s alert via %s failed: %s", budget.pk, channel, error)
-        records.append(
-            BudgetAlert.objects.create(
-                budget=budget,
-                window=window,
-                window_key=window_key,
-                threshold=threshold,
-                spend_usd=units_to_usd(spend_units),
-                limit_usd=budget.limit_for(window),
-                channel=channel,
-                attempt=previous.count() + 1,
-                error=error,
-                status=BudgetAlert.Status.FAILED if error else BudgetAlert.Status.SENT,
-            )
-        )
+    where = {"window": window, "window_key": window_key, "threshold": threshold}
+    records = [
+        record
+        for channel, deliver in channels
+        if (record := _attempt(budget, channel, deliver, where, spend_units)) is not None
+    ]
     failed = [r for r in records if r.status == BudgetAlert.Status.FAILED]
     if failed:
         raise AlertDeliveryFailed("; ".join(f"{r.channel}: {r.error}" for r in failed))
     return records
+
+
+def _attempt(
+    budget: Budget, channel: str, deliver, where: dict, spend_units: int
+) -> BudgetAlert | None:
+    """One delivery on one channel, recorded; None when that channel already delivered it."""
+    previous = BudgetAlert.objects.filter(budget=budget, channel=channel, **where)
+    if previous.filter(status=BudgetAlert.Status.SENT).exists():
+        return None
+    error = ""
+    try:
+        deliver()
+    except (OSError, httpx.HTTPError) as exc:  # smtplib errors are OSErrors
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("budget %s alert via %s failed: %s", budget.pk, channel, error)
+    return BudgetAlert.objects.create(
+        budget=budget,
+        channel=channel,
+        **where,
+        spend_usd=units_to_usd(spend_units),
+        limit_usd=budget.limit_for(where["window"]),
+        attempt=previous.count() + 1,
+        error=error,
+        status=BudgetAlert.Status.FAILED if error else BudgetAlert.Status.SENT,
+    )
 
 
 def _email(budget: Budget, subject: str, text: str) -> None:
