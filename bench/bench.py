@@ -32,6 +32,7 @@ MOCKS = {  # name: (port, mock_provider.py arguments)
     "1s": (9104, ["--latency-ms", "1000"]),
 }
 GATEWAY_PORT, GATEWAY_1W_PORT, LITELLM_PORT = 9200, 9201, 9300
+LITELLM_KEY = "sk-bench-litellm-master-key"  # LiteLLM 1.108 refuses to start without one
 MODES = {
     "quick": {"seconds": 5, "warmup": 2, "soak": 30, "ttft_n": 50, "hold": 1000},
     "full": {"seconds": 15, "warmup": 3, "soak": 600, "ttft_n": 200, "hold": 1000},
@@ -69,6 +70,7 @@ class Run:
         self.procs: list[Proc] = []
         self.results: dict = {"mode": mode, "config": self.cfg}
         self.keys: dict[str, str] = {}
+        self.litellm_key = LITELLM_KEY
 
     def start(self, name: str, argv: list[str], port: int, env=None, timeout=60.0) -> Proc:
         if not port_free(port):
@@ -132,6 +134,7 @@ def start_litellm(run: Run, workers: int) -> Proc:
         "LITELLM_LOG": "ERROR",
         "LITELLM_TELEMETRY": "False",
         "DISABLE_ADMIN_UI": "True",
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
     }
     argv = [
         str(venv / "litellm"),

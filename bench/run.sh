@@ -18,7 +18,8 @@ fi
 [ -x .venv/bin/py-spy ] || .venv/bin/pip install -q py-spy
 if [ ! -x bench/.venv-litellm/bin/litellm ]; then
   python3 -m venv bench/.venv-litellm
-  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]'
+  # httptools: LiteLLM's uvicorn then parses HTTP with the same C parser as ours (fair).
+  bench/.venv-litellm/bin/pip install -q 'litellm[proxy]' httptools
 fi
 
 extra=()

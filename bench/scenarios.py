@@ -153,6 +153,7 @@ def profile(run, gw: Proc, port: int, seconds: int) -> None:
             "-o",
             str(raw),
             "--nonblocking",
+            "--gil",
         ],
         check=True,
         capture_output=True,
@@ -172,6 +173,7 @@ def profile(run, gw: Proc, port: int, seconds: int) -> None:
             "-o",
             str(run.out / "profile.speedscope.json"),
             "--nonblocking",
+            "--gil",
         ],
         check=False,
         capture_output=True,
@@ -227,21 +229,26 @@ def hold(run, start_gateway) -> None:
 
 
 def litellm(run, start_litellm) -> None:
-    s = run.cfg["seconds"]
+    """LiteLLM's proxy (master key on, no database) with 1 and then 2 workers."""
+    s, key = run.cfg["seconds"], run.litellm_key
     url = "http://127.0.0.1:9300" + CHAT
     r = run.results.setdefault("litellm", {})
     for workers in (1, 2):
         proc = start_litellm(run, workers)
         try:
-            wrkrun.run(url, connections=16, seconds=run.cfg["warmup"])
+            wrkrun.run(url, connections=16, seconds=run.cfg["warmup"], key=key)
             if workers == 1:
-                r["c1_1w"] = measured(proc, lambda: wrkrun.run(url, connections=1, seconds=s))
+                r["c1_1w"] = measured(
+                    proc, lambda: wrkrun.run(url, connections=1, seconds=s, key=key)
+                )
             r[f"c64_{workers}w"] = measured(
-                proc, lambda: wrkrun.run(url, connections=64, seconds=s)
+                proc, lambda: wrkrun.run(url, connections=64, seconds=s, key=key)
             )
             r[f"slow_c200_{workers}w"] = measured(
                 proc,
-                lambda: wrkrun.run(url, connections=200, seconds=max(s, 5), model="bench-slow"),
+                lambda: wrkrun.run(
+                    url, connections=200, seconds=max(s, 5), model="bench-slow", key=key
+                ),
             )
         finally:
             run.stop(proc)
