@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from gateway import runtime
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
 
@@ -121,45 +121,73 @@ def load_snapshot() -> Snapshot:
     teams_tz = dict(Team.objects.values_list("id", "timezone"))
     budgets: dict[int, list[BudgetSnap]] = {}
     for b in Budget.objects.filter(enabled=True):
-        budgets.setdefault(b.team_id, []).append(BudgetSnap(
-            id=b.id, team_id=b.team_id,
-            feature_id=b.feature_id if b.scope == Budget.Scope.FEATURE else None,
-            daily_units=usd_to_units(b.daily_limit_usd) if b.daily_limit_usd is not None else None,
-            monthly_units=usd_to_units(b.monthly_limit_usd) if b.monthly_limit_usd is not None else None,
-            thresholds=tuple(sorted(b.alert_thresholds or ())), hard=b.hard,
-            timezone=teams_tz.get(b.team_id, "UTC"),
-        ))
+        budgets.setdefault(b.team_id, []).append(
+            BudgetSnap(
+                id=b.id,
+                team_id=b.team_id,
+                feature_id=b.feature_id if b.scope == Budget.Scope.FEATURE else None,
+                daily_units=usd_to_units(b.daily_limit_usd)
+                if b.daily_limit_usd is not None
+                else None,
+                monthly_units=usd_to_units(b.monthly_limit_usd)
+                if b.monthly_limit_usd is not None
+                else None,
+                thresholds=tuple(sorted(b.alert_thresholds or ())),
+                hard=b.hard,
+                timezone=teams_tz.get(b.team_id, "UTC"),
+            )
+        )
     teams = {
         t.id: TeamSnap(
-            id=t.id, name=t.name, timezone=t.timezone, cache_scope=t.cache_scope,
-            budget_fail_open=t.budget_fail_open, store_content=t.store_content,
-            rpm_limit=t.rpm_limit, tpm_limit=t.tpm_limit,
-            features=features.get(t.id, {}), budgets=tuple(budgets.get(t.id, ())),
+            id=t.id,
+            name=t.name,
+            timezone=t.timezone,
+            cache_scope=t.cache_scope,
+            budget_fail_open=t.budget_fail_open,
+            store_content=t.store_content,
+            rpm_limit=t.rpm_limit,
+            tpm_limit=t.tpm_limit,
+            features=features.get(t.id, {}),
+            budgets=tuple(budgets.get(t.id, ())),
         )
         for t in Team.objects.all()
     }
     models: dict[str, ModelSnap] = {}
-    qs = (LanguageModel.objects.filter(enabled=True, provider__enabled=True)
-          .select_related("provider").prefetch_related("fallback_links__target"))
+    qs = (
+        LanguageModel.objects.filter(enabled=True, provider__enabled=True)
+        .select_related("provider")
+        .prefetch_related("fallback_links__target")
+    )
     for m in qs:
         p = m.provider
         models[m.name] = ModelSnap(
-            id=m.id, name=m.name, upstream_id=m.upstream_id,
+            id=m.id,
+            name=m.name,
+            upstream_id=m.upstream_id,
             provider=ProviderConfig(
-                name=p.name, kind=p.kind, base_url=p.base_url,
+                name=p.name,
+                kind=p.kind,
+                base_url=p.base_url,
                 api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
-                connect_timeout=p.connect_timeout, read_timeout=p.read_timeout,
+                connect_timeout=p.connect_timeout,
+                read_timeout=p.read_timeout,
                 options=dict(p.options or {}),
             ),
-            prices=Prices(m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok,
-                          m.cache_write_per_mtok),
-            context_window=m.context_window, max_output_tokens=m.max_output_tokens,
+            prices=Prices(
+                m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok, m.cache_write_per_mtok
+            ),
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
             fallbacks=tuple(link.target.name for link in m.fallback_links.all()),
         )
     routes = tuple(
-        RouteSnap(name=r.name, priority=r.priority, max_prompt_tokens=r.max_prompt_tokens,
-                  max_output_tokens=r.max_output_tokens,
-                  chain=tuple(s.model.name for s in r.steps.all()))
+        RouteSnap(
+            name=r.name,
+            priority=r.priority,
+            max_prompt_tokens=r.max_prompt_tokens,
+            max_output_tokens=r.max_output_tokens,
+            chain=tuple(s.model.name for s in r.steps.all()),
+        )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )
     return Snapshot(teams=teams, models=models, routes=routes)
@@ -171,9 +199,16 @@ def load_key(hashed_secret: str) -> KeySnap | None:
     k = ApiKey.objects.filter(hashed_secret=hashed_secret).first()
     if k is None:
         return None
-    return KeySnap(id=k.id, prefix=k.prefix, team_id=k.team_id, feature_id=k.feature_id,
-                   expires_at=k.expires_at, revoked=k.revoked_at is not None,
-                   rpm_limit=k.rpm_limit, tpm_limit=k.tpm_limit)
+    return KeySnap(
+        id=k.id,
+        prefix=k.prefix,
+        team_id=k.team_id,
+        feature_id=k.feature_id,
+        expires_at=k.expires_at,
+        revoked=k.revoked_at is not None,
+        rpm_limit=k.rpm_limit,
+        tpm_limit=k.tpm_limit,
+    )
 
 
 class ConfigStore:
@@ -196,7 +231,7 @@ class ConfigStore:
     async def snapshot(self) -> Snapshot:
         snap = self._snapshot
         if snap is None or time.monotonic() - snap.loaded_at > self.ttl:
-            snap = await sync_to_async(load_snapshot, thread_sensitive=False)()
+            snap = await runtime.run_db("config", load_snapshot)
             self._snapshot = snap
         return snap
 
@@ -211,7 +246,7 @@ class ConfigStore:
         hit = self._keys.get(hashed_secret)
         if hit is not None and now - hit[0] <= self.ttl:
             return hit[1]
-        found = await sync_to_async(load_key, thread_sensitive=False)(hashed_secret)
+        found = await runtime.run_db("config", load_key, hashed_secret)
         if len(self._keys) > 50_000:  # bound the memory a flood of bad keys can take
             self._keys.clear()
         self._keys[hashed_secret] = (now, found)

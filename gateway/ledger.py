@@ -18,7 +18,6 @@ from functools import cache
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
@@ -156,13 +155,12 @@ def pending() -> int:
 async def run_flusher(stop: asyncio.Event) -> None:
     """Drain periodically inside a web process until `stop` is set, then drain once more."""
     interval = settings.GATEWAY["LEDGER_FLUSH_INTERVAL_S"]
-    adrain = sync_to_async(drain, thread_sensitive=False)
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:
             pass
         try:
-            await adrain()
+            await runtime.run_db("ledger", drain)
         except Exception:
             log.exception("ledger drain failed; records stay queued")

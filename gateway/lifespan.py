@@ -41,3 +41,4 @@ class LifespanApp:
         await runtime.close_loop_clients()  # waits for background accounting tasks first
         if self.flusher is not None:
             await self.flusher  # its last drain runs after the stop event
+        runtime.close_db_threads()

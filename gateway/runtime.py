@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from functools import cache
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
 
 import httpx
 import redis as redis_sync
@@ -105,6 +106,43 @@ def spawn(coro) -> asyncio.Task:
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+@cache
+def _db_executor(name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gateway-db-{name}")
+
+
+def _with_usable_connection(fn, *args):
+    from django.db import close_old_connections
+
+    close_old_connections()  # drop a connection the database closed (restart, max age)
+    try:
+        return fn(*args)
+    except Exception:
+        close_old_connections()
+        raise
+
+
+async def run_db(lane: str, fn, *args):
+    """Run blocking ORM work off the event loop, in the process's one thread for `lane`.
+
+    One long-lived thread per lane ("config" reads, "ledger" writes) keeps one reusable
+    database connection each, so the hot path never waits on a connect, and the ledger's
+    batch writes never hold up a config refresh.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        _db_executor(lane), partial(_with_usable_connection, fn, *args)
+    )
+
+
+def close_db_threads() -> None:
+    """Close the database connections held by the lanes' threads (on shutdown)."""
+    from django.db import connections
+
+    for lane in ("config", "ledger"):
+        _db_executor(lane).submit(connections.close_all).result(timeout=10)
 
 
 async def close_loop_clients() -> None:

@@ -16,6 +16,14 @@ def pytest_report_header(config):
     return f"gateway test mode: database={db} redis={redis}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_db_lanes(django_db_setup, django_db_blocker):
+    """Close the gateway's own database threads before the test database is dropped."""
+    yield
+    with django_db_blocker.unblock():
+        runtime.close_db_threads()
+
+
 @pytest.fixture(autouse=True)
 def _clean_state(settings):
     settings.GATEWAY = {**settings.GATEWAY, "LEDGER_IN_PROCESS": False}

@@ -66,6 +66,7 @@ class GatewayServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        runtime.close_db_threads()
 
 
 @dataclass
