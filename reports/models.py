@@ -50,12 +50,14 @@ COUNTER_FIELDS: tuple[str, ...] = (
     "unpriced",
     *LATENCY_FIELDS,
 )
-KEY_FIELDS: tuple[str, ...] = ("hour", "team_id", "feature_key", "served_model", "provider")
+# The key of a rollup after its period (`hour` or `day`).
+DIMENSION_FIELDS: tuple[str, ...] = ("team_id", "feature_key", "served_model", "provider")
 
 
 class RollupQuerySet(models.QuerySet):
     def in_window(self, start, end) -> RollupQuerySet:
-        return self.filter(hour__gte=start, hour__lt=end)
+        period = self.model.PERIOD_FIELD
+        return self.filter(**{f"{period}__gte": start, f"{period}__lt": end})
 
     def for_teams(self, team_ids: frozenset[int] | None) -> RollupQuerySet:
         """None means every team."""
@@ -66,14 +68,15 @@ class RollupQuerySet(models.QuerySet):
         return self if feature_keys is None else self.filter(feature_key__in=feature_keys)
 
 
-class HourlyRollup(models.Model):
-    """Sums of the ledger for one UTC hour × team × feature × served model × provider.
+class Rollup(models.Model):
+    """Sums of the ledger for one period × team × feature × served model × provider.
 
     Money is held in integer units (1e-10 USD, see gateway/money.py) so that SQL adds it
     exactly on every backend (SQLite has no exact decimal arithmetic).
     """
 
-    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    PERIOD_FIELD: str
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
     # A plain integer, not a nullable FK: NULLs never conflict in a unique index, and the
     # upsert needs one row per key. 0 means "no feature".
@@ -120,13 +123,43 @@ class HourlyRollup(models.Model):
     objects = RollupQuerySet.as_manager()
 
     class Meta:
+        abstract = True
+
+
+class HourlyRollup(Rollup):
+    """One UTC hour: what the 24 h and 48 h views, and budget windows, read."""
+
+    PERIOD_FIELD = "hour"
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+
+    class Meta:
         constraints = [
-            models.UniqueConstraint(fields=list(KEY_FIELDS), name="rollup_one_row_per_key"),
+            models.UniqueConstraint(
+                fields=["hour", *DIMENSION_FIELDS], name="rollup_one_row_per_key"
+            ),
         ]
         indexes = [models.Index(fields=["team", "hour"])]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}:00 team={self.team_id} {self.served_model}"
+
+
+class DailyRollup(Rollup):
+    """One UTC day, the sum of its hourly rollups: what ranges of days read (24× fewer rows)."""
+
+    PERIOD_FIELD = "day"
+    day = models.DateTimeField(help_text="Start of the UTC day.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", *DIMENSION_FIELDS], name="daily_rollup_one_row_per_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["team", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} team={self.team_id} {self.served_model}"
 
 
 class CircuitEvent(models.Model):

@@ -12,13 +12,12 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import F, QuerySet, Sum
-from django.db.models.functions import TruncDay
 
 from gateway.models import Feature, Team
 from gateway.money import units_to_usd
 from reports.budget_status import budget_status
 from reports.filters import ReportFilters
-from reports.models import HourlyRollup
+from reports.models import DailyRollup, HourlyRollup, Rollup
 
 TOTALS = (
     "requests",
@@ -40,9 +39,11 @@ NO_FEATURE = "(no feature)"
 NOT_SERVED = "(not served)"
 
 
-def rollups(f: ReportFilters) -> QuerySet[HourlyRollup]:
+def rollups(f: ReportFilters) -> QuerySet[Rollup]:
+    """Hourly rows for ranges shown per hour, daily rows (24× fewer) for ranges of days."""
+    model = HourlyRollup if f.hourly else DailyRollup
     return (
-        HourlyRollup.objects.in_window(f.start, f.end)
+        model.objects.in_window(f.start, f.end)
         .for_teams(f.team_ids)
         .for_features(f.feature_keys)
         .order_by()
@@ -68,7 +69,7 @@ def bucket_label(moment: dt.datetime, f: ReportFilters) -> str:
 
 
 def by_bucket(qs: QuerySet, f: ReportFilters) -> QuerySet:
-    return qs.annotate(bucket=F("hour") if f.hourly else TruncDay("hour", tzinfo=dt.UTC))
+    return qs.annotate(bucket=F(qs.model.PERIOD_FIELD))
 
 
 def normalise(moment: dt.datetime) -> dt.datetime:

@@ -1,12 +1,12 @@
-"""Keeps the hourly rollups in step with the ledger.
+"""Keeps the hourly and daily rollups in step with the ledger.
 
 The ledger drainer calls `apply(records)` in the transaction that inserts the records, so a
 rollup never counts a record that is not in the ledger, nor misses one that is. `apply`
-adds to the rollups with one `INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n`
-(PostgreSQL and SQLite): concurrent drainers never lose an increment, and rows are written
-in key order so two drainers lock them in the same order (no deadlock).
+adds to the rollups with `INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n` (see
+reports/upsert.py): concurrent drainers never lose an increment and cannot deadlock.
 
-`rebuild(start, end)` recomputes whole hours from the ledger. On PostgreSQL it takes an
+`rebuild(start, end)` recomputes whole hours from the ledger, then the days that contain
+them from the hourly rows. On PostgreSQL it takes an
 advisory lock exclusively while drainers take it shared, so a rebuild never interleaves with
 a drain (a record committed between its delete and its read would otherwise be lost or
 counted twice). SQLite serialises writers on its own.
@@ -16,21 +16,30 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import connection, transaction
+from django.db.models import Sum
+from django.db.models.functions import TruncDay
 from django.utils.dateparse import parse_datetime
 
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
 from gateway.providers.base import Usage
-from reports.models import COUNTER_FIELDS, KEY_FIELDS, LATENCY_BOUNDS_MS, CircuitEvent, HourlyRollup
+from reports.models import (
+    COUNTER_FIELDS,
+    DIMENSION_FIELDS,
+    LATENCY_BOUNDS_MS,
+    CircuitEvent,
+    DailyRollup,
+    HourlyRollup,
+)
 from reports.savings import PriceBook, load_price_book
+from reports.upsert import Key, upsert
 
 # Arbitrary constant naming the rollup lock among PostgreSQL advisory locks.
 ROLLUP_LOCK_ID = 0x5E9081
-UPSERT_BATCH = 500  # rows per statement: 500 × 38 parameters stays under SQLite's limit
 LEDGER_FIELDS = (
     "created_at",
     "team_id",
@@ -54,8 +63,6 @@ LEDGER_FIELDS = (
 _LAT0 = COUNTER_FIELDS.index("lat_b0")
 _INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
 
-Key = tuple[dt.datetime, int, int, str, str]
-
 
 def apply(records: list[UsageRecord]) -> None:
     """Add ledger records to the hourly rollups. Call it in the transaction that inserts them."""
@@ -63,30 +70,67 @@ def apply(records: list[UsageRecord]) -> None:
         return
     book = load_price_book()
     facts = (tuple(getattr(r, f) for f in LEDGER_FIELDS) for r in records)
+    hourly = accumulate(facts, book)
     with transaction.atomic():
         _lock(shared=True)
-        _upsert(accumulate(facts, book))
+        upsert(HourlyRollup, hourly)
+        upsert(DailyRollup, by_day(hourly))
 
 
 def rebuild(start: dt.datetime, end: dt.datetime) -> int:
-    """Recompute the rollups of every hour touching [start, end) from the ledger.
+    """Recompute the hourly rollups of every hour touching [start, end) from the ledger, and
+    the daily rollups of the days touching it from the hourly ones.
 
-    Idempotent; returns the number of rollup rows written.
+    Idempotent; returns the number of hourly rows written.
     """
     start, end = floor_hour(start), _ceil_hour(end)
+    first_day, end_day = floor_day(start), floor_day(end - dt.timedelta(microseconds=1))
+    end_day += dt.timedelta(days=1)
     book = load_price_book()
     with transaction.atomic():
         _lock(shared=False)
-        HourlyRollup.objects.filter(hour__gte=start, hour__lt=end).delete()
+        HourlyRollup.objects.in_window(start, end).delete()
         ledger = (
             UsageRecord.objects.between(start, end)
             .order_by()
             .values_list(*LEDGER_FIELDS)
             .iterator(chunk_size=5000)
         )
-        sums = accumulate(ledger, book)
-        _upsert(sums)
-    return len(sums)
+        hourly = accumulate(ledger, book)
+        upsert(HourlyRollup, hourly)
+        DailyRollup.objects.in_window(first_day, end_day).delete()
+        upsert(DailyRollup, _days_from_hours(first_day, end_day))
+    return len(hourly)
+
+
+def _days_from_hours(start: dt.datetime, end: dt.datetime) -> dict[Key, list[int]]:
+    rows = (
+        HourlyRollup.objects.in_window(start, end)
+        .order_by()
+        .annotate(day=TruncDay("hour", tzinfo=dt.UTC))
+        .values("day", *DIMENSION_FIELDS)
+        .annotate(**{f"sum_{c}": Sum(c) for c in COUNTER_FIELDS})
+    )
+    return {
+        (floor_day(r["day"]), *(r[d] for d in DIMENSION_FIELDS)): [
+            int(r[f"sum_{c}"]) for c in COUNTER_FIELDS
+        ]
+        for r in rows
+    }
+
+
+def by_day(hourly: dict[Key, list[int]]) -> dict[Key, list[int]]:
+    """Fold hourly sums into daily sums."""
+    daily: dict[Key, list[int]] = {}
+    for (hour, *dims), counters in hourly.items():
+        key = (floor_day(hour), *dims)
+        row = daily.get(key)
+        if row is None:
+            daily[key] = list(counters)
+        else:
+            for i, n in enumerate(counters):
+                row[i] += n
+    return daily
 
 
 def accumulate(facts: Iterable[tuple], book: PriceBook) -> dict[Key, list[int]]:
@@ -155,28 +199,6 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
         )
 
 
-def _upsert(sums: dict[Key, list[int]]) -> None:
-    if not sums:
-        return
-    table = HourlyRollup._meta.db_table
-    columns = [*KEY_FIELDS, *COUNTER_FIELDS]
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in COUNTER_FIELDS)
-    adapt = connection.ops.adapt_datetimefield_value
-    items = sorted(sums.items())
-    with connection.cursor() as cursor:
-        for batch in _chunks(items, UPSERT_BATCH):
-            row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
-            params: list = []
-            for (hour, *rest), counters in batch:
-                params.extend([adapt(hour), *rest, *counters])
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"VALUES {', '.join([row_sql] * len(batch))} "
-                f"ON CONFLICT ({', '.join(KEY_FIELDS)}) DO UPDATE SET {updates}",
-                params,
-            )
-
-
 def _lock(*, shared: bool) -> None:
     if connection.vendor != "postgresql":
         return
@@ -185,13 +207,12 @@ def _lock(*, shared: bool) -> None:
         cursor.execute(f"SELECT {fn}(%s)", [ROLLUP_LOCK_ID])
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def floor_hour(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(moment: dt.datetime) -> dt.datetime:
+    return floor_hour(moment).replace(hour=0)
 
 
 def _ceil_hour(moment: dt.datetime) -> dt.datetime:

@@ -44,9 +44,12 @@ def write_ledger(records: list[UsageRecord]) -> list[UsageRecord]:
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
+def _report_settings(settings):
     # Users are created in most tests here; the default hasher is slow on purpose.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Outside the embedded mode production settings redirect http to https; these tests are
+    # about the reports' own answers (and run over plain http against the live server).
+    settings.SECURE_SSL_REDIRECT = False
 
 
 @pytest.fixture

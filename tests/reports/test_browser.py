@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from pytest_django.live_server_helper import LiveServer
 
 from gateway.money import Prices, cost_of
 from gateway.providers.base import Usage
@@ -126,6 +127,16 @@ def demo_world() -> None:
 def seeded(transactional_db, django_user_model) -> None:
     demo_world()
     django_user_model.objects.create_user("manager", password="pw-manager-123", is_staff=True)
+
+
+@pytest.fixture
+def live_server(_report_settings, seeded):
+    """pytest-django's live server, started per test (not per session) and after conftest's
+    settings overrides, so that its middleware sees them: outside the embedded mode the
+    production https redirect would otherwise send Chromium to https://localhost."""
+    server = LiveServer("localhost:0")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from gateway.money import Prices, cost_of, units_to_usd
 from gateway.providers.base import Usage
 from reports import rollups
 from reports.histogram import percentile
-from reports.models import LATENCY_FIELDS, CircuitEvent, HourlyRollup
+from reports.models import COUNTER_FIELDS, LATENCY_FIELDS, CircuitEvent, DailyRollup, HourlyRollup
 from reports.tasks import roll_up_recent
 from tests.factories import make_route
 from tests.reports.conftest import make_record, write_ledger
@@ -111,6 +111,36 @@ def test_rollups_sum_exactly_to_the_ledger_per_team_feature_and_model(world):
     }
 
 
+def daily_from_hourly():
+    sums = defaultdict(lambda: [0] * len(COUNTER_FIELDS))
+    for row in HourlyRollup.objects.all():
+        key = (row.hour.date(), row.team_id, row.feature_key, row.served_model, row.provider)
+        for i, name in enumerate(COUNTER_FIELDS):
+            sums[key][i] += getattr(row, name)
+    return dict(sums)
+
+
+def daily_rows():
+    return {
+        (r.day.date(), r.team_id, r.feature_key, r.served_model, r.provider): [
+            getattr(r, name) for name in COUNTER_FIELDS
+        ]
+        for r in DailyRollup.objects.all()
+    }
+
+
+def test_daily_rollups_are_the_sums_of_the_hourly_ones(world):
+    records = random_ledger(world, random.Random(4), 300)
+    for record in records[:100]:  # some of yesterday's, across midnight
+        record.created_at -= dt.timedelta(hours=20)
+    for start in range(0, len(records), 50):
+        write_ledger(records[start : start + 50])
+
+    assert daily_rows() == daily_from_hourly()
+    assert DailyRollup.objects.aggregate(n=Sum("requests"))["n"] == 300
+    assert all(r.day.hour == 0 for r in DailyRollup.objects.all())
+
+
 def test_a_second_batch_for_the_same_hour_adds_to_the_rollup(world):
     at = timezone.now().replace(minute=30)
     write_ledger([make_record(world["acme"], world["acme_chat"], created_at=at, cost_usd="0.25")])
@@ -124,13 +154,15 @@ def test_a_second_batch_for_the_same_hour_adds_to_the_rollup(world):
 def test_rebuild_reproduces_what_the_drainer_rolled_up(world):
     write_ledger(random_ledger(world, random.Random(2), 300))
     columns = [f.attname for f in HourlyRollup._meta.fields if f.name != "id"]
-    before = sorted(HourlyRollup.objects.values_list(*columns))
+    before, days_before = sorted(HourlyRollup.objects.values_list(*columns)), daily_rows()
     HourlyRollup.objects.update(requests=0, cost_units=12345)  # drift
+    DailyRollup.objects.update(requests=0)
 
     written = rollups.rebuild(timezone.now() - dt.timedelta(hours=8), timezone.now())
 
     assert written == len(before)
     assert sorted(HourlyRollup.objects.values_list(*columns)) == before
+    assert daily_rows() == days_before
 
 
 def test_roll_up_recent_repairs_the_last_two_hours_only(world):

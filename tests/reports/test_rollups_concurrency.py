@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from gateway.models import UsageRecord
 from reports import rollups
-from reports.models import HourlyRollup
+from reports.models import DailyRollup, HourlyRollup
 from tests.reports.conftest import make_record
 
 pytestmark = [
@@ -73,3 +73,5 @@ def test_concurrent_drainers_and_a_rebuild_lose_no_increment(world):
     totals = HourlyRollup.objects.aggregate(n=Sum("requests"), c=Sum("cost_units"))
     assert UsageRecord.objects.count() == expected
     assert totals == {"n": expected, "c": expected * 10**7}
+    daily = DailyRollup.objects.aggregate(n=Sum("requests"), c=Sum("cost_units"))
+    assert daily == totals
