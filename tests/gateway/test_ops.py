@@ -26,6 +26,8 @@ from tests.gateway_server import free_port
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(settings.BASE_DIR)
 HELLO = [{"role": "user", "content": "Say hello, please"}]
+# As a TLS-terminating proxy says it: production mode would redirect plain HTTP to HTTPS.
+HTTPS = {"X-Forwarded-Proto": "https"}
 
 
 def url(server, path: str) -> str:
@@ -65,13 +67,13 @@ LABELS = {
 
 
 def test_healthz_answers_ok(gateway_server):
-    response = httpx.get(url(gateway_server, "/healthz"))
+    response = httpx.get(url(gateway_server, "/healthz"), headers=HTTPS)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
 def test_readyz_is_200_when_redis_and_the_database_answer(gateway_server):
-    response = httpx.get(url(gateway_server, "/readyz"))
+    response = httpx.get(url(gateway_server, "/readyz"), headers=HTTPS)
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"redis": "ok", "database": "ok"}}
 
@@ -83,7 +85,7 @@ def test_readyz_is_503_naming_redis_when_redis_is_unreachable(gateway_server, mo
         "aredis",
         lambda: redis_async.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2),
     )
-    response = httpx.get(url(gateway_server, "/readyz"), timeout=10)
+    response = httpx.get(url(gateway_server, "/readyz"), headers=HTTPS, timeout=10)
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
@@ -97,7 +99,7 @@ def test_readyz_is_503_naming_the_database_when_it_fails(gateway_server, monkeyp
 
     # Every connection of this backend, whichever thread the server's probe runs in.
     monkeypatch.setattr(type(connections["default"]), "cursor", broken_cursor)
-    response = httpx.get(url(gateway_server, "/readyz"), timeout=10)
+    response = httpx.get(url(gateway_server, "/readyz"), headers=HTTPS, timeout=10)
     assert response.status_code == 503
     assert response.json()["checks"] == {"redis": "ok", "database": "unavailable"}
 
@@ -110,14 +112,16 @@ def production_metrics(settings):
 
 
 def test_metrics_without_a_token_is_401(gateway_server, production_metrics):
-    response = httpx.get(url(gateway_server, "/metrics"))
+    response = httpx.get(url(gateway_server, "/metrics"), headers=HTTPS)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json()["error"]["type"] == "authentication_error"
 
 
 def test_metrics_with_a_wrong_token_is_403(gateway_server, production_metrics):
-    response = httpx.get(url(gateway_server, "/metrics"), headers={"Authorization": "Bearer nope"})
+    response = httpx.get(
+        url(gateway_server, "/metrics"), headers={**HTTPS, "Authorization": "Bearer nope"}
+    )
     assert response.status_code == 403
     assert b"gateway_requests" not in response.content
 
@@ -125,7 +129,9 @@ def test_metrics_with_a_wrong_token_is_403(gateway_server, production_metrics):
 def test_metrics_are_refused_in_production_when_no_token_is_configured(gateway_server, settings):
     settings.DEBUG = False
     settings.METRICS_TOKEN = ""
-    response = httpx.get(url(gateway_server, "/metrics"), headers={"Authorization": "Bearer x"})
+    response = httpx.get(
+        url(gateway_server, "/metrics"), headers={**HTTPS, "Authorization": "Bearer x"}
+    )
     assert response.status_code == 403
     assert "METRICS_TOKEN" in response.json()["error"]["message"]
 
@@ -133,7 +139,8 @@ def test_metrics_are_refused_in_production_when_no_token_is_configured(gateway_s
 def test_metrics_with_the_token_are_prometheus_text(gateway_server, production_metrics):
     metrics.observe(entry(), team_name="ops-team", feature_name="ops-feature")
     response = httpx.get(
-        url(gateway_server, "/metrics"), headers={"Authorization": f"Bearer {production_metrics}"}
+        url(gateway_server, "/metrics"),
+        headers={**HTTPS, "Authorization": f"Bearer {production_metrics}"},
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -152,7 +159,7 @@ def test_metrics_report_an_open_circuit_from_redis(gateway_server, settings, red
         circuit.PREFIX + "sim", mapping={"open_until": int(time.time() * 1000) + 60_000}
     )
     redis_sync.hset(circuit.PREFIX + "healthy", mapping={"fails": 2})
-    text = httpx.get(url(gateway_server, "/metrics")).text
+    text = httpx.get(url(gateway_server, "/metrics"), headers=HTTPS).text
     assert 'gateway_circuit_state{provider="sim"} 1.0' in text
     assert 'gateway_circuit_state{provider="healthy"} 0.0' in text
     assert 'gateway_circuit_consecutive_failures{provider="healthy"} 2.0' in text
@@ -219,7 +226,7 @@ def test_observe_takes_the_entry_that_record_builds(gateway_server, monkeypatch)
     response = httpx.post(
         f"{gateway_server.base_url}/chat/completions",
         json={"model": "sim-model", "messages": HELLO},
-        headers={"Authorization": f"Bearer {secret}", "X-Gateway-Feature": "chat"},
+        headers={**HTTPS, "Authorization": f"Bearer {secret}", "X-Gateway-Feature": "chat"},
     )
     assert response.status_code == 200
     labels = {"team": "recorded", "feature": "chat", "model": "sim-model", "provider": "sim"}

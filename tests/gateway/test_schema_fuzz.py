@@ -23,6 +23,8 @@ from schemathesis.specs.openapi.checks import (
 from tests.factories import make_budget, make_key, make_model, make_provider, make_team
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# As a TLS-terminating proxy says it: production mode would redirect plain HTTP to HTTPS.
+HTTPS = {"X-Forwarded-Proto": "https"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -53,7 +55,7 @@ def api_schema(fuzz_key):
     # The Django app without the lifespan wrapper: no background ledger drainer in the test.
     from gatewaysite.asgi import django_application
 
-    return schemathesis.openapi.from_asgi("/api/schema/", django_application)
+    return schemathesis.openapi.from_asgi("/api/schema/", django_application, headers=HTTPS)
 
 
 def operation(api_schema, label: str):
@@ -74,7 +76,9 @@ def exercise(strategy, key: str, max_examples: int, *, gateway_headers: bool = T
     def run(case):
         if not gateway_headers:  # only the example's body: no generated X-Gateway-* values
             case.headers = {}
-        response = case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
+        response = case.call_and_validate(
+            headers={**HTTPS, "Authorization": f"Bearer {key}"}, checks=CHECKS
+        )
         statuses.append(response.status_code)
 
     run()
@@ -99,7 +103,9 @@ def test_the_documented_examples_are_served_and_match_the_schema(api_schema, fuz
 
 
 def test_the_schema_describes_the_public_api(client):
-    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    response = client.get(
+        "/api/schema/", headers={**HTTPS, "Accept": "application/vnd.oai.openapi+json"}
+    )
     assert response.status_code == 200
     document = response.json()
     assert {f"{m.upper()} {p}" for p, ops in document["paths"].items() for m in ops} == set(

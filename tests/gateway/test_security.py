@@ -29,6 +29,8 @@ ROOT = Path(settings.BASE_DIR)
 HELLO = [{"role": "user", "content": "Say hello, please"}]
 PROVIDER_SECRET = "sk-MARKER-provider-secret-0123456789abcdef"
 LOGIN = "/admin/login/"
+# As a TLS-terminating proxy says it: production mode would redirect plain HTTP to HTTPS.
+HTTPS = {"X-Forwarded-Proto": "https"}
 
 
 # --- admin logins -------------------------------------------------------------------------
@@ -47,7 +49,7 @@ def login(client: Client, password: str, username: str = "root") -> int:
 def test_the_sixth_failed_login_within_15_minutes_is_429_even_with_the_right_password(
     admin_user,
 ):
-    client = Client()
+    client = Client(headers=HTTPS)
     assert [login(client, "wrong") for _ in range(5)] == [200] * 5
     response = client.post(LOGIN, {"username": "root", "password": "right-pw-123"})
     assert response.status_code == 429
@@ -58,18 +60,18 @@ def test_the_sixth_failed_login_within_15_minutes_is_429_even_with_the_right_pas
 
 def test_failed_logins_of_one_username_do_not_lock_out_another(admin_user, django_user_model):
     django_user_model.objects.create_superuser("ops", "ops@example.com", "ops-pw-456")
-    client = Client()
+    client = Client(headers=HTTPS)
     for _ in range(5):
         login(client, "wrong")
     assert login(client, "ops-pw-456", username="ops") == 302
 
 
 def test_a_successful_login_clears_the_failure_count(admin_user):
-    client = Client()
+    client = Client(headers=HTTPS)
     for _ in range(4):
         login(client, "wrong")
     assert login(client, "right-pw-123") == 302
-    key_client = Client()
+    key_client = Client(headers=HTTPS)
     assert [login(key_client, "wrong") for _ in range(5)] == [200] * 5
     assert login(key_client, "wrong") == 429
 
@@ -77,9 +79,11 @@ def test_a_successful_login_clears_the_failure_count(admin_user):
 async def test_logins_through_the_asgi_stack_are_limited_too(admin_user):
     client = AsyncClient()
     for _ in range(loginguard.MAX_FAILURES):
-        response = await client.post(LOGIN, {"username": "root", "password": "wrong"})
+        response = await client.post(LOGIN, {"username": "root", "password": "wrong"}, secure=True)
         assert response.status_code == 200
-    response = await client.post(LOGIN, {"username": "root", "password": "right-pw-123"})
+    response = await client.post(
+        LOGIN, {"username": "root", "password": "right-pw-123"}, secure=True
+    )
     assert response.status_code == 429
     keys = [k for k in runtime.sync_redis().keys("*") if loginguard.PREFIX.encode() in k]
     assert len(keys) == 1
@@ -208,7 +212,7 @@ def test_a_provider_echoing_its_key_never_leaks_it(
     response = httpx.post(
         f"{gateway_server.base_url}/chat/completions",
         json={"model": f"{kind}-{status}", "messages": HELLO, "stream": stream},
-        headers={"Authorization": f"Bearer {echoing_provider}"},
+        headers={**HTTPS, "Authorization": f"Bearer {echoing_provider}"},
         timeout=10,
     )
     assert response.status_code == expected
@@ -228,7 +232,7 @@ def test_exportconfig_and_admin_pages_never_show_a_provider_secret(echoing_provi
     call_command("exportconfig", stdout=out)
     assert "LEAK_TEST_KEY" in out.getvalue()  # the variable's name, never its value
     assert PROVIDER_SECRET not in out.getvalue()
-    client = Client()
+    client = Client(headers=HTTPS)
     client.force_login(admin_user)
     provider = Provider.objects.get(name="echo-openai")
     for page in (
@@ -260,7 +264,7 @@ def chat(server, secret: str) -> httpx.Response:
     return httpx.post(
         f"{server.base_url}/chat/completions",
         json={"model": "sim-model", "messages": HELLO},
-        headers={"Authorization": f"Bearer {secret}"},
+        headers={**HTTPS, "Authorization": f"Bearer {secret}"},
         timeout=10,
     )
 
@@ -278,7 +282,7 @@ def test_a_key_sees_only_its_own_teams_budgets(gateway_server, two_teams):
     for name, other in (("team-a", "team-b"), ("team-b", "team-a")):
         response = httpx.get(
             f"{gateway_server.base_url}/budget",
-            headers={"Authorization": f"Bearer {two_teams[name]['secret']}"},
+            headers={**HTTPS, "Authorization": f"Bearer {two_teams[name]['secret']}"},
         )
         assert response.status_code == 200
         body = response.json()
