@@ -147,7 +147,7 @@ def start_litellm(run: Run, workers: int) -> Proc:
         "--num_workers",
         str(workers),
     ]
-    proc = run.start(f"litellm-{workers}w", argv, LITELLM_PORT, env=env, timeout=180)
+    proc = run.start(f"litellm-{workers}w", argv, LITELLM_PORT, env=env, timeout=600)
     time.sleep(3 * workers)
     return proc
 

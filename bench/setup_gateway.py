@@ -33,7 +33,7 @@ from gateway.models import ApiKey, Feature, LanguageModel, Provider, Team  # noq
 
 HIGH_LIMIT = 2_000_000_000  # rate limits that run but never refuse
 PRICE = Decimal("10")  # USD per Mtok in and out: 22 tokens ≈ $0.00022 per mock answer
-NEAR_LIMIT_USD = Decimal("0.5")  # bench-near: ~2,000 mock answers, fewer worst-case holds
+NEAR_LIMIT_USD = Decimal("0.01")  # bench-near: ~45 mock answers, then refusals
 
 
 def _team(name: str, *, budget_usd: Decimal, thresholds: list[int]) -> tuple[Team, str]:
