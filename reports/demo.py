@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from gateway.config import store
 from gateway.models import Provider
@@ -190,6 +191,13 @@ async def _phase(client, callers: list[Caller], count: int, rng, tally: Counter)
     await asyncio.gather(*(one() for _ in range(count)))
 
 
+def gateway_base_url(allowed_hosts: list[str]) -> str:
+    """An https URL on a host Django accepts: https so that a production configuration's
+    redirect to https does not apply, a listed host so that ALLOWED_HOSTS does not refuse it."""
+    hosts = [h.lstrip(".") for h in allowed_hosts if h not in {"*", ""}]
+    return f"https://{hosts[0] if hosts else 'localhost'}"
+
+
 async def run(
     *, app, callers: list[Caller], requests: int, outage_provider: str | None, seed: int = 7
 ) -> Counter:
@@ -197,7 +205,8 @@ async def run(
     rng = random.Random(seed)
     tally: Counter = Counter()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.local") as client:
+    base_url = gateway_base_url(settings.ALLOWED_HOSTS)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         normal, outage = requests * 5 // 10, requests * 3 // 10
         await _phase(client, callers, normal, rng, tally)
         if outage_provider:

@@ -13,7 +13,15 @@ from django.utils import timezone
 
 from gateway.models import UsageRecord
 from reports import rollups
-from tests.factories import make_feature, make_model, make_provider, make_team
+from tests.factories import (
+    make_budget,
+    make_feature,
+    make_model,
+    make_provider,
+    make_route,
+    make_team,
+    set_fallbacks,
+)
 
 _ids = itertools.count()
 
@@ -79,3 +87,39 @@ def staff(db) -> User:
 @pytest.fixture
 def managers_group(db) -> Group:
     return Group.objects.get_or_create(name="managers")[0]
+
+
+DEMO_FEATURES = (
+    "chatbot",
+    "summarization",
+    "code-generation",
+    "moderation",
+    "search",
+    "classification",
+    "translation",
+    "data-extraction",
+)
+
+
+def make_demo_config() -> None:
+    """Providers, models, routes, teams, features and budgets shaped like the demo's."""
+    openai, anthropic = make_provider("sim-openai"), make_provider("sim-anthropic")
+    local = make_provider("sim-local")
+    mini = make_model("gpt-4o-mini", openai, input_price="0.15", output_price="0.6")
+    gpt4o = make_model("gpt-4o", openai, input_price="2.5", output_price="10")
+    haiku = make_model("claude-3-5-haiku", anthropic, input_price="0.8", output_price="4")
+    sonnet = make_model("claude-sonnet-4", anthropic, input_price="3", output_price="15")
+    llama = make_model("llama-3.1-8b", local, input_price="0.03", output_price="0.05")
+    set_fallbacks(mini, haiku)
+    set_fallbacks(gpt4o, sonnet)
+    set_fallbacks(llama, mini)
+    make_route("cheap-for-low-priority", [llama, mini], priority="low", position=0)
+    make_route("strong-for-high-priority", [sonnet, gpt4o], priority="high", position=1)
+    make_route("default", [gpt4o, sonnet], position=2)
+    product, platform = make_team("product"), make_team("platform")
+    for name in DEMO_FEATURES:
+        make_feature(product, name)
+    for name in ("moderation", "classification", "data-extraction"):
+        make_feature(platform, name)
+    make_budget(product, daily_limit_usd="20", monthly_limit_usd="300")
+    make_budget(platform, monthly_limit_usd="20", alert_thresholds=[80, 100])

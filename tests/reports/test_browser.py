@@ -13,19 +13,15 @@ from django.conf import settings
 from django.utils import timezone
 from pytest_django.live_server_helper import LiveServer
 
+from gateway.models import LanguageModel, Team
 from gateway.money import Prices, cost_of
 from gateway.providers.base import Usage
 from reports import rollups
 from reports.backfill import backfill
 from tests.factories import (
     make_budget,
-    make_feature,
-    make_model,
-    make_provider,
-    make_route,
-    make_team,
 )
-from tests.reports.conftest import make_record, write_ledger
+from tests.reports.conftest import make_demo_config, make_record, write_ledger
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -73,30 +69,9 @@ CHARTS_DREW = """() => {
 
 def demo_world() -> None:
     """A configuration like the demo's, 30 days of synthetic history and today's traffic."""
-    openai, anthropic = make_provider("sim-openai"), make_provider("sim-anthropic")
-    local = make_provider("sim-local")
-    make_model("gpt-4o-mini", openai, input_price="0.15", output_price="0.6")
-    gpt4o = make_model("gpt-4o", openai, input_price="2.5", output_price="10")
-    make_model("claude-3-5-haiku", anthropic, input_price="0.8", output_price="4")
-    make_model("claude-sonnet-4", anthropic, input_price="3", output_price="15")
-    make_model("llama-3.1-8b", local, input_price="0.03", output_price="0.05")
-    make_route("default", [gpt4o])
-    product, platform = make_team("product"), make_team("platform")
-    for name in (
-        "chatbot",
-        "summarization",
-        "code-generation",
-        "moderation",
-        "search",
-        "classification",
-        "translation",
-        "data-extraction",
-    ):
-        make_feature(product, name)
-    for name in ("moderation", "classification", "data-extraction"):
-        make_feature(platform, name)
-    make_budget(product, daily_limit_usd="20", monthly_limit_usd="300")
-    make_budget(platform, monthly_limit_usd="20", alert_thresholds=[80, 100])
+    make_demo_config()
+    product = Team.objects.get(name="product")
+    gpt4o = LanguageModel.objects.get(name="gpt-4o")
     chatbot = product.features.get(name="chatbot")
     make_budget(product, chatbot, daily_limit_usd="0.5", alert_thresholds=[50, 80, 100], hard=False)
     backfill(days=30, per_day=300)
