@@ -3,9 +3,11 @@ circuit-breaker openings), from rollups only."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 
 from django.db.models import Count, Sum
+from django.db.models.functions import TruncDay, TruncHour
 
 from reports.filters import ReportFilters
 from reports.histogram import percentile
@@ -91,6 +93,22 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def _openings_over_time(events, f: ReportFilters, index: dict) -> list[dict]:
+    trunc = TruncHour if f.hourly else TruncDay
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(index))
+    rows = (
+        events.order_by()
+        .annotate(bucket=trunc("opened_at", tzinfo=dt.UTC))
+        .values_list("bucket", "provider")
+        .annotate(n=Count("id"))
+    )
+    for bucket, provider, n in rows:
+        i = index.get(normalise(bucket))
+        if i is not None:
+            counts[provider][i] += n
+    return [{"provider": name, "counts": counts[name]} for name in sorted(counts)]
+
+
 def providers(f: ReportFilters) -> dict:
     """Per provider and model: success, fallback and error rates, p50/p95; per provider over
     time: error rate and p95; and circuit-breaker openings in the range.
@@ -130,6 +148,7 @@ def providers(f: ReportFilters) -> dict:
     return {
         "labels": [bucket_label(b, f) for b in starts],
         "table": table,
+        "openings_over_time": _openings_over_time(events, f, index),
         "series": [
             {
                 "provider": name,

@@ -63,6 +63,9 @@
       draw("chart-errors", {type: "line", data: {labels: data.labels, datasets: data.series.map(function (s, i) {
         return line(s.provider, pct(s.error_rate), i);
       })}, options: axes("error rate %", false)});
+      draw("chart-circuit", {type: "bar", data: {labels: data.labels, datasets: data.openings_over_time.map(function (s, i) {
+        return {label: s.provider, data: s.counts, backgroundColor: color(i + 3), stack: "openings"};
+      })}, options: axes("openings", true)});
     },
     models: function () {
       var labels = data.models.map(function (m) { return m.model; });

@@ -173,6 +173,7 @@ def test_the_providers_api_gives_rates_percentiles_and_circuit_openings(reader, 
     assert 50 <= rows["small"]["p50_ms"] <= 100
     assert body["circuit_openings"] == {"sim": 1}
     assert body["circuit_events"][0]["reason"] == "consecutive_failures"
+    assert body["openings_over_time"] == [{"provider": "sim", "counts": [0] * 6 + [1]}]
 
 
 def test_the_model_mix_gives_shares_of_requests_and_spend(reader, traffic):
