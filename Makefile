@@ -23,11 +23,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py demosetup
+	$(BIN)/python manage.py demosetup --base-url http://$(HOST):$(PORT) > /dev/null
 
-# Set everything up, fill the dashboards with demo traffic, and serve the gateway.
+# Set everything up, fill the dashboards with demo traffic (once), and serve the gateway.
 run: setup
-	$(BIN)/python manage.py demotraffic --requests 300 --backfill-days 30
+	test -f var/demo-traffic.done || { $(BIN)/python manage.py demotraffic --requests 300 \
+		--backfill-days 30 && touch var/demo-traffic.done; }
+	$(BIN)/python manage.py demosetup --base-url http://$(HOST):$(PORT)
 	$(MAKE) serve
 
 serve:

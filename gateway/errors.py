@@ -18,8 +18,14 @@ class GatewayError(Exception):
     type = "invalid_request_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -28,8 +34,14 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequest(GatewayError):
@@ -89,9 +101,14 @@ class ProviderRejected(GatewayError):
     def body(self) -> dict[str, Any]:
         err = (self._body or {}).get("error")
         if isinstance(err, dict):
-            return {"error": {"message": str(err.get("message", self.message)),
-                              "type": str(err.get("type") or self.type),
-                              "param": err.get("param"), "code": err.get("code")}}
+            return {
+                "error": {
+                    "message": str(err.get("message", self.message)),
+                    "type": str(err.get("type") or self.type),
+                    "param": err.get("param"),
+                    "code": err.get("code"),
+                }
+            }
         return super().body()
 
 
@@ -107,13 +124,22 @@ class DeadlineExceeded(GatewayError):
     code = "deadline_exceeded"
 
 
+class ClientDisconnected(GatewayError):
+    """Not sent to anyone: it names what the ledger records for an abandoned request."""
+
+    status = 499
+    code = "client_disconnected"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     type = "api_error"
     code = "service_unavailable"
 
 
-def error_response(error: GatewayError, *, extra_headers: dict[str, str] | None = None) -> JsonResponse:
+def error_response(
+    error: GatewayError, *, extra_headers: dict[str, str] | None = None
+) -> JsonResponse:
     response = JsonResponse(error.body(), status=error.status)
     for name, value in {**error.headers, **(extra_headers or {})}.items():
         response[name] = value

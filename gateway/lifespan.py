@@ -26,6 +26,8 @@ class LifespanApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if not settings.REDIS_URL:
+                    await self.restore_counters()
                 if settings.GATEWAY["LEDGER_IN_PROCESS"]:
                     self.flusher = asyncio.get_running_loop().create_task(
                         ledger.run_flusher(self.stop)
@@ -35,6 +37,13 @@ class LifespanApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def restore_counters(self) -> None:
+        """The embedded Redis stand-in starts empty with each process: rebuild the budget
+        counters from the ledger so spend recorded earlier (e.g. by `demotraffic`) counts."""
+        from budgets.reconcile import rebuild_counters
+
+        await runtime.run_db("ledger", lambda: rebuild_counters(redis=runtime.sync_redis()))
 
     async def shutdown(self) -> None:
         self.stop.set()

@@ -10,6 +10,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
 
 django_application = get_asgi_application()
 
-from gateway.lifespan import LifespanApp  # noqa: E402  (needs Django set up first)
+# Imported once Django is set up.
+from gateway.asgi_api import ApiHandler, Router  # noqa: E402
+from gateway.lifespan import LifespanApp  # noqa: E402
 
-application = LifespanApp(django_application)
+http_application = Router(api=ApiHandler(), site=django_application)
+application = LifespanApp(http_application)

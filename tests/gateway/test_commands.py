@@ -199,10 +199,12 @@ def test_running_demosetup_again_keeps_the_key_and_the_admin(demo_dir):
     run("demosetup")
     before = counts(), ApiKey.objects.count(), get_user_model().objects.count()
     secret = (demo_dir / "var" / "demo-key.txt").read_text()
+    first_password = (demo_dir / "var" / "admin-password.txt").read_text().strip()
     out = run("demosetup")
     assert (counts(), ApiKey.objects.count(), get_user_model().objects.count()) == before
     assert (demo_dir / "var" / "demo-key.txt").read_text() == secret
-    assert "(password unchanged)" in out
+    assert f"Admin login: admin / {first_password}" in out  # shown again on every run
+    assert get_user_model().objects.get(username="admin").check_password(first_password)
 
 
 def test_demosetup_replaces_a_revoked_demo_key(demo_dir):

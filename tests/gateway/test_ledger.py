@@ -124,3 +124,28 @@ async def test_shutdown_flushes_what_is_queued(settings):
     await app({"type": "lifespan"}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert await asyncio.to_thread(UsageRecord.objects.count) == 1
+
+
+async def test_an_embedded_server_starts_with_budget_counters_rebuilt_from_the_ledger(settings):
+    from budgets.services import budget_status
+    from gateway.config import store
+    from tests.factories import make_budget
+
+    team = await asyncio.to_thread(make_team)
+    await asyncio.to_thread(make_budget, team, daily_limit_usd="10")
+    await ledger.enqueue(entry(team, cost_usd="1.5"))  # spent by another process (demotraffic)
+    await asyncio.to_thread(ledger.drain)
+    runtime.sync_redis().flushdb()  # a new process: the in-process Redis starts empty
+    app = LifespanApp(app=None)
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        pass
+
+    await app({"type": "lifespan"}, receive, send)
+    snapshot = await store().snapshot()
+    (status, *_) = await budget_status(redis=runtime.aredis(), budgets=list(snapshot.teams[team.id].budgets))
+    assert status.spent_units == 15_000_000_000

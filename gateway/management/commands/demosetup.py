@@ -60,14 +60,23 @@ class Command(BaseCommand):
 
     def _ensure_admin(self) -> None:
         users = get_user_model().objects
+        saved = Path(settings.BASE_DIR) / "var" / "admin-password.txt"
         existing = list(users.filter(is_superuser=True).values_list("username", flat=True))
         if existing:
-            self.stdout.write(f"Admin login: {', '.join(existing)} (password unchanged)")
+            known = saved.read_text().strip() if saved.exists() else "(password unchanged)"
+            self.stdout.write(f"Admin login: {', '.join(existing)} / {known}")
             return
-        password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        from_env = os.environ.get("ADMIN_PASSWORD")
+        password = from_env or secrets.token_urlsafe(12)
         users.create_superuser("admin", "admin@localhost", password)
-        shown = "from ADMIN_PASSWORD" if os.environ.get("ADMIN_PASSWORD") else password
-        self.stdout.write(f"Admin login: admin / {shown}")
+        if from_env:
+            self.stdout.write("Admin login: admin / (from ADMIN_PASSWORD)")
+            return
+        # A generated demo password is kept (owner-only) so every `make run` can show it.
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.touch(mode=0o600)
+        saved.write_text(password + "\n")
+        self.stdout.write(f"Admin login: admin / {password}")
 
     def _ensure_key(self, team: Team) -> str:
         """Reuse the key in var/demo-key.txt while it is still active: only its hash is in the
