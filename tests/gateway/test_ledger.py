@@ -147,5 +147,7 @@ async def test_an_embedded_server_starts_with_budget_counters_rebuilt_from_the_l
 
     await app({"type": "lifespan"}, receive, send)
     snapshot = await store().snapshot()
-    (status, *_) = await budget_status(redis=runtime.aredis(), budgets=list(snapshot.teams[team.id].budgets))
-    assert status.spent_units == 15_000_000_000
+    (status, *_) = await budget_status(
+        redis=runtime.aredis(), budgets=list(snapshot.teams[team.id].budgets)
+    )
+    assert status.spent == 15_000_000_000
