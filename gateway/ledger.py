@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
 from gateway import circuit, runtime
@@ -27,6 +27,7 @@ from gateway import circuit, runtime
 log = logging.getLogger(__name__)
 
 QUEUE_KEY = "gw:ledger"
+DEAD_KEY = "gw:ledger:dead"  # records the database refused (e.g. their team was deleted)
 LOCK_KEY = "gw:ledger:lock"
 BATCH = 500
 
@@ -100,6 +101,23 @@ def _touch_keys(records) -> None:
         ApiKey.objects.filter(id=key_id).exclude(last_used_at__gte=used).update(last_used_at=used)
 
 
+def _write_or_set_aside(raws: list[bytes]) -> int:
+    """Write a batch; if the database refuses it as a whole (a record whose team or key was
+    deleted meanwhile), write record by record and set the refused ones aside in
+    DEAD_KEY, so that one bad record never blocks the queue. A database that is down raises."""
+    try:
+        return _write(raws)
+    except IntegrityError:
+        written = 0
+        for raw in raws:
+            try:
+                written += _write([raw])
+            except IntegrityError:
+                log.error("ledger record refused by the database, set aside: %s", raw[:200])
+                runtime.sync_redis().rpush(DEAD_KEY, raw)
+        return written
+
+
 def _drain_events(redis) -> None:
     from reports import rollups
 
@@ -128,7 +146,7 @@ def drain(max_batches: int = 100) -> int:
     if pending:
         batch, pending[:] = list(pending), []
         try:
-            written += _write(batch)
+            written += _write_or_set_aside(batch)
         except Exception:
             pending[:0] = batch
             raise
@@ -140,7 +158,7 @@ def drain(max_batches: int = 100) -> int:
             raws = redis.lrange(QUEUE_KEY, 0, BATCH - 1)
             if not raws:
                 break
-            written += _write(raws)
+            written += _write_or_set_aside(raws)
             redis.ltrim(QUEUE_KEY, len(raws), -1)
         _drain_events(redis)
     finally:

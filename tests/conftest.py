@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from gateway import runtime
+from gateway import ledger, runtime
 from gateway.config import store
 
 
@@ -28,6 +28,7 @@ def _close_db_lanes(django_db_setup, django_db_blocker):
 def _clean_state(settings):
     settings.GATEWAY = {**settings.GATEWAY, "LEDGER_IN_PROCESS": False}
     runtime.sync_redis().flushdb()
+    ledger.spool().items.clear()
     store().invalidate()
     yield
     store().invalidate()

@@ -151,3 +151,12 @@ async def test_an_embedded_server_starts_with_budget_counters_rebuilt_from_the_l
         redis=runtime.aredis(), budgets=list(snapshot.teams[team.id].budgets)
     )
     assert status.spent == 15_000_000_000
+
+
+async def test_a_record_the_database_refuses_is_set_aside_without_blocking_the_rest():
+    team = await asyncio.to_thread(make_team)
+    await ledger.enqueue(entry(team, team_id=987654))  # its team was deleted meanwhile
+    await ledger.enqueue(entry(team))
+    assert await asyncio.to_thread(ledger.drain) == 1
+    assert runtime.sync_redis().llen(ledger.DEAD_KEY) == 1
+    assert ledger.pending() == 0
