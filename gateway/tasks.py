@@ -1,0 +1,17 @@
+"""Celery tasks of the gateway app: thin wrappers around gateway.ledger."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from gateway import ledger
+
+
+@shared_task(time_limit=120, soft_time_limit=100, ignore_result=True)
+def drain_ledger() -> int:
+    """Periodic (beat, every 5 s): move queued usage records into the database.
+
+    Safe to run alongside the web processes' own drainers: a Redis lock lets one drain at a
+    time, and records already in the ledger are skipped.
+    """
+    return ledger.drain()
