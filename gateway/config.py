@@ -2,26 +2,34 @@
 models, routes and keys.
 
 The hot path never queries the database on a steady state: it reads an immutable `Snapshot`
-loaded in a few queries and trusted for `GATEWAY["CONFIG_TTL_S"]` seconds (5 by default).
-That TTL is the documented bound on how long an edit (a revoked key, a new price) takes to
-reach every process. Keys are cached one by one for the same TTL.
+loaded in a few queries and refreshed in the background once older than
+`GATEWAY["CONFIG_TTL_S"]` seconds (5 by default). That TTL plus one refresh is the bound on
+how long an edit (a revoked key, a new price) takes to reach every process. Keys are cached
+one by one the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from gateway import runtime
+from gateway.errors import ServiceUnavailable
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +220,22 @@ def load_key(hashed_secret: str) -> KeySnap | None:
 
 
 class ConfigStore:
-    """The process's snapshot and key cache, refreshed when older than the TTL."""
+    """The process's snapshot and key cache.
+
+    Stale-while-revalidate: past the TTL a request still gets the copy it has while one
+    refresh per item runs in the background (however many requests ask at once), so neither
+    a TTL expiry under load nor a database outage stalls the hot path. Only a first load
+    waits, and if the database cannot answer it the request gets a 503.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a future that is already done runs its callback (which takes the lock)
+        # inside add_done_callback, while _refresh still holds it.
+        self._lock = threading.RLock()
+        self._generation = 0
         self._snapshot: Snapshot | None = None
         self._keys: dict[str, tuple[float, KeySnap | None]] = {}
+        self._inflight: dict[str, Future] = {}
 
     @property
     def ttl(self) -> float:
@@ -225,15 +243,56 @@ class ConfigStore:
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self._snapshot = None
             self._keys.clear()
+            self._inflight.clear()
+
+    def _refresh(self, name: str, fn, *args) -> Future:
+        """One load of `name` at a time; its result is stored when it completes."""
+        with self._lock:
+            future = self._inflight.get(name)
+            if future is None:
+                future = runtime.submit_db("config", fn, *args)
+                self._inflight[name] = future
+                generation = self._generation
+                future.add_done_callback(lambda f: self._store(name, f, generation))
+        return future
+
+    def _store(self, name: str, future: Future, generation: int) -> None:
+        with self._lock:
+            if self._inflight.get(name) is future:
+                del self._inflight[name]
+            if generation != self._generation:
+                return  # invalidated meanwhile: this result may predate the edit
+            if future.exception() is not None:
+                log.warning("config refresh of %s failed: %r", name, future.exception())
+                return
+            if name == "snapshot":
+                self._snapshot = future.result()
+            else:
+                if len(self._keys) > 50_000:  # bound the memory a flood of bad keys can take
+                    self._keys.clear()
+                self._keys[name] = (time.monotonic(), future.result())
+
+    async def _first_load(self, future: Future):
+        try:
+            return await asyncio.wrap_future(future)
+        except DatabaseError as exc:
+            raise ServiceUnavailable(
+                "The gateway's configuration database is unreachable; try again shortly.",
+                code="config_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
 
     async def snapshot(self) -> Snapshot:
         snap = self._snapshot
-        if snap is None or time.monotonic() - snap.loaded_at > self.ttl:
-            snap = await runtime.run_db("config", load_snapshot)
-            self._snapshot = snap
-        return snap
+        if snap is not None and time.monotonic() - snap.loaded_at <= self.ttl:
+            return snap
+        future = self._refresh("snapshot", load_snapshot)
+        if snap is not None:
+            return snap
+        return await self._first_load(future)
 
     def snapshot_sync(self) -> Snapshot:
         snap = self._snapshot
@@ -242,15 +301,13 @@ class ConfigStore:
         return snap
 
     async def key(self, hashed_secret: str) -> KeySnap | None:
-        now = time.monotonic()
         hit = self._keys.get(hashed_secret)
-        if hit is not None and now - hit[0] <= self.ttl:
+        if hit is not None and time.monotonic() - hit[0] <= self.ttl:
             return hit[1]
-        found = await runtime.run_db("config", load_key, hashed_secret)
-        if len(self._keys) > 50_000:  # bound the memory a flood of bad keys can take
-            self._keys.clear()
-        self._keys[hashed_secret] = (now, found)
-        return found
+        future = self._refresh(hashed_secret, load_key, hashed_secret)
+        if hit is not None:
+            return hit[1]
+        return await self._first_load(future)
 
 
 @cache

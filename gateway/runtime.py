@@ -135,6 +135,11 @@ def _with_usable_connection(fn, *args):
         raise
 
 
+def submit_db(lane: str, fn, *args):
+    """Like `run_db`, but returns the concurrent Future (for work several callers share)."""
+    return _db_executor(lane).submit(_with_usable_connection, fn, *args)
+
+
 async def run_db(lane: str, fn, *args):
     """Run blocking ORM work off the event loop, in the process's one thread for `lane`.
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.conf import settings as django_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway import ledger, runtime
@@ -126,6 +127,7 @@ async def test_shutdown_flushes_what_is_queued(settings):
     assert await asyncio.to_thread(UsageRecord.objects.count) == 1
 
 
+@pytest.mark.skipif(bool(django_settings.REDIS_URL), reason="the embedded mode's behaviour")
 async def test_an_embedded_server_starts_with_budget_counters_rebuilt_from_the_ledger(settings):
     from budgets.services import budget_status
     from gateway.config import store
