@@ -53,7 +53,8 @@ def resolve_feature(key: KeySnap, team: TeamSnap, header: str | None) -> Feature
     if not name:
         if team.features:
             raise InvalidRequest(
-                f"Name the feature in the X-Gateway-Feature header; team '{team.name}' has: {known}.",
+                "Name the feature in the X-Gateway-Feature header; "
+                f"team '{team.name}' has: {known}.",
                 param="X-Gateway-Feature",
                 code="feature_required",
             )

@@ -19,7 +19,9 @@ def validate_timezone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"{value!r} is not a known time zone (e.g. UTC, Europe/Paris)") from None
+        raise ValidationError(
+            f"{value!r} is not a known time zone (e.g. UTC, Europe/Paris)"
+        ) from None
 
 
 class Team(models.Model):
@@ -29,7 +31,9 @@ class Team(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     timezone = models.CharField(
-        max_length=64, default="UTC", validators=[validate_timezone],
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
         help_text="Budget days and months start at midnight in this time zone.",
     )
     cache_scope = models.CharField(max_length=8, choices=CacheScope, default=CacheScope.TEAM)
@@ -62,7 +66,9 @@ class Feature(models.Model):
 
     class Meta:
         ordering = ["team__name", "name"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="feature_unique_per_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="feature_unique_per_team")
+        ]
 
     def __str__(self) -> str:
         return f"{self.team.name}/{self.name}"
@@ -77,7 +83,11 @@ class ApiKeyQuerySet(models.QuerySet):
 class ApiKey(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     feature = models.ForeignKey(
-        Feature, on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys",
+        Feature,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
         help_text="Pin the key to one feature; otherwise callers name it in X-Gateway-Feature.",
     )
     name = models.CharField(max_length=100, blank=True)
@@ -133,19 +143,23 @@ class Provider(models.Model):
     kind = models.CharField(max_length=32, choices=Kind)
     base_url = models.URLField(blank=True, help_text="e.g. https://api.openai.com/v1")
     api_key_env = models.CharField(
-        max_length=128, blank=True,
+        max_length=128,
+        blank=True,
         help_text="Name of the environment variable that holds the secret. Secrets never live "
         "in the database.",
     )
     connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.01)])
     read_timeout = models.FloatField(
-        default=60.0, validators=[MinValueValidator(0.01)],
+        default=60.0,
+        validators=[MinValueValidator(0.01)],
         help_text="Seconds to wait for the first byte and between streamed chunks.",
     )
     enabled = models.BooleanField(default=True)
     options = models.JSONField(
-        default=dict, blank=True,
-        help_text='Kind-specific settings, e.g. for simulated: {"latency_ms": 50, "failure_rate": 0.1}.',
+        default=dict,
+        blank=True,
+        help_text="Kind-specific settings, e.g. for simulated: "
+        '{"latency_ms": 50, "failure_rate": 0.1}.',
     )
 
     class Meta:
@@ -168,7 +182,8 @@ class LanguageModel(models.Model):
         **PRICE_FIELD, help_text="USD per million cached input tokens read (blank: input price)."
     )
     cache_write_per_mtok = models.DecimalField(
-        **PRICE_FIELD, help_text="USD per million tokens written to the prompt cache (blank: input price)."
+        **PRICE_FIELD,
+        help_text="USD per million tokens written to the prompt cache (blank: input price).",
     )
     context_window = models.PositiveIntegerField(default=128000)
     max_output_tokens = models.PositiveIntegerField(default=4096)
@@ -187,7 +202,9 @@ class LanguageModel(models.Model):
 
 
 class Fallback(models.Model):
-    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="fallback_links")
+    model = models.ForeignKey(
+        LanguageModel, on_delete=models.CASCADE, related_name="fallback_links"
+    )
     target = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="+")
     position = models.PositiveSmallIntegerField(default=0)
 
@@ -216,10 +233,14 @@ class RouteRule(models.Model):
     name = models.CharField(max_length=64, unique=True)
     priority = models.CharField(max_length=8, choices=Priority, blank=True, default="")
     max_prompt_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Match only prompts of at most this many (estimated) tokens."
+        null=True,
+        blank=True,
+        help_text="Match only prompts of at most this many (estimated) tokens.",
     )
     max_output_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Match only requests whose max_tokens is set and at most this."
+        null=True,
+        blank=True,
+        help_text="Match only requests whose max_tokens is set and at most this.",
     )
     enabled = models.BooleanField(default=True)
 
@@ -270,8 +291,12 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=40, unique=True)
     created_at = models.DateTimeField(db_index=True)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="usage")
-    feature = models.ForeignKey(Feature, on_delete=models.PROTECT, null=True, blank=True, related_name="usage")
-    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage")
+    feature = models.ForeignKey(
+        Feature, on_delete=models.PROTECT, null=True, blank=True, related_name="usage"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
     requested_model = models.CharField(max_length=128, blank=True)
     served_model = models.CharField(max_length=128, blank=True)
     provider = models.CharField(max_length=64, blank=True)
@@ -280,18 +305,26 @@ class UsageRecord(models.Model):
     stream = models.BooleanField(default=False)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0, help_text="Input tokens read from the prompt cache.")
+    cached_tokens = models.PositiveIntegerField(
+        default=0, help_text="Input tokens read from the prompt cache."
+    )
     cache_write_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(**COST_FIELD)
     saved_usd = models.DecimalField(**COST_FIELD, help_text="What a cache hit would have cost.")
-    estimated = models.BooleanField(default=False, help_text="Tokens estimated: the provider reported no usage.")
-    unpriced = models.BooleanField(default=False, help_text="The model has no price: cost unknown, not zero.")
+    estimated = models.BooleanField(
+        default=False, help_text="Tokens estimated: the provider reported no usage."
+    )
+    unpriced = models.BooleanField(
+        default=False, help_text="The model has no price: cost unknown, not zero."
+    )
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status, default=Status.OK)
     http_status = models.PositiveSmallIntegerField(default=200)
     error_type = models.CharField(max_length=64, blank=True)
     cache = models.CharField(max_length=8, choices=Cache, default=Cache.MISS)
-    content = models.JSONField(null=True, blank=True, help_text="Only for teams that opt in; redacted.")
+    content = models.JSONField(
+        null=True, blank=True, help_text="Only for teams that opt in; redacted."
+    )
 
     objects = UsageRecordQuerySet.as_manager()
 

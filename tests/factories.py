@@ -5,7 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 from budgets.models import Budget
-from gateway.models import ApiKey, Fallback, Feature, LanguageModel, Provider, RouteRule, RouteStep, Team
+from gateway.models import (
+    ApiKey,
+    Fallback,
+    Feature,
+    LanguageModel,
+    Provider,
+    RouteRule,
+    RouteStep,
+    Team,
+)
 
 
 def make_team(name: str = "acme", **kw) -> Team:
@@ -29,10 +38,13 @@ def make_provider(name: str = "sim", kind: str = "simulated", base_url: str = ""
     return Provider.objects.create(name=name, kind=kind, base_url=base_url, **kw)
 
 
-def make_model(name: str, provider: Provider, *, input_price="1", output_price="2", **kw) -> LanguageModel:
+def make_model(
+    name: str, provider: Provider, *, input_price="1", output_price="2", **kw
+) -> LanguageModel:
     kw.setdefault("upstream_id", name)
     return LanguageModel.objects.create(
-        name=name, provider=provider,
+        name=name,
+        provider=provider,
         input_per_mtok=Decimal(input_price) if input_price is not None else None,
         output_per_mtok=Decimal(output_price) if output_price is not None else None,
         **kw,
