@@ -1,0 +1,191 @@
+"""What the fault tests share: gateway subprocesses against the shared test database, a
+private redis-server the tests may stop and start, and polling with deadlines.
+
+Gateway subprocesses read the pytest PostgreSQL test database (so the test's records must be
+committed: `django_db(transaction=True)`) and whatever Redis the test names. Their output
+goes to a log file that a failing test prints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+from django.conf import settings
+from django.db import connection
+
+from tests.gateway_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+requires_postgres = pytest.mark.skipif(
+    not ON_POSTGRES, reason="gateway subprocesses need a shared database (DATABASE_URL)"
+)
+requires_real_redis = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="needs a real Redis shared between processes (REDIS_URL)"
+)
+requires_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not on PATH"
+)
+
+
+def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> object:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def shared_database_url() -> str:
+    db = settings.DATABASES["default"]
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    name = connection.settings_dict["NAME"]
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{name}"
+
+
+class GatewayProcess:
+    """`uvicorn gatewaysite.asgi:application` (with its lifespan) on a free loopback port."""
+
+    def __init__(self, *, redis_url: str, log_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"gateway-{self.port}.log"
+        environment = {
+            **os.environ,
+            "DATABASE_URL": shared_database_url(),
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "test-secret",
+            "DEBUG": "1",
+            "CELERY_TASK_ALWAYS_EAGER": "1",
+            "GATEWAY_LEDGER_IN_PROCESS": "0",
+            "TEST_OPENAI_KEY": "sk-test",
+            "TEST_ANTHROPIC_KEY": "sk-ant",
+            **env,
+        }
+        environment.pop("CELERY_BROKER_URL", None)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gatewaysite.asgi:application"]
+            + ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def wait_ready(self, timeout: float = 30) -> GatewayProcess:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the gateway exited early:\n{self.output()}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=timeout, what=f"the gateway on port {self.port}")
+        return self
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def gateways(tmp_path) -> Iterator[Callable[..., list[GatewayProcess]]]:
+    """`gateways(n, redis_url=..., **env)`: start n gateway processes (in parallel) and
+    wait until each answers; all are stopped at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def start(n: int = 1, *, redis_url: str | None = None, **env: str) -> list[GatewayProcess]:
+        batch = [
+            GatewayProcess(redis_url=redis_url or settings.REDIS_URL, log_dir=tmp_path, **env)
+            for _ in range(n)
+        ]
+        started.extend(batch)
+        return [g.wait_ready() for g in batch]
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+class RedisServer:
+    """A private, non-persistent redis-server on a free port, to stop and start at will."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis_sync.Redis:
+        return redis_sync.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def pong() -> bool:
+            try:
+                return bool(self.client().ping())
+            except redis_sync.ConnectionError:
+                return False
+
+        wait_for(pong, timeout=10, what=f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
