@@ -145,10 +145,13 @@ def gateways(tmp_path) -> Iterator[Callable[..., list[GatewayProcess]]]:
 
 
 class RedisServer:
-    """A private, non-persistent redis-server on a free port, to stop and start at will."""
+    """A private redis-server on a free port, to stop and start at will: non-persistent, or
+    with an append-only file in `data_dir` (the production setting docs/operations.md asks
+    for, so that the ledger queue survives a restart)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.port = free_port()
+        self.data_dir = data_dir
         self.process: subprocess.Popen | None = None
 
     @property
@@ -159,9 +162,13 @@ class RedisServer:
         return redis_sync.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     def start(self) -> RedisServer:
+        if self.data_dir is None:
+            persistence = ["--save", "", "--appendonly", "no"]
+        else:
+            persistence = ["--save", "", "--dir", str(self.data_dir), "--appendonly", "yes",
+                           "--appendfsync", "always"]  # fmt: skip
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *persistence],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -185,6 +192,15 @@ class RedisServer:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_persistent_redis(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(data_dir=tmp_path).start()
     try:
         yield server
     finally:
