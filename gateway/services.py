@@ -23,7 +23,7 @@ from budgets import ratelimit
 from budgets import services as budgets
 from gateway import cache, circuit, ledger, metrics, runtime, tokens
 from gateway.auth import authenticate, resolve_feature
-from gateway.config import FeatureSnap, KeySnap, ModelSnap, TeamSnap
+from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -63,6 +63,9 @@ class Call:
     reservation: Any = None
     attempts: list[dict[str, str]] = field(default_factory=list)
     served: ModelSnap | None = None
+    budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
+    prompt_tokens: int = 0  # the typical estimate (routing, rate limits, missing usage)
+    max_output: int = 0  # max_tokens, else the largest max output of the chain
 
     @property
     def requested_model(self) -> str:
@@ -111,16 +114,18 @@ async def prepare(call: Call, *, headers: dict[str, str], raw_body: bytes) -> No
             "X-Gateway-Cache-TTL must be a whole number of seconds (0 = bypass).",
             param="X-Gateway-Cache-TTL",
         ) from None
-    prompt = tokens.estimate_prompt(call.body)
+    call.prompt_tokens = tokens.estimate_prompt(call.body)
     max_tokens = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
     chain = resolve_chain(
         snapshot,
         model=call.requested_model,
         priority=priority,
-        prompt_tokens=prompt,
+        prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
     )
+    call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
+    call.max_output = max_tokens or max(m.max_output_tokens for m in call.chain)
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
     if call.cache_ttl > 0:
         call.cache_key = cache.key_for(
@@ -130,7 +135,7 @@ async def prepare(call: Call, *, headers: dict[str, str], raw_body: bytes) -> No
 
 def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:
     """Under a hard budget an unpriced model could spend without limit: it is skipped."""
-    if not any(b.hard for b in call.team.budgets_for(call.feature)):
+    if not any(b.hard for b in call.budgets):
         return chain
     priced = [m for m in chain if m.prices.known]
     if not priced:
@@ -143,21 +148,15 @@ def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelS
     return priced
 
 
-def _max_output(call: Call) -> int:
-    asked = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
-    return asked or max(m.max_output_tokens for m in call.chain)
-
-
 async def admit(call: Call) -> cache.CachedAnswer | None:
     """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any."""
     redis = runtime.aredis()
-    budgets_ = call.team.budgets_for(call.feature)
     try:
         await ratelimit.check_rate_limits(
             redis=redis,
             key=call.key,
             team=call.team,
-            tokens=tokens.estimate_prompt(call.body) + _max_output(call),
+            tokens=call.prompt_tokens + call.max_output,
         )
         if call.cache_key:
             call.cache_status = "miss"
@@ -167,15 +166,19 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
                 return hit
         units = worst_case_units(
             input_tokens=tokens.prompt_upper_bound(call.body),
-            output_tokens=_max_output(call),
+            output_tokens=call.max_output,
             prices=[m.prices for m in call.chain],
         )
         call.reservation = await budgets.reserve(
-            redis=redis, team=call.team, budgets=budgets_, request_id=call.request_id, units=units
+            redis=redis,
+            team=call.team,
+            budgets=call.budgets,
+            request_id=call.request_id,
+            units=units,
         )
     except (RedisError, OSError) as exc:
         call.cache_key, call.cache_status = None, "bypass"
-        if budgets_ and not call.team.budget_fail_open:
+        if call.budgets and not call.team.budget_fail_open:
             raise ServiceUnavailable(
                 "Budget counters are unreachable, so spending cannot be checked; try again "
                 "shortly.",
@@ -265,7 +268,7 @@ def _usage_or_estimate(call: Call, usage: Usage | None, body: dict[str, Any] | N
         message = choice.get("message") or {}
         text += str(message.get("content") or "") + str(message.get("tool_calls") or "")
     return Usage(
-        input_tokens=tokens.estimate_prompt(call.body),
+        input_tokens=call.prompt_tokens,
         output_tokens=tokens.estimate_text(text),
         reported=False,
     )
@@ -287,12 +290,12 @@ async def finish(
             await budgets.settle(redis=redis, reservation=call.reservation, actual_units=cost.units)
         except (RedisError, OSError):
             log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
-    elif call.team.budgets_for(call.feature) and cost.units:
+    elif call.budgets and cost.units:
         await _safe(
             budgets.record_spend(
                 redis=redis,
                 team=call.team,
-                budgets=call.team.budgets_for(call.feature),
+                budgets=call.budgets,
                 units=cost.units,
             )
         )

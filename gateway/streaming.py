@@ -200,7 +200,7 @@ async def _account(
     usage = result.usage
     if usage is None or not usage.reported:
         usage = Usage(
-            input_tokens=tokens.estimate_prompt(call.body),
+            input_tokens=call.prompt_tokens,
             output_tokens=tokens.estimate_text(acc.text()),
             reported=False,
         )
