@@ -18,7 +18,7 @@ PER_MESSAGE_OVERHEAD = 4
 CHARS_PER_TOKEN = 4
 
 
-def _text_of(messages: list[dict[str, Any]]) -> str:
+def prompt_text(messages: list[dict[str, Any]]) -> str:
     parts: list[str] = []
     for m in messages:
         content = m.get("content")
@@ -39,7 +39,7 @@ def estimate_text(text: str) -> int:
 
 def estimate_prompt(body: dict[str, Any]) -> int:
     messages = body.get("messages") or []
-    tokens = estimate_text(_text_of(messages)) + PER_MESSAGE_OVERHEAD * len(messages)
+    tokens = estimate_text(prompt_text(messages)) + PER_MESSAGE_OVERHEAD * len(messages)
     if body.get("tools"):
         tokens += estimate_text(orjson.dumps(body["tools"]).decode())
     return tokens

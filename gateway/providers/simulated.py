@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -29,28 +28,13 @@ from gateway.providers.base import (
     Usage,
     error_from_response,
 )
+from gateway.tokens import estimate_text, prompt_text
 
 _WORDS = (
     "the gateway routes each request to a model within budget and records what it cost "
     "so every team can see its spend while fallbacks keep answers flowing when a provider "
     "slows down or fails under load"
 ).split()
-
-
-def estimate_tokens(text: str) -> int:
-    """The simulated tokenizer: one token per four characters, rounded up."""
-    return math.ceil(len(text) / 4)
-
-
-def message_text(messages: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
-    return "\n".join(parts)
 
 
 class SimulatedAdapter(ProviderAdapter):
@@ -82,12 +66,12 @@ class SimulatedAdapter(ProviderAdapter):
         pieces = [words[0].capitalize()] + [" " + w for w in words[1:]] + ["."]
         finish = "stop"
         limit = request.max_tokens
-        while limit and len(pieces) > 1 and estimate_tokens("".join(pieces)) > limit:
+        while limit and len(pieces) > 1 and estimate_text("".join(pieces)) > limit:
             pieces.pop()  # cut short like a real model at max_tokens
             finish = "length"
         usage = Usage(
-            input_tokens=max(1, estimate_tokens(message_text(request.messages))),
-            output_tokens=estimate_tokens("".join(pieces)),
+            input_tokens=max(1, estimate_text(prompt_text(request.messages))),
+            output_tokens=estimate_text("".join(pieces)),
         )
         return pieces, usage, finish
 

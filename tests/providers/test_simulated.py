@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.providers.base import ProviderError
-from gateway.providers.simulated import estimate_tokens
+from gateway.tokens import estimate_text as estimate_tokens
 from tests.providers.support import adapter, chat, drain, text_of
 
 
