@@ -39,10 +39,5 @@ def redis_sync():
     return runtime.sync_redis()
 
 
-requires_real_redis = pytest.mark.skipif(
-    not settings.REDIS_URL, reason="needs a real Redis shared between processes (REDIS_URL)"
-)
-
-
 # Loopback OpenAI/Anthropic servers: the `openai_server` and `anthropic_server` fixtures.
-pytest_plugins = ["tests.loopback", "tests.gateway_server"]
+pytest_plugins = ["tests.loopback", "tests.gateway_server", "tests.processes"]

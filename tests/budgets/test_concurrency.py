@@ -17,8 +17,8 @@ from gateway.config import TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
 from tests.budgets.conftest import team_snap
-from tests.conftest import requires_real_redis
 from tests.factories import make_budget, make_team
+from tests.processes import requires_real_redis
 
 COST = usd_to_units(Decimal("0.01"))  # the worst case reserved by every request
 PROCESSES, PER_PROCESS = 4, 50

@@ -14,8 +14,8 @@ from budgets.ratelimit import check_rate_limits
 from gateway.config import KeySnap
 from gateway.errors import RateLimited
 from tests.budgets.conftest import arun, team_snap
-from tests.conftest import requires_real_redis
 from tests.factories import make_key, make_team
+from tests.processes import requires_real_redis
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from gateway import ledger
 from gateway.models import UsageRecord
 from tests.factories import make_feature, make_key, make_model, make_provider, make_team
 from tests.gateway_server import free_port
-from tests.reliability.conftest import (
+from tests.processes import (
     requires_postgres,
     requires_redis_server,
     shared_database_url,

@@ -29,7 +29,7 @@ from tests.factories import (
     make_provider,
     make_team,
 )
-from tests.reliability.conftest import requires_postgres, requires_real_redis, wait_for
+from tests.processes import requires_postgres, requires_real_redis, wait_for
 
 pytestmark = [
     pytest.mark.slow,

@@ -26,7 +26,7 @@ from tests.factories import (
 from tests.gateway_server import free_port
 from tests.loopback import LoopbackServer, cut, fail, garbage, ok, slow, stall
 from tests.loopback_openai import OpenAIWire
-from tests.reliability.conftest import wait_for
+from tests.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

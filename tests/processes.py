@@ -1,4 +1,4 @@
-"""What the fault tests share: gateway subprocesses against the shared test database, a
+"""What the multi-process tests share: gateway subprocesses against the shared test database, a
 private redis-server the tests may stop and start, and polling with deadlines.
 
 Gateway subprocesses read the pytest PostgreSQL test database (so the test's records must be
