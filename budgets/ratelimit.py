@@ -7,23 +7,54 @@ guard on money.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from redis.asyncio import Redis
 
 from budgets import lua
 from budgets.keys import RATE_BUCKET_TTL_MS, rate_bucket_key
 from gateway.config import KeySnap, TeamSnap
 from gateway.errors import RateLimited
+from gateway.roundtrip import RoundTrip
 
 _METRICS = {"rpm": "requests", "tpm": "tokens"}
 
 
-async def check_rate_limits(*, redis: Redis, key: KeySnap, team: TeamSnap, tokens: int) -> None:
-    """Take one request and `tokens` tokens from every bucket that applies, or refuse.
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """One request's take from every bucket that applies: one script, queued on a round trip.
 
-    One script, one round trip; none at all when neither the key nor the team has a limit.
-    Raises RateLimited (429, Retry-After in whole seconds) naming the limit that was hit.
+    `refusal(reply)` reads the script's reply: None when it passed, else the RateLimited
+    (429, Retry-After in whole seconds) naming the limit that was hit.
     """
-    buckets = [
+
+    key: KeySnap
+    team: TeamSnap
+    buckets: tuple[tuple[str, int, str, int, int], ...]  # owner, owner id, metric, limit, cost
+
+    def queue(self, trip: RoundTrip) -> int:
+        args: list[int] = []
+        for *_, limit, cost in self.buckets:
+            args += [limit, cost]
+        keys = [rate_bucket_key(o, i, m) for o, i, m, *_ in self.buckets]
+        return trip.script(lua.RATE_LIMIT, keys, [*args, RATE_BUCKET_TTL_MS])
+
+    def refusal(self, reply) -> RateLimited | None:
+        if not int(reply[0]):
+            return None
+        owner, _, metric, limit, _ = self.buckets[int(reply[0]) - 1]
+        wait_s = max(1, -(-int(reply[1]) // 1000))
+        who = f"key {self.key.prefix}…" if owner == "key" else f'team "{self.team.name}"'
+        return RateLimited(
+            f"Rate limit reached: {limit} {_METRICS[metric]} per minute for {who}. "
+            f"Retry in {wait_s} s.",
+            headers={"Retry-After": str(wait_s)},
+        )
+
+
+def rate_check(*, key: KeySnap, team: TeamSnap, tokens: int) -> RateCheck | None:
+    """The buckets a request takes from; None when neither the key nor the team has a limit."""
+    buckets = tuple(
         (owner, owner_id, metric, limit, 1 if metric == "rpm" else max(0, tokens))
         for owner, owner_id, limits in (
             ("key", key.id, (("rpm", key.rpm_limit), ("tpm", key.tpm_limit))),
@@ -31,23 +62,18 @@ async def check_rate_limits(*, redis: Redis, key: KeySnap, team: TeamSnap, token
         )
         for metric, limit in limits
         if limit
-    ]
-    if not buckets:
-        return
-    args: list[int] = []
-    for *_, limit, cost in buckets:
-        args += [limit, cost]
-    script = redis.register_script(lua.RATE_LIMIT)
-    result = await script(
-        keys=[rate_bucket_key(o, i, m) for o, i, m, *_ in buckets], args=[*args, RATE_BUCKET_TTL_MS]
     )
-    if not int(result[0]):
+    return RateCheck(key, team, buckets) if buckets else None
+
+
+async def check_rate_limits(*, redis: Redis, key: KeySnap, team: TeamSnap, tokens: int) -> None:
+    """Take one request and `tokens` tokens from every bucket that applies, or raise
+    RateLimited. One round trip; none at all when no limit applies."""
+    check = rate_check(key=key, team=team, tokens=tokens)
+    if check is None:
         return
-    owner, _, metric, limit, _ = buckets[int(result[0]) - 1]
-    wait_s = max(1, -(-int(result[1]) // 1000))
-    who = f"key {key.prefix}…" if owner == "key" else f'team "{team.name}"'
-    raise RateLimited(
-        f"Rate limit reached: {limit} {_METRICS[metric]} per minute for {who}. "
-        f"Retry in {wait_s} s.",
-        headers={"Retry-After": str(wait_s)},
-    )
+    trip = RoundTrip(redis)
+    index = check.queue(trip)
+    refusal = check.refusal((await trip.send())[index])
+    if refusal is not None:
+        raise refusal

@@ -23,6 +23,7 @@ from budgets.windows import Window, current_windows
 from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
+from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,16 @@ def _reservation_keys(slots: tuple[Slot, ...]) -> list[str]:
     return [key for s in slots for key in s.keys.reservation_keys]
 
 
-async def _spend(*, redis: Redis, slots: tuple[Slot, ...], request_id: str, units: int) -> None:
+def queue_spend(
+    trip: RoundTrip, *, slots: tuple[Slot, ...], request_id: str, units: int
+) -> int | None:
+    """Queue the spend script (settle when `request_id` holds a reservation, else a plain
+    spend) on a round trip; None when no budget covers the request. Hand its reply to
+    `after_spend`."""
     if units < 0:
         raise ValueError("units must be >= 0")
     if not slots:
-        return
+        return None
     keys: list[str] = []
     args: list[str | int] = [request_id, units]
     for s in slots:
@@ -182,12 +188,24 @@ async def _spend(*, redis: Redis, slots: tuple[Slot, ...], request_id: str, unit
         limit = s.limit_units
         thresholds = s.budget.thresholds
         args += [-1 if limit is None else limit, s.spent_expires_ms, len(thresholds), *thresholds]
-    claimed = await redis.register_script(lua.SPEND)(keys=keys, args=args)
+    return trip.script(lua.SPEND, keys, args)
+
+
+async def after_spend(*, redis: Redis, slots: tuple[Slot, ...], claimed: list) -> None:
+    """Enqueue the alerts of the thresholds a spend claimed (the spend script's reply)."""
     for i in range(0, len(claimed), 3):
         slot = slots[int(claimed[i]) - 1]
         await _enqueue_alert(
             redis=redis, slot=slot, threshold=int(claimed[i + 1]), spent=int(claimed[i + 2])
         )
+
+
+async def _spend(*, redis: Redis, slots: tuple[Slot, ...], request_id: str, units: int) -> None:
+    trip = RoundTrip(redis)
+    index = queue_spend(trip, slots=slots, request_id=request_id, units=units)
+    if index is not None:
+        claimed = (await trip.send())[index]
+        await after_spend(redis=redis, slots=slots, claimed=claimed)
 
 
 async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int) -> None:

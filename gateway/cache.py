@@ -138,3 +138,8 @@ async def get(redis, key: str) -> CachedAnswer | None:
 
 async def put(redis, key: str, answer: CachedAnswer, ttl: int) -> None:
     await redis.set(key, answer.dumps(), ex=ttl)
+
+
+def queue_put(trip, key: str, answer: CachedAnswer, ttl: int) -> int:
+    """`put` as part of a round trip (gateway/roundtrip.py)."""
+    return trip.add("set", key, answer.dumps(), ex=ttl)

@@ -50,10 +50,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def check(redis, provider: str) -> tuple[State, bool]:
+def queue_read(trip, provider: str) -> int:
+    """Queue the read of a provider's state on a round trip; pass its reply to `check`."""
+    return trip.add("hmget", _key(provider), "open_until", "fails")
+
+
+async def check(redis, provider: str, state: list | None = None) -> tuple[State, bool]:
     """Whether a call to the provider may go through now, and whether failures are counted
-    against it (so that a success only writes to Redis when there is something to reset)."""
-    open_until, fails = await redis.hmget(_key(provider), "open_until", "fails")
+    against it (so that a success only writes to Redis when there is something to reset).
+
+    `state` is the reply of `queue_read` when the caller already read it."""
+    if state is None:
+        state = await redis.hmget(_key(provider), "open_until", "fails")
+    open_until, fails = state
     dirty = bool(fails and int(fails))
     if not open_until or int(open_until) == 0:
         return State.CLOSED, dirty

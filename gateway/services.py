@@ -36,6 +36,7 @@ from gateway.money import Cost, cost_of, format_usd, worst_case_units
 from gateway.providers import adapter_for
 from gateway.providers.base import ChatRequest, Completion, ProviderError, Usage
 from gateway.redaction import redact
+from gateway.roundtrip import RoundTrip
 from gateway.routing import resolve_chain
 from gateway.serializers import parse_json, upstream_body, validate_chat
 
@@ -66,6 +67,7 @@ class Call:
     budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
     prompt_tokens: int = 0  # the typical estimate (routing, rate limits, missing usage)
     max_output: int = 0  # max_tokens, else the largest max output of the chain
+    circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
 
     @property
     def requested_model(self) -> str:
@@ -149,21 +151,30 @@ def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelS
 
 
 async def admit(call: Call) -> cache.CachedAnswer | None:
-    """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any."""
+    """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any.
+
+    Two Redis round trips: the rate-limit script, the cache lookup and the first provider's
+    circuit state together, then the reservation (only for a cache miss that passed).
+    """
     redis = runtime.aredis()
     try:
-        await ratelimit.check_rate_limits(
-            redis=redis,
-            key=call.key,
-            team=call.team,
-            tokens=call.prompt_tokens + call.max_output,
+        trip = RoundTrip(redis)
+        limits = ratelimit.rate_check(
+            key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
         )
+        rate_reply = limits.queue(trip) if limits else None
+        cache_reply = trip.add("get", call.cache_key) if call.cache_key else None
+        first = call.chain[0].provider.name
+        circuit_reply = circuit.queue_read(trip, first)
+        replies = await trip.send()
+        if limits and (refusal := limits.refusal(replies[rate_reply])) is not None:
+            raise refusal
+        call.circuit_states[first] = replies[circuit_reply]
         if call.cache_key:
             call.cache_status = "miss"
-            hit = await cache.get(redis, call.cache_key)
-            if hit is not None:
+            if raw := replies[cache_reply]:
                 call.cache_status = "hit"
-                return hit
+                return cache.CachedAnswer.loads(raw)
         units = worst_case_units(
             input_tokens=tokens.prompt_upper_bound(call.body),
             output_tokens=call.max_output,
@@ -202,7 +213,9 @@ async def attempt_models(call: Call, start):
     for index, model in enumerate(call.chain):
         provider = model.provider.name
         try:
-            state, dirty = await circuit.check(redis, provider)
+            state, dirty = await circuit.check(
+                redis, provider, call.circuit_states.pop(provider, None)
+            )
         except (RedisError, OSError):
             state, dirty = circuit.State.CLOSED, False
         if state is circuit.State.OPEN and (index < len(call.chain) - 1 or call.attempts):
@@ -283,27 +296,26 @@ async def finish(
     status: str = "ok",
     error_type: str = "",
 ) -> None:
-    """Settle the budget, cache a whole answer and write the ledger record."""
+    """Settle the budget and cache a whole answer (one Redis round trip), then write the
+    ledger record."""
     redis = runtime.aredis()
+    trip = RoundTrip(redis)
     if call.reservation is not None:
-        try:
-            await budgets.settle(redis=redis, reservation=call.reservation, actual_units=cost.units)
-        except (RedisError, OSError):
-            log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
-    elif call.budgets and cost.units:
-        await _safe(
-            budgets.record_spend(
-                redis=redis,
-                team=call.team,
-                budgets=call.budgets,
-                units=cost.units,
-            )
-        )
+        slots, request_id = call.reservation.slots, call.request_id
+    else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
+        slots, request_id = (budgets.slots_for(call.budgets) if cost.units else ()), ""
+    spend = budgets.queue_spend(trip, slots=slots, request_id=request_id, units=cost.units)
     if status == "ok" and call.cache_key and body is not None and cache.cacheable(body):
         answer = cache.CachedAnswer(
             body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
         )
-        await _safe(cache.put(redis, call.cache_key, answer, call.cache_ttl))
+        cache.queue_put(trip, call.cache_key, answer, call.cache_ttl)
+    try:
+        replies = await trip.send()
+        if spend is not None:
+            await budgets.after_spend(redis=redis, slots=slots, claimed=replies[spend])
+    except (RedisError, OSError):
+        log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
     await record(
         call,
         usage=usage,

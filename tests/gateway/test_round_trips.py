@@ -1,0 +1,153 @@
+"""Redis round trips: a cache miss makes three plus its share of one ledger push, scripts
+unknown to Redis are loaded and run once, and concurrent ledger records share a push."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from django.test import AsyncClient
+from redis.asyncio.client import Pipeline, Redis
+
+from budgets import lua
+from gateway import ledger, runtime
+from gateway.models import UsageRecord
+from gateway.roundtrip import RoundTrip
+from tests.factories import (
+    make_budget,
+    make_feature,
+    make_key,
+    make_model,
+    make_provider,
+    make_team,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+BODY = {"model": "sim-model", "messages": [{"role": "user", "content": "count my trips"}]}
+
+
+@pytest.fixture
+def trips(monkeypatch):
+    """Every round trip to Redis from this process: ('pipeline', n commands) or a command."""
+    seen: list[tuple[str, int | str]] = []
+    execute, command = Pipeline.execute, Redis.execute_command
+
+    async def counted_execute(self, *args, **kwargs):
+        seen.append(("pipeline", len(self.command_stack)))
+        return await execute(self, *args, **kwargs)
+
+    async def counted_command(self, *args, **kwargs):
+        seen.append(("command", str(args[0])))
+        return await command(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", counted_execute)
+    monkeypatch.setattr(Redis, "execute_command", counted_command)
+    return seen
+
+
+def setup_team() -> str:
+    team = make_team("acme", rpm_limit=1000, tpm_limit=10_000_000)
+    feature = make_feature(team, "chatbot")
+    make_model("sim-model", make_provider(), input_price="1", output_price="2")
+    make_budget(team, daily_limit_usd="10")
+    make_budget(team, feature, monthly_limit_usd="100")
+    return make_key(team, rpm_limit=1000)[1]
+
+
+async def ask(secret: str, prompt: str = "count my trips"):
+    body = {**BODY, "messages": [{"role": "user", "content": prompt}]}
+    return await AsyncClient().post(
+        "/v1/chat/completions", body, content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}", "X-Gateway-Feature": "chatbot",
+                 "X-Gateway-Cache-TTL": "60"},
+    )  # fmt: skip
+
+
+async def test_a_cache_miss_makes_three_round_trips_and_a_ledger_push(trips):
+    secret = await asyncio.to_thread(setup_team)
+    await ask(secret, "warm the config snapshot")
+    trips.clear()
+    response = await ask(secret)
+    assert response.status_code == 200
+    assert response.headers["X-Gateway-Cache"] == "miss"
+    assert trips == [
+        ("pipeline", 3),  # rate limits, cache lookup, circuit state
+        ("command", "EVALSHA"),  # the reservation
+        ("pipeline", 2),  # settle, cache store
+        ("command", "RPUSH"),  # the ledger record
+    ]
+    trips.clear()
+    hit = await ask(secret)
+    assert hit.headers["X-Gateway-Cache"] == "hit"
+    assert trips == [("pipeline", 3), ("command", "RPUSH")]
+
+
+async def test_a_script_redis_forgot_is_loaded_and_run_once():
+    redis = runtime.aredis()
+    await redis.script_flush()
+    trip = RoundTrip(redis)
+    counted = trip.add("incr", "gw:test:counter")
+    limited = trip.script(lua.RATE_LIMIT, ["gw:test:bucket"], [10, 1, 60_000])
+    read = trip.add("get", "gw:test:counter")
+    replies = await trip.send()
+    assert replies[counted] == 1 and replies[read] == b"1"  # not repeated by the reload
+    assert [int(x) for x in replies[limited]] == [0]
+    assert await redis.hget("gw:test:bucket", "tokens") == b"9"
+    again = RoundTrip(redis)
+    again.script(lua.RATE_LIMIT, ["gw:test:bucket"], [10, 1, 60_000])
+    await again.send()
+    assert float(await redis.hget("gw:test:bucket", "tokens")) == pytest.approx(8, abs=0.01)
+
+
+async def test_a_failed_command_raises_its_error():
+    redis = runtime.aredis()
+    await redis.set("gw:test:text", b"not a number")
+    trip = RoundTrip(redis)
+    trip.add("incr", "gw:test:text")
+    with pytest.raises(Exception, match="not an integer"):
+        await trip.send()
+
+
+def _record(team_id: int, n: int) -> dict:
+    return {
+        "request_id": f"req_group_{n}",
+        "created_at": "2026-11-27T12:00:00+00:00",
+        "team_id": team_id,
+        "feature_id": None,
+        "api_key_id": None,
+        "requested_model": "m",
+        "served_model": "m",
+        "provider": "p",
+        "attempts": 1,
+        "attempt_log": [],
+        "stream": False,
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cached_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": "0.0000000100",
+        "saved_usd": "0",
+        "estimated": False,
+        "unpriced": False,
+        "latency_ms": 1,
+        "status": "ok",
+        "http_status": 200,
+        "error_type": "",
+        "cache": "miss",
+    }
+
+
+async def test_records_finishing_together_share_one_push_and_survive_cancellation(trips):
+    team = await asyncio.to_thread(make_team)
+    tasks = [asyncio.create_task(ledger.enqueue(_record(team.id, n))) for n in range(50)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()  # a client that went away: its record is pushed all the same
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert trips.count(("command", "RPUSH")) == 1
+    assert ledger.pending() == 50
+    assert await asyncio.to_thread(ledger.drain) == 50
+    total = await asyncio.to_thread(
+        lambda: sum(UsageRecord.objects.values_list("cost_usd", flat=True), Decimal(0))
+    )
+    assert total == Decimal("0.0000005")
