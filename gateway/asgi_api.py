@@ -10,8 +10,13 @@ dashboards keep Django's full stack.
 
 from __future__ import annotations
 
-from django.core.handlers.asgi import ASGIHandler
+import asyncio
+
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
 
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics")
 
@@ -25,9 +30,70 @@ class ApiHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(handler)
 
     async def __call__(self, scope, receive, send) -> None:
-        # No ThreadSensitiveContext: the few sync hops left (signals, closing the response)
-        # share asgiref's one long-lived thread instead of starting one per request.
+        # No ThreadSensitiveContext: nothing on these paths runs in a per-request thread.
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send) -> None:
+        """Django's `ASGIHandler.handle` without its two thread hops per request.
+
+        Django sends `request_started` with `asend`, which runs each sync receiver in a
+        thread, and closes the response in a thread (closing sends `request_finished`).
+        Their receivers (`close_old_connections`, `reset_queries`) only touch database
+        connections opened by the current thread or task, and the event loop opens none:
+        the API does its database work in gateway.runtime's own threads. So both run
+        inline here. A receiver that did blocking work would hold up the event loop; there
+        is none in this project.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client disconnected while the response was being sent
+            return response
+
+        # As Django does: a client that disconnects cancels the view (which then releases
+        # its budget hold), and the disconnect listener goes first.
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request()),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            response.close()
+        body_file.close()
 
 
 class Router:
