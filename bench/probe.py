@@ -1,0 +1,118 @@
+"""One scenario, quickly: the loop for trying a change before a full `bench/run.sh`.
+
+    .venv/bin/python bench/probe.py                    # 1 worker, 64 conns, 8 s, cache miss
+    .venv/bin/python bench/probe.py --connections 1 --workers 2 --profile 10
+    .venv/bin/python bench/probe.py --scenario hit     # cache hits
+    .venv/bin/python bench/probe.py --scenario slow --connections 200
+
+Same setup as the suite (database gateway_bench, Redis db 14, the mocks, uvicorn the
+production way); prints direct and gateway figures from the same run, and with --profile a
+py-spy summary of one worker under the same load. Figures from a probe are for comparing
+two versions of the code side by side, not for the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import scenarios  # noqa: E402
+import wrkrun  # noqa: E402
+
+import bench  # noqa: E402
+
+SCENARIOS = {  # name: (mock, wrk keyword arguments)
+    "miss": ("fast", dict(cache_ttl="60")),
+    "hit": ("fast", dict(cache_ttl="3600", prompt="fixed")),
+    "slow": ("slow", dict(cache_ttl="60", model="bench-slow")),
+    "stream": ("fast", dict(cache_ttl="0", stream=True)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="miss")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
+    args = parser.parse_args()
+    out = bench.BENCH / "results" / ("probe-" + time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    run = bench.Run("quick", out, 0)
+    mock, wrk_args = SCENARIOS[args.scenario]
+    port = bench.MOCKS[mock][0]
+    url = f"http://127.0.0.1:{port}{scenarios.CHAT}"
+    try:
+        for name, (mport, extra) in bench.MOCKS.items():
+            argv = [bench.PY, str(bench.BENCH / "mock_provider.py"), "--port", str(mport), *extra]
+            run.start(f"mock-{name}", argv, mport)
+        bench.prepare_database(run)
+        direct = wrkrun.run(url, connections=args.connections, seconds=args.seconds, **wrk_args)
+        gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
+        gw_url = scenarios._url(bench.GATEWAY_PORT)
+        key = run.keys["key"]
+        wrkrun.run(gw_url, connections=16, seconds=2, key=key, **wrk_args)
+        result = scenarios.measured(
+            gw,
+            lambda: wrkrun.run(
+                gw_url, connections=args.connections, seconds=args.seconds, key=key, **wrk_args
+            ),
+        )
+        print(json.dumps({"direct": direct.as_dict(), "gateway": result}, indent=1))
+        if args.profile:
+            _profile(run, gw, gw_url, key, args, wrk_args)
+    finally:
+        run.stop_all()
+
+
+def _profile(run, gw, url, key, args, wrk_args) -> None:
+    worker = ([p for p in gw.tree() if p != gw.pid] or [gw.pid])[0]  # 1 worker: no child
+    load = threading.Thread(
+        target=wrkrun.run,
+        args=(url,),
+        kwargs=dict(connections=args.connections, seconds=args.profile + 3, key=key, **wrk_args),
+    )
+    load.start()
+    time.sleep(1.5)
+    raw = run.out / "profile.txt"
+    subprocess.run(
+        [
+            str(bench.ROOT / ".venv/bin/py-spy"),
+            "record",
+            "-p",
+            str(worker),
+            "-d",
+            str(args.profile),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+            "--gil",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    load.join()
+    summary = subprocess.run(
+        [bench.PY, str(bench.BENCH / "profile_summary.py"), str(raw)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (run.out / "profile_summary.txt").write_text(summary)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
