@@ -60,15 +60,22 @@ def _socket_timeout() -> float:
 
 def make_async_redis(url: str) -> redis_async.Redis:
     """A client that gives up fast: when Redis is away, one quick retry and then the error,
-    so that requests fail closed (or open) in milliseconds instead of queueing on backoffs."""
-    return redis_async.Redis.from_url(
+    so that requests fail closed (or open) in milliseconds instead of queueing on backoffs.
+
+    Its pool blocks: with more commands in flight than connections (a thousand open streams
+    each settling), a command waits up to the socket timeout for a free connection instead
+    of failing at once with "Too many connections".
+    """
+    pool = redis_async.BlockingConnectionPool.from_url(
         url,
+        max_connections=256,
+        timeout=_socket_timeout(),
         socket_timeout=_socket_timeout(),
         socket_connect_timeout=_socket_timeout(),
-        max_connections=512,
         health_check_interval=30,
         retry=AsyncRetry(ConstantBackoff(0.01), retries=1),
     )
+    return redis_async.Redis.from_pool(pool)
 
 
 def aredis() -> redis_async.Redis:
@@ -153,6 +160,12 @@ async def run_db(lane: str, fn, *args):
     return await loop.run_in_executor(
         _db_executor(lane), partial(_with_usable_connection, fn, *args)
     )
+
+
+def wait_db_lanes(timeout: float = 10.0) -> None:
+    """Return once the lanes' threads have done everything queued so far."""
+    for lane in ("config", "ledger"):
+        _db_executor(lane).submit(lambda: None).result(timeout=timeout)
 
 
 def close_db_threads() -> None:

@@ -22,6 +22,7 @@ from tests.factories import (
     make_provider,
     make_team,
 )
+from tests.processes import requires_redis_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "sim-model", "messages": [{"role": "user", "content": "count my trips"}]}
@@ -151,3 +152,15 @@ async def test_records_finishing_together_share_one_push_and_survive_cancellatio
         lambda: sum(UsageRecord.objects.values_list("cost_usd", flat=True), Decimal(0))
     )
     assert total == Decimal("0.0000005")
+
+
+@requires_redis_server
+async def test_more_commands_in_flight_than_pooled_connections_wait_for_one(own_redis):
+    """A thousand open streams settling at once: commands queue for a connection."""
+    redis = runtime.make_async_redis(own_redis.url)
+    try:
+        replies = await asyncio.gather(*(redis.incr("gw:test:many") for _ in range(1000)))
+        assert sorted(replies) == list(range(1, 1001))
+        assert redis.connection_pool.max_connections < 1000
+    finally:
+        await redis.aclose()
