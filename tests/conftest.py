@@ -31,6 +31,9 @@ def _clean_state(settings):
     ledger.spool().items.clear()
     store().invalidate()
     yield
+    # A background config refresh the test started must not run into the database flush
+    # that ends the test (SQLite: "database table is locked").
+    runtime.wait_db_lanes()
     store().invalidate()
 
 
