@@ -33,6 +33,7 @@ SCENARIOS = {  # name: (mock, wrk keyword arguments)
     "hit": ("fast", dict(cache_ttl="3600", prompt="fixed")),
     "slow": ("slow", dict(cache_ttl="60", model="bench-slow")),
     "stream": ("fast", dict(cache_ttl="0", stream=True)),
+    "hold": ("1s", {}),  # 1,000 concurrent streams of 1 s (stream_client.py hold)
 }
 
 
@@ -55,6 +56,13 @@ def main() -> None:
             argv = [bench.PY, str(bench.BENCH / "mock_provider.py"), "--port", str(mport), *extra]
             run.start(f"mock-{name}", argv, mport)
         bench.prepare_database(run)
+        if args.scenario == "hold":
+            gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
+            url = f"http://127.0.0.1:{bench.GATEWAY_PORT}/v1"
+            res = scenarios.stream_client("hold", url, run.keys["key"], model="bench-1s")
+            res["max_rss_mb"] = max(scenarios.rss_mb(p) for p in gw.tree())
+            print(json.dumps(res, indent=1))
+            return
         direct = wrkrun.run(url, connections=args.connections, seconds=args.seconds, **wrk_args)
         gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
         gw_url = scenarios._url(bench.GATEWAY_PORT)

@@ -1,4 +1,4 @@
-"""Streaming measurements with httpx: time to first token, chunk gaps, and many open streams.
+"""Streaming measurements with aiohttp: time to first token, chunk gaps, and many open streams.
 
     .venv/bin/python bench/stream_client.py ttft --url http://127.0.0.1:9103/v1 -n 100
     .venv/bin/python bench/stream_client.py hold --url http://127.0.0.1:9201/v1 --key K -c 1000
@@ -7,6 +7,10 @@
 request to the first content chunk, and the median gap between content chunks (equal to the
 mock's chunk interval when chunks are forwarded as they arrive, not buffered).
 `hold` opens `-c` streams at once and counts the ones that ended with `[DONE]`.
+
+aiohttp rather than httpx: at a thousand concurrent streams httpx's own CPU (its pool scan
+grows with the number of connections) took the cores the gateway needed on this 2-core
+machine; the load generator must not steal the gateway's CPU.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import statistics
 import time
 
-import httpx
+import aiohttp
 
 
 def _headers(key: str) -> dict[str, str]:
@@ -37,16 +41,17 @@ def _body(model: str, i: int) -> dict:
     }
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, key: str, model: str, i: int):
+async def one_stream(client: aiohttp.ClientSession, url: str, key: str, model: str, i: int):
     """(seconds to the first content chunk, [arrival times of content chunks], saw [DONE])."""
     started = time.perf_counter()
     arrivals: list[float] = []
     done = False
-    async with client.stream(
-        "POST", url + "/chat/completions", json=_body(model, i), headers=_headers(key)
+    async with client.post(
+        url + "/chat/completions", json=_body(model, i), headers=_headers(key)
     ) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
+        async for raw in response.content:  # one line at a time, as it arrives
+            line = raw.decode().rstrip("\r\n")
             if not line.startswith("data: "):
                 continue
             if line == "data: [DONE]":
@@ -58,6 +63,13 @@ async def one_stream(client: httpx.AsyncClient, url: str, key: str, model: str, 
     return first, arrivals, done
 
 
+def _session(concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -65,7 +77,7 @@ def _pct(values: list[float], p: float) -> float:
 
 async def ttft(url: str, key: str, model: str, n: int) -> dict:
     firsts, gaps, incomplete = [], [], 0
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with _session(1) as client:
         for i in range(n + 3):
             first, arrivals, done = await one_stream(client, url, key, model, i)
             if i < 3:
@@ -83,8 +95,7 @@ async def ttft(url: str, key: str, model: str, n: int) -> dict:
 
 
 async def hold(url: str, key: str, model: str, concurrency: int) -> dict:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with _session(concurrency) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(one_stream(client, url, key, model, i) for i in range(concurrency)),
