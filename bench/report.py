@@ -84,7 +84,7 @@ def _target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
                 "1 worker holds N streams, 1 s upstream",
                 "0 errors",
                 f"{h['completed']}/{h['concurrency']} completed, {h['failed']} failed, "
-                f"RSS {h['max_rss_mb']:.0f} MB",
+                f"all done in {h['seconds']:.1f} s, RSS {h['max_rss_mb']:.0f} MB",
                 h["failed"] == 0,
             )
         )
@@ -132,6 +132,10 @@ def _soak_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
         f"peak {peak:.0f} MB; workers {drift} MB over {samples[-1][0]} s "
         f"({soak['rps']:.0f} req/s, {errors} errors)"
     )
+    if soak.get("ledger_queue_samples"):
+        text += f"; ledger queue in Redis ≤ {max(soak['ledger_queue_samples'])} records"
+    if soak.get("drainer_rss_mb"):
+        text += f"; Celery drainer processes {'/'.join(map(str, soak['drainer_rss_mb']))} MB"
     return [("RSS per worker under load, soak", "≤ 150 MB, flat", text, peak <= 150 and flat)]
 
 

@@ -42,12 +42,15 @@ def machine() -> dict:
     }
 
 
-def measured(proc: Proc, fn):
-    """Run `fn()` (a wrk run) and add the server's CPU per request and its largest RSS."""
+def measured(proc: Proc, fn, also: list[Proc] = ()):
+    """Run `fn()` (a wrk run) and add the server's CPU per request and its largest RSS.
+
+    `also`: processes whose CPU counts as the server's too (the gateway's ledger drainer)."""
     pids = proc.tree()
-    before = cpu_seconds(pids)
+    counted = pids + [p for other in also for p in other.tree()]
+    before = cpu_seconds(counted)
     result = fn().as_dict()
-    cpu = cpu_seconds(pids) - before
+    cpu = cpu_seconds(counted) - before
     result["cpu_ms_per_req"] = 1000 * cpu / max(1, result["requests"])
     result["cpu_cores_busy"] = cpu / max(0.001, result["seconds"])
     result["max_rss_mb"] = max(rss_mb(p) for p in pids)
@@ -93,16 +96,21 @@ def gateway(run, gw: Proc, port: int) -> None:
     wrkrun.run(url, connections=16, seconds=run.cfg["warmup"], key=key, cache_ttl="60")
     for c in (1, 16, 64):
         r[f"c{c}"] = measured(
-            gw, lambda c=c: wrkrun.run(url, connections=c, seconds=s, key=key, cache_ttl="60")
+            gw,
+            lambda c=c: wrkrun.run(url, connections=c, seconds=s, key=key, cache_ttl="60"),
+            run.drainers,
         )
     r["slow_c200"] = measured(
         gw,
         lambda: wrkrun.run(
             url, connections=200, seconds=max(s, 5), key=key, model="bench-slow", cache_ttl="60"
         ),
+        run.drainers,
     )
     r["stream_c64"] = measured(
-        gw, lambda: wrkrun.run(url, connections=64, seconds=s, key=key, stream=True, cache_ttl="0")
+        gw,
+        lambda: wrkrun.run(url, connections=64, seconds=s, key=key, stream=True, cache_ttl="0"),
+        run.drainers,
     )
     r["ttft"] = stream_client("ttft", f"http://127.0.0.1:{port}/v1", key, n=run.cfg["ttft_n"])
     wrkrun.run(url, connections=1, seconds=1, key=key, prompt="fixed", cache_ttl="3600")
@@ -111,10 +119,12 @@ def gateway(run, gw: Proc, port: int) -> None:
         lambda: wrkrun.run(
             url, connections=64, seconds=s, key=key, prompt="fixed", cache_ttl="3600"
         ),
+        run.drainers,
     )
     r["budget_near_c64"] = measured(
         gw,
         lambda: wrkrun.run(url, connections=64, seconds=s, key=run.keys["near_key"], cache_ttl="0"),
+        run.drainers,
     )
     time.sleep(1)  # let the last settles land
     done = subprocess.run(
@@ -201,17 +211,29 @@ def soak(run, gw: Proc, port: int) -> None:
             )
         )
     )
-    before = cpu_seconds(workers)
+    counted = workers + [p for d in run.drainers for p in d.tree()]
+    before = cpu_seconds(counted)
     load.start()
-    samples = []
+    samples, queued = [], []
     started = time.monotonic()
     while load.is_alive():
         samples.append([round(time.monotonic() - started)] + [round(rss_mb(p), 1) for p in workers])
+        queued.append(_ledger_queue(run))
         load.join(timeout=10)
     res = holder["res"].as_dict()
-    res["cpu_ms_per_req"] = 1000 * (cpu_seconds(workers) - before) / max(1, res["requests"])
+    res["cpu_ms_per_req"] = 1000 * (cpu_seconds(counted) - before) / max(1, res["requests"])
     res["rss_samples"] = samples  # [seconds, worker 1 MB, worker 2 MB, ...]
+    res["ledger_queue_samples"] = queued  # records waiting in Redis: the drainer keeps up
+    res["drainer_rss_mb"] = [round(rss_mb(p)) for d in run.drainers for p in d.tree()]
     run.results["soak"] = res
+
+
+def _ledger_queue(run) -> int:
+    db = run.env["REDIS_URL"].rsplit("/", 1)[1]
+    done = subprocess.run(
+        ["redis-cli", "-n", db, "llen", "gw:ledger"], capture_output=True, text=True, check=False
+    )
+    return int(done.stdout.strip() or 0)
 
 
 def hold(run, start_gateway) -> None:
