@@ -10,6 +10,7 @@ from adrf.views import APIView
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.negotiation import DefaultContentNegotiation
 
 from gateway import runtime, services, streaming
 from gateway.auth import authenticate
@@ -58,10 +59,20 @@ def read_body(request) -> bytes:
     return raw
 
 
+class JSONOnly(DefaultContentNegotiation):
+    """The API speaks JSON (and SSE, as plain Django responses) whatever the Accept header
+    says, as OpenAI's does: no per-request parsing of Accept (1.4 % of the profile)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class InlineAPIView(APIView):
     """adrf's APIView without its thread hop: with no authentication, permission or throttle
     classes, DRF's `initial()` is a few microseconds of pure CPU, so it runs inline instead of
     through `sync_to_async` (the hot path then never leaves the event loop)."""
+
+    content_negotiation_class = JSONOnly
 
     async def async_dispatch(self, request, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
