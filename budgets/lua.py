@@ -16,6 +16,14 @@ from __future__ import annotations
 
 # Shared helpers, prepended to each budget script.
 _PRELUDE = """
+local function slice(t, from, to)
+  local out = {}
+  for i = from, to do
+    out[#out + 1] = t[i]
+  end
+  return out
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,44 +58,52 @@ local function drop(reserved, holds, expiries, rid)
 end
 """
 
-# KEYS: 4 per budget window (spent, reserved, holds, expiries).
-# ARGV: request id, units, ttl ms, then one limit per budget window (-1: not enforced).
+# hold(keys, rid, units, ttl, limits): keys are 4 per budget window (spent, reserved, holds,
+# expiries); units and ttl (ms) as strings; limits: one per budget window (-1: not enforced).
 # Returns {0} when reserved, or {i, spent, reserved} naming the first window it would pass.
-RESERVE = (
-    _PRELUDE
-    + """
-local rid, units, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = now_ms()
-local n = #KEYS / 4
-for i = 1, n do
-  local b = (i - 1) * 4
-  purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
-end
-if n > 0 and redis.call('HEXISTS', KEYS[3], rid) == 1 then
-  return {0}  -- the same request reserving twice (a retry): already held
-end
-for i = 1, n do
-  local limit = tonumber(ARGV[3 + i])
-  if limit >= 0 then
+_HOLD = """
+local function hold(keys, rid, units_arg, ttl_arg, limits)
+  local units, ttl = tonumber(units_arg), tonumber(ttl_arg)
+  local now = now_ms()
+  local n = #keys / 4
+  for i = 1, n do
     local b = (i - 1) * 4
-    local spent = redis.call('GET', KEYS[b + 1]) or '0'
-    local reserved = redis.call('GET', KEYS[b + 2]) or '0'
-    if tonumber(spent) + tonumber(reserved) + units > limit then
-      return {i, spent, reserved}
+    purge(keys[b + 2], keys[b + 3], keys[b + 4], now)
+  end
+  if n > 0 and redis.call('HEXISTS', keys[3], rid) == 1 then
+    return {0}  -- the same request reserving twice (a retry): already held
+  end
+  for i = 1, n do
+    local limit = tonumber(limits[i])
+    if limit >= 0 then
+      local b = (i - 1) * 4
+      local spent = redis.call('GET', keys[b + 1]) or '0'
+      local reserved = redis.call('GET', keys[b + 2]) or '0'
+      if tonumber(spent) + tonumber(reserved) + units > limit then
+        return {i, spent, reserved}
+      end
     end
   end
-end
-local expiry = now + ttl
-for i = 1, n do
-  local b = (i - 1) * 4
-  redis.call('INCRBY', KEYS[b + 2], ARGV[2])
-  redis.call('HSET', KEYS[b + 3], rid, ARGV[2])
-  redis.call('ZADD', KEYS[b + 4], expiry, rid)
-  for k = 2, 4 do
-    redis.call('PEXPIREAT', KEYS[b + k], expiry + ttl)
+  local expiry = now + ttl
+  for i = 1, n do
+    local b = (i - 1) * 4
+    redis.call('INCRBY', keys[b + 2], units_arg)
+    redis.call('HSET', keys[b + 3], rid, units_arg)
+    redis.call('ZADD', keys[b + 4], expiry, rid)
+    for k = 2, 4 do
+      redis.call('PEXPIREAT', keys[b + k], expiry + ttl)
+    end
   end
+  return {0}
 end
-return {0}
+"""
+
+# KEYS: 4 per budget window. ARGV: request id, units, ttl ms, then one limit per window.
+RESERVE = (
+    _PRELUDE
+    + _HOLD
+    + """
+return hold(KEYS, ARGV[1], ARGV[2], ARGV[3], slice(ARGV, 4, #ARGV))
 """
 )
 
@@ -183,34 +199,80 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return current
 """
 
-# Token buckets, one per limit (APPROXIMATE, see above). KEYS: the buckets.
-# ARGV: per bucket its capacity (per minute) and this request's cost, then the buckets' TTL ms.
-# A bucket refills at capacity per minute; a request passes when every bucket holds
-# min(cost, capacity) (so a request larger than the limit passes on a full bucket and leaves
-# it in debt). Nothing is taken unless every bucket passes.
+# Token buckets, one per limit (APPROXIMATE, see above). take_tokens(keys, args, ttl): keys
+# are the buckets; args per bucket its capacity (per minute) and this request's cost; ttl the
+# buckets' TTL ms. A bucket refills at capacity per minute; a request passes when every
+# bucket holds min(cost, capacity) (so a request larger than the limit passes on a full
+# bucket and leaves it in debt). Nothing is taken unless every bucket passes.
 # Returns {0}, or {i, ms} for the bucket i that needs the longest wait (ms) to pass.
-RATE_LIMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local level, worst, wait = {}, 0, 0
-for i = 1, #KEYS do
-  local cap, cost = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-  local tokens, ts = tonumber(state[1]) or cap, tonumber(state[2]) or now
-  local rate = cap / 60000
-  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-  local need = math.min(cost, cap)
-  if tokens < need and (need - tokens) / rate > wait then
-    worst, wait = i, (need - tokens) / rate
+_TAKE_TOKENS = """
+local function take_tokens(keys, args, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local level, worst, wait = {}, 0, 0
+  for i = 1, #keys do
+    local cap, cost = tonumber(args[2 * i - 1]), tonumber(args[2 * i])
+    local state = redis.call('HMGET', keys[i], 'tokens', 'ts')
+    local tokens, ts = tonumber(state[1]) or cap, tonumber(state[2]) or now
+    local rate = cap / 60000
+    tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+    local need = math.min(cost, cap)
+    if tokens < need and (need - tokens) / rate > wait then
+      worst, wait = i, (need - tokens) / rate
+    end
+    level[i] = tokens - cost
   end
-  level[i] = tokens - cost
+  if worst > 0 then
+    return {worst, math.ceil(wait)}
+  end
+  for i = 1, #keys do
+    redis.call('HSET', keys[i], 'tokens', level[i], 'ts', now)
+    redis.call('PEXPIRE', keys[i], ttl)
+  end
+  return {0}
 end
-if worst > 0 then
-  return {worst, math.ceil(wait)}
-end
-for i = 1, #KEYS do
-  redis.call('HSET', KEYS[i], 'tokens', level[i], 'ts', now)
-  redis.call('PEXPIRE', KEYS[i], ARGV[#ARGV])
-end
-return {0}
 """
+
+# KEYS: the buckets. ARGV: capacity and cost per bucket, then the buckets' TTL ms.
+RATE_LIMIT = (
+    _PRELUDE
+    + _TAKE_TOKENS
+    + """
+return take_tokens(KEYS, slice(ARGV, 1, #ARGV - 1), ARGV[#ARGV])
+"""
+)
+
+# A request's admission in one round trip, in the order the pipeline needs: the rate limits,
+# then the cache (a hit is served and reserves nothing), then the budget reservation.
+# KEYS: the rate buckets (ARGV[1] of them), the cache key when ARGV[2] is '1', then 4 per
+#       budget window.
+# ARGV: n buckets, '1'/'0', capacity and cost per bucket, the buckets' TTL ms, then the
+#       request id, units, reservation TTL ms and one limit per budget window.
+# Returns {'rate', i, ms}, {'hit', answer}, {'budget', i, spent, reserved} or {'ok'}.
+ADMIT = (
+    _PRELUDE
+    + _TAKE_TOKENS
+    + _HOLD
+    + """
+local nb, k, a = tonumber(ARGV[1]), 1, 3
+if nb > 0 then
+  local r = take_tokens(slice(KEYS, 1, nb), slice(ARGV, a, a + 2 * nb - 1), ARGV[a + 2 * nb])
+  if r[1] ~= 0 then
+    return {'rate', r[1], r[2]}
+  end
+end
+k, a = nb + 1, a + 2 * nb + 1
+if ARGV[2] == '1' then
+  local answer = redis.call('GET', KEYS[k])
+  if answer then
+    return {'hit', answer}
+  end
+  k = k + 1
+end
+local r = hold(slice(KEYS, k, #KEYS), ARGV[a], ARGV[a + 1], ARGV[a + 2], slice(ARGV, a + 3, #ARGV))
+if r[1] ~= 0 then
+  return {'budget', r[1], r[2], r[3]}
+end
+return {'ok'}
+"""
+)

@@ -32,12 +32,18 @@ class RateCheck:
     team: TeamSnap
     buckets: tuple[tuple[str, int, str, int, int], ...]  # owner, owner id, metric, limit, cost
 
-    def queue(self, trip: RoundTrip) -> int:
+    def keys(self) -> list[str]:
+        return [rate_bucket_key(o, i, m) for o, i, m, *_ in self.buckets]
+
+    def args(self) -> list[int]:
+        """Capacity and cost per bucket, then the buckets' TTL (the script's arguments)."""
         args: list[int] = []
         for *_, limit, cost in self.buckets:
             args += [limit, cost]
-        keys = [rate_bucket_key(o, i, m) for o, i, m, *_ in self.buckets]
-        return trip.script(lua.RATE_LIMIT, keys, [*args, RATE_BUCKET_TTL_MS])
+        return [*args, RATE_BUCKET_TTL_MS]
+
+    def queue(self, trip: RoundTrip) -> int:
+        return trip.script(lua.RATE_LIMIT, self.keys(), self.args())
 
     def refusal(self, reply) -> RateLimited | None:
         if not int(reply[0]):

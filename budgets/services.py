@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from budgets import lua
 from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
+from budgets.ratelimit import RateCheck
 from budgets.windows import Window, current_windows
 from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
@@ -113,6 +114,70 @@ async def reserve(
             now=now,
         )
     return reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Rate limits, cache lookup and reservation as one script on a round trip (lua.ADMIT):
+    atomic, in that order, and a cache hit reserves nothing. Read the script's reply with
+    `outcome`."""
+
+    index: int
+    rate: RateCheck | None
+    team: TeamSnap
+    reservation: Reservation
+    now: datetime
+
+    def cache_checked(self, reply) -> bool:
+        """Whether the script got as far as the cache (it stops at a rate limit)."""
+        return reply[0] != b"rate"
+
+    def outcome(self, reply) -> bytes | None:
+        """The cached answer on a hit, else None (the reservation is held). Raises
+        RateLimited or BudgetExceeded."""
+        verdict = reply[0]
+        if verdict == b"hit":
+            return reply[1]
+        if verdict == b"rate":
+            raise self.rate.refusal(reply[1:])
+        if verdict == b"budget":
+            raise _refusal(
+                team=self.team,
+                slot=self.reservation.slots[int(reply[1]) - 1],
+                spent=int(reply[2]),
+                reserved=int(reply[3]),
+                units=self.reservation.units,
+                now=self.now,
+            )
+        return None
+
+
+def queue_admission(
+    trip: RoundTrip,
+    *,
+    rate: RateCheck | None,
+    cache_key: str | None,
+    team: TeamSnap,
+    budgets: list[BudgetSnap],
+    request_id: str,
+    units: int,
+    now: datetime | None = None,
+) -> Admission:
+    """Queue a request's admission (see `Admission`); `reserve` is the same reservation on
+    its own."""
+    if units < 0:
+        raise ValueError("units must be >= 0")
+    now = now or timezone.now()
+    reservation = Reservation(request_id, units, slots_for(budgets, now))
+    keys = rate.keys() if rate else []
+    args: list[str | int] = [len(keys), 1 if cache_key else 0, *(rate.args() if rate else [0])]
+    if cache_key:
+        keys.append(cache_key)
+    keys += _reservation_keys(reservation.slots)
+    ttl_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
+    args += [request_id, units, ttl_ms, *(_enforced_limit(s) for s in reservation.slots)]
+    index = trip.script(lua.ADMIT, keys, args)
+    return Admission(index, rate, team, reservation, now)
 
 
 async def settle(*, redis: Redis, reservation: Reservation, actual_units: int) -> None:

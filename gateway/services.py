@@ -153,40 +153,39 @@ def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelS
 async def admit(call: Call) -> cache.CachedAnswer | None:
     """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any.
 
-    Two Redis round trips: the rate-limit script, the cache lookup and the first provider's
-    circuit state together, then the reservation (only for a cache miss that passed).
+    One Redis round trip: the admission script (budgets.services.Admission) and the first
+    provider's circuit state.
     """
     redis = runtime.aredis()
     try:
         trip = RoundTrip(redis)
-        limits = ratelimit.rate_check(
-            key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
-        )
-        rate_reply = limits.queue(trip) if limits else None
-        cache_reply = trip.add("get", call.cache_key) if call.cache_key else None
-        first = call.chain[0].provider.name
-        circuit_reply = circuit.queue_read(trip, first)
-        replies = await trip.send()
-        if limits and (refusal := limits.refusal(replies[rate_reply])) is not None:
-            raise refusal
-        call.circuit_states[first] = replies[circuit_reply]
-        if call.cache_key:
-            call.cache_status = "miss"
-            if raw := replies[cache_reply]:
-                call.cache_status = "hit"
-                return cache.CachedAnswer.loads(raw)
-        units = worst_case_units(
-            input_tokens=tokens.prompt_upper_bound(call.body),
-            output_tokens=call.max_output,
-            prices=[m.prices for m in call.chain],
-        )
-        call.reservation = await budgets.reserve(
-            redis=redis,
+        admission = budgets.queue_admission(
+            trip,
+            rate=ratelimit.rate_check(
+                key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
+            ),
+            cache_key=call.cache_key,
             team=call.team,
             budgets=call.budgets,
             request_id=call.request_id,
-            units=units,
+            units=worst_case_units(
+                input_tokens=tokens.prompt_upper_bound(call.body),
+                output_tokens=call.max_output,
+                prices=[m.prices for m in call.chain],
+            ),
         )
+        first = call.chain[0].provider.name
+        circuit_reply = circuit.queue_read(trip, first)
+        replies = await trip.send()
+        call.circuit_states[first] = replies[circuit_reply]
+        reply = replies[admission.index]
+        if call.cache_key and admission.cache_checked(reply):
+            call.cache_status = "miss"
+        hit = admission.outcome(reply)
+        if hit is not None:
+            call.cache_status = "hit"
+            return cache.CachedAnswer.loads(hit)
+        call.reservation = admission.reservation
     except (RedisError, OSError) as exc:
         call.cache_key, call.cache_status = None, "bypass"
         if call.budgets and not call.team.budget_fail_open:

@@ -16,6 +16,7 @@ from budgets.keys import budget_keys
 from gateway.config import TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
+from gateway.roundtrip import RoundTrip
 from tests.budgets.conftest import team_snap
 from tests.factories import make_budget, make_team
 from tests.processes import requires_real_redis
@@ -24,7 +25,27 @@ COST = usd_to_units(Decimal("0.01"))  # the worst case reserved by every request
 PROCESSES, PER_PROCESS = 4, 50
 
 
-def _burst(redis_url: str, team: TeamSnap, worker: int) -> tuple[int, int]:
+async def _hold(redis: Redis, team: TeamSnap, request_id: str, via: str):
+    """The worst case held by `reserve` alone, or by the pipeline's admission script."""
+    if via == "reserve":
+        return await services.reserve(
+            redis=redis, team=team, budgets=list(team.budgets), request_id=request_id, units=COST
+        )
+    trip = RoundTrip(redis)
+    admission = services.queue_admission(
+        trip,
+        rate=None,
+        cache_key=f"gw:cache:test:{request_id}",
+        team=team,
+        budgets=list(team.budgets),
+        request_id=request_id,
+        units=COST,
+    )
+    assert admission.outcome((await trip.send())[admission.index]) is None
+    return admission.reservation
+
+
+def _burst(redis_url: str, team: TeamSnap, worker: int, via: str) -> tuple[int, int]:
     """One process: PER_PROCESS concurrent requests on its own loop and Redis client.
 
     Each reserves the worst case, "calls the provider" for a few ms, then settles an actual
@@ -34,13 +55,7 @@ def _burst(redis_url: str, team: TeamSnap, worker: int) -> tuple[int, int]:
 
     async def one(redis: Redis, i: int) -> int | None:
         try:
-            reservation = await services.reserve(
-                redis=redis,
-                team=team,
-                budgets=list(team.budgets),
-                request_id=f"w{worker}-{i}",
-                units=COST,
-            )
+            reservation = await _hold(redis, team, f"w{worker}-{i}", via)
         except BudgetExceeded:
             return None
         await asyncio.sleep(rng.uniform(0, 0.01))
@@ -59,12 +74,15 @@ def _burst(redis_url: str, team: TeamSnap, worker: int) -> tuple[int, int]:
 @pytest.mark.slow
 @requires_real_redis
 @pytest.mark.django_db
-def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync):
+@pytest.mark.parametrize("via", ["reserve", "admission"])
+def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync, via):
     team = make_team()
     budget = make_budget(team, daily_limit_usd="0.5", alert_thresholds=[])  # ~50 requests
     snap = team_snap(team.id)
     with multiprocessing.get_context("fork").Pool(PROCESSES) as pool:
-        results = pool.starmap(_burst, [(settings.REDIS_URL, snap, w) for w in range(PROCESSES)])
+        results = pool.starmap(
+            _burst, [(settings.REDIS_URL, snap, w, via) for w in range(PROCESSES)]
+        )
 
     served = sum(n for n, _ in results)
     settled = sum(units for _, units in results)

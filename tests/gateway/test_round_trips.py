@@ -1,4 +1,4 @@
-"""Redis round trips: a cache miss makes three plus its share of one ledger push, scripts
+"""Redis round trips: a cache miss makes two plus its share of one ledger push, scripts
 unknown to Redis are loaded and run once, and concurrent ledger records share a push."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def ask(secret: str, prompt: str = "count my trips"):
     )  # fmt: skip
 
 
-async def test_a_cache_miss_makes_three_round_trips_and_a_ledger_push(trips):
+async def test_a_cache_miss_makes_two_round_trips_and_a_ledger_push(trips):
     secret = await asyncio.to_thread(setup_team)
     await ask(secret, "warm the config snapshot")
     trips.clear()
@@ -73,15 +73,14 @@ async def test_a_cache_miss_makes_three_round_trips_and_a_ledger_push(trips):
     assert response.status_code == 200
     assert response.headers["X-Gateway-Cache"] == "miss"
     assert trips == [
-        ("pipeline", 3),  # rate limits, cache lookup, circuit state
-        ("command", "EVALSHA"),  # the reservation
+        ("pipeline", 2),  # admission (rate limits, cache lookup, reservation), circuit state
         ("pipeline", 2),  # settle, cache store
         ("command", "RPUSH"),  # the ledger record
     ]
     trips.clear()
     hit = await ask(secret)
     assert hit.headers["X-Gateway-Cache"] == "hit"
-    assert trips == [("pipeline", 3), ("command", "RPUSH")]
+    assert trips == [("pipeline", 2), ("command", "RPUSH")]
 
 
 async def test_a_script_redis_forgot_is_loaded_and_run_once():
