@@ -34,6 +34,7 @@ SCENARIOS = {  # name: (mock, wrk keyword arguments)
     "slow": ("slow", dict(cache_ttl="60", model="bench-slow")),
     "stream": ("fast", dict(cache_ttl="0", stream=True)),
     "hold": ("1s", {}),  # 1,000 concurrent streams of 1 s (stream_client.py hold)
+    "ttft": ("stream", {}),  # streams one at a time: time to first token, direct and gateway
 }
 
 
@@ -62,6 +63,17 @@ def main() -> None:
             res = scenarios.stream_client("hold", url, run.keys["key"], model="bench-1s")
             res["max_rss_mb"] = max(scenarios.rss_mb(p) for p in gw.tree())
             print(json.dumps(res, indent=1))
+            return
+        if args.scenario == "ttft":
+            gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
+            n = max(50, args.seconds * 25)
+            out = {
+                "direct": scenarios.stream_client("ttft", url.rsplit("/", 2)[0], "", n=n),
+                "gateway": scenarios.stream_client(
+                    "ttft", f"http://127.0.0.1:{bench.GATEWAY_PORT}/v1", run.keys["key"], n=n
+                ),
+            }
+            print(json.dumps(out, indent=1))
             return
         direct = wrkrun.run(url, connections=args.connections, seconds=args.seconds, **wrk_args)
         gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
