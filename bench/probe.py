@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -102,35 +101,9 @@ def _profile(run, gw, url, key, args, wrk_args) -> None:
     )
     load.start()
     time.sleep(1.5)
-    raw = run.out / "profile.txt"
-    subprocess.run(
-        [
-            str(bench.ROOT / ".venv/bin/py-spy"),
-            "record",
-            "-p",
-            str(worker),
-            "-d",
-            str(args.profile),
-            "-r",
-            "200",
-            "-f",
-            "raw",
-            "-o",
-            str(raw),
-            "--nonblocking",
-            "--gil",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    scenarios.py_spy(worker, args.profile, run.out / "profile.txt")
     load.join()
-    summary = subprocess.run(
-        [bench.PY, str(bench.BENCH / "profile_summary.py"), str(raw)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (run.out / "profile_summary.txt").write_text(summary)
+    summary = scenarios.summarize_profile(run.out / "profile.txt")
     print(summary)
 
 

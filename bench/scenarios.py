@@ -137,6 +137,21 @@ def gateway(run, gw: Proc, port: int) -> None:
     r["budget_near_status"] = json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def py_spy(pid: int, seconds: int, out: Path, fmt: str = "raw") -> None:
+    """`py-spy record` of one process: samples of the thread holding the GIL, 200 per second."""
+    argv = [str(BENCH.parent / ".venv/bin/py-spy"), "record", "-p", str(pid), "-d", str(seconds)]
+    argv += ["-r", "200", "-f", fmt, "-o", str(out), "--nonblocking", "--gil"]
+    subprocess.run(argv, check=fmt == "raw", capture_output=True)
+
+
+def summarize_profile(raw: Path) -> str:
+    """profile_summary.py's report of a raw profile, also written next to it."""
+    argv = [PY, str(BENCH / "profile_summary.py"), str(raw)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    (raw.parent / "profile_summary.txt").write_text(done.stdout)
+    return done.stdout
+
+
 def profile(run, gw: Proc, port: int, seconds: int) -> None:
     """py-spy on one worker while wrk loads the gateway at 64 connections (not a measured run)."""
     worker = [p for p in gw.tree() if p != gw.pid][0]
@@ -147,55 +162,10 @@ def profile(run, gw: Proc, port: int, seconds: int) -> None:
     )
     load.start()
     time.sleep(2)
-    raw = run.out / "profile.txt"
-    subprocess.run(
-        [
-            str(BENCH.parent / ".venv/bin/py-spy"),
-            "record",
-            "-p",
-            str(worker),
-            "-d",
-            str(seconds),
-            "-r",
-            "200",
-            "-f",
-            "raw",
-            "-o",
-            str(raw),
-            "--nonblocking",
-            "--gil",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            str(BENCH.parent / ".venv/bin/py-spy"),
-            "record",
-            "-p",
-            str(worker),
-            "-d",
-            str(min(seconds, 10)),
-            "-r",
-            "200",
-            "-f",
-            "speedscope",
-            "-o",
-            str(run.out / "profile.speedscope.json"),
-            "--nonblocking",
-            "--gil",
-        ],
-        check=False,
-        capture_output=True,
-    )
+    py_spy(worker, seconds, run.out / "profile.txt")
+    py_spy(worker, min(seconds, 10), run.out / "profile.speedscope.json", fmt="speedscope")
     load.join()
-    done = subprocess.run(
-        [PY, str(BENCH / "profile_summary.py"), str(raw)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    (run.out / "profile_summary.txt").write_text(done.stdout)
+    summarize_profile(run.out / "profile.txt")
     run.results["profile"] = str(run.out / "profile_summary.txt")
 
 
