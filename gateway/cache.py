@@ -131,15 +131,7 @@ def cacheable(body: dict[str, Any]) -> bool:
     return bool(choices) and all(c.get("finish_reason") in ("stop", "length") for c in choices)
 
 
-async def get(redis, key: str) -> CachedAnswer | None:
-    raw = await redis.get(key)
-    return CachedAnswer.loads(raw) if raw else None
-
-
-async def put(redis, key: str, answer: CachedAnswer, ttl: int) -> None:
-    await redis.set(key, answer.dumps(), ex=ttl)
-
-
 def queue_put(trip, key: str, answer: CachedAnswer, ttl: int) -> int:
-    """`put` as part of a round trip (gateway/roundtrip.py)."""
+    """Store a whole answer for `ttl` seconds, as part of a round trip (gateway/roundtrip.py).
+    The pipeline reads it back in the admission script (budgets/lua.py ADMIT)."""
     return trip.add("set", key, answer.dumps(), ex=ttl)

@@ -12,6 +12,7 @@ from gateway import cache, runtime
 from gateway.cache import MAX_TTL_S, PREFIX, CachedAnswer, cacheable, key_for, ttl_for
 from gateway.config import FeatureSnap, TeamSnap
 from gateway.providers.base import Usage
+from gateway.roundtrip import RoundTrip
 
 CHAIN = ("gpt-4o-mini", "claude-haiku")
 # Keys are cheap to compute but there are many properties: a few dozen examples each.
@@ -271,9 +272,11 @@ async def test_a_stored_answer_is_read_back_and_expires_with_its_ttl():
     redis = runtime.aredis()
     try:
         k = key({"messages": [{"role": "user", "content": "hi"}]})
-        assert await cache.get(redis, k) is None
-        await cache.put(redis, k, ANSWER, 90)
-        assert await cache.get(redis, k) == ANSWER
+        assert await redis.get(k) is None
+        trip = RoundTrip(redis)
+        cache.queue_put(trip, k, ANSWER, 90)
+        await trip.send()
+        assert CachedAnswer.loads(await redis.get(k)) == ANSWER
         assert 0 < await redis.ttl(k) <= 90
     finally:
         await runtime.close_loop_clients()
