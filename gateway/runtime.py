@@ -104,6 +104,28 @@ def sync_redis() -> redis_sync.Redis:
     return FakeRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: provider APIs set no cookie the gateway should send back."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass  # httpx builds a urllib Request and an email Message per response to read them
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class UpstreamClient(httpx.AsyncClient):
+    """httpx's client for provider calls, without a cookie jar."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NoCookies()
+
+    @cookies.setter
+    def cookies(self, cookies) -> None:
+        pass
+
+
 def http_client() -> httpx.AsyncClient:
     """The pooled httpx client of the running loop, shared by every provider adapter.
 
@@ -113,7 +135,7 @@ def http_client() -> httpx.AsyncClient:
     """
     clients = _loop_clients()
     if clients.http is None:
-        clients.http = httpx.AsyncClient(
+        clients.http = UpstreamClient(
             transport=AiohttpTransport(), timeout=httpx.Timeout(60.0, connect=5.0)
         )
     return clients.http

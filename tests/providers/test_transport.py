@@ -86,6 +86,24 @@ async def test_sequential_requests_reuse_one_pooled_connection(client):
         assert (len(seen), server.connections) == (3, 1)
 
 
+async def test_the_gateway_client_sends_no_cookie_back_to_a_provider(gateway_client):
+    """Provider APIs set cookies (load balancers' affinity); the gateway keeps none."""
+    seen: list[Received] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(answer(**{"set-cookie": "affinity=node-7; Path=/"}))
+            await writer.drain()
+
+    async with RawServer(handle) as server:
+        for _ in range(2):
+            resp = await gateway_client.post(server.url + "/x", content=b"{}")
+            assert resp.headers["set-cookie"].startswith("affinity=")
+    assert [r.names().count("cookie") for r in seen] == [0, 0]
+    assert not gateway_client.cookies
+
+
 # What the upstream receives.
 
 CASES = {  # name: (method, request options)
