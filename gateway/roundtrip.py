@@ -30,9 +30,6 @@ class RoundTrip:
         self.redis = redis
         self._calls: list[tuple[str, tuple, dict, str | None]] = []
 
-    def __len__(self) -> int:
-        return len(self._calls)
-
     def add(self, command: str, *args: Any, **kwargs: Any) -> int:
         """Queue `redis.<command>(*args, **kwargs)`; returns the index of its reply."""
         self._calls.append((command, args, kwargs, None))
@@ -54,7 +51,7 @@ class RoundTrip:
         replies = await pipe.execute(raise_on_error=False)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
-                command, args, kwargs, source = self._calls[i]
+                _, args, _, source = self._calls[i]
                 await self.redis.script_load(source)
                 replies[i] = await self.redis.evalsha(*args)
             elif isinstance(reply, Exception):

@@ -114,12 +114,15 @@ class _NoCookies(httpx.Cookies):
         pass
 
 
+_NO_COOKIES = _NoCookies()
+
+
 class UpstreamClient(httpx.AsyncClient):
     """httpx's client for provider calls, without a cookie jar."""
 
     @property
     def cookies(self) -> httpx.Cookies:
-        return _NoCookies()
+        return _NO_COOKIES
 
     @cookies.setter
     def cookies(self, cookies) -> None:
