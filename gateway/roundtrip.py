@@ -1,10 +1,17 @@
-"""Several Redis commands in one round trip.
+"""Several Redis commands in one round trip, and concurrent requests' round trips in one.
 
 A request used to make seven sequential Redis round trips. The pipeline now queues what it
 needs before the upstream call (rate limits, cache lookup, circuit state) and after it
 (settle, cache store) on a `RoundTrip`, and sends each group as one non-transactional
 pipeline. Each command still runs on its own: a script keeps its own atomicity, nothing
 is atomic across commands.
+
+Round trips sent in the same turn of the event loop, by as many requests as are in flight,
+share one pipeline on one connection (as the ledger's group commit does for its records):
+under load a worker pays one socket write and one read for a whole wave of requests, not
+one each, and a burst of requests needs a few pooled connections, not one per request. Each
+`send()` still gets only its own replies, and a request that is cancelled while it waits
+does not cancel the others' commands.
 
 Scripts go by their SHA1 (EVALSHA). When Redis does not know one (it restarted or its
 scripts were flushed), that command alone is loaded and run again; the others already ran
@@ -13,11 +20,17 @@ and are not repeated.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from redis.exceptions import NoScriptError
+
+from gateway import runtime
+
+MAX_SHARED = 512  # commands in one shared pipeline; a larger wave opens the next one
 
 
 @cache
@@ -45,10 +58,7 @@ class RoundTrip:
         raises its error (a connection error fails them all)."""
         if not self._calls:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for command, args, kwargs, _ in self._calls:
-            getattr(pipe, command)(*args, **kwargs)
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await _share(self.redis, self._calls)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 _, args, _, source = self._calls[i]
@@ -57,3 +67,50 @@ class RoundTrip:
             elif isinstance(reply, Exception):
                 raise reply
         return replies
+
+
+@dataclass
+class _Shared:
+    """The pipeline the round trips of one loop turn join."""
+
+    redis: Any
+    calls: list[tuple[str, tuple, dict, str | None]] = field(default_factory=list)
+    waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)
+
+
+_open: dict[tuple[asyncio.AbstractEventLoop, int], _Shared] = {}
+
+
+async def _share(redis, calls: list) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    key = (loop, id(redis))
+    shared = _open.get(key)
+    if shared is None or len(shared.calls) >= MAX_SHARED:
+        shared = _open[key] = _Shared(redis)
+        runtime.spawn(_send_shared(key, shared))  # runs once this turn's requests have joined
+    replies = loop.create_future()
+    shared.waiters.append((len(shared.calls), len(calls), replies))
+    shared.calls.extend(calls)
+    return await asyncio.shield(replies)  # a cancelled request does not cancel the others'
+
+
+async def _send_shared(key, shared: _Shared) -> None:
+    if _open.get(key) is shared:
+        del _open[key]  # round trips from now on start the next pipeline
+    pipe = shared.redis.pipeline(transaction=False)
+    for command, args, kwargs, _ in shared.calls:
+        getattr(pipe, command)(*args, **kwargs)
+    try:
+        replies = await pipe.execute(raise_on_error=False)
+    except asyncio.CancelledError:  # the loop is shutting down
+        for _, _, waiter in shared.waiters:
+            waiter.cancel()
+        raise
+    except Exception as exc:  # Redis unreachable: every round trip in it fails alike
+        for _, _, waiter in shared.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        return
+    for start, count, waiter in shared.waiters:
+        if not waiter.done():
+            waiter.set_result(replies[start : start + count])

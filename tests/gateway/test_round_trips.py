@@ -109,6 +109,49 @@ async def test_a_failed_command_raises_its_error():
         await trip.send()
 
 
+async def test_round_trips_sent_in_the_same_turn_share_one_pipeline(trips):
+    redis = runtime.aredis()
+    await redis.delete("gw:test:shared")
+    trips.clear()
+
+    async def one(n: int) -> list:
+        trip = RoundTrip(redis)
+        trip.add("incrby", "gw:test:shared", n)
+        trip.add("echo", f"request {n}")
+        return await trip.send()
+
+    tasks = [asyncio.create_task(one(n)) for n in range(1, 41)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()  # a client that went away: its commands and everyone else's still run
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert trips == [("pipeline", 80)]
+    assert isinstance(results[0], asyncio.CancelledError)
+    for n, replies in enumerate(results[1:], start=2):
+        assert replies[1] == f"request {n}".encode()  # each gets its own replies, in its order
+    assert int(await redis.get("gw:test:shared")) == sum(range(1, 41))  # the cancelled one too
+
+
+async def test_a_shared_pipeline_that_fails_fails_every_round_trip_in_it(monkeypatch):
+    redis = runtime.aredis()
+
+    async def unreachable(self, *args, **kwargs):
+        raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(Pipeline, "execute", unreachable)
+
+    async def one() -> None:
+        trip = RoundTrip(redis)
+        trip.add("get", "gw:test:anything")
+        await trip.send()
+
+    results = await asyncio.gather(*(one() for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    monkeypatch.undo()
+    trip = RoundTrip(redis)
+    trip.add("echo", "later")
+    assert await trip.send() == [b"later"]  # the next turn opens a new pipeline
+
+
 def _record(team_id: int, n: int) -> dict:
     return {
         "request_id": f"req_group_{n}",
