@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import httpx
@@ -186,6 +187,15 @@ class StreamResult:
         self.finish_reason: str | None = None
 
 
+USER_AGENT = "llm-gateway"
+
+
+@lru_cache(maxsize=256)
+def _parsed(url: str) -> httpx.URL:
+    """Provider URLs are few and fixed: parse each once (httpx.URL is immutable)."""
+    return httpx.URL(url)
+
+
 DONE: Any = object()
 """Yielded by `ProviderAdapter.sse` for OpenAI's `data: [DONE]` terminator."""
 
@@ -220,15 +230,6 @@ class ProviderAdapter(abc.ABC):
         self.config = config
         self.client = client
 
-    def timeout(self) -> httpx.Timeout:
-        c = self.config
-        return httpx.Timeout(
-            connect=c.connect_timeout,
-            read=c.read_timeout,
-            write=c.read_timeout,
-            pool=c.connect_timeout,
-        )
-
     @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
         """Send one non-streamed request; return the OpenAI-shaped answer and its usage."""
@@ -245,6 +246,43 @@ class ProviderAdapter(abc.ABC):
             )
         return base + path
 
+    async def _send(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], *, accept: str
+    ) -> httpx.Response:
+        """POST `body` as JSON; the response with its body not read yet.
+
+        Straight to the client's transport: an upstream call needs none of what the client
+        adds around it (default-header and URL merging, cookies, auth flows, redirects, event
+        hooks), which cost as much CPU as the HTTP exchange itself (0.70 vs 0.39 ms per call
+        measured against the bench mock). The transport is the one the client would pick for
+        this URL, so a test's `httpx.MockTransport` or a mounted proxy still applies.
+        """
+        request = httpx.Request(
+            "POST",
+            _parsed(url),
+            headers={
+                **headers,
+                "content-type": "application/json",
+                "accept": accept,
+                "user-agent": USER_AGENT,
+            },
+            content=orjson.dumps(body),
+            extensions={"timeout": self._timeouts()},
+        )
+        transport = self.client._transport_for_url(request.url)
+        resp = await transport.handle_async_request(request)
+        resp.request = request
+        return resp
+
+    def _timeouts(self) -> dict[str, float]:
+        c = self.config
+        return {
+            "connect": c.connect_timeout,
+            "read": c.read_timeout,
+            "write": c.read_timeout,
+            "pool": c.connect_timeout,
+        }
+
     def fail(self, exc: Exception) -> ProviderError:
         """Map an exception raised while talking to or parsing this provider."""
         return error_from_exception(self.config.name, exc)
@@ -252,12 +290,11 @@ class ProviderAdapter(abc.ABC):
     async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
         """POST a JSON body and return the parsed JSON answer (any 2xx), else raise."""
         try:
-            resp = await self.client.post(
-                url,
-                content=orjson.dumps(body),
-                timeout=self.timeout(),
-                headers={**headers, "content-type": "application/json"},
-            )
+            resp = await self._send(url, body, headers, accept="application/json")
+            try:
+                await resp.aread()
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             raise self.fail(exc) from exc
         if not resp.is_success:
@@ -282,15 +319,8 @@ class ProviderAdapter(abc.ABC):
         dropped (as the SSE spec says), so the adapter sees that its terminator is missing.
         """
         name = self.config.name
-        request = self.client.build_request(
-            "POST",
-            url,
-            content=orjson.dumps(body),
-            timeout=self.timeout(),
-            headers={**headers, "content-type": "application/json", "accept": "text/event-stream"},
-        )
         try:
-            resp = await self.client.send(request, stream=True)
+            resp = await self._send(url, body, headers, accept="text/event-stream")
         except httpx.HTTPError as exc:
             raise self.fail(exc) from exc
         try:
