@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -173,6 +174,13 @@ def test_a_body_nesting_exactly_to_the_limit_is_parsed():
     for _ in range(MAX_NESTING - 1):
         value = value[0]
     assert value == []
+
+
+def test_a_wide_shallow_body_with_many_brackets_is_parsed():
+    # More brackets than the limit, in strings and side by side, but nested only 4 deep.
+    messages = [{"role": "user", "content": "[{" * 50}] * (MAX_NESTING + 1)
+    raw = orjson.dumps({"model": "m", "messages": messages})
+    assert parse_json(raw)["messages"] == messages
 
 
 def test_the_upstream_body_drops_only_the_streaming_switches():
