@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import orjson
@@ -24,6 +23,7 @@ from django.db import IntegrityError, connection, models, transaction
 from redis.exceptions import RedisError
 
 from gateway import circuit, runtime
+from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
 
@@ -49,45 +49,28 @@ def encode(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record, default=str)
 
 
-@dataclass
-class _Batch:
-    """Records enqueued in one turn of the event loop, pushed to Redis together."""
-
-    raws: list[bytes]
-    pushed: asyncio.Future
-
-
-_open_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
-    weakref.WeakKeyDictionary()
-)
+def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
+    """Add the record's push to a round trip (gateway/roundtrip.py): a request's record
+    travels with its settle. If the push does not happen, the record waits in the spool."""
+    raw = encode(record)
+    index = trip.add("rpush", QUEUE_KEY, raw)
+    trip.if_not_done(index, partial(spool().items.append, raw))
 
 
 async def enqueue(record: dict[str, Any]) -> None:
     """Queue a record; returns once it is in Redis (or, Redis being away, in the spool).
 
-    Group commit: the records of every request finishing in the same turn of the event loop
-    share one RPUSH, so the ledger costs a fraction of a round trip per request while each
-    request still waits until its record is safe.
+    Records enqueued in the same turn of the event loop share one pipeline (the round
+    trips' own sharing), and each request still waits until its record is safe. A request
+    cancelled meanwhile does not lose its record: the spooling is the round trip's, not
+    the request's.
     """
-    raw = encode(record)
-    loop = asyncio.get_running_loop()
-    batch = _open_batches.get(loop)
-    if batch is None or len(batch.raws) >= BATCH:
-        batch = _open_batches[loop] = _Batch([], loop.create_future())
-        runtime.spawn(_push(loop, batch))
-    batch.raws.append(raw)
-    await asyncio.shield(batch.pushed)  # a cancelled request does not cancel the push
-
-
-async def _push(loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
-    if _open_batches.get(loop) is batch:
-        del _open_batches[loop]  # later records start the next batch
+    trip = RoundTrip(runtime.aredis())
+    queue_push(trip, record)
     try:
-        await runtime.aredis().rpush(QUEUE_KEY, *batch.raws)
+        await trip.send()
     except (RedisError, OSError):
-        spool().items.extend(batch.raws)
-    finally:
-        batch.pushed.set_result(None)
+        pass  # spooled by the round trip
 
 
 def _to_model(data: dict[str, Any]):

@@ -1,10 +1,10 @@
 """Prometheus metrics: what the gateway served, per team, feature, model and provider.
 
-`observe(entry)` is called once per request with the ledger entry `services.record()` builds,
-so the metrics count exactly what the ledger counts. It only bumps in-memory counters (a few
-label lookups, microseconds). The ledger stays the record of money: cost here is a float
-counter in USD (Prometheus's base-unit convention; every sample is a float64 anyway), good
-for rates and dashboards, never for billing.
+`observe(entry)` is called once per request with the ledger entry `services.ledger_entry()`
+builds, so the metrics count exactly what the ledger counts. It only bumps in-memory
+counters (a few label lookups, microseconds). The ledger stays the record of money: cost
+here is a float counter in USD (Prometheus's base-unit convention; every sample is a float64
+anyway), good for rates and dashboards, never for billing.
 
 Multi-process: uvicorn's `--workers N` runs N processes, each with its own counters. When
 PROMETHEUS_MULTIPROC_DIR is set (to an empty directory, wiped before the server starts),

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -30,6 +32,7 @@ from redis.exceptions import NoScriptError
 
 from gateway import runtime
 
+log = logging.getLogger(__name__)
 MAX_SHARED = 512  # commands in one shared pipeline; a larger wave opens the next one
 
 
@@ -42,6 +45,7 @@ class RoundTrip:
     def __init__(self, redis) -> None:
         self.redis = redis
         self._calls: list[tuple[str, tuple, dict, str | None]] = []
+        self._fallbacks: list[tuple[int, Callable[[], None]]] = []
 
     def add(self, command: str, *args: Any, **kwargs: Any) -> int:
         """Queue `redis.<command>(*args, **kwargs)`; returns the index of its reply."""
@@ -53,12 +57,18 @@ class RoundTrip:
         self._calls.append(("evalsha", (sha(source), len(keys), *keys, *args), {}, source))
         return len(self._calls) - 1
 
+    def if_not_done(self, index: int, fallback: Callable[[], None]) -> None:
+        """Call `fallback()` if the command at `index` does not run: Redis unreachable or the
+        command refused. It is called whatever becomes of the request that sent the round
+        trip, even one cancelled while it waited (what must not be lost uses this)."""
+        self._fallbacks.append((index, fallback))
+
     async def send(self) -> list[Any]:
         """Send everything queued; the replies in queue order. The first command that failed
         raises its error (a connection error fails them all)."""
         if not self._calls:
             return []
-        replies = await _share(self.redis, self._calls)
+        replies = await _share(self.redis, self._calls, self._fallbacks)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 _, args, _, source = self._calls[i]
@@ -76,12 +86,13 @@ class _Shared:
     redis: Any
     calls: list[tuple[str, tuple, dict, str | None]] = field(default_factory=list)
     waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)
+    fallbacks: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
 
 _open: dict[tuple[asyncio.AbstractEventLoop, int], _Shared] = {}
 
 
-async def _share(redis, calls: list) -> list[Any]:
+async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
     loop = asyncio.get_running_loop()
     key = (loop, id(redis))
     shared = _open.get(key)
@@ -89,7 +100,9 @@ async def _share(redis, calls: list) -> list[Any]:
         shared = _open[key] = _Shared(redis)
         runtime.spawn(_send_shared(key, shared))  # runs once this turn's requests have joined
     replies = loop.create_future()
-    shared.waiters.append((len(shared.calls), len(calls), replies))
+    start = len(shared.calls)
+    shared.waiters.append((start, len(calls), replies))
+    shared.fallbacks.extend((start + index, fallback) for index, fallback in fallbacks)
     shared.calls.extend(calls)
     return await asyncio.shield(replies)  # a cancelled request does not cancel the others'
 
@@ -103,14 +116,25 @@ async def _send_shared(key, shared: _Shared) -> None:
     try:
         replies = await pipe.execute(raise_on_error=False)
     except asyncio.CancelledError:  # the loop is shutting down
+        _fall_back(shared.fallbacks)
         for _, _, waiter in shared.waiters:
             waiter.cancel()
         raise
     except Exception as exc:  # Redis unreachable: every round trip in it fails alike
+        _fall_back(shared.fallbacks)
         for _, _, waiter in shared.waiters:
             if not waiter.done():
                 waiter.set_exception(exc)
         return
+    _fall_back((i, fb) for i, fb in shared.fallbacks if isinstance(replies[i], Exception))
     for start, count, waiter in shared.waiters:
         if not waiter.done():
             waiter.set_result(replies[start : start + count])
+
+
+def _fall_back(fallbacks) -> None:
+    for _, fallback in fallbacks:
+        try:
+            fallback()
+        except Exception:
+            log.exception("a round trip's fallback failed")

@@ -295,8 +295,8 @@ async def finish(
     status: str = "ok",
     error_type: str = "",
 ) -> None:
-    """Settle the budget and cache a whole answer (one Redis round trip), then write the
-    ledger record."""
+    """Settle the budget, cache a whole answer and push the ledger record: one Redis round
+    trip. The record is in Redis (or the spool) when this returns."""
     redis = runtime.aredis()
     trip = RoundTrip(redis)
     if call.reservation is not None:
@@ -309,21 +309,16 @@ async def finish(
             body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
         )
         cache.queue_put(trip, call.cache_key, answer, call.cache_ttl)
+    entry = ledger_entry(
+        call, usage=usage, cost=cost, status=status, error_type=error_type, response=body
+    )
+    ledger.queue_push(trip, entry)
     try:
         replies = await trip.send()
         if spend is not None:
             await budgets.after_spend(redis=redis, slots=slots, claimed=replies[spend])
     except (RedisError, OSError):
         log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
-    await record(
-        call,
-        usage=usage,
-        cost=cost,
-        status=status,
-        error_type=error_type,
-        http_status=200,
-        response=body,
-    )
 
 
 async def serve_cached(call: Call, hit: cache.CachedAnswer) -> Cost:
@@ -356,7 +351,12 @@ async def fail(call: Call, error: GatewayError) -> None:
     )
 
 
-async def record(
+async def record(call: Call, **outcome: Any) -> None:
+    """Write the ledger record of a call (see `ledger_entry` for the outcome's fields)."""
+    await ledger.enqueue(ledger_entry(call, **outcome))
+
+
+def ledger_entry(
     call: Call,
     *,
     usage: Usage,
@@ -366,7 +366,8 @@ async def record(
     http_status: int = 200,
     saved: Cost | None = None,
     response: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """The call's ledger record; also counted in the metrics."""
     entry = {
         "request_id": call.request_id,
         "created_at": call.created_at.isoformat(),
@@ -398,4 +399,4 @@ async def record(
     metrics.observe(
         entry, team_name=call.team.name, feature_name=call.feature.name if call.feature else ""
     )
-    await ledger.enqueue(entry)
+    return entry

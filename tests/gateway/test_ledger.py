@@ -70,7 +70,7 @@ async def test_records_wait_in_the_local_spool_while_redis_is_down(monkeypatch):
     async def down(*args, **kwargs):
         raise RedisConnectionError("redis is down")
 
-    monkeypatch.setattr(type(runtime.aredis()), "rpush", down)
+    monkeypatch.setattr(type(runtime.aredis().pipeline()), "execute", down)
     await ledger.enqueue(entry(team))
     assert len(ledger.spool().items) == 1
     assert await asyncio.to_thread(ledger.drain) == 1

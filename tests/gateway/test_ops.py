@@ -212,13 +212,13 @@ def test_observe_counts_fallbacks_failed_providers_cache_hits_and_budget_refusal
 def test_observe_takes_the_entry_that_record_builds(gateway_server, monkeypatch):
     """The pipeline's ledger entry, captured on its way to Redis, is what observe() reads."""
     entries: list[dict] = []
-    real_enqueue = ledger.enqueue
+    real_push = ledger.queue_push
 
-    async def capture(record):
+    def capture(trip, record):
         entries.append(record)
-        await real_enqueue(record)
+        real_push(trip, record)
 
-    monkeypatch.setattr(services.ledger, "enqueue", capture)
+    monkeypatch.setattr(services.ledger, "queue_push", capture)
     team = make_team("recorded")
     make_feature(team, "chat")
     _, secret = make_key(team)

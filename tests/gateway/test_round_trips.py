@@ -1,5 +1,6 @@
-"""Redis round trips: a cache miss makes two plus its share of one ledger push, scripts
-unknown to Redis are loaded and run once, and concurrent ledger records share a push."""
+"""Redis round trips: a cache miss makes two (the ledger record travels with the settle),
+scripts unknown to Redis are loaded and run once, concurrent round trips share a pipeline,
+and a record whose push fails waits in the spool."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ async def ask(secret: str, prompt: str = "count my trips"):
     )  # fmt: skip
 
 
-async def test_a_cache_miss_makes_two_round_trips_and_a_ledger_push(trips):
+async def test_a_cache_miss_makes_two_round_trips(trips):
     secret = await asyncio.to_thread(setup_team)
     await ask(secret, "warm the config snapshot")
     trips.clear()
@@ -74,13 +75,13 @@ async def test_a_cache_miss_makes_two_round_trips_and_a_ledger_push(trips):
     assert response.headers["X-Gateway-Cache"] == "miss"
     assert trips == [
         ("pipeline", 2),  # admission (rate limits, cache lookup, reservation), circuit state
-        ("pipeline", 2),  # settle, cache store
-        ("command", "RPUSH"),  # the ledger record
+        ("pipeline", 3),  # settle, cache store, the ledger record
     ]
+    assert ledger.pending() == 2
     trips.clear()
     hit = await ask(secret)
     assert hit.headers["X-Gateway-Cache"] == "hit"
-    assert trips == [("pipeline", 2), ("command", "RPUSH")]
+    assert trips == [("pipeline", 2), ("pipeline", 1)]  # admission; the record of the hit
 
 
 async def test_a_script_redis_forgot_is_loaded_and_run_once():
@@ -187,7 +188,7 @@ async def test_records_finishing_together_share_one_push_and_survive_cancellatio
     await asyncio.sleep(0)
     tasks[0].cancel()  # a client that went away: its record is pushed all the same
     await asyncio.gather(*tasks, return_exceptions=True)
-    assert trips.count(("command", "RPUSH")) == 1
+    assert trips == [("pipeline", 50)]
     assert ledger.pending() == 50
     assert await asyncio.to_thread(ledger.drain) == 50
     total = await asyncio.to_thread(
@@ -206,3 +207,41 @@ async def test_more_commands_in_flight_than_pooled_connections_wait_for_one(own_
         assert redis.connection_pool.max_connections < 1000
     finally:
         await redis.aclose()
+
+
+async def test_a_record_whose_push_fails_waits_in_the_spool_even_if_its_request_is_gone(
+    monkeypatch,
+):
+    team = await asyncio.to_thread(make_team)
+    execute = Pipeline.execute
+
+    async def unreachable(self, *args, **kwargs):
+        raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(Pipeline, "execute", unreachable)
+    ledger.spool().items.clear()
+    tasks = [asyncio.create_task(ledger.enqueue(_record(team.id, n))) for n in range(3)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert len(ledger.spool().items) == 3  # the cancelled request's record too
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    assert await asyncio.to_thread(ledger.drain) == 3
+    assert ledger.spool().items == []
+
+
+async def test_a_push_redis_refuses_is_spooled_and_the_rest_of_the_trip_runs():
+    redis = runtime.aredis()
+    await redis.set(ledger.QUEUE_KEY, b"not a list")  # RPUSH on it: WRONGTYPE
+    ledger.spool().items.clear()
+    try:
+        trip = RoundTrip(redis)
+        trip.add("set", "gw:test:beside", b"1")
+        ledger.queue_push(trip, _record(1, 1))
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await trip.send()
+        assert len(ledger.spool().items) == 1
+        assert await redis.get("gw:test:beside") == b"1"
+    finally:
+        await redis.delete(ledger.QUEUE_KEY)
+        ledger.spool().items.clear()
