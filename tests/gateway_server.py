@@ -27,11 +27,11 @@ def free_port() -> int:
 
 class GatewayServer:
     def __init__(self) -> None:
-        from gatewaysite.asgi import django_application
+        from gatewaysite.asgi import http_application  # production's: API paths, then the site
 
         self.port = free_port()
         config = uvicorn.Config(
-            django_application,
+            http_application,
             host="127.0.0.1",
             port=self.port,
             lifespan="off",

@@ -126,6 +126,27 @@ def test_a_body_over_the_limit_is_413(gateway_server, world, settings):
     assert_envelope(post(gateway_server, world["secret"], body), 413, "request_too_large")
 
 
+def test_a_chunked_body_over_the_limit_is_413(gateway_server, world, settings):
+    """No Content-Length to refuse it by: the gateway keeps only what the limit allows."""
+    settings.GATEWAY = {**settings.GATEWAY, "MAX_BODY_BYTES": 1000}
+    chunk = b'{"model": "sim-model", "messages": [{"role": "user", "content": "' + b"x" * 500
+
+    def chunked():
+        yield chunk
+        for _ in range(20):
+            yield b"x" * 500
+        yield b'"}]}'
+
+    response = httpx.post(
+        f"{gateway_server.base_url}/chat/completions",
+        content=chunked(),
+        headers={"Authorization": f"Bearer {world['secret']}", "X-Gateway-Feature": "chatbot",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert "content-length" not in response.request.headers
+    assert_envelope(response, 413, "request_too_large")
+
+
 def test_a_body_that_is_not_json_is_a_clear_4xx(gateway_server, world):
     headers = {"Authorization": f"Bearer {world['secret']}", "X-Gateway-Feature": "chatbot"}
     url = f"{gateway_server.base_url}/chat/completions"

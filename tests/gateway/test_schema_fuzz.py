@@ -52,10 +52,10 @@ def fuzz_key() -> str:
 
 @pytest.fixture
 def api_schema(fuzz_key):
-    # The Django app without the lifespan wrapper: no background ledger drainer in the test.
-    from gatewaysite.asgi import django_application
+    # Production's app without the lifespan wrapper: no background ledger drainer in the test.
+    from gatewaysite.asgi import http_application
 
-    return schemathesis.openapi.from_asgi("/api/schema/", django_application, headers=HTTPS)
+    return schemathesis.openapi.from_asgi("/api/schema/", http_application, headers=HTTPS)
 
 
 def operation(api_schema, label: str):
