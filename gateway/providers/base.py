@@ -331,7 +331,7 @@ class ProviderAdapter(abc.ABC):
                 )
             async for event, data in _sse_events(resp):
                 try:
-                    yield event, (DONE if data == "[DONE]" else orjson.loads(data))
+                    yield event, (DONE if data == b"[DONE]" else orjson.loads(data))
                 except orjson.JSONDecodeError as exc:
                     raise self.fail(exc) from exc
         except httpx.TimeoutException as exc:
@@ -342,14 +342,36 @@ class ProviderAdapter(abc.ABC):
             await resp.aclose()
 
 
-async def _sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+async def _sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
+    """The server-sent events of a body, as (event name, data), parsed from its bytes as they
+    arrive: no text decoding or line splitting of httpx's per line, and the data goes to
+    orjson as bytes. Lines end in CRLF, LF or CR (the SSE spec allows all three)."""
+    buffer = b""
+    async for chunk in resp.aiter_bytes():
+        buffer = buffer + chunk if buffer else chunk
+        if b"\r" in buffer:
+            held = b""
+            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: wait for the rest
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
+        if b"\n\n" in buffer:
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                if parsed := _sse_event(block):
+                    yield parsed
+    if buffer.endswith(b"\n\r"):  # the stream ended on a CR-terminated blank line
+        if parsed := _sse_event(buffer[:-2]):
+            yield parsed
+    # Any other event the stream ended in the middle of is dropped, as the spec says.
+
+
+def _sse_event(block: bytes) -> tuple[str, bytes] | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # nearly every event
+        return "", block[6:]
     event, data = "", []
-    async for line in resp.aiter_lines():
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "", []
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif line.startswith("event:"):
-            event = line[6:].strip()
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode("utf-8", "replace")
+    return (event, b"\n".join(data)) if data else None
