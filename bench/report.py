@@ -179,7 +179,8 @@ def markdown(results: dict) -> str:
     m = results.get("machine", {})
     out = [
         f"Mode: {results.get('mode')}; machine: {m.get('cores')} cores {m.get('cpu')}, "
-        f"{m.get('mem_gb')} GB, Python {m.get('python')}, load at start {m.get('load_at_start')}",
+        f"{m.get('mem_gb')} GB, Python {m.get('python')}, load at start {m.get('load_at_start')}, "
+        f"pure-Python speed {m.get('python_speed_ms')} ms (bench/scenarios.py python_speed_ms)",
         "",
         "| target | issue 6 | measured | |",
         "|---|---|---|---|",

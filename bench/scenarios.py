@@ -39,7 +39,18 @@ def machine() -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "python_speed_ms": python_speed_ms(),
     }
+
+
+def python_speed_ms() -> float:
+    """How fast this machine runs pure Python, to compare runs made on different machines
+    (the workplace's machines differ by up to 3x): the best of 5 timings of a fixed loop,
+    in ms; lower is faster."""
+    import timeit
+
+    loop = "s = 0\nfor i in range(200_000): s += i"
+    return round(1000 * min(timeit.repeat(loop, number=1, repeat=5)), 1)
 
 
 def measured(proc: Proc, fn, also: list[Proc] = ()):
