@@ -2,16 +2,15 @@
 
 A request used to make seven sequential Redis round trips. The pipeline now queues what it
 needs before the upstream call (rate limits, cache lookup, circuit state) and after it
-(settle, cache store) on a `RoundTrip`, and sends each group as one non-transactional
-pipeline. Each command still runs on its own: a script keeps its own atomicity, nothing
-is atomic across commands.
+(settle, cache store, ledger record) on a `RoundTrip`, and sends each group as one
+non-transactional pipeline. Each command still runs on its own: a script keeps its own
+atomicity, nothing is atomic across commands.
 
 Round trips sent in the same turn of the event loop, by as many requests as are in flight,
-share one pipeline on one connection (as the ledger's group commit does for its records):
-under load a worker pays one socket write and one read for a whole wave of requests, not
-one each, and a burst of requests needs a few pooled connections, not one per request. Each
-`send()` still gets only its own replies, and a request that is cancelled while it waits
-does not cancel the others' commands.
+share one pipeline on one connection: under load a worker pays one socket write and one
+read for a whole wave of requests, not one each, and a burst of requests needs a few
+pooled connections, not one per request. Each `send()` still gets only its own replies,
+and a request that is cancelled while it waits does not cancel the others' commands.
 
 Scripts go by their SHA1 (EVALSHA). When Redis does not know one (it restarted or its
 scripts were flushed), that command alone is loaded and run again; the others already ran
