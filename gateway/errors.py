@@ -141,6 +141,7 @@ def error_response(
     error: GatewayError, *, extra_headers: dict[str, str] | None = None
 ) -> JsonResponse:
     response = JsonResponse(error.body(), status=error.status)
+    response["Content-Length"] = str(len(response.content))
     for name, value in {**error.headers, **(extra_headers or {})}.items():
         response[name] = value
     return response

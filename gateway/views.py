@@ -24,7 +24,9 @@ from gateway.errors import (
 
 
 def json_response(body: dict, headers: dict[str, str], status: int = 200) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
+    payload = orjson.dumps(body)
+    response = HttpResponse(payload, content_type="application/json", status=status)
+    response["Content-Length"] = str(len(payload))  # sent whole, not chunked
     for name, value in headers.items():
         response[name] = value
     return response

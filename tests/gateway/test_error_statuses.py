@@ -120,6 +120,15 @@ def test_a_prompt_too_large_for_every_window_is_400(gateway_server, world):
     assert_envelope(response, 400, "context_length_exceeded")
 
 
+def test_json_answers_and_errors_are_sent_whole_with_their_length(gateway_server, world):
+    ok = post(gateway_server, world["secret"], {"model": "sim-model", "messages": HELLO})
+    refused = post(gateway_server, world["secret"], {"model": "gpt-9", "messages": HELLO})
+    for response in (ok, refused):
+        assert "transfer-encoding" not in response.headers
+        assert response.headers["content-length"] == str(len(response.content))
+    assert ok.status_code == 200 and refused.status_code == 404
+
+
 def test_a_body_over_the_limit_is_413(gateway_server, world, settings):
     settings.GATEWAY = {**settings.GATEWAY, "MAX_BODY_BYTES": 1000}
     body = {"model": "sim-model", "messages": [{"role": "user", "content": "x" * 2000}]}
