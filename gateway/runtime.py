@@ -133,8 +133,9 @@ def http_client() -> httpx.AsyncClient:
     """The pooled httpx client of the running loop, shared by every provider adapter.
 
     httpx's API over an aiohttp connection pool (`AiohttpTransport`: a fifth of the CPU of
-    httpx's own transport per upstream call). Timeouts are set per request by the adapters
-    from the Provider's own settings.
+    httpx's own transport per upstream call). The adapters hand their requests to the
+    client's transport directly (`ProviderAdapter._send`), with timeouts from the
+    Provider's own settings; anything else calling the client gets no cookie jar either.
     """
     clients = _loop_clients()
     if clients.http is None:
