@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ SCENARIOS = {  # name: (mock, wrk keyword arguments)
     "stream": ("fast", dict(cache_ttl="0", stream=True)),
     "hold": ("1s", {}),  # 1,000 concurrent streams of 1 s (stream_client.py hold)
     "ttft": ("stream", {}),  # streams one at a time: time to first token, direct and gateway
+    "inproc": ("fast", {}),  # the ASGI app called in process: the gateway's own CPU (inproc.py)
 }
 
 
@@ -44,6 +46,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
+    parser.add_argument(
+        "--compare",
+        metavar="CHECKOUT",
+        help="inproc: also run this other checkout's code, interleaved with this one's",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="inproc: runs of each checkout")
     args = parser.parse_args()
     out = bench.BENCH / "results" / ("probe-" + time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +70,9 @@ def main() -> None:
             res = scenarios.stream_client("hold", url, run.keys["key"], model="bench-1s")
             res["max_rss_mb"] = max(scenarios.rss_mb(p) for p in gw.tree())
             print(json.dumps(res, indent=1))
+            return
+        if args.scenario == "inproc":
+            _inproc(run, args)
             return
         if args.scenario == "ttft":
             gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
@@ -90,6 +101,22 @@ def main() -> None:
             _profile(run, gw, gw_url, key, args, wrk_args)
     finally:
         run.stop_all()
+
+
+def _inproc(run, args) -> None:
+    roots = [bench.ROOT] + ([Path(args.compare).resolve()] if args.compare else [])
+    argv = [bench.PY, str(bench.BENCH / "inproc.py"), "--key", run.keys["key"]]
+    argv += ["--concurrency", str(args.connections)]
+    figures: dict[str, list[float]] = {str(root): [] for root in roots}
+    for _ in range(args.pairs):
+        for root in reversed(roots):  # the other checkout first, then this one
+            done = subprocess.run(
+                argv, cwd=root, env=run.env, check=True, capture_output=True, text=True
+            )
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            figures[str(root)].append(result["cpu_us_per_req"])
+            print(f"{root}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)
+    print(json.dumps({root: sorted(f) for root, f in figures.items()}, indent=1))
 
 
 def _profile(run, gw, url, key, args, wrk_args) -> None:

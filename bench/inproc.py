@@ -1,0 +1,136 @@
+"""The gateway's own CPU per request, without an HTTP server or a load generator in the way.
+
+    .venv/bin/python bench/probe.py --scenario inproc                    # this checkout
+    .venv/bin/python bench/probe.py --scenario inproc --compare ../base  # A/B, interleaved
+
+Run by probe.py in a child process with the bench's environment (PostgreSQL, Redis db 14,
+the fast mock): it calls production's ASGI app (`gatewaysite.asgi.http_application`, the
+API's own handler) directly with cache-miss requests, `--concurrency` at a time on uvloop, and
+prints the process's CPU time per request (`time.process_time`), the upstream call and both
+Redis round trips included, uvicorn's HTTP parsing and the Celery drainer not. On this
+2-core machine wrk, the mock and the gateway compete for the cores and whole-suite figures
+move by ±20 % from run to run; this one moves by a few percent, so it can tell small changes
+to the gateway's own Python apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _scope(key: str, body: bytes) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"x-gateway-feature", b"bench"),
+            (b"x-gateway-cache-ttl", b"60"),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _request(app, key: str, prompt: str) -> int:
+    body = json.dumps(
+        {
+            "model": "bench-fast",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 64,
+        }
+    ).encode()
+    answered = asyncio.Event()
+    status = 0
+    body_sent = False
+
+    async def receive() -> dict:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await answered.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif not message.get("more_body", False):
+            answered.set()
+
+    await app(_scope(key, body), receive, send)
+    return status
+
+
+async def _drive(app, key: str, *, requests: int, concurrency: int, tag: str) -> list[int]:
+    counter = iter(range(requests))
+    statuses: list[int] = []
+
+    async def worker() -> None:
+        for n in counter:
+            statuses.append(await _request(app, key, f"{tag} {n} {time.time_ns()}"))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(0, os.getcwd())
+    import uvloop
+
+    from gatewaysite.asgi import http_application
+
+    async def run() -> dict:
+        await _drive(http_application, args.key, requests=300, concurrency=16, tag="warm")
+        rounds = []
+        for r in range(args.rounds):
+            cpu, wall = time.process_time(), time.perf_counter()
+            statuses = await _drive(
+                http_application,
+                args.key,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                tag=f"round{r}",
+            )
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            bad = [s for s in statuses if s != 200]
+            if bad:
+                raise SystemExit(f"{len(bad)} answers were not 200: {sorted(set(bad))}")
+            rounds.append(
+                {"cpu_us_per_req": 1e6 * cpu / args.requests, "req_s": args.requests / wall}
+            )
+        return {
+            "root": str(Path.cwd()),
+            "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rounds),
+            "rounds": rounds,
+        }
+
+    print(json.dumps(uvloop.run(run())))
+
+
+if __name__ == "__main__":
+    main()
