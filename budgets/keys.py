@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Spent counters outlive their window by this much so the admin and the reconciliation can
 # still read yesterday's and last month's totals.
@@ -27,6 +28,7 @@ class BudgetKeys:
         return [self.spent, self.reserved, self.holds, self.expiries]
 
 
+@lru_cache(maxsize=4096)  # a request asks for the same few budgets' keys at admit and settle
 def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:
     base = f"gw:budget:{budget_id}:{window_key}"
     return BudgetKeys(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 
 from budgets import services
 from budgets.keys import budget_keys
+from budgets.windows import current_windows
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
 from tests.budgets.conftest import arun, team_snap, wide_client
@@ -223,3 +224,23 @@ def test_concurrent_reservations_in_one_process_never_overspend(redis_sync):
     day_key = services.slots_for(list(snap.budgets))[0].window.key
     assert served == 50
     assert _counters(redis_sync, budget.id, day_key) == (U("0.5"), 0)
+
+
+def test_windows_are_right_on_either_side_of_midnight_whatever_was_asked_before():
+    """current_windows keeps the last windows per time zone: a time outside them (the next
+    day, an earlier day, a DST night) computes its own, and a zone never gets another's."""
+    paris_midnight = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 00:00 on 29 March in Paris
+    asked = [
+        ("Europe/Paris", paris_midnight - timedelta(microseconds=1), "2026-03-28"),
+        ("Europe/Paris", paris_midnight, "2026-03-29"),
+        ("Europe/Paris", paris_midnight - timedelta(hours=1), "2026-03-28"),
+        ("UTC", paris_midnight, "2026-03-28"),
+        ("Europe/Paris", datetime(2026, 3, 29, 21, 59, tzinfo=UTC), "2026-03-29"),  # 23 h day
+        ("Europe/Paris", datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "2026-03-30"),
+        ("Europe/Paris", datetime(2026, 2, 28, 23, 0, tzinfo=UTC), "2026-03-01"),
+    ]
+    for tz, now, day in asked * 2:
+        daily, monthly = current_windows(tz, now)
+        assert (daily.key, monthly.key) == (day, day[:7])
+        assert daily.start <= now < daily.end
+        assert monthly.start <= now < monthly.end
