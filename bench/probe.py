@@ -117,6 +117,13 @@ def _inproc(run, args) -> None:
             figures[str(root)].append(result["cpu_us_per_req"])
             print(f"{root}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)
     print(json.dumps({root: sorted(f) for root, f in figures.items()}, indent=1))
+    if args.profile:  # this checkout once more, under py-spy (--rounds sized to --profile s)
+        out = run.out / "profile.txt"
+        spy = [str(bench.ROOT / ".venv/bin/py-spy"), "record", "-r", "200", "-f", "raw"]
+        spy += ["-o", str(out), "--gil", "--"]
+        rounds = ["--rounds", str(max(1, args.profile // 4))]
+        subprocess.run(spy + argv + rounds, cwd=bench.ROOT, env=run.env, capture_output=True)
+        print(scenarios.summarize_profile(out))
 
 
 def _profile(run, gw, url, key, args, wrk_args) -> None:
