@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from functools import partial
 
 from adrf.views import APIView
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
@@ -68,7 +68,7 @@ class ReadyzView(APIView):
     async def get(self, request):
         redis_state, db_state = await asyncio.gather(
             _check("redis", runtime.aredis().ping),
-            _check("database", sync_to_async(_select_one)),
+            _check("database", partial(runtime.run_db, "config", _select_one)),
         )
         checks = {"redis": redis_state, "database": db_state}
         ready = all(state == "ok" for state in checks.values())
