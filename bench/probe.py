@@ -127,7 +127,7 @@ def _inproc(run, args) -> None:
 
 
 def _profile(run, gw, url, key, args, wrk_args) -> None:
-    worker = ([p for p in gw.tree() if p != gw.pid] or [gw.pid])[0]  # 1 worker: no child
+    worker = (gw.workers() or [gw.pid])[0]  # 1 worker: no child
     load = threading.Thread(
         target=wrkrun.run,
         args=(url,),

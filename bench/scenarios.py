@@ -165,7 +165,7 @@ def summarize_profile(raw: Path) -> str:
 
 def profile(run, gw: Proc, port: int, seconds: int) -> None:
     """py-spy on one worker while wrk loads the gateway at 64 connections (not a measured run)."""
-    worker = [p for p in gw.tree() if p != gw.pid][0]
+    worker = gw.workers()[0]
     load = threading.Thread(
         target=wrkrun.run,
         args=(_url(port),),
@@ -183,7 +183,7 @@ def profile(run, gw: Proc, port: int, seconds: int) -> None:
 def soak(run, gw: Proc, port: int) -> None:
     """wrk at 64 connections for the soak time; every worker's RSS sampled every 10 s."""
     seconds = run.cfg["soak"]
-    workers = [p for p in gw.tree() if p != gw.pid]
+    workers = gw.workers()
     holder: dict = {}
     load = threading.Thread(
         target=lambda: holder.update(
