@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -88,13 +88,19 @@ class Call:
         }
 
 
+class Headers(Protocol):
+    """Request headers by case-insensitive name (views.RequestHeaders, or a dict in tests)."""
+
+    def get(self, name: str, default: str | None = None, /) -> str | None: ...
+
+
 def new_call() -> Call:
     return Call(
         request_id="req_" + uuid.uuid4().hex, started=time.monotonic(), created_at=datetime.now(UTC)
     )
 
 
-async def prepare(call: Call, *, headers: dict[str, str], raw_body: bytes) -> None:
+async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
     """Authenticate, validate and route; raises GatewayError for anything wrong."""
     call.key, call.team, snapshot = await authenticate(headers.get("authorization"))
     call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))

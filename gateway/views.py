@@ -41,13 +41,30 @@ def sse_response(events, headers: dict[str, str]) -> StreamingHttpResponse:
     return response
 
 
+class RequestHeaders:
+    """The few request headers the API reads, looked up in `request.META` when asked for.
+    Django's `request.headers` first builds a case-insensitive copy of every header
+    (~16 us a request); the values are the same (META is where it reads them from)."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self, request) -> None:
+        self.meta = request.META
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        return self.meta.get(key, default)
+
+
 def read_body(request) -> bytes:
     limit = settings.GATEWAY["MAX_BODY_BYTES"]
     content_type = request.content_type or ""
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType(f"Send the request as application/json, not {content_type}.")
     try:
-        declared = int(request.headers.get("content-length") or 0)
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
@@ -102,7 +119,7 @@ class ChatCompletionsView(InlineAPIView):
         call = services.new_call()
         try:
             raw = read_body(request._request)
-            await services.prepare(call, headers=request.headers, raw_body=raw)
+            await services.prepare(call, headers=RequestHeaders(request), raw_body=raw)
             hit = await services.admit(call)
             if hit is not None:
                 cost = await services.serve_cached(call, hit)
@@ -129,7 +146,7 @@ class ModelsView(InlineAPIView):
 
     async def get(self, request):
         try:
-            _key, _team, snapshot = await authenticate(request.headers.get("authorization"))
+            _key, _team, snapshot = await authenticate(request.META.get("HTTP_AUTHORIZATION"))
         except GatewayError as error:
             return error_response(error)
         data = [
