@@ -10,6 +10,7 @@ from adrf.views import APIView
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.request import HttpHeaders
 from rest_framework.negotiation import DefaultContentNegotiation
 
 from gateway import runtime, services, streaming
@@ -52,10 +53,7 @@ class RequestHeaders:
         self.meta = request.META
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        return self.meta.get(key, default)
+        return self.meta.get(HttpHeaders.to_wsgi_name(name), default)
 
 
 def read_body(request) -> bytes:
