@@ -59,7 +59,9 @@ class RoundTrip:
     def if_not_done(self, index: int, fallback: Callable[[], None]) -> None:
         """Call `fallback()` if the command at `index` does not run: Redis unreachable or the
         command refused. It is called whatever becomes of the request that sent the round
-        trip, even one cancelled while it waited (what must not be lost uses this)."""
+        trip, even one cancelled while it waited (what must not be lost uses this). For
+        plain commands only: a script Redis does not know is run again by `send()`, after
+        its fallback would already have run."""
         self._fallbacks.append((index, fallback))
 
     async def send(self) -> list[Any]:
