@@ -134,4 +134,4 @@ def cacheable(body: dict[str, Any]) -> bool:
 def queue_put(trip, key: str, answer: CachedAnswer, ttl: int) -> int:
     """Store a whole answer for `ttl` seconds, as part of a round trip (gateway/roundtrip.py).
     The pipeline reads it back in the admission script (budgets/lua.py ADMIT)."""
-    return trip.add("set", key, answer.dumps(), ex=ttl)
+    return trip.add("SET", key, answer.dumps(), "EX", ttl)

@@ -52,7 +52,7 @@ def _now_ms() -> int:
 
 def queue_read(trip, provider: str) -> int:
     """Queue the read of a provider's state on a round trip; pass its reply to `check`."""
-    return trip.add("hmget", _key(provider), "open_until", "fails")
+    return trip.add("HMGET", _key(provider), "open_until", "fails")
 
 
 async def check(redis, provider: str, state: list | None = None) -> tuple[State, bool]:

@@ -53,7 +53,7 @@ def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
     """Add the record's push to a round trip (gateway/roundtrip.py): a request's record
     travels with its settle. If the push does not happen, the record waits in the spool."""
     raw = encode(record)
-    index = trip.add("rpush", QUEUE_KEY, raw)
+    index = trip.add("RPUSH", QUEUE_KEY, raw)
     trip.if_not_done(index, partial(spool().items.append, raw))
 
 

@@ -15,6 +15,14 @@ and a request that is cancelled while it waits does not cancel the others' comma
 Scripts go by their SHA1 (EVALSHA). When Redis does not know one (it restarted or its
 scripts were flushed), that command alone is loaded and run again; the others already ran
 and are not repeated.
+
+Commands are queued as Redis's own words (`add("SET", key, value, "EX", 60)`) and replies
+come back as Redis sends them (`b"OK"`, integers, bytes, lists): the shared pipeline is
+written and read on a pooled redis-py connection by `execute`, with hiredis packing the
+commands, one timeout for the whole exchange, and redis-py's connection, pool, health
+check and retry as every other command has them. redis-py's own `Pipeline` builds a
+command object per call, packs in Python and starts a timeout per reply, which was most of
+its share of a request's CPU.
 """
 
 from __future__ import annotations
@@ -22,12 +30,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from hiredis import pack_command
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import runtime
 
@@ -43,18 +54,20 @@ def sha(source: str) -> str:
 class RoundTrip:
     def __init__(self, redis) -> None:
         self.redis = redis
-        self._calls: list[tuple[str, tuple, dict, str | None]] = []
+        self._calls: list[tuple[Any, ...]] = []
+        self._scripts: dict[int, str] = {}  # index of an EVALSHA: its source
         self._fallbacks: list[tuple[int, Callable[[], None]]] = []
 
-    def add(self, command: str, *args: Any, **kwargs: Any) -> int:
-        """Queue `redis.<command>(*args, **kwargs)`; returns the index of its reply."""
-        self._calls.append((command, args, kwargs, None))
+    def add(self, *command: Any) -> int:
+        """Queue one command, in Redis's words (`"HMGET", key, "a", "b"`); returns the index
+        of its reply."""
+        self._calls.append(command)
         return len(self._calls) - 1
 
     def script(self, source: str, keys: list[str], args: list[Any]) -> int:
         """Queue a Lua script; returns the index of its reply."""
-        self._calls.append(("evalsha", (sha(source), len(keys), *keys, *args), {}, source))
-        return len(self._calls) - 1
+        self._scripts[len(self._calls)] = source
+        return self.add("EVALSHA", sha(source), len(keys), *keys, *args)
 
     def if_not_done(self, index: int, fallback: Callable[[], None]) -> None:
         """Call `fallback()` if the command at `index` does not run: Redis unreachable or the
@@ -72,9 +85,8 @@ class RoundTrip:
         replies = await _share(self.redis, self._calls, self._fallbacks)
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
-                _, args, _, source = self._calls[i]
-                await self.redis.script_load(source)
-                replies[i] = await self.redis.evalsha(*args)
+                await self.redis.script_load(self._scripts[i])
+                replies[i] = await self.redis.execute_command(*self._calls[i])
             elif isinstance(reply, Exception):
                 raise reply
         return replies
@@ -85,7 +97,7 @@ class _Shared:
     """The pipeline the round trips of one loop turn join."""
 
     redis: Any
-    calls: list[tuple[str, tuple, dict, str | None]] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
     waiters: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)
     fallbacks: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
@@ -111,11 +123,8 @@ async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
 async def _send_shared(key, shared: _Shared) -> None:
     if _open.get(key) is shared:
         del _open[key]  # round trips from now on start the next pipeline
-    pipe = shared.redis.pipeline(transaction=False)
-    for command, args, kwargs, _ in shared.calls:
-        getattr(pipe, command)(*args, **kwargs)
     try:
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await execute(shared.redis, shared.calls)
     except asyncio.CancelledError:  # the loop is shutting down
         _fall_back(shared.fallbacks)
         for _, _, waiter in shared.waiters:
@@ -131,6 +140,35 @@ async def _send_shared(key, shared: _Shared) -> None:
     for start, count, waiter in shared.waiters:
         if not waiter.done():
             waiter.set_result(replies[start : start + count])
+
+
+async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send `commands` as one pipeline on one pooled connection; their replies, an error
+    reply as its exception in its place. A connection error or timeout is retried as
+    redis-py retries its own pipelines (the client's `retry`), then raised."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()
+    try:
+        return await connection.retry.call_with_retry(
+            lambda: _exchange(connection, commands), lambda error: connection.disconnect()
+        )
+    finally:
+        await pool.release(connection)
+
+
+async def _exchange(connection, commands: list[tuple[Any, ...]]) -> list[Any]:
+    await connection.send_packed_command(b"".join(map(pack_command, commands)))
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            for _ in commands:
+                try:  # math.inf: no timeout per reply, the one above covers them all
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as error:
+                    replies.append(error)
+    except TimeoutError:  # the read was cancelled, and redis-py closed the connection
+        raise RedisTimeoutError("Timeout reading from Redis") from None
+    return replies
 
 
 def _fall_back(fallbacks) -> None:

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings as django_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway import ledger, runtime
+from gateway import ledger, roundtrip, runtime
 from gateway.lifespan import LifespanApp
 from gateway.models import UsageRecord
 from tests.factories import make_key, make_team
@@ -70,7 +70,7 @@ async def test_records_wait_in_the_local_spool_while_redis_is_down(monkeypatch):
     async def down(*args, **kwargs):
         raise RedisConnectionError("redis is down")
 
-    monkeypatch.setattr(type(runtime.aredis().pipeline()), "execute", down)
+    monkeypatch.setattr(roundtrip, "execute", down)
     await ledger.enqueue(entry(team))
     assert len(ledger.spool().items) == 1
     assert await asyncio.to_thread(ledger.drain) == 1

@@ -1,18 +1,24 @@
 """Redis round trips: a cache miss makes two (the ledger record travels with the settle),
 scripts unknown to Redis are loaded and run once, concurrent round trips share a pipeline,
-and a record whose push fails waits in the spool."""
+a record whose push fails waits in the spool, and the pipeline's own exchange (replies as
+Redis sends them, one timeout for the whole)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
+import hiredis
 import pytest
 from django.test import AsyncClient
-from redis.asyncio.client import Pipeline, Redis
+from redis.asyncio.client import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budgets import lua
-from gateway import ledger, runtime
+from gateway import ledger, roundtrip, runtime
 from gateway.models import UsageRecord
 from gateway.roundtrip import RoundTrip
 from tests.factories import (
@@ -33,19 +39,30 @@ BODY = {"model": "sim-model", "messages": [{"role": "user", "content": "count my
 def trips(monkeypatch):
     """Every round trip to Redis from this process: ('pipeline', n commands) or a command."""
     seen: list[tuple[str, int | str]] = []
-    execute, command = Pipeline.execute, Redis.execute_command
+    execute, command = roundtrip.execute, Redis.execute_command
 
-    async def counted_execute(self, *args, **kwargs):
-        seen.append(("pipeline", len(self.command_stack)))
-        return await execute(self, *args, **kwargs)
+    async def counted_execute(redis, commands):
+        seen.append(("pipeline", len(commands)))
+        return await execute(redis, commands)
 
     async def counted_command(self, *args, **kwargs):
         seen.append(("command", str(args[0])))
         return await command(self, *args, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "execute", counted_execute)
+    monkeypatch.setattr(roundtrip, "execute", counted_execute)
     monkeypatch.setattr(Redis, "execute_command", counted_command)
     return seen
+
+
+@pytest.fixture
+def redis_away(monkeypatch):
+    """Every pipeline fails as when Redis is unreachable; undo() ends it."""
+
+    async def unreachable(redis, commands):
+        raise RedisConnectionError("Redis is away")
+
+    monkeypatch.setattr(roundtrip, "execute", unreachable)
+    return monkeypatch
 
 
 def setup_team() -> str:
@@ -88,9 +105,9 @@ async def test_a_script_redis_forgot_is_loaded_and_run_once():
     redis = runtime.aredis()
     await redis.script_flush()
     trip = RoundTrip(redis)
-    counted = trip.add("incr", "gw:test:counter")
+    counted = trip.add("INCR", "gw:test:counter")
     limited = trip.script(lua.RATE_LIMIT, ["gw:test:bucket"], [10, 1, 60_000])
-    read = trip.add("get", "gw:test:counter")
+    read = trip.add("GET", "gw:test:counter")
     replies = await trip.send()
     assert replies[counted] == 1 and replies[read] == b"1"  # not repeated by the reload
     assert [int(x) for x in replies[limited]] == [0]
@@ -105,7 +122,7 @@ async def test_a_failed_command_raises_its_error():
     redis = runtime.aredis()
     await redis.set("gw:test:text", b"not a number")
     trip = RoundTrip(redis)
-    trip.add("incr", "gw:test:text")
+    trip.add("INCR", "gw:test:text")
     with pytest.raises(Exception, match="not an integer"):
         await trip.send()
 
@@ -117,8 +134,8 @@ async def test_round_trips_sent_in_the_same_turn_share_one_pipeline(trips):
 
     async def one(n: int) -> list:
         trip = RoundTrip(redis)
-        trip.add("incrby", "gw:test:shared", n)
-        trip.add("echo", f"request {n}")
+        trip.add("INCRBY", "gw:test:shared", n)
+        trip.add("ECHO", f"request {n}")
         return await trip.send()
 
     tasks = [asyncio.create_task(one(n)) for n in range(1, 41)]
@@ -132,24 +149,19 @@ async def test_round_trips_sent_in_the_same_turn_share_one_pipeline(trips):
     assert int(await redis.get("gw:test:shared")) == sum(range(1, 41))  # the cancelled one too
 
 
-async def test_a_shared_pipeline_that_fails_fails_every_round_trip_in_it(monkeypatch):
+async def test_a_shared_pipeline_that_fails_fails_every_round_trip_in_it(redis_away):
     redis = runtime.aredis()
-
-    async def unreachable(self, *args, **kwargs):
-        raise ConnectionError("Redis is away")
-
-    monkeypatch.setattr(Pipeline, "execute", unreachable)
 
     async def one() -> None:
         trip = RoundTrip(redis)
-        trip.add("get", "gw:test:anything")
+        trip.add("GET", "gw:test:anything")
         await trip.send()
 
     results = await asyncio.gather(*(one() for _ in range(5)), return_exceptions=True)
-    assert all(isinstance(r, ConnectionError) for r in results)
-    monkeypatch.undo()
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    redis_away.undo()
     trip = RoundTrip(redis)
-    trip.add("echo", "later")
+    trip.add("ECHO", "later")
     assert await trip.send() == [b"later"]  # the next turn opens a new pipeline
 
 
@@ -210,22 +222,16 @@ async def test_more_commands_in_flight_than_pooled_connections_wait_for_one(own_
 
 
 async def test_a_record_whose_push_fails_waits_in_the_spool_even_if_its_request_is_gone(
-    monkeypatch,
+    redis_away,
 ):
     team = await asyncio.to_thread(make_team)
-    execute = Pipeline.execute
-
-    async def unreachable(self, *args, **kwargs):
-        raise ConnectionError("Redis is away")
-
-    monkeypatch.setattr(Pipeline, "execute", unreachable)
     ledger.spool().items.clear()
     tasks = [asyncio.create_task(ledger.enqueue(_record(team.id, n))) for n in range(3)]
     await asyncio.sleep(0)
     tasks[0].cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert len(ledger.spool().items) == 3  # the cancelled request's record too
-    monkeypatch.setattr(Pipeline, "execute", execute)
+    redis_away.undo()
     assert await asyncio.to_thread(ledger.drain) == 3
     assert ledger.spool().items == []
 
@@ -236,7 +242,7 @@ async def test_a_push_redis_refuses_is_spooled_and_the_rest_of_the_trip_runs():
     ledger.spool().items.clear()
     try:
         trip = RoundTrip(redis)
-        trip.add("set", "gw:test:beside", b"1")
+        trip.add("SET", "gw:test:beside", b"1")
         ledger.queue_push(trip, _record(1, 1))
         with pytest.raises(Exception, match="WRONGTYPE"):
             await trip.send()
@@ -245,3 +251,73 @@ async def test_a_push_redis_refuses_is_spooled_and_the_rest_of_the_trip_runs():
     finally:
         await redis.delete(ledger.QUEUE_KEY)
         ledger.spool().items.clear()
+
+
+async def test_replies_come_back_as_redis_sends_them_an_error_in_its_place():
+    redis = runtime.aredis()
+    await redis.delete("gw:test:raw", "gw:test:list", "gw:test:hash")
+    replies = await roundtrip.execute(
+        redis,
+        [
+            ("SET", "gw:test:raw", "text", "EX", 60),
+            ("HMGET", "gw:test:hash", "a", "b"),
+            ("RPUSH", "gw:test:list", b"x"),
+            ("INCR", "gw:test:raw"),
+            ("EVALSHA", "0" * 40, 0),
+            ("GET", "gw:test:raw"),
+        ],
+    )
+    assert replies[:3] == [b"OK", [None, None], 1]
+    assert isinstance(replies[3], ResponseError) and not isinstance(replies[3], NoScriptError)
+    assert isinstance(replies[4], NoScriptError)
+    assert replies[5] == b"text"  # the commands after an error still ran
+    assert 0 < await redis.ttl("gw:test:raw") <= 60
+
+
+class StallingRedis:
+    """A loopback server speaking Redis's protocol: +PONG to PING, +OK to anything else,
+    and nothing ever again on a connection that sent STALL."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.stalled = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def serve(self, reader, writer) -> None:
+        self.connections += 1
+        parser = hiredis.Reader()
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                if command[0].upper() == b"STALL":
+                    self.stalled += 1
+                    await reader.read()  # until the client gives up and closes
+                    writer.close()
+                    return
+                writer.write(b"+PONG\r\n" if command[0].upper() == b"PING" else b"+OK\r\n")
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+async def test_a_reply_that_never_comes_times_out_once_for_the_whole_pipeline(settings):
+    """One timeout covers every reply of a pipeline; on it the connection is closed and the
+    pipeline is sent once more on a new one, as redis-py retries its own (the budget scripts
+    and the ledger are safe to run twice: a request id is held and settled once)."""
+    settings.REDIS_SOCKET_TIMEOUT_S = 0.3
+    server = StallingRedis()
+    redis = runtime.make_async_redis(await server.start())
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await roundtrip.execute(redis, [("ECHO", "a"), ("STALL",), ("ECHO", "b")])
+        assert 0.6 <= time.monotonic() - started < 2
+        assert (server.stalled, server.connections) == (2, 2)
+        assert await roundtrip.execute(redis, [("ECHO", "again")]) == [b"OK"]
+        assert server.connections == 3  # the pool does not hand back a stalled connection
+    finally:
+        await redis.aclose()
+        await server.stop()
