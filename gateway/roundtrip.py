@@ -143,9 +143,16 @@ async def _send_shared(key, shared: _Shared) -> None:
 
 
 async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send `commands` as one pipeline on one pooled connection; their replies, an error
-    reply as its exception in its place. A connection error or timeout is retried as
-    redis-py retries its own pipelines (the client's `retry`), then raised."""
+    """Send `commands` as one pipeline; their replies, an error reply as its exception in
+    its place. A connection error or timeout is retried as redis-py retries its own
+    pipelines (the client's `retry`), then raised.
+
+    On the loop's pipelined connection to the client's server (gateway/multiplex.py), or,
+    for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool.
+    """
+    connection = runtime.multiplexed(redis)
+    if connection is not None:
+        return await connection.execute(commands)
     pool = redis.connection_pool
     connection = await pool.get_connection()
     try:

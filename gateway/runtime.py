@@ -23,9 +23,18 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
+from gateway.multiplex import Multiplexed
 from gateway.providers.transport import AiohttpTransport
 
-__all__ = ["FakeConnection", "aredis", "close_loop_clients", "http_client", "spawn", "sync_redis"]
+__all__ = [
+    "FakeConnection",
+    "aredis",
+    "close_loop_clients",
+    "http_client",
+    "multiplexed",
+    "spawn",
+    "sync_redis",
+]
 
 _EMBEDDED_HOST = "embedded"
 _EMBEDDED_PORT = 6379
@@ -37,6 +46,7 @@ class _LoopClients:
     def __init__(self) -> None:
         self.redis: redis_async.Redis | None = None
         self.http: httpx.AsyncClient | None = None
+        self.multiplexed: dict[tuple, Multiplexed] = {}  # by server address, db and user
         self.tasks: set[asyncio.Task] = set()  # background work that must not be collected
 
 
@@ -89,6 +99,37 @@ def aredis() -> redis_async.Redis:
                 host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set()
             )
     return clients.redis
+
+
+def multiplexed(redis: redis_async.Redis) -> Multiplexed | None:
+    """The running loop's pipelined connection to the server of `redis` (a client of
+    `make_async_redis` or `aredis`), for the round trips; None when its connections are not
+    plain TCP (TLS, a Unix socket, the embedded stand-in): those go through its pool."""
+    pool = redis.connection_pool
+    if pool.connection_class is not redis_async.Connection:
+        return None
+    options = pool.connection_kwargs
+    address = (
+        options.get("host", "localhost"),
+        options.get("port", 6379),
+        options.get("db", 0),
+        options.get("username"),
+        options.get("password"),
+    )
+    clients = _loop_clients()
+    found = clients.multiplexed.get(address)
+    if found is None:
+        retry = options.get("retry")
+        found = clients.multiplexed[address] = Multiplexed(
+            host=address[0],
+            port=address[1],
+            db=address[2],
+            username=address[3],
+            password=address[4],
+            timeout=options.get("socket_timeout") or _socket_timeout(),
+            retries=retry.get_retries() if retry is not None else 0,
+        )
+    return found
 
 
 @cache
@@ -213,3 +254,5 @@ async def close_loop_clients() -> None:
         await clients.http.aclose()
     if clients.redis is not None:
         await clients.redis.aclose()
+    for connection in clients.multiplexed.values():
+        await connection.aclose()

@@ -1,21 +1,17 @@
 """Redis round trips: a cache miss makes two (the ledger record travels with the settle),
 scripts unknown to Redis are loaded and run once, concurrent round trips share a pipeline,
-a record whose push fails waits in the spool, and the pipeline's own exchange (replies as
-Redis sends them, one timeout for the whole)."""
+a record whose push fails waits in the spool, and replies come back as Redis sends them."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 
-import hiredis
 import pytest
 from django.test import AsyncClient
 from redis.asyncio.client import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budgets import lua
 from gateway import ledger, roundtrip, runtime
@@ -272,52 +268,3 @@ async def test_replies_come_back_as_redis_sends_them_an_error_in_its_place():
     assert isinstance(replies[4], NoScriptError)
     assert replies[5] == b"text"  # the commands after an error still ran
     assert 0 < await redis.ttl("gw:test:raw") <= 60
-
-
-class StallingRedis:
-    """A loopback server speaking Redis's protocol: +PONG to PING, +OK to anything else,
-    and nothing ever again on a connection that sent STALL."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.stalled = 0
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def serve(self, reader, writer) -> None:
-        self.connections += 1
-        parser = hiredis.Reader()
-        while data := await reader.read(65536):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                if command[0].upper() == b"STALL":
-                    self.stalled += 1
-                    await reader.read()  # until the client gives up and closes
-                    writer.close()
-                    return
-                writer.write(b"+PONG\r\n" if command[0].upper() == b"PING" else b"+OK\r\n")
-
-    async def stop(self) -> None:
-        self.server.close()
-
-
-async def test_a_reply_that_never_comes_times_out_once_for_the_whole_pipeline(settings):
-    """One timeout covers every reply of a pipeline; on it the connection is closed and the
-    pipeline is sent once more on a new one, as redis-py retries its own (the budget scripts
-    and the ledger are safe to run twice: a request id is held and settled once)."""
-    settings.REDIS_SOCKET_TIMEOUT_S = 0.3
-    server = StallingRedis()
-    redis = runtime.make_async_redis(await server.start())
-    try:
-        started = time.monotonic()
-        with pytest.raises(RedisTimeoutError):
-            await roundtrip.execute(redis, [("ECHO", "a"), ("STALL",), ("ECHO", "b")])
-        assert 0.6 <= time.monotonic() - started < 2
-        assert (server.stalled, server.connections) == (2, 2)
-        assert await roundtrip.execute(redis, [("ECHO", "again")]) == [b"OK"]
-        assert server.connections == 3  # the pool does not hand back a stalled connection
-    finally:
-        await redis.aclose()
-        await server.stop()
