@@ -17,12 +17,12 @@ scripts were flushed), that command alone is loaded and run again; the others al
 and are not repeated.
 
 Commands are queued as Redis's own words (`add("SET", key, value, "EX", 60)`) and replies
-come back as Redis sends them (`b"OK"`, integers, bytes, lists): the shared pipeline is
-written and read on a pooled redis-py connection by `execute`, with hiredis packing the
-commands, one timeout for the whole exchange, and redis-py's connection, pool, health
-check and retry as every other command has them. redis-py's own `Pipeline` builds a
-command object per call, packs in Python and starts a timeout per reply, which was most of
-its share of a request's CPU.
+come back as Redis sends them (`b"OK"`, integers, bytes, lists). `execute` sends a shared
+pipeline on the worker's one pipelined connection to that Redis (gateway/multiplex.py), or,
+for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool with
+hiredis packing the commands and one timeout for the whole exchange. redis-py's own
+`Pipeline` builds a command object per call, packs in Python and starts a timeout per reply,
+which was most of its share of a request's CPU.
 """
 
 from __future__ import annotations
