@@ -21,9 +21,11 @@ BUCKETS = {
     "services.prepare (auth, validation, routing)": r"prepare \(gateway/services\.py",
     "services.admit (rate limit, cache get, reserve)": r"admit \(gateway/services\.py",
     "services.attempt_models (upstream call)": r"attempt_models \(gateway/services\.py",
-    "httpx/httpcore (upstream client)": r"(httpx|httpcore)/",
+    "upstream client (httpx's API, aiohttp, transport.py)": (
+        r"(httpx|httpcore|aiohttp)/|gateway/providers/transport\.py"
+    ),
     "services.finish (settle, cache put, ledger)": r"finish \(gateway/services\.py",
-    "redis-py (all commands)": r"redis/",
+    "Redis (round trips' connection, redis-py)": r"redis/|gateway/(multiplex|roundtrip)\.py",
     "asgiref sync_to_async / thread hops": r"asgiref/",
     "ledger drain (Postgres writes)": r"drain \(gateway/ledger\.py",
     "orjson / json": r"(orjson|json/)",
