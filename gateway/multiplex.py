@@ -141,10 +141,10 @@ class Multiplexed:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        future = protocol.send(commands)
+        future = protocol.send(commands)  # only this round trip awaits it: no shield needed
         try:
             async with asyncio.timeout(self.timeout):
-                replies = await asyncio.shield(future)
+                replies = await future
         except TimeoutError:
             # A late reply would be taken for the next command's: nothing on this
             # connection can be trusted any more.
