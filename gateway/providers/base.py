@@ -9,6 +9,7 @@ Routing, fallback, caching, budgets and pricing live elsewhere and never look at
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -329,7 +330,10 @@ class ProviderAdapter(abc.ABC):
                 raise error_from_response(
                     name, resp.status_code, resp.text, resp.headers, secret=self.config.api_key
                 )
-            async for event, data in _sse_events(resp):
+            events = _sse_events(resp)
+            async for event, data in events:
+                if data == b"[DONE]" or event == "message_stop":
+                    await _until_body_ends(events)
                 try:
                     yield event, (DONE if data == b"[DONE]" else orjson.loads(data))
                 except orjson.JSONDecodeError as exc:
@@ -340,6 +344,28 @@ class ProviderAdapter(abc.ABC):
             raise stream_cut(name, type(exc).__name__) from exc
         finally:
             await resp.aclose()
+
+
+BODY_END_WAIT_S = 0.1
+
+
+async def _until_body_ends(events: AsyncIterator[tuple[str, bytes]]) -> None:
+    """Read on after a stream's last event (OpenAI's `[DONE]`, Anthropic's `message_stop`)
+    until the body itself ends, for at most BODY_END_WAIT_S.
+
+    The adapter stops at that event, and the end of a chunked body (its empty last chunk)
+    often arrives in a read of its own, a moment later. A response closed before its body
+    ended cannot give its connection back to the pool, so every stream cost the next request
+    a new connection: a TCP and a TLS handshake before its first token. Anything after the
+    last event is ignored; a body that does not end in time is closed as before, and the
+    answer, complete already, is not failed for it.
+    """
+    try:
+        async with asyncio.timeout(BODY_END_WAIT_S):
+            async for _ in events:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 async def _sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:

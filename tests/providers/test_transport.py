@@ -19,6 +19,7 @@ from gateway.providers import adapter_for
 from gateway.providers.base import ProviderError, StreamResult
 from gateway.providers.transport import AiohttpTransport
 from tests.loopback import fail, ok
+from tests.loopback_anthropic import AnthropicWire
 from tests.loopback_openai import OpenAIWire
 from tests.loopback_wire import Behaviour
 from tests.providers.rawserver import (
@@ -284,6 +285,63 @@ async def test_a_gzip_encoded_body_is_decoded_by_httpx(client):
     assert resp.headers["content-encoding"] == "gzip"
     assert resp.content == payload
     assert resp.json()["text"] == "x" * 1000
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_finished_stream_gives_its_connection_back_when_the_body_ends_a_moment_later(
+    client, kind
+):
+    """The adapter stops at its protocol's last event ([DONE], message_stop); the chunked
+    body's own end often comes in a later read. The stream waits for it, so the connection
+    goes back to the pool instead of being closed (a new one costs a TCP and a TLS
+    handshake to the provider, on the next request's time to first token)."""
+    wire = OpenAIWire() if kind == "openai" else AnthropicWire()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            received = await read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for frame in wire.frames(orjson.loads(received.body), Behaviour()):
+                writer.write(chunk(frame))
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the body's end, in a read of its own
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with RawServer(handle) as server, asyncio.timeout(5):
+        adapter = adapter_for(config(kind, base_url=server.url + wire.base_path), client)
+        for _ in range(3):
+            chunks, result = await drain(adapter, chat(stream=True, max_tokens=50))
+            assert text_of(chunks) and result.finish_reason == "stop"
+        assert server.connections == 1
+
+
+async def test_a_stream_whose_body_does_not_end_after_its_last_event_is_closed(client):
+    """A provider that sends [DONE] and keeps the body open: the answer is complete at once,
+    and the connection, which cannot be reused, is closed."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        for frame in OpenAIWire().frames(orjson.loads(received.body), Behaviour()):
+            writer.write(chunk(frame))
+        await writer.drain()
+        await asyncio.Event().wait()
+
+    async with RawServer(handle) as server, asyncio.timeout(5):
+        adapter = openai(server.url + "/v1", client)
+        for _ in range(2):
+            started = asyncio.get_running_loop().time()
+            chunks, result = await drain(adapter, chat(stream=True, max_tokens=50))
+            assert text_of(chunks) and result.finish_reason == "stop"
+            assert asyncio.get_running_loop().time() - started < 1
+        assert server.connections == 2
 
 
 async def test_closing_a_stream_early_closes_its_connection_and_the_next_gets_a_new_one(client):
