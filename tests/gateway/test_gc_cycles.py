@@ -33,9 +33,9 @@ from tests.loopback import ok
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def call(app, *, secret: str, body: dict) -> tuple[int, bytes]:
+async def call(app, *, secret: str, body: dict) -> tuple[int, str]:
     """One request through the ASGI app, with the disconnect a server reports once the
-    response is sent (as uvicorn does)."""
+    response is sent (as uvicorn does): its status and X-Gateway-Cache."""
     raw = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -56,7 +56,9 @@ async def call(app, *, secret: str, body: dict) -> tuple[int, bytes]:
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
     }
-    status, chunks, received = 0, [], False
+    complete = asyncio.Event()
+    answer: dict = {}
+    received = False
 
     async def receive() -> dict:
         nonlocal received
@@ -67,26 +69,23 @@ async def call(app, *, secret: str, body: dict) -> tuple[int, bytes]:
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
-        nonlocal status
         if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                complete.set()
+            answer.update(message)
+        elif not message.get("more_body", False):
+            complete.set()
 
-    complete = asyncio.Event()
     await app(scope, receive, send)
-    return status, b"".join(chunks)
+    cache = {name.lower(): value for name, value in answer["headers"]}[b"x-gateway-cache"]
+    return answer["status"], cache.decode()
 
 
-REQUESTS = {  # name: (model, body changes, expected status)
-    "upstream call": ("gpt-4o", {}, 200),
-    "upstream stream": ("gpt-4o", {"stream": True}, 200),
-    "simulated, cache miss": ("sim-model", {}, 200),
-    "cache hit": ("sim-model", {"messages": [{"role": "user", "content": "same"}]}, 200),
-    "invalid body": ("sim-model", {"messages": "not a list"}, 400),
-    "unknown model": ("no-such-model", {}, 404),
+REQUESTS = {  # name: (model, body changes, expected status and X-Gateway-Cache)
+    "upstream call": ("gpt-4o", {}, (200, "miss")),
+    "upstream stream": ("gpt-4o", {"stream": True}, (200, "miss")),
+    "simulated, cache miss": ("sim-model", {}, (200, "miss")),
+    "cache hit": ("sim-model", {"messages": [{"role": "user", "content": "same"}]}, (200, "hit")),
+    "invalid body": ("sim-model", {"messages": "not a list"}, (400, "bypass")),
+    "unknown model": ("no-such-model", {}, (404, "bypass")),
 }
 
 
@@ -111,7 +110,7 @@ def test_a_request_leaves_no_garbage_in_reference_cycles(name, openai_server, mo
     model, changes, expected = REQUESTS[name]
     openai_server.script(*[ok() for _ in range(20)])
 
-    async def requests() -> tuple[list[int], collections.Counter]:
+    async def requests() -> tuple[list[tuple[int, str]], collections.Counter]:
         def body(n: int) -> dict:
             messages = [{"role": "user", "content": f"question {n}"}]
             return {"model": model, "messages": messages, **changes}
@@ -122,18 +121,18 @@ def test_a_request_leaves_no_garbage_in_reference_cycles(name, openai_server, mo
             gc.collect()
             gc.disable()
             gc.set_debug(gc.DEBUG_SAVEALL)
-            statuses = [
-                (await call(http_application, secret=secret, body=body(n)))[0] for n in range(3, 13)
+            answers = [
+                await call(http_application, secret=secret, body=body(n)) for n in range(3, 13)
             ]
             gc.collect()
-            return statuses, collections.Counter(type(o).__qualname__ for o in gc.garbage)
+            return answers, collections.Counter(type(o).__qualname__ for o in gc.garbage)
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
             gc.enable()
             await runtime.close_loop_clients()
 
-    statuses, garbage = async_to_sync(requests)()
+    answers, garbage = async_to_sync(requests)()
 
-    assert statuses == [expected] * 10
+    assert answers == [expected] * 10
     assert not garbage, f"left in reference cycles by 10 requests: {dict(garbage)}"
