@@ -34,8 +34,8 @@ MOCKS = {  # name: (port, mock_provider.py arguments)
 GATEWAY_PORT, GATEWAY_1W_PORT, LITELLM_PORT = 9200, 9201, 9300
 LITELLM_KEY = "sk-bench-litellm-master-key"  # LiteLLM 1.108 refuses to start without one
 MODES = {
-    "quick": {"seconds": 5, "warmup": 2, "soak": 30, "ttft_n": 50, "hold": 1000},
-    "full": {"seconds": 15, "warmup": 3, "soak": 600, "ttft_n": 200, "hold": 1000},
+    "quick": {"seconds": 5, "warmup": 2, "soak": 30, "ttft_n": 50, "hold": 1000, "slow_long": 0},
+    "full": {"seconds": 15, "warmup": 3, "soak": 600, "ttft_n": 200, "hold": 1000, "slow_long": 60},
 }
 
 

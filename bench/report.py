@@ -64,8 +64,16 @@ def _target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
                     ratio >= 5 if w == 2 else None,
                 )
             )
+    # The verdict is the long run's where there is one (`full`): wrk opens its 200 connections
+    # at once, and the first 200 requests, which wait for the workers to take in that burst,
+    # are 3.5 % of a 15 s run and set its p99 (bench/README.md, "The 500 ms tail").
     ds, gs = _get(r, "direct", "slow_c200"), _get(r, "gateway", "slow_c200")
+    dl, gl = _get(r, "direct", "slow_c200_long"), _get(r, "gateway", "slow_c200_long")
     if ds and gs:
+        runs = f"{gs['seconds']:.0f} s run"
+        if dl and gl:
+            runs = f"{gl['seconds']:.0f} s run; {runs}: p99 {gs['p99_ms']:.0f} ms"
+            ds, gs = dl, gl
         share = gs["rps"] / max(0.01, ds["rps"])
         ok = share >= 0.95 and gs["p99_ms"] <= 600 and gs["non_2xx"] + gs["socket_errors"] == 0
         rows.append(
@@ -73,7 +81,7 @@ def _target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
                 "500 ms upstream, 200 conns",
                 "≥ 95 % of direct, p99 ≤ 600 ms, 0 errors",
                 f"{100 * share:.1f} % ({gs['rps']:.0f} / {ds['rps']:.0f} req/s), p99 "
-                f"{gs['p99_ms']:.0f} ms, {gs['non_2xx'] + gs['socket_errors']} errors",
+                f"{gs['p99_ms']:.0f} ms, {gs['non_2xx'] + gs['socket_errors']} errors ({runs})",
                 ok,
             )
         )
@@ -151,6 +159,7 @@ def _raw_rows(r: dict) -> list[str]:
         ("c16", "0 ms upstream, 16 conns"),
         ("c64", "0 ms upstream, 64 conns"),
         ("slow_c200", "500 ms upstream, 200 conns"),
+        ("slow_c200_long", "500 ms upstream, 200 conns, 60 s (full)"),
         ("stream_c64", "stream, 0 ms, 64 conns"),
         ("cache_hit_c64", "cache hits, 64 conns"),
     ]

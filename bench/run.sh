@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite of issue 6 (never run by CI or pytest). From the repository root:
 #   bench/run.sh            # = quick: 5 s per scenario, 30 s soak (~6 minutes with LiteLLM)
-#   bench/run.sh full       # 15 s per scenario, 10-minute soak, py-spy profile (~20 minutes)
+#   bench/run.sh full       # 15 s per scenario (500 ms upstream also 60 s), 10-minute soak,
+#                           # py-spy profile (~24 minutes)
 #   bench/run.sh quick --soak-seconds 60 --no-litellm --profile-seconds 20
 # Needs PostgreSQL and Redis on 127.0.0.1 (the database gateway_bench and Redis db 14 are
 # dropped and recreated: use nothing else there). Results: bench/results/<stamp>/.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -74,6 +75,10 @@ def direct(run) -> None:
     for c in (1, 16, 64):
         r[f"c{c}"] = wrkrun.run(_url(MOCK_FAST), connections=c, seconds=s).as_dict()
     r["slow_c200"] = wrkrun.run(_url(MOCK_SLOW), connections=200, seconds=max(s, 5)).as_dict()
+    if run.cfg["slow_long"]:
+        r["slow_c200_long"] = wrkrun.run(
+            _url(MOCK_SLOW), connections=200, seconds=run.cfg["slow_long"]
+        ).as_dict()
     r["stream_c64"] = wrkrun.run(_url(MOCK_FAST), connections=64, seconds=s, stream=True).as_dict()
     r["ttft"] = stream_client("ttft", f"http://127.0.0.1:{MOCK_STREAM}/v1", "", n=run.cfg["ttft_n"])
 
@@ -111,13 +116,11 @@ def gateway(run, gw: Proc, port: int) -> None:
             lambda c=c: wrkrun.run(url, connections=c, seconds=s, key=key, cache_ttl="60"),
             run.drainers,
         )
-    r["slow_c200"] = measured(
-        gw,
-        lambda: wrkrun.run(
-            url, connections=200, seconds=max(s, 5), key=key, model="bench-slow", cache_ttl="60"
-        ),
-        run.drainers,
-    )
+    slow = dict(connections=200, key=key, model="bench-slow", cache_ttl="60")
+    for name, seconds in (("slow_c200", max(s, 5)), ("slow_c200_long", run.cfg["slow_long"])):
+        if seconds:
+            load = functools.partial(wrkrun.run, url, seconds=seconds, **slow)
+            r[name] = measured(gw, load, run.drainers)
     r["stream_c64"] = measured(
         gw,
         lambda: wrkrun.run(url, connections=64, seconds=s, key=key, stream=True, cache_ttl="0"),
