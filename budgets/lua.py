@@ -9,7 +9,9 @@ off by a few units (1e-9 USD), never the stored counters themselves.
 Rate-limit buckets are APPROXIMATE by design: token counts are estimates made before the call
 and buckets refill continuously in floating point. They guard against runaway loops, not money.
 
-Time comes from Redis (TIME), the one clock every process shares.
+Time comes from Redis (TIME), the one clock every process shares. Every expiry is relative
+(PEXPIRE with a lifetime, or TIME read here): no script is handed an absolute instant from a
+process clock (budgets/windows.py says which clock decides what).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ local function hold(keys, rid, units_arg, ttl_arg, limits)
     redis.call('HSET', keys[b + 3], rid, units_arg)
     redis.call('ZADD', keys[b + 4], expiry, rid)
     for k = 2, 4 do
-      redis.call('PEXPIREAT', keys[b + k], expiry + ttl)
+      redis.call('PEXPIRE', keys[b + k], 2 * ttl)
     end
   end
   return {0}
@@ -109,7 +111,7 @@ return hold(KEYS, ARGV[1], ARGV[2], ARGV[3], slice(ARGV, 4, #ARGV))
 
 # KEYS: 5 per budget window (spent, reserved, holds, expiries, alerted).
 # ARGV: request id ('' when nothing was reserved), units, then per budget window:
-#   limit (-1: none), spent key expiry (ms since the epoch), n thresholds, the n thresholds.
+#   limit (-1: none), spent key lifetime (ms, relative), n thresholds, the n thresholds.
 # Turns the reservation into a tombstone (a repeated settle adds nothing), adds the units to
 # spent, and claims each threshold the new spend has reached that nobody claimed before
 # (HSETNX: exactly one caller wins it per window).
@@ -136,7 +138,7 @@ for i = 1, #KEYS / 5 do
   local after = tonumber(redis.call('GET', KEYS[b + 1]) or '0')
   if not repeated then
     after = redis.call('INCRBY', KEYS[b + 1], units)
-    redis.call('PEXPIREAT', KEYS[b + 1], ARGV[a + 1])
+    redis.call('PEXPIRE', KEYS[b + 1], ARGV[a + 1])
   end
   local limit, n = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
   if limit > 0 and not repeated then
@@ -148,7 +150,7 @@ for i = 1, #KEYS / 5 do
         table.insert(claimed, redis.call('GET', KEYS[b + 1]))
       end
     end
-    redis.call('PEXPIREAT', KEYS[b + 5], ARGV[a + 1])
+    redis.call('PEXPIRE', KEYS[b + 5], ARGV[a + 1])
   end
   a = a + 3 + n
 end
@@ -186,7 +188,7 @@ return out
 """
 )
 
-# KEYS[1]: a spent counter; ARGV: units in the ledger, expiry (ms since the epoch).
+# KEYS[1]: a spent counter; ARGV: units in the ledger, the counter's lifetime (ms, relative).
 # Raises the counter to the ledger's total, never lowers it: the ledger is written after the
 # counter (it lags by seconds), so a lower ledger means "not drained yet", not "too high".
 # Returns the counter as it was.
@@ -195,7 +197,7 @@ local current = redis.call('GET', KEYS[1]) or '0'
 if tonumber(ARGV[1]) > tonumber(current) then
   redis.call('SET', KEYS[1], ARGV[1])
 end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return current
 """
 

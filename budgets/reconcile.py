@@ -43,9 +43,9 @@ def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) ->
     for budget in Budget.objects.filter(enabled=True).select_related("team").order_by("pk"):
         for window in current_windows(budget.team.timezone, now):
             ledger = ledger_units(budget=budget, window=window)
-            expires_ms = int(window.end.timestamp() + SPENT_GRACE_S) * 1000
+            ttl_ms = window.ttl_ms(SPENT_GRACE_S, now.timestamp())
             counter = int(
-                script(keys=[budget_keys(budget.pk, window.key).spent], args=[ledger, expires_ms])
+                script(keys=[budget_keys(budget.pk, window.key).spent], args=[ledger, ttl_ms])
             )
             report["checked"] += 1
             if counter == ledger:

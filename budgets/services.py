@@ -44,9 +44,9 @@ class Slot:
     def limit_units(self) -> int | None:
         return self.budget.limit_units(self.window.name)
 
-    @property
-    def spent_expires_ms(self) -> int:
-        return int(self.window.end.timestamp() + SPENT_GRACE_S) * 1000
+    def spent_ttl_ms(self) -> int:
+        """The spent counter's and alert claims' lifetime from now (relative: Redis's clock)."""
+        return self.window.ttl_ms(SPENT_GRACE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +252,7 @@ def queue_spend(
         keys += [k.spent, k.reserved, k.holds, k.expiries, k.alerted]
         limit = s.limit_units
         thresholds = s.budget.thresholds
-        args += [-1 if limit is None else limit, s.spent_expires_ms, len(thresholds), *thresholds]
+        args += [-1 if limit is None else limit, s.spent_ttl_ms(), len(thresholds), *thresholds]
     return trip.script(lua.SPEND, keys, args)
 
 

@@ -1,7 +1,19 @@
-"""Budget windows: calendar days and months starting at midnight in the team's time zone."""
+"""Budget windows: calendar days and months starting at midnight in the team's time zone.
+
+Which clock decides what:
+- **The process clock** (`datetime.now`) selects the window a request falls in: which day and
+  which month, in the team's time zone. Processes whose clocks differ by a few seconds may
+  put a request at midnight into either day; both are correct answers.
+- **Redis's clock** decides every expiry. Counters, reservations, tombstones, rate buckets and
+  alert claims are given relative lifetimes (`PEXPIRE`, or `TIME` read inside the scripts),
+  never an absolute instant computed here: a process whose clock is off by days would
+  otherwise write counters that Redis drops as they are written. `Window.ttl_ms` is the one
+  place a window's end becomes such a lifetime.
+"""
 
 from __future__ import annotations
 
+import time
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +34,16 @@ class Window:
         """Whole seconds until the reset, rounded up (at least 1, for Retry-After)."""
         left = (self.end - now).total_seconds()
         return max(1, int(-(-left // 1)))
+
+    def ttl_ms(self, grace_s: int, at: float | None = None) -> int:
+        """How long (ms, relative: for PEXPIRE) a counter of this window must live from `at`
+        (the process clock, epoch seconds): until the window ends, plus `grace_s`.
+
+        Only the span is taken from the process clock, never the instant, so Redis applies it
+        by its own clock. At least `grace_s`: a window that just ended keeps its counters for
+        the grace period, whatever the two clocks say."""
+        left_s = self.end.timestamp() - (time.time() if at is None else at)
+        return int((max(0.0, left_s) + grace_s) * 1000)
 
 
 def _midnight(day, tz: zoneinfo.ZoneInfo) -> datetime:

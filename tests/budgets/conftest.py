@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from fakeredis import FakeAsyncRedis
@@ -31,6 +32,23 @@ def arun(fn, /, *args, **kwargs):
             await runtime.close_loop_clients()
 
     return async_to_sync(main)()
+
+
+def pin_clock(now):
+    """An autouse fixture that sets the process's wall clock to `now` (ticking on from
+    there) for each test of the module that assigns it: `_clock = pin_clock(NOW)`.
+
+    A test with a fixed instant pins the clock the code reads it from, not only the `now=`
+    it passes: TTLs are spans from the process clock, and the embedded Redis stand-in reads
+    TIME from it. A real Redis keeps its own clock, which the scripts only use for spans, so
+    a test gives the same answer on any date."""
+
+    @pytest.fixture(autouse=True)
+    def _pinned_clock():
+        with time_machine.travel(now, tick=True):
+            yield
+
+    return _pinned_clock
 
 
 def wide_client():

@@ -18,12 +18,13 @@ from budgets.ratelimit import rate_check
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.money import usd_to_units
 from gateway.roundtrip import RoundTrip
-from tests.budgets.conftest import arun, team_snap
+from tests.budgets.conftest import arun, pin_clock, team_snap
 from tests.budgets.test_ratelimit import key_snap
 from tests.factories import make_budget, make_team
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+_clock = pin_clock(NOW)
 DAY = "2026-11-27"
 CACHE_KEY = "gw:cache:t1:test"
 

@@ -13,11 +13,12 @@ from budgets.keys import budget_keys
 from budgets.models import BudgetAlert
 from budgets.tasks import send_budget_alert
 from gateway.money import usd_to_units
-from tests.budgets.conftest import arun, team_snap
+from tests.budgets.conftest import arun, pin_clock, team_snap
 from tests.factories import make_budget, make_team
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+_clock = pin_clock(NOW)
 CENTS_4 = usd_to_units(Decimal("0.04"))
 
 

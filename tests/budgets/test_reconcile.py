@@ -15,10 +15,12 @@ from budgets.reconcile import rebuild_counters
 from budgets.tasks import reconcile_counters
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
+from tests.budgets.conftest import pin_clock
 from tests.factories import make_budget, make_feature, make_team
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+_clock = pin_clock(NOW)
 _ids = itertools.count()
 
 

@@ -15,11 +15,12 @@ from budgets.keys import budget_keys
 from budgets.windows import current_windows
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
-from tests.budgets.conftest import arun, team_snap, wide_client
+from tests.budgets.conftest import arun, pin_clock, team_snap, wide_client
 from tests.factories import make_budget, make_feature, make_team
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
+_clock = pin_clock(NOW)
 DAY, MONTH = "2026-11-27", "2026-11"
 
 
