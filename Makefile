@@ -9,8 +9,10 @@ WORKERS ?= 1
 SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway \
 	REDIS_URL=redis://127.0.0.1:6379/15 SECRET_KEY=test-only-secret-key-$(shell hostname) \
 	CELERY_TASK_ALWAYS_EAGER=1 DEBUG=1
+# Every Python process's wall clock 400 days ahead (Redis and PostgreSQL keep theirs).
+SHIFTED_ENV := CLOCK_SHIFT_DAYS=400 PYTHONPATH=$(CURDIR)/.ci/clockshift
 
-.PHONY: setup run serve demo test test-shifted test-services lint worker beat bench clean
+.PHONY: setup run serve demo test test-shifted test-services test-services-shifted gateway-db lint worker beat bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,15 +41,20 @@ serve:
 test: $(VENV)/.installed
 	$(BIN)/pytest -q
 
-# The suite with every Python process's wall clock 400 days ahead (Redis and PostgreSQL keep
-# theirs): no test may depend on the day it was written.
+# The suite with the wall clock moved (see SHIFTED_ENV): no test may depend on the day it
+# was written.
 test-shifted: $(VENV)/.installed
-	CLOCK_SHIFT_DAYS=400 PYTHONPATH=$(CURDIR)/.ci/clockshift $(BIN)/pytest -q
+	$(SHIFTED_ENV) $(BIN)/pytest -q -W ignore::pytest.PytestAssertRewriteWarning
 
-test-services: $(VENV)/.installed
+test-services: $(VENV)/.installed gateway-db
+	$(SERVICES_ENV) $(BIN)/pytest -q
+
+test-services-shifted: $(VENV)/.installed gateway-db
+	$(SERVICES_ENV) $(SHIFTED_ENV) $(BIN)/pytest -q -W ignore::pytest.PytestAssertRewriteWarning
+
+gateway-db:
 	psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='gateway'" | grep -q 1 \
 		|| createdb -h 127.0.0.1 -U postgres gateway
-	$(SERVICES_ENV) $(BIN)/pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
