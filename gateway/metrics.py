@@ -29,11 +29,11 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 __all__ = ["CONTENT_TYPE", "circuit_exposition", "exposition", "observe"]
 
@@ -157,27 +157,41 @@ def exposition() -> bytes:
 
 async def circuit_exposition(*, redis, providers: list[str]) -> bytes:
     """The circuit state of each provider as it is in Redis now (0 closed, 1 open, 2 half
-    open: cooldown over, waiting for a probe). Read-only: it never claims the probe."""
+    open: cooldown over, waiting for a probe). Read-only: it never claims the probe.
+
+    Built as metric families at scrape time, never as `Gauge` objects: in multi-process mode
+    prometheus_client backs every Gauge with a per-process file, which the multi-process
+    collector would expose a second time (stale, with its own `# TYPE` line), and Prometheus
+    rejects a scrape that names a metric twice."""
     from gateway import circuit
 
-    registry = CollectorRegistry()
-    gauge = Gauge(
+    state = GaugeMetricFamily(
         "gateway_circuit_state",
         "Circuit breaker per provider: 0 closed, 1 open, 2 half open.",
-        ["provider"],
-        registry=registry,
+        labels=["provider"],
     )
-    failures = Gauge(
+    failures = GaugeMetricFamily(
         "gateway_circuit_consecutive_failures",
         "Consecutive failures counted against a closed circuit.",
-        ["provider"],
-        registry=registry,
+        labels=["provider"],
     )
     now_ms = int(time.time() * 1000)
     for name in providers:
         open_until, fails = await redis.hmget(circuit.PREFIX + name, "open_until", "fails")
         until = int(open_until or 0)
-        state = "closed" if until == 0 else ("open" if now_ms < until else "half_open")
-        gauge.labels(name).set(CIRCUIT_STATES[state])
-        failures.labels(name).set(int(fails or 0))
+        current = "closed" if until == 0 else ("open" if now_ms < until else "half_open")
+        state.add_metric([name], CIRCUIT_STATES[current])
+        failures.add_metric([name], int(fails or 0))
+    registry = CollectorRegistry()
+    registry.register(_Families([state, failures]))
     return generate_latest(registry)
+
+
+class _Families:
+    """A collector that yields metric families read once (see `circuit_exposition`)."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)

@@ -61,7 +61,9 @@ def shared_database_url() -> str:
 class GatewayProcess:
     """`uvicorn gatewaysite.asgi:application` (with its lifespan) on a free loopback port."""
 
-    def __init__(self, *, redis_url: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self, *, redis_url: str, log_dir: Path, args: tuple[str, ...] = (), **env: str
+    ) -> None:
         self.port = free_port()
         self.log_path = log_dir / f"gateway-{self.port}.log"
         environment = {
@@ -80,7 +82,7 @@ class GatewayProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "gatewaysite.asgi:application"]
-            + ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            + ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args],
             cwd=ROOT,
             env=environment,
             stdout=self._log,
