@@ -39,3 +39,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+
+# The API's answers that are outcomes, recorded in the ledger with their reason: refusals
+# (4xx) and the gateway's own upstream verdicts (502 every provider failed, 503 budget
+# counters unreachable, 504 deadline). A 500 is a bug and stays an ERROR.
+_API_OUTCOMES = frozenset(range(400, 500)) | {502, 503, 504}
+
+
+class ApiOutcomeFilter(logging.Filter):
+    """Lowers Django's `django.request` line for an API outcome to INFO.
+
+    Django logs every 4xx as a WARNING and every 5xx as an ERROR. On /v1 a 429 or a 502 is
+    the gateway working as intended, and the ledger already keeps it with its reason; at
+    WARNING each one is noise that hides real warnings (223 lines in one operator's run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        path = getattr(request, "path", "") or ""
+        if path.startswith("/v1/") and getattr(record, "status_code", 0) in _API_OUTCOMES:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True

@@ -32,6 +32,7 @@ from gateway.errors import (
     ProviderRejected,
     ServiceUnavailable,
 )
+from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd, worst_case_units
 from gateway.providers import adapter_for
 from gateway.providers.base import ChatRequest, Completion, ProviderError, Usage
@@ -95,9 +96,13 @@ class Headers(Protocol):
 
 
 def new_call() -> Call:
-    return Call(
+    call = Call(
         request_id="req_" + uuid.uuid4().hex, started=time.monotonic(), created_at=datetime.now(UTC)
     )
+    # Every log line written while serving the request names it (gateway/logs.py); the
+    # streaming generators set it again, as they run in the task that sends the response.
+    request_id_var.set(call.request_id)
+    return call
 
 
 async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:

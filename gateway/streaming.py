@@ -18,6 +18,7 @@ import orjson
 
 from gateway import runtime, services, tokens
 from gateway.cache import CachedAnswer
+from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd
 from gateway.providers.base import ProviderError, StreamResult, Usage
 
@@ -134,6 +135,7 @@ async def start_stream(adapter, request):
 async def live_events(
     call: services.Call, chunks, first: dict[str, Any], result: StreamResult
 ) -> AsyncIterator[bytes]:
+    request_id_var.set(call.request_id)  # this runs in the task that sends the response
     acc = Accumulator()
     acc.add(first)
     settled = False
@@ -213,6 +215,7 @@ async def _account(
 
 
 async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator[bytes]:
+    request_id_var.set(call.request_id)
     for chunk in replay_chunks(hit.body):
         yield sse(chunk)
     if (call.body.get("stream_options") or {}).get("include_usage"):

@@ -8,10 +8,12 @@ variable is listed in `.env.example`.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -200,11 +202,34 @@ CELERY_TASK_TIME_LIMIT = 60
 CELERY_TASK_SOFT_TIME_LIMIT = 50
 CELERY_TASK_ACKS_LATE = True
 CELERY_TIMEZONE = "UTC"
+# Every task goes to this deployment's own queue: deployments that share a broker (give each
+# its own vhost too: amqp://user:password@host:5672/llm-gateway) never run each other's tasks.
+# A worker started without -Q consumes exactly this queue.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "llm-gateway")
+# Beat's state file, outside the code (var/ is gitignored); losing it only means each
+# periodic task runs once at beat's start, and the digest waits for its hour anyway.
+CELERY_BEAT_SCHEDULE_FILENAME = env_str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / "var" / "celerybeat-schedule")
+)
+# The hour (UTC) the daily spend digest is sent; each team's digest covers its own yesterday.
+DIGEST_HOUR_UTC = env_int("GATEWAY_DIGEST_HOUR_UTC", 6)
+
+
+def _every(seconds: float, task: str) -> dict:
+    # A run that waited longer than most of its interval (the worker was down) is dropped:
+    # the next one does the same work, so a backlog never piles up in the broker.
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds * 0.8}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "drain-ledger": {"task": "gateway.tasks.drain_ledger", "schedule": 5.0},
-    "reconcile-budget-counters": {"task": "budgets.tasks.reconcile_counters", "schedule": 300.0},
-    "roll-up-usage": {"task": "reports.tasks.roll_up_recent", "schedule": 60.0},
-    "daily-spend-digest": {"task": "budgets.tasks.send_daily_digests", "schedule": 86400.0},
+    "drain-ledger": _every(5.0, "gateway.tasks.drain_ledger"),
+    "reconcile-budget-counters": _every(300.0, "budgets.tasks.reconcile_counters"),
+    "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
+    "daily-spend-digest": {
+        "task": "budgets.tasks.send_daily_digests",
+        "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
+        "options": {"expires": 12 * 3600},
+    },
 }
 
 # --- E-mail -----------------------------------------------------------------------------
@@ -264,6 +289,24 @@ LOGGING = {
             "formatter": env_str("LOG_FORMAT", "plain" if DEBUG else "json"),
         }
     },
+    "filters": {"api_outcomes": {"()": "gateway.logs.ApiOutcomeFilter"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # 429s and 502s are outcomes the ledger records: INFO, not WARNING/ERROR (logs.py).
+        "django.request": {"filters": ["api_outcomes"]},
+        # uvicorn's own lines in the same format as ours, once a worker has loaded the app
+        # (the Procfile's --log-config covers the lines before that).
+        **{
+            name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    },
 }
+if LOGGING["handlers"]["console"]["formatter"] == "json":
+    # Python's warnings (a library's deprecation, Celery's root warning) as JSON lines too.
+    logging.captureWarnings(True)
+# Celery keeps the logging configured above (JSON in production) instead of installing its
+# own plain-text handler on the root logger.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
