@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import redis as redis_sync
 from django.core.mail import send_mail
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from budgets.keys import DIGEST_CLAIM_TTL_S, digest_claim_key
@@ -25,26 +25,42 @@ def recipients(team: Team) -> list[str]:
     return list(emails)
 
 
+def _counts(row: dict) -> str:
+    """'3 served', then refused and failed requests when there were any."""
+    parts = [f"{row['served']} served"]
+    parts += [f"{row[k]} {k}" for k in ("refused", "failed") if row[k]]
+    return ", ".join(parts)
+
+
 def digest_text(*, team: Team, day: Window) -> str | None:
-    """The digest of one day, or None when the team made no request that day."""
+    """The digest of one day, or None when the team made no request that day.
+
+    Served, refused (budgets, rate limits) and failed requests are counted apart: a refused
+    request is not traffic the team was served, and a day of refusals is news of its own."""
+    status = UsageRecord.Status
     rows = list(
         UsageRecord.objects.for_team(team)
         .between(day.start, day.end)
         .values("feature__name")
-        .annotate(cost=Sum("cost_usd"), requests=Count("id"))
+        .annotate(
+            cost=Sum("cost_usd"),
+            served=Count("id", filter=Q(status=status.OK)),
+            refused=Count("id", filter=Q(status=status.REFUSED)),
+            failed=Count("id", filter=~Q(status__in=[status.OK, status.REFUSED])),
+        )
         .order_by("feature__name")
     )
     if not rows:
         return None
-    total = sum((r["cost"] for r in rows), start=Decimal(0))
-    count = sum(r["requests"] for r in rows)
+    total = sum((r["cost"] or Decimal(0) for r in rows), start=Decimal(0))
+    day_counts = {k: sum(r[k] for r in rows) for k in ("served", "refused", "failed")}
     lines = [
         f'Spend of team "{team.name}" on {day.key} ({team.timezone}): '
-        f"${format_usd(total)} over {count} requests."
+        f"${format_usd(total)}; requests: {_counts(day_counts)}."
     ]
     lines += [
-        f"  {r['feature__name'] or '(no feature)'}: ${format_usd(r['cost'])}"
-        f" ({r['requests']} requests)"
+        f"  {r['feature__name'] or '(no feature)'}: ${format_usd(r['cost'] or Decimal(0))}"
+        f" ({_counts(r)})"
         for r in rows
     ]
     return "\n".join(lines)

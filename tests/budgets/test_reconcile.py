@@ -9,10 +9,11 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from budgets.digests import send_daily_digests
+from budgets.digests import digest_text, send_daily_digests
 from budgets.keys import budget_keys
 from budgets.reconcile import rebuild_counters
 from budgets.tasks import reconcile_counters
+from budgets.windows import previous_day
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
 from tests.budgets.conftest import pin_clock
@@ -24,13 +25,14 @@ _clock = pin_clock(NOW)
 _ids = itertools.count()
 
 
-def spend(team, usd: str, at: datetime, feature=None) -> None:
+def spend(team, usd: str, at: datetime, feature=None, status=UsageRecord.Status.OK) -> None:
     UsageRecord.objects.create(
         request_id=f"req-{next(_ids)}",
         team=team,
         feature=feature,
         created_at=at,
         cost_usd=Decimal(usd),
+        status=status,
     )
 
 
@@ -120,5 +122,21 @@ def test_the_daily_digest_mails_each_team_its_spend_of_yesterday_once(
     assert mail.to == ["ops@example.com"]
     assert mail.subject == "LLM gateway spend for acme on 2026-11-26"
     assert mail.body == (
-        'Spend of team "acme" on 2026-11-26 (UTC): $1 over 1 requests.\n  chat: $1 (1 requests)'
+        'Spend of team "acme" on 2026-11-26 (UTC): $1; requests: 1 served.\n  chat: $1 (1 served)'
+    )
+
+
+def test_the_digest_counts_served_refused_and_failed_requests_apart(ledger, redis_sync):
+    team_budget, _ = ledger
+    team = team_budget.team
+    chat = team.features.get(name="chat")
+    yesterday = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    for status in ("refused", "refused", "error", "stream_error"):
+        spend(team, "0", yesterday, chat, status=status)
+
+    text = digest_text(team=team, day=previous_day("UTC", NOW))
+
+    assert text == (
+        'Spend of team "acme" on 2026-11-26 (UTC): $1; requests: 1 served, 2 refused,'
+        " 2 failed.\n  chat: $1 (1 served, 2 refused, 2 failed)"
     )
