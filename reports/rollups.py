@@ -62,6 +62,8 @@ LEDGER_FIELDS = (
 )
 _LAT0 = COUNTER_FIELDS.index("lat_b0")
 _INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
+# Outcomes of a request that an answer reached: with more than one attempt, a fallback.
+_RESCUED = (UsageRecord.Status.OK, UsageRecord.Status.STREAM_ERROR)
 
 
 def apply(records: list[UsageRecord]) -> None:
@@ -179,7 +181,9 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
     row[i["errors"]] += status == UsageRecord.Status.ERROR
     row[i["refused"]] += status == UsageRecord.Status.REFUSED
     row[i["stream_errors"]] += status == UsageRecord.Status.STREAM_ERROR
-    row[i["fallbacks"]] += attempts > 1
+    # A fallback is a request a later model rescued; one that failed on every model is an
+    # error (counted above), not a fallback.
+    row[i["fallbacks"]] += attempts > 1 and status in _RESCUED
     row[i["input_tokens"]] += input_tokens
     row[i["output_tokens"]] += output_tokens
     row[i["cached_tokens"]] += cached_tokens
