@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py demosetup --base-url http://$(HOST):$(PORT) > /dev/null
 
 # Set everything up, fill the dashboards with demo traffic (once), and serve the gateway.
@@ -71,4 +72,4 @@ bench: $(VENV)/.installed
 	bench/run.sh
 
 clean:
-	rm -rf $(VENV) db.sqlite3 var
+	rm -rf $(VENV) db.sqlite3 var staticfiles
