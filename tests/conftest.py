@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from gateway import ledger, runtime
 from gateway.config import store
@@ -22,6 +23,22 @@ def _close_db_lanes(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         runtime.close_db_threads()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_from_the_source_tree():
+    """This process names and serves static files as DEBUG does, from the source tree, in
+    every mode: DEBUG=0's manifest storage needs a `collectstatic` run first. The static files
+    as served are proven against uvicorn itself (tests/site_server.py)."""
+    with override_settings(
+        STORAGES={
+            **settings.STORAGES,
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+        WHITENOISE_AUTOREFRESH=True,
+        WHITENOISE_USE_FINDERS=True,
+    ):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -42,5 +59,6 @@ def redis_sync():
     return runtime.sync_redis()
 
 
-# Loopback OpenAI/Anthropic servers: the `openai_server` and `anthropic_server` fixtures.
-pytest_plugins = ["tests.loopback", "tests.gateway_server", "tests.processes"]
+# Loopback OpenAI/Anthropic servers (`openai_server`, `anthropic_server`), the gateway in a
+# thread, and gateway and site subprocesses (`gateways`, `site`).
+pytest_plugins = ["tests.loopback", "tests.gateway_server", "tests.processes", "tests.site_server"]

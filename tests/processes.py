@@ -25,7 +25,7 @@ from django.db import connection
 
 from tests.gateway_server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: subprocesses run its code
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 requires_postgres = pytest.mark.skipif(
@@ -59,16 +59,24 @@ def shared_database_url() -> str:
 
 
 class GatewayProcess:
-    """`uvicorn gatewaysite.asgi:application` (with its lifespan) on a free loopback port."""
+    """`uvicorn gatewaysite.asgi:application` (with its lifespan) on a free loopback port.
+
+    `args` are added to uvicorn's command line; an `env` value of None removes that
+    variable (the embedded mode is the absence of DATABASE_URL and REDIS_URL)."""
 
     def __init__(
-        self, *, redis_url: str, log_dir: Path, args: tuple[str, ...] = (), **env: str
+        self,
+        *,
+        redis_url: str | None,
+        log_dir: Path,
+        args: tuple[str, ...] = (),
+        **env: str | None,
     ) -> None:
         self.port = free_port()
         self.log_path = log_dir / f"gateway-{self.port}.log"
         environment = {
             **os.environ,
-            "DATABASE_URL": shared_database_url(),
+            "DATABASE_URL": shared_database_url() if ON_POSTGRES else None,
             "REDIS_URL": redis_url,
             "SECRET_KEY": "test-secret",
             "DEBUG": "1",
@@ -79,6 +87,7 @@ class GatewayProcess:
             **env,
         }
         environment.pop("CELERY_BROKER_URL", None)
+        environment = {k: v for k, v in environment.items() if v is not None}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "gatewaysite.asgi:application"]

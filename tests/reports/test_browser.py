@@ -1,28 +1,19 @@
-"""Headless Chromium (Debian's package, driven by Playwright) signs in, opens every report
-page, checks that each chart drew data and that the console stayed clean, and saves the
-overview screenshot the README shows."""
+"""Headless Chromium (Debian's package, driven by Playwright) against the server the README
+runs: uvicorn as a subprocess with several workers, DEBUG=1 as `make run` and DEBUG=0 as
+production after `collectstatic` (tests/site_server.py), not Django's test server, which
+serves static files by itself. A superuser signs in through the admin's login form; the admin
+is styled and its scripts run; every report page draws its charts; no request fails and the
+console stays clean. A screenshot of each page is kept in var/screenshots/ (gitignored)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.utils import timezone
-from pytest_django.live_server_helper import LiveServer
-
-from gateway.models import LanguageModel, Team
-from gateway.money import Prices, cost_of
-from gateway.providers.base import Usage
-from reports import rollups
-from reports.backfill import backfill
-from tests.factories import (
-    make_budget,
-)
-from tests.reports.conftest import make_demo_config, make_record, write_ledger
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -34,123 +25,130 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 # The README's picture is refreshed on purpose (UPDATE_SCREENSHOT=1), not by every test run.
-SCREENSHOT = Path(settings.BASE_DIR) / (
-    "docs/overview.png" if os.environ.get("UPDATE_SCREENSHOT") else "var/overview.png"
-)
-PAGES = [
-    "/reports/",
-    "/reports/spend/?by=model",
-    "/reports/cache/",
-    "/reports/providers/",
-    "/reports/models/",
-]
+README_PICTURE = Path(settings.BASE_DIR) / "docs" / "overview.png"
+PAGES = {
+    "reports-overview": "/reports/",
+    "reports-spend": "/reports/spend/?by=model",
+    "reports-cache": "/reports/cache/",
+    "reports-providers": "/reports/providers/",
+    "reports-models": "/reports/models/",
+}
+USER = "browser-admin"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-        reason="Debian's chromium is not installed",
-    ),
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
 
-# Every chart exists, has at least one dataset with a non-zero point, and its canvas differs
-# from a blank canvas of the same size.
+# Every chart on the page is a Chart.js instance (so Chart.js and charts.js loaded and ran),
+# every canvas has one, each has a non-zero data point, and its canvas has painted pixels.
 CHARTS_DREW = """() => {
-  const charts = window.reportCharts || [];
+  if (typeof Chart === "undefined") return "Chart.js did not load";
+  const charts = Object.values(Chart.instances);
   if (!charts.length) return "no chart";
+  const canvases = document.querySelectorAll("canvas").length;
+  if (charts.length !== canvases) return charts.length + " charts for " + canvases + " canvases";
   for (const chart of charts) {
-    const values = chart.data.datasets.flatMap(d => d.data).filter(v => v);
-    if (!values.length) return "empty chart " + chart.canvas.id;
-    const blank = document.createElement("canvas");
-    blank.width = chart.canvas.width; blank.height = chart.canvas.height;
-    if (chart.canvas.toDataURL() === blank.toDataURL()) return "blank canvas " + chart.canvas.id;
+    const c = chart.canvas;
+    if (!chart.data.datasets.flatMap(d => d.data).some(v => v)) return "empty chart " + c.id;
+    const pixels = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let painted = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) painted++;
+    if (painted < 0.01 * c.width * c.height) return "blank canvas " + c.id;
   }
   return "ok";
 }"""
 
-
-def demo_world() -> None:
-    """A configuration like the demo's, 30 days of synthetic history and today's traffic."""
-    make_demo_config()
-    product = Team.objects.get(name="product")
-    gpt4o = LanguageModel.objects.get(name="gpt-4o")
-    chatbot = product.features.get(name="chatbot")
-    make_budget(product, chatbot, daily_limit_usd="0.5", alert_thresholds=[50, 80, 100], hard=False)
-    backfill(days=30, per_day=300)
-    now = timezone.now()
-    cost = cost_of(Usage(4000, 2500), Prices(gpt4o.input_per_mtok, gpt4o.output_per_mtok)).usd
-    write_ledger(
-        [  # today: the chatbot crosses 50 % and 80 % of its daily budget
-            make_record(
-                product,
-                chatbot,
-                created_at=now - dt.timedelta(minutes=i),
-                requested_model="auto",
-                served_model="gpt-4o",
-                provider="sim-openai",
-                input_tokens=4000,
-                output_tokens=2500,
-                cost_usd=str(cost),
-            )
-            for i in range(12)
-        ]
-    )
-    rollups.record_circuit_events(
-        [{"provider": "sim-openai", "opened_at": now.isoformat(), "reason": "consecutive_failures"}]
-    )
+# The admin's base.css was fetched and applies: its rules are readable and its look shows
+# (no body margin, a coloured header bar; unstyled, the body has 8px and the header none).
+ADMIN_STYLED = """() => {
+  const base = /\\/static\\/admin\\/css\\/base\\./;
+  const sheet = [...document.styleSheets].find(s => base.test(s.href));
+  if (!sheet) return "no link to admin/css/base.css";
+  let rules = 0;
+  try { rules = sheet.cssRules.length; } catch (e) {}  // a failed load is not readable
+  if (!rules) return "admin/css/base.css did not load: " + sheet.href;
+  if (getComputedStyle(document.body).marginTop !== "0px") return "body has its default margin";
+  const header = document.getElementById("header");
+  if (!header) return "no #header";
+  const bg = getComputedStyle(header).backgroundColor;
+  if (bg === "rgba(0, 0, 0, 0)" || bg === "transparent") return "#header has no background";
+  return "ok";
+}"""
 
 
 @pytest.fixture
-def seeded(transactional_db, django_user_model) -> None:
-    demo_world()
-    django_user_model.objects.create_user("manager", password="pw-manager-123", is_staff=True)
-
-
-@pytest.fixture
-def live_server(_report_settings, seeded):
-    """pytest-django's live server, started per test (not per session) and after conftest's
-    settings overrides, so that its middleware sees them: outside the embedded mode the
-    production https redirect would otherwise send Chromium to https://localhost."""
-    server = LiveServer("localhost:0")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def browser(seeded):
-    # Playwright's sync API runs an event loop in this thread, where Django refuses ORM
-    # calls: every record is created before it starts.
+def browser():
+    # Playwright's sync API runs an event loop in this thread while it is open, where Django
+    # refuses ORM calls: the world is written by the server's environment beforehand.
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
 
-def test_every_report_page_draws_its_charts_without_console_errors(live_server, browser):
+def screenshot(page, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
+    return path
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug-1", "debug-0"])
+def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, browser, debug):
+    password = secrets.token_urlsafe(16)
+    server = site(
+        debug=debug,
+        seed="tests.reports.browser_world",
+        BROWSER_USER=USER,
+        BROWSER_PASSWORD=password,
+    )
+    folder = SCREENSHOTS / f"debug-{int(debug)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
 
-    page.goto(f"{live_server.url}/reports/")
+    # The real login form, with its CSRF cookie; DEBUG=0's cookies are Secure ones.
+    page.goto(f"{server.url}/admin/")
     assert "/admin/login/" in page.url
-    page.fill("#id_username", "manager")
-    page.fill("#id_password", "pw-manager-123")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/reports/")
-    # Django's own admin login page has no favicon link, so Chromium's /favicon.ico probe
-    # 404s there; the report pages declare theirs. Judge the report pages only.
-    problems.clear()
+    assert page.evaluate(ADMIN_STYLED) == "ok"
+    screenshot(page, folder, "admin-login")
+    page.fill("#id_username", USER)
+    page.fill("#id_password", password)
+    page.click("[type=submit]")
+    page.wait_for_url(f"{server.url}/admin/")
+    assert page.evaluate(ADMIN_STYLED) == "ok"
+    screenshot(page, folder, "admin-index")
 
-    for path in PAGES:
-        response = page.goto(f"{live_server.url}{path}")
+    # The team form: the inline's template row ("add another feature") is hidden by the
+    # admin's CSS, and its script put the "Add another" link in its place.
+    page.goto(f"{server.url}/admin/gateway/team/")
+    page.get_by_role("link", name="product", exact=True).click()
+    page.wait_for_url("**/change/")
+    assert page.evaluate(ADMIN_STYLED) == "ok"
+    template_row = page.locator("tr.empty-form")
+    assert template_row.count() == 1
+    assert template_row.is_hidden()
+    assert page.locator("tr.add-row a").is_visible()
+    screenshot(page, folder, "admin-team")
+
+    for name, path in PAGES.items():
+        response = page.goto(f"{server.url}{path}")
         assert response.status == 200, path
         assert page.evaluate(CHARTS_DREW) == "ok", path
-        if path == "/reports/":
+        if name == "reports-overview":
             assert page.locator(".bar .threshold.crossed").count() >= 2
-            SCREENSHOT.parent.mkdir(exist_ok=True, parents=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        shot = screenshot(page, folder, name)
+        if name == "reports-overview" and debug and os.environ.get("UPDATE_SCREENSHOT"):
+            shutil.copyfile(shot, README_PICTURE)
     assert problems == []
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert "Traceback" not in server.output()

@@ -1,0 +1,67 @@
+"""`python -m tests.reports.browser_world`: the browser test's world, written in the site
+server's own environment (its database, which may be a SQLite file only it can see): a
+configuration like the demo's, 30 days of synthetic history, today's traffic crossing a budget's
+alert thresholds, a circuit opening, and a superuser `BROWSER_USER` with the password in
+`BROWSER_PASSWORD`, who signs in through the login form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import django
+
+
+def demo_world() -> None:
+    from django.utils import timezone
+
+    from gateway.models import LanguageModel, Team
+    from gateway.money import Prices, cost_of
+    from gateway.providers.base import Usage
+    from reports import rollups
+    from reports.backfill import backfill
+    from tests.factories import make_budget
+    from tests.reports.conftest import make_demo_config, make_record, write_ledger
+
+    make_demo_config()
+    product = Team.objects.get(name="product")
+    gpt4o = LanguageModel.objects.get(name="gpt-4o")
+    chatbot = product.features.get(name="chatbot")
+    make_budget(product, chatbot, daily_limit_usd="0.5", alert_thresholds=[50, 80, 100], hard=False)
+    backfill(days=30, per_day=300)
+    now = timezone.now()
+    cost = cost_of(Usage(4000, 2500), Prices(gpt4o.input_per_mtok, gpt4o.output_per_mtok)).usd
+    write_ledger(
+        [  # today: the chatbot crosses 50 % and 80 % of its daily budget
+            make_record(
+                product,
+                chatbot,
+                created_at=now - dt.timedelta(minutes=i),
+                requested_model="auto",
+                served_model="gpt-4o",
+                provider="sim-openai",
+                input_tokens=4000,
+                output_tokens=2500,
+                cost_usd=str(cost),
+            )
+            for i in range(12)
+        ]
+    )
+    rollups.record_circuit_events(
+        [{"provider": "sim-openai", "opened_at": now.isoformat(), "reason": "consecutive_failures"}]
+    )
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
+    django.setup()
+    from django.contrib.auth import get_user_model
+
+    demo_world()
+    get_user_model().objects.create_superuser(
+        os.environ["BROWSER_USER"], "browser@example.com", os.environ["BROWSER_PASSWORD"]
+    )
+
+
+if __name__ == "__main__":
+    main()
