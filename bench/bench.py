@@ -52,7 +52,7 @@ def gateway_env() -> dict[str, str]:
         SECURE_SSL_REDIRECT="0",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
-        BENCH_KEY="mock-upstream-key",
+        BENCH_API_KEY="mock-upstream-key",
         # The Procfile's shape: the Celery worker drains the ledger (beat, every 5 s), so the
         # web workers' event loops never share the GIL with a batch writer. Its CPU is
         # counted in the gateway's CPU per request (`Run.drainers`).

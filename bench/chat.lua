@@ -1,13 +1,13 @@
 -- wrk script: POST an OpenAI chat completion with the gateway's headers.
 -- Configured by the environment (bench/bench.py sets it):
---   BENCH_KEY      gateway key ("Authorization: Bearer ..."); empty = no header
+--   BENCH_API_KEY      gateway key ("Authorization: Bearer ..."); empty = no header
 --   BENCH_FEATURE  X-Gateway-Feature (default "bench")
 --   BENCH_MODEL    model name (default "bench-fast")
 --   BENCH_PROMPT   "unique" (a new prompt per request: always a cache miss) or "fixed"
 --   BENCH_CACHE_TTL X-Gateway-Cache-TTL; "" = header not sent, "0" = cache bypass
 --   BENCH_STREAM   "1" for "stream": true with include_usage
 --   BENCH_PATH     request path (default /v1/chat/completions)
-local key = os.getenv("BENCH_KEY") or ""
+local key = os.getenv("BENCH_API_KEY") or ""
 local feature = os.getenv("BENCH_FEATURE") or "bench"
 local model = os.getenv("BENCH_MODEL") or "bench-fast"
 local unique = (os.getenv("BENCH_PROMPT") or "unique") == "unique"

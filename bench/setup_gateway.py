@@ -8,7 +8,7 @@ fresh Redis counters). Team `bench` has a feature, a huge hard budget (so reserv
 on every request without refusing), and rate limits set high enough never to refuse (so the
 rate-limit script runs). Team `bench-near` has a hard daily budget that the scenario
 "budgets near their limit" exhausts mid-run. Providers are `openai`-kind and point at the
-loopback mocks; their upstream key comes from the BENCH_KEY environment variable.
+loopback mocks; their upstream key comes from the BENCH_API_KEY environment variable.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _model(name: str, port: int, kind: str = "openai") -> None:
         defaults={
             "kind": kind,
             "base_url": f"http://127.0.0.1:{port}" + ("/v1" if kind != "anthropic" else ""),
-            "api_key_env": "BENCH_KEY",
+            "api_key_env": "BENCH_API_KEY",
             "read_timeout": 30.0,
             "enabled": True,
         },

@@ -72,7 +72,7 @@ def run(
     threads = 1 if connections < 4 else 2
     env = {
         **os.environ,
-        "BENCH_KEY": key,
+        "BENCH_API_KEY": key,
         "BENCH_MODEL": model,
         "BENCH_PROMPT": prompt,
         "BENCH_CACHE_TTL": cache_ttl,

@@ -82,8 +82,8 @@ class GatewayProcess:
             "DEBUG": "1",
             "CELERY_TASK_ALWAYS_EAGER": "1",
             "GATEWAY_LEDGER_IN_PROCESS": "0",
-            "TEST_OPENAI_KEY": "sk-test",
-            "TEST_ANTHROPIC_KEY": "sk-ant",
+            "TEST_OPENAI_API_KEY": "sk-test",
+            "TEST_ANTHROPIC_API_KEY": "sk-ant",
             **env,
         }
         environment.pop("CELERY_BROKER_URL", None)

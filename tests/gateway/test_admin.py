@@ -162,7 +162,7 @@ def test_the_revoke_action_revokes_only_the_selected_keys(staff):
 def test_the_provider_list_says_whether_its_key_is_set_never_its_value(staff, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-value")
     Provider.objects.create(name="openai", kind="openai", api_key_env="OPENAI_API_KEY")
-    Provider.objects.create(name="anthropic", kind="anthropic", api_key_env="UNSET_KEY_VAR_X")
+    Provider.objects.create(name="anthropic", kind="anthropic", api_key_env="UNSET_X_API_KEY")
     response = staff.get(reverse("admin:gateway_provider_changelist"))
     assert response.status_code == 200
     assert b"sk-very-secret-value" not in response.content

@@ -51,14 +51,14 @@ def test_the_circuit_opens_skips_and_closes_across_two_processes(
         "openai",
         kind="openai",
         base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="TEST_OPENAI_API_KEY",
         options={},
     )
     an = make_provider(
         "anthropic",
         kind="anthropic",
         base_url=anthropic_server.base_url,
-        api_key_env="TEST_ANTHROPIC_KEY",
+        api_key_env="TEST_ANTHROPIC_API_KEY",
         options={},
     )
     gpt = make_model("gpt-4o", oa)

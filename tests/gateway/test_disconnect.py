@@ -43,7 +43,7 @@ def reserved_units(team) -> int:
 def test_a_client_hanging_up_releases_its_budget_hold(
     gateway_server, openai_server, monkeypatch, stream
 ):
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test")
     team = make_team("acme")
     make_feature(team, "chatbot")
     _, secret = make_key(team)
@@ -51,7 +51,7 @@ def test_a_client_hanging_up_releases_its_budget_hold(
         "openai",
         kind="openai",
         base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="TEST_OPENAI_API_KEY",
         options={},
     )
     make_model("gpt-4o", oa)

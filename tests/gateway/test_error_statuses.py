@@ -24,7 +24,7 @@ HELLO = [{"role": "user", "content": "Say hello, please"}]
 
 @pytest.fixture
 def world(openai_server, monkeypatch):
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test")
     team = make_team("acme")
     make_feature(team, "chatbot")
     make_feature(team, "search")
@@ -33,7 +33,7 @@ def world(openai_server, monkeypatch):
         "openai",
         kind="openai",
         base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="TEST_OPENAI_API_KEY",
         options={},
     )
     make_model("gpt-4o", oa, input_price="2.50", output_price="10.00", context_window=1000)

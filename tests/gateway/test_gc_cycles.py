@@ -93,7 +93,7 @@ REQUESTS = {  # name: (model, body changes, expected status and X-Gateway-Cache)
 def test_a_request_leaves_no_garbage_in_reference_cycles(name, openai_server, monkeypatch):
     from gatewaysite.asgi import http_application
 
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test")
     team = make_team("acme")
     make_feature(team, "chatbot")
     make_budget(team, daily_limit_usd="100")
@@ -102,7 +102,7 @@ def test_a_request_leaves_no_garbage_in_reference_cycles(name, openai_server, mo
         "openai",
         kind="openai",
         base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="TEST_OPENAI_API_KEY",
         options={},
     )
     make_model("gpt-4o", upstream)

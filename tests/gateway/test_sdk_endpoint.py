@@ -27,8 +27,8 @@ HELLO = [{"role": "user", "content": "Say hello, please"}]  # 17 chars: 5 prompt
 
 @pytest.fixture
 def world(openai_server, anthropic_server, monkeypatch):
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test-openai-secret")
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test-secret")
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test-openai-secret")
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-test-secret")
     team = make_team("acme")
     feature = make_feature(team, "chatbot")
     key, secret = make_key(team)
@@ -36,7 +36,7 @@ def world(openai_server, anthropic_server, monkeypatch):
         "openai",
         kind="openai",
         base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_KEY",
+        api_key_env="TEST_OPENAI_API_KEY",
         read_timeout=0.5,
         options={},
     )
@@ -44,7 +44,7 @@ def world(openai_server, anthropic_server, monkeypatch):
         "anthropic",
         kind="anthropic",
         base_url=anthropic_server.base_url,
-        api_key_env="TEST_ANTHROPIC_KEY",
+        api_key_env="TEST_ANTHROPIC_API_KEY",
         options={},
     )
     local = make_provider(

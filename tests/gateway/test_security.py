@@ -184,7 +184,7 @@ def echo_everything(request: httpx.Request) -> httpx.Response:
 
 @pytest.fixture
 def echoing_provider(monkeypatch):
-    monkeypatch.setenv("LEAK_TEST_KEY", PROVIDER_SECRET)
+    monkeypatch.setenv("LEAK_TEST_API_KEY", PROVIDER_SECRET)
     transport = httpx.MockTransport(echo_everything)
     monkeypatch.setattr(runtime, "http_client", lambda: httpx.AsyncClient(transport=transport))
     team = make_team("leaky")
@@ -194,7 +194,7 @@ def echoing_provider(monkeypatch):
             f"echo-{kind}",
             kind=kind,
             base_url="http://upstream.test/v1",
-            api_key_env="LEAK_TEST_KEY",
+            api_key_env="LEAK_TEST_API_KEY",
             options={},
         )
         make_model(f"{kind}-500", provider, upstream_id="echo-500")
@@ -230,7 +230,7 @@ def test_a_provider_echoing_its_key_never_leaks_it(
 def test_exportconfig_and_admin_pages_never_show_a_provider_secret(echoing_provider, admin_user):
     out = io.StringIO()
     call_command("exportconfig", stdout=out)
-    assert "LEAK_TEST_KEY" in out.getvalue()  # the variable's name, never its value
+    assert "LEAK_TEST_API_KEY" in out.getvalue()  # the variable's name, never its value
     assert PROVIDER_SECRET not in out.getvalue()
     client = Client(headers=HTTPS)
     client.force_login(admin_user)

@@ -46,7 +46,7 @@ def setup_team(openai_url: str, **key_options) -> tuple[object, str]:
     team = make_team("acme")
     make_feature(team, "chatbot")
     provider = make_provider(
-        "openai", kind="openai", base_url=openai_url, api_key_env="TEST_OPENAI_KEY", options={}
+        "openai", kind="openai", base_url=openai_url, api_key_env="TEST_OPENAI_API_KEY", options={}
     )
     make_model("gpt-4o", provider, input_price="1000", output_price="1000")
     return team, make_key(team, **key_options)[1]

@@ -57,7 +57,7 @@ def test_the_gateway_logs_json_with_request_ids_and_refusals_at_info(tmp_path, s
     team = make_team("acme")
     make_feature(team, "chatbot")
     dead = make_provider("dead", kind="openai", base_url="http://127.0.0.1:9/v1",
-                         api_key_env="TEST_OPENAI_KEY", options={})  # fmt: skip
+                         api_key_env="TEST_OPENAI_API_KEY", options={})  # fmt: skip
     make_model("gpt-dead", dead)
     secret = make_key(team)[1]
     gateway = GatewayProcess(

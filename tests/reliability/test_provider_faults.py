@@ -88,7 +88,12 @@ def setup_chains(*, openai_url, stream_url, anthropic_url, blackhole_port) -> st
 
     def openai_kind(name: str, url: str):
         return make_provider(
-            name, kind="openai", base_url=url, api_key_env="TEST_OPENAI_KEY", options={}, **timeouts
+            name,
+            kind="openai",
+            base_url=url,
+            api_key_env="TEST_OPENAI_API_KEY",
+            options={},
+            **timeouts,
         )
 
     claude = make_model(
@@ -97,7 +102,7 @@ def setup_chains(*, openai_url, stream_url, anthropic_url, blackhole_port) -> st
             "anthropic",
             kind="anthropic",
             base_url=anthropic_url,
-            api_key_env="TEST_ANTHROPIC_KEY",
+            api_key_env="TEST_ANTHROPIC_API_KEY",
             options={},
             read_timeout=30,
         ),
@@ -195,8 +200,8 @@ def test_100_concurrent_requests_through_every_provider_fault_get_no_500_and_one
 ):
     # A breaker that never opens: every request meets the fault it was scripted with.
     settings.GATEWAY = {**settings.GATEWAY, "CIRCUIT_FAILURES": 100_000}
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant")
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant")
     secret = setup_chains(
         openai_url=openai_server.base_url,
         stream_url=stream_server.base_url,

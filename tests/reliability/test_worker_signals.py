@@ -49,7 +49,7 @@ def setup_team(openai_url: str, *, limit_usd: Decimal | None = None) -> tuple[ob
     team = make_team("acme")
     make_feature(team, "chatbot")
     provider = make_provider(
-        "openai", kind="openai", base_url=openai_url, api_key_env="TEST_OPENAI_KEY", options={}
+        "openai", kind="openai", base_url=openai_url, api_key_env="TEST_OPENAI_API_KEY", options={}
     )
     make_model("gpt-4o", provider, input_price="1000", output_price="1000")
     if limit_usd is not None:
