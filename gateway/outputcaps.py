@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import F, Max
@@ -50,8 +51,9 @@ def learn(feature: Feature, *, now, ceiling: int | None) -> int | None:
     total = answers.count()
     if total < max(1, int(g["OUTPUT_CAP_MIN_SAMPLES"])):
         return None
-    share_above = 1 - float(g["OUTPUT_CAP_PERCENTILE"]) / 100  # 0.001 for the 99.9th
-    above = math.floor(total * share_above)  # answers allowed above the percentile
+    # Answers allowed above the percentile (2 of 2,000 for the 99.9th), in exact decimals.
+    share_above = (100 - Decimal(str(g["OUTPUT_CAP_PERCENTILE"]))) / 100
+    above = math.floor(total * share_above)
     value = answers.order_by("-output_tokens").values_list("output_tokens", flat=True)[above] or 0
     capped = answers.filter(output_cap__isnull=False, output_tokens__gte=F("output_cap"))
     if capped.count() > above:
