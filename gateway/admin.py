@@ -344,6 +344,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cache",
         "input_tokens",
         "output_tokens",
+        "output_cap",
         "cached_tokens",
         "cost_usd",
         "saved_usd",
