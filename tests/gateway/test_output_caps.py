@@ -17,7 +17,7 @@ import pytest
 from budgets.models import Budget
 from gateway import ledger
 from gateway.config import store
-from gateway.models import UsageRecord
+from gateway.models import Feature, UsageRecord
 from tests.factories import (
     make_budget,
     make_feature,
@@ -200,3 +200,19 @@ def test_the_cap_sizes_the_reservation(gateway_server, world, openai_server):
     assert record.refusal["reserved_usd"] == "0"
     assert Decimal(record.refusal["needed_usd"]) > Decimal("0.0655")
     assert f"needs up to ${record.refusal['needed_usd']}" in refused.value.message
+
+
+def test_a_cached_answer_is_reused_only_under_the_same_cap(gateway_server, world, openai_server):
+    client = openai.OpenAI(base_url=gateway_server.base_url, api_key=world["secret"], max_retries=0)
+    openai_server.script(ok(finish="length"))
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+    again = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+    assert (first.headers["x-gateway-cache"], again.headers["x-gateway-cache"]) == ("miss", "hit")
+    assert again.headers["x-gateway-output-cap"] == "300"
+    assert again.parse().choices[0].finish_reason == "length"  # cut at the cap, and says so
+    Feature.objects.filter(pk=world["feature"].pk).update(output_cap=4000)
+    store().invalidate()
+    raised = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+    assert raised.headers["x-gateway-cache"] == "miss"
+    assert raised.headers["x-gateway-output-cap"] == "4000"
+    assert len(openai_server.requests) == 2
