@@ -121,6 +121,9 @@ def test_the_admin_shows_the_learned_and_the_effective_cap_and_takes_an_override
     assert (feature.output_cap, feature.learned_output_cap) == (700, 3000)
     page = admin_client.get(f"/admin/gateway/feature/{feature.pk}/change/").content.decode()
     assert "700 tokens (set here" in page
+    assert admin_client.get("/admin/gateway/feature/add/").status_code == 200
+    key_form = admin_client.get("/admin/gateway/apikey/add/").content.decode()
+    assert 'name="output_cap"' in key_form
 
 
 def test_the_yaml_file_round_trips_the_cap_and_the_reservation_mode():
