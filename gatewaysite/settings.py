@@ -276,7 +276,14 @@ GATEWAY = {
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
+    # Request headers a client may send: how many, and their names and values in all, in
+    # bytes (431 beyond, on every path). Checked before the body is read.
+    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
+    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
 }
+# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
+# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY["MAX_BODY_BYTES"]
 
 # --- Security (production) ------------------------------------------------------------------
 if not DEBUG:
@@ -296,7 +303,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {  # query strings redacted in both (logs.py)
+            "()": "gateway.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "gateway.logs.JsonFormatter"},  # JSON lines with the request id
     },
     "handlers": {
