@@ -8,6 +8,8 @@ does not block the records behind it either.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -16,12 +18,7 @@ from gateway.models import UsageRecord
 from tests.processes import requires_postgres, requires_real_redis
 from tests.security.conftest import bearer, chat, setup_team
 
-pytestmark = [
-    pytest.mark.slow,
-    requires_postgres,
-    requires_real_redis,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 # The issue's curl body, byte for byte.
 ATTACK = b'{"model":"x\\u0000y","messages":[{"role":"user","content":"hi"}]}'
 
@@ -31,6 +28,9 @@ def post(url: str, secret: str, body: bytes, **headers: str) -> httpx.Response:
     return httpx.post(f"{url}/chat/completions", content=body, headers=headers, timeout=30)
 
 
+@pytest.mark.slow
+@requires_postgres
+@requires_real_redis
 def test_a_nul_in_the_model_is_a_400_naming_it_and_the_ledger_keeps_landing(gateways):
     attacker = setup_team("mallory")
     victim = setup_team("alice")
@@ -79,3 +79,27 @@ def test_a_nul_in_the_model_is_a_400_naming_it_and_the_ledger_keeps_landing(gate
     kept = by_team["bob"].content["messages"][0]
     assert kept["content"] == "a\\u0000b"
     assert kept["name\\u0000"] == "n"
+
+
+async def test_a_control_character_in_a_gateway_header_is_a_400_naming_it(asgi_client):
+    """uvicorn's HTTP parsers already refuse a NUL in a header; an ASGI server or proxy that
+    lets one through still meets the gateway's own check (here, the app in process). Main
+    refused these values too, as an unknown feature, priority or TTL; now the error says
+    what is wrong with them before anything is matched against stored names."""
+    secret = await asyncio.to_thread(setup_team)
+    async with asgi_client as http:
+        for header in ("X-Gateway-Feature", "X-Gateway-Priority", "X-Gateway-Cache-TTL"):
+            for value in ("chat\x00bot", "chat\x1bbot"):
+                answer = await http.post(
+                    "/v1/chat/completions", json=chat(), headers=bearer(secret, **{header: value})
+                )
+                assert answer.status_code == 400, (header, answer.text)
+                error = answer.json()["error"]
+                assert error["param"] == header
+                assert "control characters" in error["message"]
+        answer = await http.post(
+            "/v1/chat/completions",
+            json=chat(),
+            headers=bearer(secret, **{"X-Gateway-Priority": "high"}),
+        )
+        assert answer.status_code == 200, answer.text
