@@ -44,6 +44,13 @@ def sse_response(events, headers: dict[str, str]) -> StreamingHttpResponse:
     return response
 
 
+# The gateway's headers as the docs spell them, for the `param` of an error about one.
+HEADER_NAMES = {
+    name.lower(): name
+    for name in ("X-Gateway-Feature", "X-Gateway-Priority", "X-Gateway-Cache-TTL")
+}
+
+
 class RequestHeaders:
     """The few request headers the API reads, looked up in `request.META` when asked for.
     Django's `request.headers` first builds a case-insensitive copy of every header
@@ -61,8 +68,7 @@ class RequestHeaders:
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.meta.get(HttpHeaders.to_wsgi_name(name), default)
         if value and name.lower().startswith("x-gateway-") and CONTROL.search(value):
-            param = "-".join(part.capitalize() for part in name.split("-"))
-            param = param.replace("Ttl", "TTL")
+            param = HEADER_NAMES.get(name.lower()) or name
             raise InvalidRequest(
                 f"The {param} header must not contain NUL or other control characters.",
                 param=param,
@@ -96,8 +102,8 @@ def read_body(request) -> bytes:
         raw = request.body
     except RequestDataTooBig:  # only if DATA_UPLOAD_MAX_MEMORY_SIZE was set apart from it
         raise body_too_large(None, min(limit, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)) from None
-    if len(raw) > limit:
-        raise body_too_large(len(raw), limit)
+    if len(raw) > limit:  # sent without a Content-Length; the API handler kept limit + 1 bytes
+        raise body_too_large(None, limit)
     return raw
 
 
