@@ -260,9 +260,16 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
 
 # --- Gateway ----------------------------------------------------------------------------
+# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
+# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 GATEWAY = {
     # Largest request body accepted by /v1/chat/completions, in bytes (413 beyond).
-    "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024),
+    "MAX_BODY_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    # Request headers a client may send: how many, and their names and values in all, in
+    # bytes (431 beyond, on every path). Checked before the body is read.
+    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
+    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
     # Overall deadline for one request across every fallback attempt, in seconds (504 beyond).
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     # How long a process trusts its copy of keys, models and routes. This is the bound on how
@@ -276,14 +283,7 @@ GATEWAY = {
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
-    # Request headers a client may send: how many, and their names and values in all, in
-    # bytes (431 beyond, on every path). Checked before the body is read.
-    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
-    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
 }
-# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
-# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
-DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY["MAX_BODY_BYTES"]
 
 # --- Security (production) ------------------------------------------------------------------
 if not DEBUG:
