@@ -261,9 +261,16 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
 
 # --- Gateway ----------------------------------------------------------------------------
+# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
+# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 GATEWAY = {
     # Largest request body accepted by /v1/chat/completions, in bytes (413 beyond).
-    "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024),
+    "MAX_BODY_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    # Request headers a client may send: how many, and their names and values in all, in
+    # bytes (431 beyond, on every path). Checked before the body is read.
+    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
+    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
     # Overall deadline for one request across every fallback attempt, in seconds (504 beyond).
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     # How long a process trusts its copy of keys, models and routes. This is the bound on how
@@ -307,7 +314,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {  # query strings redacted in both (logs.py)
+            "()": "gateway.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "gateway.logs.JsonFormatter"},  # JSON lines with the request id
     },
     "handlers": {
