@@ -215,7 +215,9 @@ SPECTACULAR_SETTINGS = {
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://"
+# With a host named: kombu warns "No hostname was supplied" about a bare memory:// each time
+# an eager task (a budget alert in the demo) opens its connection.
+CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not env_str("CELERY_BROKER_URL"))
 CELERY_TASK_EAGER_PROPAGATES = False
