@@ -100,7 +100,7 @@ MIDDLEWARE = [
     "gatewaysite.staticfiles.StaticFilesMiddleware",  # /static/… and /favicon.ico (WhiteNoise)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed admin logins / 15 min → 429
+    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed logins / 15 min → 429
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -161,7 +161,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Managers (and staff) sign in to the dashboards here; the admin has its own login page.
+LOGIN_URL = "reports:login"
+LOGIN_REDIRECT_URL = "reports:overview"
+# The login forms whose failed attempts gateway/loginguard.py counts, all against one limit
+# per address and username: a second form must not be a way around the admin's.
+GUARDED_LOGIN_URLS = ["admin:login", "reports:login"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -210,7 +215,9 @@ SPECTACULAR_SETTINGS = {
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://"
+# With a host named: kombu warns "No hostname was supplied" about a bare memory:// each time
+# an eager task (a budget alert in the demo) opens its connection.
+CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not env_str("CELERY_BROKER_URL"))
 CELERY_TASK_EAGER_PROPAGATES = False
