@@ -19,11 +19,18 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# Every variable this module reads, so that no Provider may name one as its API key
+# (gateway/keyvars.py); the env_* helpers add to it, including for settings added later.
+ENV_VARS_READ: set[str] = set()
+
+
 def env_str(name: str, default: str = "") -> str:
+    ENV_VARS_READ.add(name)
     return os.environ.get(name, default)
 
 
 def env_bool(name: str, default: bool) -> bool:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -36,6 +43,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -46,6 +54,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_float(name: str, default: float) -> float:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -56,6 +65,7 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -277,6 +287,14 @@ GATEWAY = {
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
 }
+
+# --- Admin and dashboard security (docs/security.md) ----------------------------------------
+# The environment variables a Provider may name as its `api_key_env`: comma-separated glob
+# patterns. Django's and the infrastructure's settings are refused whatever this says.
+GATEWAY_PROVIDER_KEY_VARS = env_list("GATEWAY_PROVIDER_KEY_VARS", ["*_API_KEY"])
+# The login forms whose POSTs gateway.loginguard counts and limits (paths, exact).
+# A successful login answers 302 and clears the count; any other answer keeps it.
+GUARDED_LOGIN_URLS = ["/admin/login/", "/reports/login/"]
 
 # --- Security (production) ------------------------------------------------------------------
 if not DEBUG:
