@@ -125,14 +125,14 @@ def count_attempt(key: str) -> tuple[int, str]:
 
 
 def clear(key: str, store: str) -> None:
-    from gateway.models import LoginAttempts
-
     if store == "redis":
         try:
             cache.delete(key)
             return
         except _redis_errors as exc:
             log.warning("login guard: Redis unavailable (%s) clearing a count", exc)
+    from gateway.models import LoginAttempts
+
     try:
         LoginAttempts.objects.filter(key=key).delete()
     except DatabaseError:
