@@ -55,3 +55,27 @@ def test_the_admin_login_works_and_stays_limited_while_redis_is_down(gateways, o
         what="the WARNING about the fallback in the log",
     )
     assert "WARNING" in gateway.output()
+
+
+def test_the_database_count_is_atomic_under_parallel_attempts():
+    """The fallback holds against the parallel attack too: 20 threads counting one key each
+    get a different number, so exactly MAX_FAILURES of them are let through."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connection
+
+    start = Barrier(20)
+
+    def count(_: int) -> int:
+        try:
+            start.wait()
+            return loginguard._count_in_database("login-fail:parallel")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(20) as pool:
+        numbers = sorted(pool.map(count, range(20)))
+    assert numbers == list(range(1, 21))
+    assert sum(n <= loginguard.MAX_FAILURES for n in numbers) == loginguard.MAX_FAILURES
+    assert LoginAttempts.objects.get(key="login-fail:parallel").count == 20
