@@ -19,11 +19,18 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# Every variable this module reads, so that no Provider may name one as its API key
+# (gateway/keyvars.py); the env_* helpers add to it, including for settings added later.
+ENV_VARS_READ: set[str] = set()
+
+
 def env_str(name: str, default: str = "") -> str:
+    ENV_VARS_READ.add(name)
     return os.environ.get(name, default)
 
 
 def env_bool(name: str, default: bool) -> bool:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -36,6 +43,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -46,6 +54,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_float(name: str, default: float) -> float:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -56,6 +65,7 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -166,6 +176,8 @@ LOGIN_URL = "reports:login"
 LOGIN_REDIRECT_URL = "reports:overview"
 # The login forms whose failed attempts gateway/loginguard.py counts, all against one limit
 # per address and username: a second form must not be a way around the admin's.
+# The login forms whose POSTs gateway.loginguard counts and limits (URL names or paths); they
+# share one count. A successful login answers 302 and clears the count; any other answer keeps it.
 GUARDED_LOGIN_URLS = ["admin:login", "reports:login"]
 
 LANGUAGE_CODE = "en-us"
@@ -302,6 +314,11 @@ GATEWAY = {
     # Fewer answers than this in the window: nothing is learned (the default applies).
     "OUTPUT_CAP_MIN_SAMPLES": env_int("GATEWAY_OUTPUT_CAP_MIN_SAMPLES", 100),
 }
+
+# --- Admin and dashboard security (docs/security.md) ----------------------------------------
+# The environment variables a Provider may name as its `api_key_env`: comma-separated glob
+# patterns. Django's and the infrastructure's settings are refused whatever this says.
+GATEWAY_PROVIDER_KEY_VARS = env_list("GATEWAY_PROVIDER_KEY_VARS", ["*_API_KEY"])
 
 # --- Security (production) ------------------------------------------------------------------
 if not DEBUG:
