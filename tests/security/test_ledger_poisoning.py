@@ -14,6 +14,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from django.core.management import call_command
 
@@ -148,3 +149,63 @@ def test_a_database_that_is_down_sets_nothing_aside(monkeypatch):
     assert not DeadLetter.objects.exists()
     monkeypatch.undo()
     assert ledger.drain() == 2
+
+
+def test_operators_see_dead_letters_in_metrics_and_the_admin(gateway_server, settings, client):
+    from django.contrib.auth.models import User
+
+    settings.DEBUG = True
+    settings.METRICS_TOKEN = ""
+    team = make_team()
+    push(entry(424242), entry(team.id))
+    ledger.drain()
+    dead = DeadLetter.objects.get()
+
+    scrape = httpx.get(f"http://127.0.0.1:{gateway_server.port}/metrics", timeout=10)
+    assert scrape.status_code == 200
+    assert "gateway_ledger_dead_letters 1.0" in scrape.text
+    assert "gateway_ledger_dead_letters_set_aside_total 1.0" in scrape.text
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-passphrase-42")
+    page = client.post(
+        "/admin/login/?next=/admin/gateway/deadletter/",
+        {"username": "ops", "password": "a-long-passphrase-42"},
+        follow=True,
+    )
+    assert dead.request_id in page.content.decode()
+    Team.objects.create(id=424242, name="restored")
+    page = client.post(
+        "/admin/gateway/deadletter/",
+        {"action": "replay", "_selected_action": [dead.pk]},
+        follow=True,
+    )
+    assert "1 record(s) replayed into the ledger." in page.content.decode()
+    assert not DeadLetter.objects.exists()
+    assert UsageRecord.objects.filter(team_id=424242).count() == 1
+
+
+def test_a_drainer_whose_lock_expired_does_not_delete_its_successors_lock(settings):
+    """Medium 5: the lock was `SET NX PX 60s` then an unconditional DEL, so a drain slower
+    than 60 s deleted the next drainer's lock and two drained at once."""
+    redis = runtime.sync_redis()
+    team = make_team()
+    push(entry(team.id))
+    successor = {}
+
+    real_write = ledger._write
+
+    def slow_write(raws):
+        # Meanwhile this drainer's lock expires and another drainer takes it.
+        redis.delete(ledger.LOCK_KEY)
+        successor["took"] = redis.set(ledger.LOCK_KEY, b"successor", nx=True, px=60_000)
+        return real_write(raws)
+
+    ledger._write = slow_write
+    try:
+        assert ledger.drain() == 1
+    finally:
+        ledger._write = real_write
+    assert successor["took"]
+    assert redis.get(ledger.LOCK_KEY) == b"successor"
+    push(entry(team.id))
+    assert ledger.drain() == 0  # the successor still holds it: nobody else drains
