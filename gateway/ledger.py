@@ -70,7 +70,7 @@ def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
     trip.if_not_done(index, partial(spool().items.append, raw))
 
 
-async def enqueue(record: dict[str, Any]) -> None:
+async def enqueue(record: dict[str, Any], *, done: str = "") -> None:
     """Queue a record; returns once it is in Redis (or, Redis being away, in the spool).
 
     Records enqueued in the same turn of the event loop share one pipeline (the round
@@ -79,6 +79,10 @@ async def enqueue(record: dict[str, Any]) -> None:
     the request's.
     """
     trip = RoundTrip(runtime.aredis())
+    if done:  # the request `done` is no longer in flight (gateway/inflight.py)
+        from gateway import inflight
+
+        inflight.queue_done(trip, done)
     queue_push(trip, record)
     try:
         await trip.send()
