@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -44,6 +45,7 @@ DEAD_KEY = "gw:ledger:dead"  # before 0002: refused records; drained into DeadLe
 LOCK_KEY = "gw:ledger:lock"
 BATCH = 500
 MAX_BACKOFF_S = 30.0
+SWEEP_EVERY_S = 30.0  # lost requests (gateway/inflight.py), in processes that drain
 
 
 @dataclass
@@ -407,12 +409,19 @@ def pending() -> int:
     return runtime.sync_redis().llen(QUEUE_KEY) + len(spool().items)
 
 
+def _sweep_lost() -> None:
+    from gateway import inflight
+
+    inflight.sweep()
+
+
 async def run_flusher(stop: asyncio.Event) -> None:
     """Drain periodically inside a web process until `stop` is set, then drain once more.
     While the database is down the interval doubles (up to MAX_BACKOFF_S): the records
     wait in Redis, nothing is set aside or lost."""
     interval = settings.GATEWAY["LEDGER_FLUSH_INTERVAL_S"]
     delay = interval
+    next_sweep = time.monotonic() + SWEEP_EVERY_S
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -421,6 +430,9 @@ async def run_flusher(stop: asyncio.Event) -> None:
         try:
             await runtime.run_db("ledger", drain)
             delay = interval
+            if time.monotonic() >= next_sweep:  # the beat task does it too; either is safe
+                next_sweep = time.monotonic() + SWEEP_EVERY_S
+                await runtime.run_db("ledger", _sweep_lost)
         except DatabaseDown as exc:
             delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
             log.warning(
