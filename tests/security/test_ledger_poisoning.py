@@ -173,6 +173,9 @@ def test_operators_see_dead_letters_in_metrics_and_the_admin(gateway_server, set
         follow=True,
     )
     assert dead.request_id in page.content.decode()
+    detail = client.get(f"/admin/gateway/deadletter/{dead.pk}/change/").content.decode()
+    assert "IntegrityError" in detail and dead.request_id in detail  # the error and the raw
+    assert 'name="raw"' not in detail  # read-only
     Team.objects.create(id=424242, name="restored")
     page = client.post(
         "/admin/gateway/deadletter/",
