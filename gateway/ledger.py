@@ -208,12 +208,12 @@ def _write_or_set_aside(raws: list[bytes]) -> int:
         except (OperationalError, InterfaceError) as exc:
             raise DatabaseDown(str(exc)) from exc
         except Exception as exc:
-            if isinstance(exc, REFUSALS) or (not _database_down() and _count_try(raw) >= MAX_TRIES):
-                set_aside(raw, exc)
-            elif _database_down():
-                raise DatabaseDown(str(exc)) from exc
-            else:
-                raise  # retried by the next drain, at most MAX_TRIES times
+            if not isinstance(exc, REFUSALS):
+                if _database_down():
+                    raise DatabaseDown(str(exc)) from exc
+                if _count_try(raw) < MAX_TRIES:
+                    raise  # retried by the next drain, at most MAX_TRIES times
+            set_aside(raw, exc)
     return written
 
 

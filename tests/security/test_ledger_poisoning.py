@@ -212,3 +212,24 @@ def test_a_drainer_whose_lock_expired_does_not_delete_its_successors_lock(settin
     assert redis.get(ledger.LOCK_KEY) == b"successor"
     push(entry(team.id))
     assert ledger.drain() == 0  # the successor still holds it: nobody else drains
+
+
+def test_an_error_that_is_not_a_refusal_is_retried_a_bounded_number_of_times(monkeypatch):
+    team = make_team()
+    stuck, fine = entry(team.id), entry(team.id)
+    push(stuck, fine)
+    real_write = ledger._write
+
+    def write(raws):  # the database answers, but this record fails with an unknown error
+        if any(stuck["request_id"].encode() in r for r in raws):
+            raise RuntimeError("something unforeseen")
+        return real_write(raws)
+
+    monkeypatch.setattr(ledger, "_write", write)
+    for _ in range(ledger.MAX_TRIES - 1):
+        with pytest.raises(RuntimeError):
+            ledger.drain()
+    assert ledger.drain() == 1  # the last try: set aside, and the queue moves on
+    assert ledger.pending() == 0
+    assert UsageRecord.objects.filter(request_id=fine["request_id"]).exists()
+    assert DeadLetter.objects.get().request_id == stuck["request_id"]
