@@ -233,3 +233,25 @@ def test_an_error_that_is_not_a_refusal_is_retried_a_bounded_number_of_times(mon
     assert ledger.pending() == 0
     assert UsageRecord.objects.filter(request_id=fine["request_id"]).exists()
     assert DeadLetter.objects.get().request_id == stuck["request_id"]
+
+
+async def test_a_drainer_backs_off_while_the_database_is_down(settings, monkeypatch):
+    import asyncio
+
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_FLUSH_INTERVAL_S": 0.01}
+    tries: list[float] = []
+
+    async def down(lane, fn, *args):
+        tries.append(asyncio.get_running_loop().time())
+        raise ledger.DatabaseDown("connection refused")
+
+    monkeypatch.setattr(runtime, "run_db", down)
+    stop = asyncio.Event()
+    flusher = asyncio.create_task(ledger.run_flusher(stop))
+    await asyncio.sleep(0.7)
+    stop.set()
+    await flusher
+    # 0.01 s apart without backoff (about 70 tries); doubling: 0.02, 0.04, ... 0.64 s.
+    assert 3 <= len(tries) <= 8
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert gaps[-2] > 4 * gaps[0]
