@@ -129,6 +129,16 @@ return {1, claimed}
 )
 
 
+# KEYS: the set, the hash. ARGV: request id, claim token. Drops an entry this sweeper holds.
+_FORGET = """
+if redis.call('HGET', KEYS[2], 'claim') == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return 0
+"""
+
+
 def key(request_id: str) -> str:
     return PREFIX + request_id
 
@@ -297,6 +307,11 @@ def sweep(limit: int = 200) -> int:
         fields = {flat[j].decode(): flat[j + 1].decode() for j in range(0, len(flat), 2)}
         try:
             record, units = lost_record(fields, snapshot)
+        except (KeyError, ValueError, TypeError):
+            log.exception("in-flight entry %s is unreadable; dropped", rid)
+            redis.eval(_FORGET, 2, ZSET, key(rid), rid, token)
+            continue
+        try:
             team = snapshot.teams.get(record["team_id"])
             feature = None
             if team is not None and record["feature_id"] is not None:

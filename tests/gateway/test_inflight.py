@@ -154,3 +154,12 @@ async def test_two_sweepers_at_once_bill_each_lost_request_once(settings):
     model = (await store().snapshot()).models["sim-model"]
     each = cost_of(Usage(input_tokens=calls[0].prompt_tokens, reported=False), model.prices)
     assert (await windows(team_id))[0] == (20 * each.units, 0)
+
+
+def test_an_unreadable_entry_is_dropped_not_retried_forever(settings):
+    redis = runtime.sync_redis()
+    redis.hset(inflight.key("req_broken"), "r", b"not json")
+    redis.zadd(inflight.ZSET, {"req_broken": 0})
+    assert inflight.sweep() == 0
+    assert inflight.pending_count() == 0
+    assert not redis.exists(inflight.key("req_broken"))
