@@ -22,6 +22,7 @@ from gateway import keyvars, outputcaps
 from gateway.config import store
 from gateway.models import (
     ApiKey,
+    DeadLetter,
     Fallback,
     Feature,
     LanguageModel,
@@ -374,3 +375,53 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Ledger records the database refused, set aside so the queue keeps flowing. Read-only:
+    replay one after a fix (the action below, or `manage.py deadletters --replay ID`)."""
+
+    list_display = ("id", "request_id", "team_id", "attempts", "first_seen", "last_seen", "reason")
+    search_fields = ("request_id", "error")
+    readonly_fields = (
+        "request_id",
+        "team_id",
+        "attempts",
+        "first_seen",
+        "last_seen",
+        "error",
+        "raw",
+        "digest",
+    )
+    fields = readonly_fields
+    actions = ("replay",)
+
+    @admin.display(description="error")
+    def reason(self, obj: DeadLetter) -> str:
+        return obj.error[:120]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Replay into the ledger (after a fix)", permissions=["delete"])
+    def replay(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from gateway import ledger
+
+        done, refused = 0, []
+        for dead in queryset:
+            if ledger.replay(dead):
+                done += 1
+            else:
+                refused.append(str(dead.pk))
+        if done:
+            self.message_user(request, f"{done} record(s) replayed into the ledger.")
+        if refused:
+            self.message_user(
+                request,
+                f"Refused again, kept: {', '.join(refused)} (see their error).",
+                level=messages.WARNING,
+            )

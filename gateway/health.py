@@ -103,6 +103,7 @@ class MetricsView(APIView):
             snapshot = await store().snapshot()
             providers = sorted({m.provider.name for m in snapshot.models.values()})
             body += await metrics.circuit_exposition(redis=runtime.aredis(), providers=providers)
+            body += await metrics.ledger_exposition(redis=runtime.aredis())
         except Exception as exc:  # counters are still worth serving when Redis or the DB is away
             log.warning("circuit state left out of /metrics: %s", type(exc).__name__)
         return HttpResponse(body, content_type=metrics.CONTENT_TYPE)

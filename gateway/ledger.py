@@ -10,16 +10,29 @@ drainer that dies between the insert and the trim never double counts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import cache, partial
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from gateway import circuit, runtime
@@ -28,9 +41,11 @@ from gateway.roundtrip import RoundTrip
 log = logging.getLogger(__name__)
 
 QUEUE_KEY = "gw:ledger"
-DEAD_KEY = "gw:ledger:dead"  # records the database refused (e.g. their team was deleted)
+DEAD_KEY = "gw:ledger:dead"  # before 0002: refused records; drained into DeadLetter now
 LOCK_KEY = "gw:ledger:lock"
 BATCH = 500
+MAX_BACKOFF_S = 30.0
+SWEEP_EVERY_S = 30.0  # lost requests (gateway/inflight.py), in processes that drain
 
 
 @dataclass
@@ -57,7 +72,7 @@ def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
     trip.if_not_done(index, partial(spool().items.append, raw))
 
 
-async def enqueue(record: dict[str, Any]) -> None:
+async def enqueue(record: dict[str, Any], *, done: str = "") -> None:
     """Queue a record; returns once it is in Redis (or, Redis being away, in the spool).
 
     Records enqueued in the same turn of the event loop share one pipeline (the round
@@ -66,6 +81,10 @@ async def enqueue(record: dict[str, Any]) -> None:
     the request's.
     """
     trip = RoundTrip(runtime.aredis())
+    if done:  # the request `done` is no longer in flight (gateway/inflight.py)
+        from gateway import inflight
+
+        inflight.queue_done(trip, done)
     queue_push(trip, record)
     try:
         await trip.send()
@@ -78,7 +97,7 @@ def _to_model(data: dict[str, Any]):
 
     data = dict(data)
     data["created_at"] = datetime.fromisoformat(data["created_at"])
-    for name in ("cost_usd", "saved_usd"):
+    for name in ("cost_usd", "saved_usd", "reserved_usd"):
         data[name] = Decimal(data.get(name) or "0")
     return UsageRecord(**data)
 
@@ -141,21 +160,166 @@ def _touch_keys(records) -> None:
         ApiKey.objects.filter(id=key_id).exclude(last_used_at__gte=used).update(last_used_at=used)
 
 
+# What the database says about a record rather than about itself: set aside at once.
+# (psycopg refuses a NUL byte in text with DataError, Django's backends with ValueError;
+# a number out of a column's range is a DataError; a deleted team an IntegrityError. A
+# record that is not even a record fails in _to_model with the others.)
+REFUSALS = (IntegrityError, DataError, ValueError, TypeError, KeyError, InvalidOperation)
+# A database that is down (OperationalError, InterfaceError: connection lost, locked,
+# out of resources) refuses nothing: the queue waits. Other errors while the database
+# answers (a missing migration, a bug) are retried this many drains, then set aside too.
+MAX_TRIES = 3
+TRIES_KEY = "gw:ledger:tries"  # hash: a record's digest -> failed drains so far
+DEAD_COUNT_KEY = "gw:ledger:dead:count"  # dead letters not yet replayed (for /metrics)
+DEAD_TOTAL_KEY = "gw:ledger:dead:total"  # records ever set aside (for /metrics)
+
+
+class DatabaseDown(Exception):
+    """The database does not answer: the queue waits (nothing is set aside or lost)."""
+
+
+def _database_down() -> bool:
+    try:
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return False
+    except DatabaseError:
+        return True
+
+
 def _write_or_set_aside(raws: list[bytes]) -> int:
-    """Write a batch; if the database refuses it as a whole (a record whose team or key was
-    deleted meanwhile), write record by record and set the refused ones aside in
-    DEAD_KEY, so that one bad record never blocks the queue. A database that is down raises."""
+    """Write a batch (the fast path: one COPY). If the database refuses it, write record by
+    record and move each refused one to the dead-letter store (`DeadLetter`), so that one
+    bad record never blocks the queue. A database that is down raises (DatabaseDown or its
+    own error): the records stay queued and the drain is tried again later."""
     try:
         return _write(raws)
-    except IntegrityError:
-        written = 0
-        for raw in raws:
-            try:
-                written += _write([raw])
-            except IntegrityError:
-                log.error("ledger record refused by the database, set aside: %s", raw[:200])
-                runtime.sync_redis().rpush(DEAD_KEY, raw)
-        return written
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseDown(str(exc)) from exc
+    except Exception as exc:
+        if not isinstance(exc, REFUSALS) and _database_down():
+            raise DatabaseDown(str(exc)) from exc
+    written = 0
+    for raw in raws:
+        try:
+            written += _write([raw])
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseDown(str(exc)) from exc
+        except Exception as exc:
+            if not isinstance(exc, REFUSALS):
+                if _database_down():
+                    raise DatabaseDown(str(exc)) from exc
+                if _count_try(raw) < MAX_TRIES:
+                    raise  # retried by the next drain, at most MAX_TRIES times
+            set_aside(raw, exc)
+    return written
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _count_try(raw: bytes) -> int:
+    redis = runtime.sync_redis()
+    tries = int(redis.hincrby(TRIES_KEY, _digest(raw), 1))
+    redis.expire(TRIES_KEY, 86400)
+    return tries
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
+
+
+def set_aside(raw: bytes, error: BaseException | str) -> Any:
+    """Store a refused record as a DeadLetter (once per distinct record: seen again, its
+    attempts grow), log it, and count it for /metrics."""
+    from gateway.models import DeadLetter
+
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    reason = _clean_text(reason)[:4000]
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    request_id = _clean_text(str(data.get("request_id") or ""))[:64]
+    team_id = data.get("team_id") if type(data.get("team_id")) is int else None
+    if team_id is not None and not -(2**63) <= team_id < 2**63:
+        team_id = None
+    with transaction.atomic():
+        dead, created = DeadLetter.objects.select_for_update().get_or_create(
+            digest=_digest(raw),
+            defaults={
+                "request_id": request_id,
+                "team_id": team_id,
+                "raw": _clean_text(raw.decode("utf-8", "backslashreplace")),
+                "error": reason,
+            },
+        )
+        if not created:
+            DeadLetter.objects.filter(pk=dead.pk).update(
+                attempts=models.F("attempts") + 1, error=reason, last_seen=timezone.now()
+            )
+    log.warning(
+        "ledger record %s refused by the database, set aside as dead letter %s: %s",
+        request_id or "(no request id)",
+        dead.pk,
+        reason[:300],
+        extra={"request_id": request_id, "dead_letter": dead.pk},
+    )
+    try:
+        redis = runtime.sync_redis()
+        redis.hdel(TRIES_KEY, _digest(raw))
+        if created:
+            redis.incr(DEAD_TOTAL_KEY)
+        _publish_dead_count(redis)
+    except (RedisError, OSError):
+        pass
+    return dead
+
+
+def _publish_dead_count(redis=None) -> None:
+    from gateway.models import DeadLetter
+
+    (redis or runtime.sync_redis()).set(DEAD_COUNT_KEY, DeadLetter.objects.count())
+
+
+def replay(dead) -> bool:
+    """Write a dead letter into the ledger again (after a fix). On success it is deleted and
+    True returned; refused again, its error and attempts are updated."""
+    from gateway.models import DeadLetter
+
+    raw = dead.raw.encode()
+    try:
+        _write([raw])
+    except Exception as exc:
+        if _database_down():
+            raise DatabaseDown(str(exc)) from exc
+        DeadLetter.objects.filter(pk=dead.pk).update(
+            attempts=models.F("attempts") + 1,
+            error=_clean_text(f"{type(exc).__name__}: {exc}")[:4000],
+            last_seen=timezone.now(),
+        )
+        log.warning("dead letter %s refused again on replay: %s", dead.pk, exc)
+        return False
+    dead.delete()
+    log.info("dead letter %s (%s) replayed into the ledger", dead.pk, dead.request_id)
+    try:
+        _publish_dead_count()
+    except (RedisError, OSError):
+        pass
+    return True
+
+
+def _adopt_legacy_dead(redis) -> None:
+    """Records set aside in the Redis list DEAD_KEY before the dead-letter store existed."""
+    raws = redis.lrange(DEAD_KEY, 0, BATCH - 1)
+    for raw in raws:
+        set_aside(raw, "refused by the database (set aside in Redis gw:ledger:dead earlier)")
+    if raws:
+        redis.ltrim(DEAD_KEY, len(raws), -1)
 
 
 def _drain_events(redis) -> None:
@@ -179,6 +343,36 @@ def _drain_events(redis) -> None:
     redis.ltrim(circuit.EVENTS_KEY, len(raws), -1)
 
 
+# The drain lock is released or extended only by its owner (a random token compared in
+# the script): a drainer slower than the lock's lifetime never deletes its successor's lock.
+LOCK_MS = 60_000
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_EXTEND_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def acquire_lock(redis) -> str | None:
+    token = secrets.token_hex(16)
+    return token if redis.set(LOCK_KEY, token, nx=True, px=LOCK_MS) else None
+
+
+def release_lock(redis, token: str) -> bool:
+    return bool(redis.eval(_RELEASE_LOCK, 1, LOCK_KEY, token))
+
+
+def extend_lock(redis, token: str) -> bool:
+    return bool(redis.eval(_EXTEND_LOCK, 1, LOCK_KEY, token, LOCK_MS))
+
+
 def drain(max_batches: int = 100) -> int:
     """Move queued records into the database. Returns how many were inserted."""
     written = 0
@@ -191,7 +385,8 @@ def drain(max_batches: int = 100) -> int:
             pending[:0] = batch
             raise
     redis = runtime.sync_redis()
-    if not redis.set(LOCK_KEY, b"1", nx=True, px=60_000):
+    token = acquire_lock(redis)
+    if token is None:
         return written  # another drainer is at work
     try:
         for _ in range(max_batches):
@@ -200,9 +395,13 @@ def drain(max_batches: int = 100) -> int:
                 break
             written += _write_or_set_aside(raws)
             redis.ltrim(QUEUE_KEY, len(raws), -1)
+            if not extend_lock(redis, token):
+                log.warning("the ledger drain lock expired mid-drain; leaving the rest")
+                return written
         _drain_events(redis)
+        _adopt_legacy_dead(redis)
     finally:
-        redis.delete(LOCK_KEY)
+        release_lock(redis, token)
     return written
 
 
@@ -210,15 +409,37 @@ def pending() -> int:
     return runtime.sync_redis().llen(QUEUE_KEY) + len(spool().items)
 
 
+def _sweep_lost() -> None:
+    from gateway import inflight
+
+    inflight.sweep()
+
+
 async def run_flusher(stop: asyncio.Event) -> None:
-    """Drain periodically inside a web process until `stop` is set, then drain once more."""
+    """Drain periodically inside a web process until `stop` is set, then drain once more.
+    While the database is down the interval doubles (up to MAX_BACKOFF_S): the records
+    wait in Redis, nothing is set aside or lost."""
     interval = settings.GATEWAY["LEDGER_FLUSH_INTERVAL_S"]
+    delay = interval
+    next_sweep = time.monotonic() + SWEEP_EVERY_S
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+            await asyncio.wait_for(stop.wait(), timeout=delay)
         except TimeoutError:
             pass
         try:
             await runtime.run_db("ledger", drain)
+            delay = interval
+            if time.monotonic() >= next_sweep:  # the beat task does it too; either is safe
+                next_sweep = time.monotonic() + SWEEP_EVERY_S
+                await runtime.run_db("ledger", _sweep_lost)
+        except DatabaseDown as exc:
+            delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
+            log.warning(
+                "ledger database unreachable (%s); records stay queued, next try in %.1f s",
+                exc,
+                delay,
+            )
         except Exception:
+            delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
             log.exception("ledger drain failed; records stay queued")

@@ -187,6 +187,30 @@ async def circuit_exposition(*, redis, providers: list[str]) -> bytes:
     return generate_latest(registry)
 
 
+async def ledger_exposition(*, redis) -> bytes:
+    """The ledger's dead letters (records the database refused, see gateway/ledger.py), as
+    counted in Redis by whoever set them aside or replayed them: the same for every
+    instance, read at scrape time like the circuit state."""
+    from prometheus_client.core import CounterMetricFamily
+
+    from gateway import ledger
+
+    waiting, total = await redis.mget(ledger.DEAD_COUNT_KEY, ledger.DEAD_TOTAL_KEY)
+    letters = GaugeMetricFamily(
+        "gateway_ledger_dead_letters",
+        "Ledger records the database refused, set aside and not yet replayed or purged.",
+    )
+    letters.add_metric([], int(waiting or 0))
+    set_aside = CounterMetricFamily(
+        "gateway_ledger_dead_letters_set_aside",
+        "Ledger records ever set aside as dead letters.",
+    )
+    set_aside.add_metric([], int(total or 0))
+    registry = CollectorRegistry()
+    registry.register(_Families([letters, set_aside]))
+    return generate_latest(registry)
+
+
 class _Families:
     """A collector that yields metric families read once (see `circuit_exposition`)."""
 

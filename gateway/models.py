@@ -312,6 +312,7 @@ class UsageRecord(models.Model):
         ERROR = "error", "error"
         REFUSED = "refused", "refused (budget, rate limit)"
         STREAM_ERROR = "stream_error", "stream failed after first byte"
+        LOST = "lost", "lost (the serving process died; estimated, see docs/operations.md)"
 
     class Cache(models.TextChoices):
         HIT = "hit", "hit"
@@ -341,6 +342,11 @@ class UsageRecord(models.Model):
     cache_write_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(**COST_FIELD)
     saved_usd = models.DecimalField(**COST_FIELD, help_text="What a cache hit would have cost.")
+    reserved_usd = models.DecimalField(
+        **COST_FIELD,
+        help_text="Lost requests only: the worst case held at admission (cost_usd is the "
+        "estimated delivered cost, which is what was billed).",
+    )
     estimated = models.BooleanField(
         default=False, help_text="Tokens estimated: the provider reported no usage."
     )
@@ -394,3 +400,26 @@ class LoginAttempts(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} attempts until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+class DeadLetter(models.Model):
+    """A ledger record the database refused (a NUL byte, a number out of range, a deleted
+    team...), set aside so that it never blocks the records behind it. `raw` is the record
+    exactly as it was queued (JSON; a NUL byte stays escaped as \\u0000). Replay it after a
+    fix: the admin action or `manage.py deadletters --replay ID`."""
+
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the raw record.")
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    team_id = models.BigIntegerField(null=True, blank=True)
+    raw = models.TextField()
+    error = models.TextField(blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        verbose_name = "dead letter (refused ledger record)"
+
+    def __str__(self) -> str:
+        return self.request_id or self.digest[:12]

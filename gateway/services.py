@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from budgets import ratelimit
 from budgets import services as budgets
-from gateway import cache, circuit, ledger, metrics, runtime, tokens
+from gateway import cache, circuit, inflight, ledger, metrics, runtime, tokens
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
@@ -197,6 +197,11 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
     redis = runtime.aredis()
     try:
         trip = RoundTrip(redis)
+        units = worst_case_units(
+            input_tokens=tokens.prompt_upper_bound(call.body),
+            output_tokens=call.max_output,
+            prices=[m.prices for m in call.chain],
+        )
         admission = budgets.queue_admission(
             trip,
             rate=ratelimit.rate_check(
@@ -206,12 +211,11 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
             team=call.team,
             budgets=call.budgets,
             request_id=call.request_id,
-            units=worst_case_units(
-                input_tokens=tokens.prompt_upper_bound(call.body),
-                output_tokens=call.max_output,
-                prices=[m.prices for m in call.chain],
-            ),
+            units=units,
         )
+        # In flight until its record is written (a refusal or a cache hit writes one at
+        # once); a process that dies first leaves it for the lost-request sweep.
+        inflight.queue_register(trip, call, units)
         first = call.chain[0].provider.name
         circuit_reply = circuit.queue_read(trip, first)
         replies = await trip.send()
@@ -340,6 +344,7 @@ async def finish(
     trip. The record is in Redis (or the spool) when this returns."""
     redis = runtime.aredis()
     trip = RoundTrip(redis)
+    inflight.queue_done(trip, call.request_id)  # first: a sweep after it finds nothing
     if call.reservation is not None:
         slots, request_id = call.reservation.slots, call.request_id
     else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
@@ -406,7 +411,7 @@ def _refusal_record(call: Call, error: GatewayError) -> dict[str, Any] | None:
 
 async def record(call: Call, **outcome: Any) -> None:
     """Write the ledger record of a call (see `ledger_entry` for the outcome's fields)."""
-    await ledger.enqueue(ledger_entry(call, **outcome))
+    await ledger.enqueue(ledger_entry(call, **outcome), done=call.request_id)
 
 
 def ledger_entry(

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway import runtime, services, tokens
+from gateway import inflight, runtime, services, tokens
 from gateway.cache import CachedAnswer
 from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd
@@ -139,6 +139,11 @@ async def live_events(
     acc = Accumulator()
     acc.add(first)
     settled = False
+    # What has been delivered, for the lost-request sweep should this process die: a dict
+    # write per chunk, sent by a per-process ticker (gateway/inflight.py).
+    served, provider = call.served.name, call.served.provider.name
+    delivered = inflight.delta_chars(first)
+    inflight.progress(call.request_id, delivered, served, provider)
     try:
         yield sse(first)
         while True:
@@ -148,6 +153,8 @@ async def live_events(
             except StopAsyncIteration:
                 break
             acc.add(chunk)
+            delivered += inflight.delta_chars(chunk)
+            inflight.progress(call.request_id, delivered, served, provider)
             yield sse(chunk)
     except (ProviderError, TimeoutError) as exc:
         reason = exc.message if isinstance(exc, ProviderError) else "the request deadline passed"

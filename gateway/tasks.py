@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from gateway import ledger
+from gateway import inflight, ledger
 
 
 @shared_task(time_limit=120, soft_time_limit=100, ignore_result=True)
@@ -24,3 +24,11 @@ def learn_output_caps() -> int:
     from gateway import outputcaps
 
     return sum(1 for cap in outputcaps.learn_all().values() if cap is not None)
+
+
+@shared_task(time_limit=120, soft_time_limit=100, ignore_result=True)
+def sweep_lost_requests() -> int:
+    """Periodic (beat, every 30 s): requests whose process died before they settled become
+    `lost` ledger records, billed once, and their budget holds are released. Safe to run
+    in several workers at once: each entry is claimed atomically (gateway/inflight.py)."""
+    return inflight.sweep()

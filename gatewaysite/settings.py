@@ -258,6 +258,7 @@ def _every(seconds: float, task: str) -> dict:
 
 CELERY_BEAT_SCHEDULE = {
     "drain-ledger": _every(5.0, "gateway.tasks.drain_ledger"),
+    "sweep-lost-requests": _every(30.0, "gateway.tasks.sweep_lost_requests"),
     "reconcile-budget-counters": _every(300.0, "budgets.tasks.reconcile_counters"),
     "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
     "learn-output-caps": _every(3600.0, "gateway.tasks.learn_output_caps"),
@@ -300,6 +301,8 @@ GATEWAY = {
     "DEFAULT_CACHE_TTL_S": env_int("GATEWAY_DEFAULT_CACHE_TTL_S", 3600),
     # How long a budget reservation lives if its process dies before settling it.
     "RESERVATION_TTL_S": env_int("GATEWAY_RESERVATION_TTL_S", 300),
+    # A request not settled by its deadline plus this is swept as `lost` (gateway/inflight.py).
+    "LOST_GRACE_S": env_float("GATEWAY_LOST_GRACE_S", 30.0),
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),

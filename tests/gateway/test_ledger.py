@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway import ledger, roundtrip, runtime
 from gateway.lifespan import LifespanApp
-from gateway.models import UsageRecord
+from gateway.models import DeadLetter, UsageRecord
 from tests.factories import make_key, make_team
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,5 +160,5 @@ async def test_a_record_the_database_refuses_is_set_aside_without_blocking_the_r
     await ledger.enqueue(entry(team, team_id=987654))  # its team was deleted meanwhile
     await ledger.enqueue(entry(team))
     assert await asyncio.to_thread(ledger.drain) == 1
-    assert runtime.sync_redis().llen(ledger.DEAD_KEY) == 1
+    assert await asyncio.to_thread(DeadLetter.objects.count) == 1
     assert ledger.pending() == 0

@@ -87,14 +87,16 @@ async def test_a_cache_miss_makes_two_round_trips(trips):
     assert response.status_code == 200
     assert response.headers["X-Gateway-Cache"] == "miss"
     assert trips == [
-        ("pipeline", 2),  # admission (rate limits, cache lookup, reservation), circuit state
-        ("pipeline", 3),  # settle, cache store, the ledger record
+        # admission (rate limits, cache lookup, reservation), in-flight entry, circuit state
+        ("pipeline", 3),
+        ("pipeline", 4),  # in-flight entry removed, settle, cache store, the ledger record
     ]
     assert ledger.pending() == 2
     trips.clear()
     hit = await ask(secret)
     assert hit.headers["X-Gateway-Cache"] == "hit"
-    assert trips == [("pipeline", 2), ("pipeline", 1)]  # admission; the record of the hit
+    # admission (and in-flight entry); the record of the hit (and the entry removed)
+    assert trips == [("pipeline", 3), ("pipeline", 2)]
 
 
 async def test_a_script_redis_forgot_is_loaded_and_run_once():
