@@ -4,6 +4,13 @@ Fallback happens only before the first byte: a provider's stream is opened and i
 chunk read inside the fallback loop, and only then does the response start. After that an
 upstream failure ends the stream with an explicit error event and no `[DONE]`, and the ledger
 records `stream_error`: a client never mistakes a cut answer for a complete one.
+
+The same holds for a stream whose usage cannot be billed (negative, not integers, or beyond
+the model's context window plus max output: `usage_problem`). Usage arrives last, so the
+answer cannot fall back any more: the stream ends with the error event (reason "upstream sent
+a malformed answer") instead of `[DONE]`, and what was delivered is billed at the gateway's
+own estimate (prompt estimate + the delivered text's tokens), never at the provider's figure.
+Anything else raised while relaying ends the stream the same way (reason "internal error").
 """
 
 from __future__ import annotations
@@ -20,7 +27,13 @@ from gateway import runtime, services, tokens
 from gateway.cache import CachedAnswer
 from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd
-from gateway.providers.base import ProviderError, StreamResult, Usage
+from gateway.providers.base import (
+    ProviderError,
+    StreamResult,
+    Usage,
+    bad_usage,
+    usage_problem,
+)
 
 log = logging.getLogger(__name__)
 DONE = b"data: [DONE]\n\n"
@@ -129,6 +142,9 @@ async def start_stream(adapter, request):
             retryable=True,
             kind="stream_cut",
         ) from None
+    except BaseException:
+        await chunks.aclose()  # free the connection before the next model is tried
+        raise
     return chunks, first, result
 
 
@@ -149,9 +165,18 @@ async def live_events(
                 break
             acc.add(chunk)
             yield sse(chunk)
-    except (ProviderError, TimeoutError) as exc:
-        reason = exc.message if isinstance(exc, ProviderError) else "the request deadline passed"
-        kind = exc.kind if isinstance(exc, ProviderError) else "deadline"
+        problem = usage_problem(result.usage, services.usage_ceiling(call.served))
+        if problem is not None:
+            raise bad_usage(call.served.provider.name, problem)
+    except Exception as exc:  # ProviderError, TimeoutError, or anything nobody foresaw
+        if isinstance(exc, ProviderError):
+            reason, kind = exc.public, exc.kind
+            log.warning("stream of %s failed: %s", call.request_id, exc.message)
+        elif isinstance(exc, TimeoutError):
+            reason, kind = "the request deadline passed", "deadline"
+        else:
+            log.error("unexpected error in the stream of %s", call.request_id, exc_info=exc)
+            reason, kind = "internal error", "internal_error"
         settled = True
         await _account(call, acc, result, status="stream_error", error_type=kind)
         yield sse(
@@ -200,7 +225,8 @@ async def _account(
     error_type: str = "",
 ) -> tuple[Usage, Cost]:
     usage = result.usage
-    if usage is None or not usage.reported:
+    ceiling = services.usage_ceiling(call.served)
+    if usage is None or not usage.reported or usage_problem(usage, ceiling) is not None:
         usage = Usage(
             input_tokens=call.prompt_tokens,
             output_tokens=tokens.estimate_text(acc.text()),
