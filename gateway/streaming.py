@@ -171,25 +171,15 @@ async def live_events(
     except Exception as exc:  # ProviderError, TimeoutError, or anything nobody foresaw
         if isinstance(exc, ProviderError):
             reason, kind = exc.public, exc.kind
-            log.warning("stream of %s failed: %s", call.request_id, exc.message)
+            log.info("stream of %s failed: %s", call.request_id, exc.message)
         elif isinstance(exc, TimeoutError):
             reason, kind = "the request deadline passed", "deadline"
         else:
             log.error("unexpected error in the stream of %s", call.request_id, exc_info=exc)
             reason, kind = "internal error", "internal_error"
         settled = True
-        await _account(call, acc, result, status="stream_error", error_type=kind)
-        yield sse(
-            {
-                "error": {
-                    "message": f"The upstream stream failed after it started: {reason}. "
-                    "The answer is incomplete.",
-                    "type": "api_error",
-                    "param": None,
-                    "code": "stream_interrupted",
-                }
-            }
-        )
+        await _settle(call, acc, result, status="stream_error", error_type=kind)
+        yield _error_event(reason)
         return
     finally:
         if not settled and acc.finish_reason is None:
@@ -197,14 +187,44 @@ async def live_events(
             # provider produced so far, in a task of its own since this one is ending.
             settled = True
             runtime.spawn(
-                _account(call, acc, result, status="error", error_type="client_disconnected")
+                _settle(call, acc, result, status="error", error_type="client_disconnected")
             )
             await chunks.aclose()
     settled = True
-    usage, cost = await _account(call, acc, result, status="ok")
+    settled_as = await _settle(call, acc, result, status="ok")
+    if settled_as is None:
+        yield _error_event("internal error")
+        return
+    usage, cost = settled_as
     if (call.body.get("stream_options") or {}).get("include_usage"):
         yield sse({**_chunk_base(acc), "choices": [], "usage": openai_usage(usage, cost)})
     yield DONE
+
+
+def _error_event(reason: str) -> bytes:
+    return sse(
+        {
+            "error": {
+                "message": f"The upstream stream failed after it started: {reason}. "
+                "The answer is incomplete.",
+                "type": "api_error",
+                "param": None,
+                "code": "stream_interrupted",
+            }
+        }
+    )
+
+
+async def _settle(
+    call: services.Call, acc: Accumulator, result: StreamResult, **outcome: str
+) -> tuple[Usage, Cost] | None:
+    """`_account`, guarded: should accounting itself fail, the hold is released and an
+    `error` record written (services.fail), and None returned."""
+    try:
+        return await _account(call, acc, result, **outcome)
+    except Exception as exc:
+        await services.fail(call, services.internal_error(exc))
+        return None
 
 
 def _chunk_base(acc: Accumulator) -> dict[str, Any]:
