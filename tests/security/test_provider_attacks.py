@@ -228,7 +228,7 @@ def record(request_id: str) -> UsageRecord:
 
 
 def assert_envelope(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
+    assert response.status_code == status, response.text[:500]
     assert response.headers["X-Request-ID"].startswith("req_")
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
