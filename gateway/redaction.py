@@ -37,7 +37,7 @@ IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b")
 HOST_PORT = re.compile(r"\b[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?:\d{2,5}\b")
 PRIVATE_HOST = re.compile(
     r"\b(?:[A-Za-z0-9\-]+\.)+(?:internal|local|localdomain|lan|corp|intranet|private|svc"
-    r"|cluster\.local|home\.arpa)\b|\blocalhost\b",
+    r"|cluster\.local|home\.arpa)\b(?::\d{1,5})?|\blocalhost\b(?::\d{1,5})?",
     re.IGNORECASE,
 )
 
