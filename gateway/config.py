@@ -42,6 +42,7 @@ class BudgetSnap:
     thresholds: tuple[int, ...]
     hard: bool
     timezone: str  # the team's; windows start at its midnight
+    reservation: str = "cap"  # "cap" or "strict" (budgets.models.Reservation)
 
     def limit_units(self, window: str) -> int | None:
         return self.daily_units if window == "daily" else self.monthly_units
@@ -52,6 +53,7 @@ class FeatureSnap:
     id: int
     name: str
     default_cache_ttl: int
+    output_cap: int | None = None  # the admin's override, else the learned cap, else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class KeySnap:
     revoked: bool
     rpm_limit: int | None
     tpm_limit: int | None
+    output_cap: int | None = None
 
     @property
     def active(self) -> bool:
@@ -125,7 +128,9 @@ def load_snapshot() -> Snapshot:
 
     features: dict[int, dict[str, FeatureSnap]] = {}
     for f in Feature.objects.all():
-        features.setdefault(f.team_id, {})[f.name] = FeatureSnap(f.id, f.name, f.default_cache_ttl)
+        features.setdefault(f.team_id, {})[f.name] = FeatureSnap(
+            f.id, f.name, f.default_cache_ttl, f.output_cap or f.learned_output_cap
+        )
     teams_tz = dict(Team.objects.values_list("id", "timezone"))
     budgets: dict[int, list[BudgetSnap]] = {}
     for b in Budget.objects.filter(enabled=True):
@@ -143,6 +148,7 @@ def load_snapshot() -> Snapshot:
                 thresholds=tuple(sorted(b.alert_thresholds or ())),
                 hard=b.hard,
                 timezone=teams_tz.get(b.team_id, "UTC"),
+                reservation=b.reservation,
             )
         )
     teams = {
@@ -216,6 +222,7 @@ def load_key(hashed_secret: str) -> KeySnap | None:
         revoked=k.revoked_at is not None,
         rpm_limit=k.rpm_limit,
         tpm_limit=k.tpm_limit,
+        output_cap=k.output_cap,
     )
 
 

@@ -80,6 +80,8 @@ class BudgetExceeded(GatewayError):
     status = 429
     type = "insufficient_quota"
     code = "budget_exceeded"
+    # The message's figures as data, for the usage record (budgets.services._refusal).
+    refusal: dict[str, Any] | None = None
 
 
 class RateLimited(GatewayError):

@@ -213,6 +213,7 @@ BUDGET_STATUS = {
                     "scope": {"type": "string", "enum": ["team", "feature"]},
                     "feature": NULLABLE_STRING,
                     "hard": {"type": "boolean"},
+                    "reservation": {"type": "string", "enum": ["cap", "strict"]},
                     "alert_thresholds": {"type": "array", "items": {"type": "integer"}},
                     "windows": {"type": "array", "items": BUDGET_WINDOW},
                 },

@@ -241,6 +241,7 @@ CELERY_BEAT_SCHEDULE = {
     "drain-ledger": _every(5.0, "gateway.tasks.drain_ledger"),
     "reconcile-budget-counters": _every(300.0, "budgets.tasks.reconcile_counters"),
     "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
+    "learn-output-caps": _every(3600.0, "gateway.tasks.learn_output_caps"),
     "daily-spend-digest": {
         "task": "budgets.tasks.send_daily_digests",
         "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
@@ -276,6 +277,16 @@ GATEWAY = {
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
+    # Output caps (docs/configuration.md, "Output caps and budget reservations"): what a
+    # request that sends no max_tokens may produce, sent upstream and held by its budgets.
+    # Used until a feature has a learned cap (or an admin's); never above the model's max.
+    "OUTPUT_CAP_DEFAULT": env_int("GATEWAY_OUTPUT_CAP_DEFAULT", 2048),
+    # learn-output-caps: this percentile of a feature's answers over the window, floored.
+    "OUTPUT_CAP_PERCENTILE": env_float("GATEWAY_OUTPUT_CAP_PERCENTILE", 99.9),
+    "OUTPUT_CAP_WINDOW_DAYS": env_int("GATEWAY_OUTPUT_CAP_WINDOW_DAYS", 7),
+    "OUTPUT_CAP_FLOOR": env_int("GATEWAY_OUTPUT_CAP_FLOOR", 1024),
+    # Fewer answers than this in the window: nothing is learned (the default applies).
+    "OUTPUT_CAP_MIN_SAMPLES": env_int("GATEWAY_OUTPUT_CAP_MIN_SAMPLES", 100),
 }
 
 # --- Security (production) ------------------------------------------------------------------
