@@ -18,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from gateway import outputcaps
+from gateway import keyvars, outputcaps
 from gateway.config import store
 from gateway.models import (
     ApiKey,
@@ -249,6 +249,8 @@ class ProviderAdmin(admin.ModelAdmin):
         """Whether this process sees the variable; never its value. None: no key needed."""
         if not obj.api_key_env:
             return None
+        if not keyvars.is_allowed(obj.api_key_env):
+            return False  # never read: the provider's calls fail (gateway/keyvars.py)
         return bool(os.environ.get(obj.api_key_env))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future
@@ -24,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from gateway import runtime
+from gateway import keyvars, runtime
 from gateway.errors import ServiceUnavailable
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
@@ -174,6 +173,9 @@ def load_snapshot() -> Snapshot:
     )
     for m in qs:
         p = m.provider
+        # A refused name (a row from before the allowlist, or written by SQL) is never read:
+        # the provider's calls fail instead (ProviderAdapter._send).
+        api_key, key_error = keyvars.provider_key(p.name, p.api_key_env)
         models[m.name] = ModelSnap(
             id=m.id,
             name=m.name,
@@ -182,7 +184,8 @@ def load_snapshot() -> Snapshot:
                 name=p.name,
                 kind=p.kind,
                 base_url=p.base_url,
-                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                api_key=api_key,
+                key_error=key_error,
                 connect_timeout=p.connect_timeout,
                 read_timeout=p.read_timeout,
                 options=dict(p.options or {}),

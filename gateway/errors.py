@@ -71,6 +71,13 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class HeadersTooLarge(GatewayError):
+    """Past GATEWAY_MAX_HEADERS or GATEWAY_MAX_HEADER_BYTES (gateway.asgi_api.Router)."""
+
+    status = 431
+    code = "request_headers_too_large"
+
+
 class UnsupportedMediaType(GatewayError):
     status = 415
     code = "unsupported_media_type"

@@ -167,7 +167,8 @@ class Provider(models.Model):
         max_length=128,
         blank=True,
         help_text="Name of the environment variable that holds the secret. Secrets never live "
-        "in the database.",
+        "in the database. Only names the operator allows (GATEWAY_PROVIDER_KEY_VARS, default "
+        "*_API_KEY); the gateway's own settings are always refused.",
     )
     connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.01)])
     read_timeout = models.FloatField(
@@ -188,6 +189,14 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from gateway import keyvars
+
+        try:
+            keyvars.check(self.api_key_env)
+        except keyvars.KeyVarRefused as exc:
+            raise ValidationError({"api_key_env": str(exc)}) from None
 
 
 PRICE_FIELD = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
@@ -369,3 +378,19 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class LoginAttempts(models.Model):
+    """Login attempts of one (client IP, username) pair in the current window, counted here
+    only while Redis is unreachable (gateway/loginguard.py); the key is a hash, never the
+    username or the address."""
+
+    key = models.CharField(max_length=100, unique=True)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "login attempt count"
+
+    def __str__(self) -> str:
+        return f"{self.count} attempts until {self.expires_at:%Y-%m-%d %H:%M}"

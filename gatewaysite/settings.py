@@ -19,11 +19,18 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# Every variable this module reads, so that no Provider may name one as its API key
+# (gateway/keyvars.py); the env_* helpers add to it, including for settings added later.
+ENV_VARS_READ: set[str] = set()
+
+
 def env_str(name: str, default: str = "") -> str:
+    ENV_VARS_READ.add(name)
     return os.environ.get(name, default)
 
 
 def env_bool(name: str, default: bool) -> bool:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -36,6 +43,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -46,6 +54,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_float(name: str, default: float) -> float:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -56,6 +65,7 @@ def env_float(name: str, default: float) -> float:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
+    ENV_VARS_READ.add(name)
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -100,7 +110,7 @@ MIDDLEWARE = [
     "gatewaysite.staticfiles.StaticFilesMiddleware",  # /static/… and /favicon.ico (WhiteNoise)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed admin logins / 15 min → 429
+    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed logins / 15 min → 429
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -161,7 +171,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Managers (and staff) sign in to the dashboards here; the admin has its own login page.
+LOGIN_URL = "reports:login"
+LOGIN_REDIRECT_URL = "reports:overview"
+# The login forms whose failed attempts gateway/loginguard.py counts, all against one limit
+# per address and username: a second form must not be a way around the admin's.
+# The login forms whose POSTs gateway.loginguard counts and limits (URL names or paths); they
+# share one count. A successful login answers 302 and clears the count; any other answer keeps it.
+GUARDED_LOGIN_URLS = ["admin:login", "reports:login"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -210,7 +227,9 @@ SPECTACULAR_SETTINGS = {
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://"
+# With a host named: kombu warns "No hostname was supplied" about a bare memory:// each time
+# an eager task (a budget alert in the demo) opens its connection.
+CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not env_str("CELERY_BROKER_URL"))
 CELERY_TASK_EAGER_PROPAGATES = False
@@ -261,9 +280,16 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
 
 # --- Gateway ----------------------------------------------------------------------------
+# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
+# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 GATEWAY = {
     # Largest request body accepted by /v1/chat/completions, in bytes (413 beyond).
-    "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024),
+    "MAX_BODY_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    # Request headers a client may send: how many, and their names and values in all, in
+    # bytes (431 beyond, on every path). Checked before the body is read.
+    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
+    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
     # Overall deadline for one request across every fallback attempt, in seconds (504 beyond).
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     # How long a process trusts its copy of keys, models and routes. This is the bound on how
@@ -289,6 +315,11 @@ GATEWAY = {
     "OUTPUT_CAP_MIN_SAMPLES": env_int("GATEWAY_OUTPUT_CAP_MIN_SAMPLES", 100),
 }
 
+# --- Admin and dashboard security (docs/security.md) ----------------------------------------
+# The environment variables a Provider may name as its `api_key_env`: comma-separated glob
+# patterns. Django's and the infrastructure's settings are refused whatever this says.
+GATEWAY_PROVIDER_KEY_VARS = env_list("GATEWAY_PROVIDER_KEY_VARS", ["*_API_KEY"])
+
 # --- Security (production) ------------------------------------------------------------------
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -307,7 +338,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {  # query strings redacted in both (logs.py)
+            "()": "gateway.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "gateway.logs.JsonFormatter"},  # JSON lines with the request id
     },
     "handlers": {

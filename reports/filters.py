@@ -22,6 +22,10 @@ RANGES = {
 }
 DEFAULT_RANGE = "7d"
 MAX_CUSTOM_DAYS = 400
+# Custom dates outside these bounds are refused (9999-12-31 + 1 day used to overflow: a 500).
+EARLIEST_DATE = dt.date(2000, 1, 1)
+MAX_FUTURE_DAYS = 366
+MAX_NAME = 64  # Team and Feature names are slugs of at most 64 characters
 HOURLY_UP_TO = dt.timedelta(hours=48)
 
 
@@ -63,17 +67,26 @@ class ReportFilters:
         }
 
 
+class FilterError(ValueError):
+    """A filter the reports cannot apply; the views answer 400 with `message`, naming `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
 def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> ReportFilters:
-    """Read filters; unknown or malformed values fall back to the defaults."""
+    """Read filters; a missing one takes its default, a malformed one raises FilterError."""
     start, end, range_key = _window(query)
-    team = query.get("team", "").strip()
+    team = _name(query, "team")
     team_ids = allowed
     if team:
         team_qs = Team.objects.filter(name=team)
         if allowed is not None:
             team_qs = team_qs.filter(id__in=allowed)
         team_ids = frozenset(team_qs.values_list("id", flat=True))
-    feature = query.get("feature", "").strip()
+    feature = _name(query, "feature")
     feature_keys = None
     if feature:
         feature_qs = Feature.objects.filter(name=feature)
@@ -83,31 +96,55 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
     return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys)
 
 
+def _name(query: QueryDict, param: str) -> str:
+    """A team or feature name: printable text no longer than a name can be (PostgreSQL text
+    cannot even hold a NUL: such a value used to reach the query and fail as a 500)."""
+    value = query.get(param, "").strip()
+    if len(value) > MAX_NAME:
+        raise FilterError(param, f"{param} must be a name of at most {MAX_NAME} characters.")
+    if any(not ch.isprintable() for ch in value):
+        raise FilterError(param, f"{param} must not contain control characters.")
+    return value
+
+
 def _window(query: QueryDict) -> tuple[dt.datetime, dt.datetime, str]:
     now = timezone.now()
     end = floor_hour(now) + dt.timedelta(hours=1)
-    range_key = query.get("range", DEFAULT_RANGE)
+    range_key = query.get("range", "").strip() or DEFAULT_RANGE
     if range_key == "custom":
-        custom = _custom_window(query.get("start", ""), query.get("end", ""))
-        if custom:
-            return (*custom, "custom")
-        range_key = DEFAULT_RANGE
+        return (*_custom_window(query.get("start", ""), query.get("end", ""), now), "custom")
     span = RANGES.get(range_key)
     if span is None:
-        range_key, span = DEFAULT_RANGE, RANGES[DEFAULT_RANGE]
+        shown = ", ".join([*RANGES, "custom"])
+        raise FilterError("range", f"range must be one of {shown}; got {range_key[:40]!r}.")
     if isinstance(span, dt.timedelta):
         return end - span, end, range_key
     today = floor_hour(now).replace(hour=0)
     return today - dt.timedelta(days=span - 1), end, range_key
 
 
-def _custom_window(start: str, end: str) -> tuple[dt.datetime, dt.datetime] | None:
+def _date(value: str, param: str, latest: dt.date) -> dt.date:
     try:
-        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        day = dt.date.fromisoformat(value.strip())
     except ValueError:
-        return None
-    if last < first or (last - first).days > MAX_CUSTOM_DAYS:
-        return None
+        raise FilterError(
+            param, f"{param} must be a date such as 2025-01-31 (range=custom needs start and end)."
+        ) from None
+    if not EARLIEST_DATE <= day <= latest:
+        message = f"{param} must be between {EARLIEST_DATE} and {latest}; got {day}."
+        raise FilterError(param, message)
+    return day
+
+
+def _custom_window(start: str, end: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    latest = now.date() + dt.timedelta(days=MAX_FUTURE_DAYS)
+    first, last = _date(start, "start", latest), _date(end, "end", latest)
+    if last < first:
+        raise FilterError("end", f"end ({last}) is before start ({first}).")
+    if (last - first).days > MAX_CUSTOM_DAYS:
+        raise FilterError(
+            "end", f"a custom range covers at most {MAX_CUSTOM_DAYS + 1} days; pick a shorter one."
+        )
     midnight = dt.time(tzinfo=dt.UTC)
     return (
         dt.datetime.combine(first, midnight),

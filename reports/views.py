@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -12,9 +11,10 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import json_script
 
+from gateway.csvexport import csv_writer
 from reports import health, queries
 from reports.access import allowed_team_ids, reader_required
-from reports.filters import ReportFilters, filter_choices, parse_filters
+from reports.filters import FilterError, ReportFilters, filter_choices, parse_filters
 
 SPEND_DIMENSIONS = tuple(queries.DIMENSIONS)
 
@@ -29,8 +29,11 @@ class ReportJSONEncoder(DjangoJSONEncoder):
 
 
 def _spend(f: ReportFilters, request: HttpRequest) -> dict:
-    by = request.GET.get("by", "team")
-    return queries.spend(f, by=by if by in SPEND_DIMENSIONS else "team")
+    by = request.GET.get("by", "").strip() or "team"
+    if by not in SPEND_DIMENSIONS:
+        shown = ", ".join(SPEND_DIMENSIONS)
+        raise FilterError("by", f"by must be one of {shown}; got {by[:40]!r}.")
+    return queries.spend(f, by=by)
 
 
 # page slug -> (title, selector)
@@ -51,9 +54,33 @@ def _report(request: HttpRequest, page: str) -> tuple[ReportFilters, dict]:
     return filters, PAGES[page][1](filters, request)
 
 
+def _bad_filter_page(request: HttpRequest, page: str, error: FilterError) -> HttpResponse:
+    """A filter that cannot be applied: 400, with the message, in the reports' layout."""
+    context = {
+        "title": PAGES[page][0],
+        "message": error.message,
+        "nav": [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()],
+        "reset_href": reverse(f"reports:{page}"),
+    }
+    return render(request, "reports/bad_filter.html", context, status=400)
+
+
+def _bad_filter_json(error: FilterError) -> JsonResponse:
+    body = {"message": error.message, "type": "invalid_request_error", "param": error.param}
+    return JsonResponse({"error": body}, status=400)
+
+
 @reader_required(api=False)
 def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
-    filters, data = _report(request, page)
+    if page in PAGES and allowed_team_ids(request.user) == frozenset():
+        # Least privilege: a reader given no team sees no figure, and is told why.
+        nav = [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()]
+        context = {"page": page, "title": PAGES[page][0], "nav": nav}
+        return render(request, "reports/no_teams.html", context)
+    try:
+        filters, data = _report(request, page)
+    except FilterError as error:
+        return _bad_filter_page(request, page, error)
     context = {
         "page": page,
         "title": PAGES[page][0],
@@ -73,16 +100,22 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
 
 @reader_required(api=True)
 def api(request: HttpRequest, page: str) -> JsonResponse:
-    filters, data = _report(request, page)
+    try:
+        filters, data = _report(request, page)
+    except FilterError as error:
+        return _bad_filter_json(error)
     return JsonResponse({"filters": filters.as_dict(), **data}, encoder=ReportJSONEncoder)
 
 
 @reader_required(api=False)
 def spend_csv(request: HttpRequest) -> HttpResponse:
-    filters, data = _report(request, "spend")
+    try:
+        filters, data = _report(request, "spend")
+    except FilterError as error:
+        return _bad_filter_page(request, "spend", error)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="spend-by-{data["by"]}.csv"'
-    writer = csv.writer(response)
+    writer = csv_writer(response)  # cells that would start a formula are escaped
     writer.writerow(["bucket", data["by"], "requests", "input_tokens", "output_tokens", "cost_usd"])
     for row in data["rows"]:
         writer.writerow(

@@ -30,6 +30,18 @@ def _text(value: Any, where: str) -> str:
     return str(value)
 
 
+def _key_var(value: Any, where: str) -> str:
+    """A provider's api_key_env: only a name the operator allows (gateway/keyvars.py)."""
+    from gateway import keyvars
+
+    name = _text(value, where)
+    try:
+        keyvars.check(name)
+    except keyvars.KeyVarRefused as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
+    return name
+
+
 def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigFileError(f"{where}: expected true or false, got {value!r}")
@@ -131,7 +143,7 @@ class Field:
 PROVIDER_FIELDS = (
     Field("kind", "kind", _choice(Provider.Kind), REQUIRED),
     Field("base_url", "base_url", _text, ""),
-    Field("api_key_env", "api_key_env", _text, ""),
+    Field("api_key_env", "api_key_env", _key_var, ""),
     Field("connect_timeout", "connect_timeout", _seconds, 5.0),
     Field("read_timeout", "read_timeout", _seconds, 60.0),
     Field("enabled", "enabled", _flag, True),

@@ -32,6 +32,9 @@ class ProviderConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     options: dict[str, Any] = field(default_factory=dict)
+    # Why the key may not be used (api_key_env refused by gateway/keyvars.py): then no call
+    # is sent at all.
+    key_error: str = ""
 
     def __repr__(self) -> str:  # never print the secret
         return f"ProviderConfig(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
@@ -436,6 +439,8 @@ class ProviderAdapter(abc.ABC):
         measured against the bench mock). The transport is the one the client would pick for
         this URL, so a test's `httpx.MockTransport` or a mounted proxy still applies.
         """
+        if self.config.key_error:
+            raise ProviderError(self.config.key_error, retryable=True, kind="auth_error")
         request = httpx.Request(
             "POST",
             _parsed(url),
