@@ -234,9 +234,11 @@ class ProviderError(Exception):
         kind: str = "provider_error",
         body: dict[str, Any] | None = None,
         retry_after: float | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason  # a gateway-written public reason, more precise than the kind's
         self.retryable = retryable
         self.status = status
         self.kind = kind  # timeout, connection_error, rate_limited, overloaded, server_error,
@@ -252,7 +254,7 @@ class ProviderError(Exception):
         """
         if not self.retryable and self.kind == "invalid_request":
             return self.message
-        return public_reason(self.kind, self.status)
+        return self.reason or public_reason(self.kind, self.status)
 
 
 _PUBLIC_REASONS = {
@@ -481,6 +483,7 @@ class ProviderAdapter(abc.ABC):
         return ProviderError(
             f"{self.config.name}: {what} is larger than {limit} bytes",
             retryable=True,
+            reason="upstream answer too large",
             kind="bad_response",
         )
 

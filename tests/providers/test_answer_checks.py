@@ -108,6 +108,7 @@ async def test_an_answer_over_max_response_bytes_is_a_bad_response():
     with pytest.raises(ProviderError) as caught:
         await provider.complete(chat())
     assert caught.value.kind == "bad_response" and "larger than 4096" in caught.value.message
+    assert caught.value.public == "upstream answer too large"
     fits = adapter("openai", lambda r: answer(big), options={"max_response_bytes": 6000})
     assert (await fits.complete(chat())).body["choices"][0]["message"]["content"]
 
