@@ -35,8 +35,16 @@ from gateway.errors import (
 from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd, worst_case_units
 from gateway.providers import adapter_for
-from gateway.providers.base import ChatRequest, Completion, ProviderError, Usage
-from gateway.redaction import redact
+from gateway.providers.base import (
+    ChatRequest,
+    Completion,
+    ProviderError,
+    Usage,
+    bad_usage,
+    error_from_exception,
+    usage_problem,
+)
+from gateway.redaction import redact, scrub_provider_text
 from gateway.roundtrip import RoundTrip
 from gateway.routing import resolve_chain
 from gateway.serializers import parse_json, upstream_body, validate_chat
@@ -63,6 +71,8 @@ class Call:
     cache_ttl: int = 0
     cache_status: str = "bypass"
     reservation: Any = None
+    # One entry per model tried: "error" is the generic reason a client may read ("" when it
+    # answered), "detail" the provider's own account, scrubbed, for the ledger only.
     attempts: list[dict[str, str]] = field(default_factory=list)
     served: ModelSnap | None = None
     budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
@@ -260,38 +270,64 @@ async def attempt_models(call: Call, start):
         except (RedisError, OSError):
             state, dirty = circuit.State.CLOSED, False
         if state is circuit.State.OPEN and (index < len(call.chain) - 1 or call.attempts):
-            call.attempts.append(
-                {"model": model.name, "provider": provider, "error": "circuit open"}
-            )
+            call.attempts.append(_attempt(model, "circuit open", ""))
             continue
         remaining = call.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
         adapter = adapter_for(model.provider, runtime.http_client())
         cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
+        request = ChatRequest(
+            body=body,
+            upstream_model=model.upstream_id,
+            output_cap=cap,
+            usage_ceiling=usage_ceiling(model),
+        )
         try:
             async with asyncio.timeout(remaining):
-                result = await start(
-                    adapter,
-                    ChatRequest(body=body, upstream_model=model.upstream_id, output_cap=cap),
-                )
+                try:
+                    result = await start(adapter, request)
+                except (ProviderError, TimeoutError):
+                    raise
+                except Exception as exc:  # an adapter's bug or a shape nobody foresaw
+                    log.warning(
+                        "%s: unexpected failure of an upstream call", provider, exc_info=True
+                    )
+                    raise _as_bad_response(provider, exc) from exc
         except TimeoutError:
-            call.attempts.append({"model": model.name, "provider": provider, "error": "deadline"})
+            call.attempts.append(_attempt(model, "deadline", ""))
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call)) from None
         except ProviderError as exc:
-            call.attempts.append({"model": model.name, "provider": provider, "error": exc.message})
+            call.attempts.append(_attempt(model, exc.public, exc.message))
             if not exc.retryable:
-                raise ProviderRejected(
-                    exc.message, status=exc.status or 400, body=exc.body
-                ) from exc
+                raise ProviderRejected(exc.public, status=exc.status or 400, body=exc.body) from exc
             await _safe(circuit.record_failure(redis, provider))
             continue
-        call.attempts.append({"model": model.name, "provider": provider, "error": ""})
+        call.attempts.append(_attempt(model, "", ""))
         call.served = model
         call.sent_cap = cap
         await _safe(circuit.record_success(redis, provider, state, dirty))
         return result
     raise NoProviderAvailable(_attempts_message("Every provider failed", call))
+
+
+def usage_ceiling(model: ModelSnap) -> int:
+    """The most prompt + output tokens a call to `model` can report (0: unknown)."""
+    return max(model.context_window or 0, 0) + max(model.max_output_tokens or 0, 0)
+
+
+def _as_bad_response(provider: str, exc: Exception) -> ProviderError:
+    mapped = error_from_exception(provider, exc)
+    if mapped.kind == "provider_error":
+        mapped.kind = "bad_response"
+    return mapped
+
+
+def _attempt(model: ModelSnap, error: str, detail: str) -> dict[str, str]:
+    entry = {"model": model.name, "provider": model.provider.name, "error": error}
+    if detail and detail != error:
+        entry["detail"] = scrub_provider_text(detail)[:500]
+    return entry
 
 
 def _attempts_message(prefix: str, call: Call) -> str:
@@ -310,15 +346,26 @@ async def _safe(coro) -> None:
 
 async def complete(call: Call) -> tuple[dict[str, Any], dict[str, str]]:
     """A non-streamed call: the OpenAI body and the gateway's headers."""
-    completion: Completion = await attempt_models(call, lambda adapter, req: adapter.complete(req))
+    completion: Completion = await attempt_models(call, _complete_checked)
     usage = _usage_or_estimate(call, completion.usage, completion.body)
     cost = cost_of(usage, call.served.prices)
     await finish(call, usage=usage, cost=cost, body=completion.body)
     return completion.body, call.headers(cost)
 
 
+async def _complete_checked(adapter, request: ChatRequest) -> Completion:
+    """A whole answer whose usage can be billed: absurd counts are a retryable bad_response,
+    so the next model is tried and nothing is billed at the provider's figure."""
+    completion = await adapter.complete(request)
+    problem = usage_problem(completion.usage, request.usage_ceiling)
+    if problem is not None:
+        raise bad_usage(adapter.config.name, problem)
+    return completion
+
+
 def _usage_or_estimate(call: Call, usage: Usage | None, body: dict[str, Any] | None) -> Usage:
-    if usage is not None and usage.reported:
+    ceiling = usage_ceiling(call.served) if call.served else 0
+    if usage is not None and usage.reported and usage_problem(usage, ceiling) is None:
         return usage
     text = ""
     for choice in (body or {}).get("choices", []):
@@ -379,8 +426,29 @@ async def serve_cached(call: Call, hit: cache.CachedAnswer) -> Cost:
     return zero
 
 
+def internal_error(exc: BaseException) -> GatewayError:
+    """What a client gets for an exception nobody mapped: OpenAI's envelope, a 500, and the
+    request id to quote (the traceback is in the log, under that id)."""
+    log.error("unexpected error while serving a request", exc_info=exc)
+    error = GatewayError(
+        "The gateway hit an internal error; quote the X-Request-ID header to its operator.",
+        code="internal_error",
+    )
+    error.status = 500
+    error.type = "api_error"
+    return error
+
+
 async def fail(call: Call, error: GatewayError) -> None:
-    """Release the reservation and record the refused or failed request."""
+    """Release the reservation and record the refused or failed request. Never raises: it
+    runs on every error path, and a record that cannot be written is logged instead."""
+    try:
+        await _fail(call, error)
+    except Exception:
+        log.exception("could not record the failure of %s", call.request_id)
+
+
+async def _fail(call: Call, error: GatewayError) -> None:
     if call.reservation is not None:
         try:
             await budgets.release(redis=runtime.aredis(), reservation=call.reservation)

@@ -4,6 +4,13 @@ Fallback happens only before the first byte: a provider's stream is opened and i
 chunk read inside the fallback loop, and only then does the response start. After that an
 upstream failure ends the stream with an explicit error event and no `[DONE]`, and the ledger
 records `stream_error`: a client never mistakes a cut answer for a complete one.
+
+The same holds for a stream whose usage cannot be billed (negative, not integers, or beyond
+the model's context window plus max output: `usage_problem`). Usage arrives last, so the
+answer cannot fall back any more: the stream ends with the error event (reason "upstream sent
+a malformed answer") instead of `[DONE]`, and what was delivered is billed at the gateway's
+own estimate (prompt estimate + the delivered text's tokens), never at the provider's figure.
+Anything else raised while relaying ends the stream the same way (reason "internal error").
 """
 
 from __future__ import annotations
@@ -20,7 +27,13 @@ from gateway import inflight, runtime, services, tokens
 from gateway.cache import CachedAnswer
 from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd
-from gateway.providers.base import ProviderError, StreamResult, Usage
+from gateway.providers.base import (
+    ProviderError,
+    StreamResult,
+    Usage,
+    bad_usage,
+    usage_problem,
+)
 
 log = logging.getLogger(__name__)
 DONE = b"data: [DONE]\n\n"
@@ -129,6 +142,9 @@ async def start_stream(adapter, request):
             retryable=True,
             kind="stream_cut",
         ) from None
+    except BaseException:
+        await chunks.aclose()  # free the connection before the next model is tried
+        raise
     return chunks, first, result
 
 
@@ -156,22 +172,21 @@ async def live_events(
             delivered += inflight.delta_chars(chunk)
             inflight.progress(call.request_id, delivered, served, provider)
             yield sse(chunk)
-    except (ProviderError, TimeoutError) as exc:
-        reason = exc.message if isinstance(exc, ProviderError) else "the request deadline passed"
-        kind = exc.kind if isinstance(exc, ProviderError) else "deadline"
+        problem = usage_problem(result.usage, services.usage_ceiling(call.served))
+        if problem is not None:
+            raise bad_usage(call.served.provider.name, problem)
+    except Exception as exc:  # ProviderError, TimeoutError, or anything nobody foresaw
+        if isinstance(exc, ProviderError):
+            reason, kind = exc.public, exc.kind
+            log.info("stream of %s failed: %s", call.request_id, exc.message)
+        elif isinstance(exc, TimeoutError):
+            reason, kind = "the request deadline passed", "deadline"
+        else:
+            log.error("unexpected error in the stream of %s", call.request_id, exc_info=exc)
+            reason, kind = "internal error", "internal_error"
         settled = True
-        await _account(call, acc, result, status="stream_error", error_type=kind)
-        yield sse(
-            {
-                "error": {
-                    "message": f"The upstream stream failed after it started: {reason}. "
-                    "The answer is incomplete.",
-                    "type": "api_error",
-                    "param": None,
-                    "code": "stream_interrupted",
-                }
-            }
-        )
+        await _settle(call, acc, result, status="stream_error", error_type=kind)
+        yield _error_event(reason)
         return
     finally:
         if not settled and acc.finish_reason is None:
@@ -179,14 +194,44 @@ async def live_events(
             # provider produced so far, in a task of its own since this one is ending.
             settled = True
             runtime.spawn(
-                _account(call, acc, result, status="error", error_type="client_disconnected")
+                _settle(call, acc, result, status="error", error_type="client_disconnected")
             )
             await chunks.aclose()
     settled = True
-    usage, cost = await _account(call, acc, result, status="ok")
+    settled_as = await _settle(call, acc, result, status="ok")
+    if settled_as is None:
+        yield _error_event("internal error")
+        return
+    usage, cost = settled_as
     if (call.body.get("stream_options") or {}).get("include_usage"):
         yield sse({**_chunk_base(acc), "choices": [], "usage": openai_usage(usage, cost)})
     yield DONE
+
+
+def _error_event(reason: str) -> bytes:
+    return sse(
+        {
+            "error": {
+                "message": f"The upstream stream failed after it started: {reason}. "
+                "The answer is incomplete.",
+                "type": "api_error",
+                "param": None,
+                "code": "stream_interrupted",
+            }
+        }
+    )
+
+
+async def _settle(
+    call: services.Call, acc: Accumulator, result: StreamResult, **outcome: str
+) -> tuple[Usage, Cost] | None:
+    """`_account`, guarded: should accounting itself fail, the hold is released and an
+    `error` record written (services.fail), and None returned."""
+    try:
+        return await _account(call, acc, result, **outcome)
+    except Exception as exc:
+        await services.fail(call, services.internal_error(exc))
+        return None
 
 
 def _chunk_base(acc: Accumulator) -> dict[str, Any]:
@@ -207,7 +252,8 @@ async def _account(
     error_type: str = "",
 ) -> tuple[Usage, Cost]:
     usage = result.usage
-    if usage is None or not usage.reported:
+    ceiling = services.usage_ceiling(call.served)
+    if usage is None or not usage.reported or usage_problem(usage, ceiling) is not None:
         usage = Usage(
             input_tokens=call.prompt_tokens,
             output_tokens=tokens.estimate_text(acc.text()),

@@ -174,6 +174,10 @@ class ChatCompletionsView(InlineAPIView):
         except GatewayError as error:
             await services.fail(call, error)
             return error_response(error, extra_headers=call.headers(None))
+        except Exception as exc:  # never a bare 500: the hold is released, a record written
+            error = services.internal_error(exc)
+            await services.fail(call, error)
+            return error_response(error, extra_headers=call.headers(None))
         except asyncio.CancelledError:
             # The client went away: release its budget hold now rather than when it expires.
             runtime.spawn(services.fail(call, ClientDisconnected("The client disconnected.")))

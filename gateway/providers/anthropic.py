@@ -27,6 +27,8 @@ from gateway.providers.base import (
     Completion,
     ProviderAdapter,
     StreamResult,
+    check_chunk,
+    check_completion,
     error_from_response,
     stream_cut,
 )
@@ -61,7 +63,7 @@ class AnthropicAdapter(ProviderAdapter):
         payload = request_to_anthropic(request, self.config.name)
         data = await self.post_json(self.messages_url(), payload, self.headers())
         try:
-            body = response_to_openai(data)
+            body = check_completion(response_to_openai(data))
             usage = usage_from_anthropic(data["usage"])
         except _PARSE_ERRORS as exc:
             raise self.fail(exc) from exc
@@ -77,6 +79,8 @@ class AnthropicAdapter(ProviderAdapter):
             async for _event, data in events:
                 try:
                     chunk = state.on_event(data)
+                    if chunk is not None:
+                        check_chunk(chunk)
                 except _PARSE_ERRORS as exc:
                     raise self.fail(exc) from exc
                 if chunk is not None:
@@ -85,7 +89,10 @@ class AnthropicAdapter(ProviderAdapter):
                     break
         if not state.stopped:
             raise stream_cut(self.config.name, "no message_stop")
-        result.usage = usage_from_anthropic(state.usage)
+        try:
+            result.usage = usage_from_anthropic(state.usage)
+        except _PARSE_ERRORS as exc:
+            raise self.fail(exc) from exc
         result.finish_reason = state.finish_reason
 
 
@@ -125,6 +132,8 @@ class _StreamState:
         message = data["message"]
         self.id, self.model = message["id"], message["model"]
         self.usage.update(message.get("usage") or {})
+        if not isinstance(self.id, str) or not isinstance(self.model, str):
+            raise TypeError("message id or model is not a string")
         return self.chunk({"role": "assistant", "content": ""})
 
     def _message_delta(self, data: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.base import ChatRequest, ProviderError, Usage
+from gateway.providers.base import ChatRequest, ProviderError, Usage, token_count
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
 FINISH_REASONS = {
@@ -101,12 +101,17 @@ def response_to_openai(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage_from_anthropic(raw: dict[str, Any]) -> Usage:
-    """Anthropic's input_tokens exclude cache reads and writes; ours include them."""
-    read = int(raw.get("cache_read_input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
+    """Anthropic's input_tokens exclude cache reads and writes; ours include them.
+
+    Counts that are not non-negative integers raise ValueError/TypeError (a `bad_response`).
+    """
+    if not isinstance(raw, dict):
+        raise TypeError("usage is not an object")
+    read = token_count(raw, "cache_read_input_tokens")
+    written = token_count(raw, "cache_creation_input_tokens")
     return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0) + read + written,
-        output_tokens=int(raw.get("output_tokens") or 0),
+        input_tokens=token_count(raw, "input_tokens") + read + written,
+        output_tokens=token_count(raw, "output_tokens"),
         cached_tokens=read,
         cache_write_tokens=written,
     )

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
+from gateway.redaction import scrub_provider_text, scrub_provider_value
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
@@ -50,6 +52,9 @@ class ChatRequest:
     body: dict[str, Any]
     upstream_model: str = ""
     output_cap: int | None = None
+    # The most tokens (prompt + output) the model can account for: its context window plus
+    # its max output (see `usage_problem`). 0: unknown, the absolute ceiling applies.
+    usage_ceiling: int = 0
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -78,6 +83,133 @@ class Usage:
     reported: bool = True  # False when the provider gave no usage and it was estimated
 
 
+MAX_USAGE_TOKENS = 10_000_000
+"""The absolute ceiling of a usage count, and of prompt + output when a model's limits are not
+known: no model today accounts for more than a few million tokens in one call."""
+
+
+def token_count(raw: Any, name: str) -> int:
+    """One count of a provider's usage object: a non-negative integer (absent or null: 0).
+
+    Anything else (a string, a fraction, a boolean, a negative or absurd number) raises
+    ValueError, which the adapters map to a retryable `bad_response`: it is never billed.
+    """
+    value = raw.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"usage {name} is not an integer")
+    if value < 0:
+        raise ValueError(f"usage {name} is negative")
+    if value > MAX_USAGE_TOKENS:
+        raise ValueError(f"usage {name} is beyond {MAX_USAGE_TOKENS}")
+    return value
+
+
+def usage_problem(usage: Usage | None, ceiling: int) -> str | None:
+    """Why a provider's reported usage cannot be billed, or None when it can.
+
+    `ceiling` is the model's context window plus its max output (0: unknown, then
+    MAX_USAGE_TOKENS): a call cannot account for more prompt and output tokens than that.
+    """
+    if usage is None or not usage.reported:
+        return None
+    counts = (usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        return "usage counts that are not non-negative integers"
+    if usage.cache_write_tokens < 0 or usage.cached_tokens + usage.cache_write_tokens > max(
+        usage.input_tokens, 0
+    ):
+        return "more cached prompt tokens than prompt tokens"
+    limit = min(ceiling, MAX_USAGE_TOKENS) if ceiling > 0 else MAX_USAGE_TOKENS
+    if usage.input_tokens + usage.output_tokens > limit:
+        return (
+            f"{usage.input_tokens} prompt + {usage.output_tokens} output tokens, beyond the "
+            f"model's {limit}"
+        )
+    return None
+
+
+def bad_usage(provider: str, problem: str) -> ProviderError:
+    return ProviderError(
+        f"{provider}: usage not billable: {problem}", retryable=True, kind="bad_response"
+    )
+
+
+def _text_or_none(value: Any, what: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+
+
+def _tool_calls(calls: Any, *, streamed: bool) -> None:
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise TypeError("tool_calls is not a list")
+    for call in calls:
+        if not isinstance(call, dict):
+            raise TypeError("a tool call is not an object")
+        if streamed and not isinstance(call.get("index", 0), int):
+            raise TypeError("a tool call's index is not an integer")
+        _text_or_none(call.get("id"), "a tool call's id")
+        fn = call.get("function")
+        if fn is None and streamed:
+            continue
+        if not isinstance(fn, dict):
+            raise TypeError("a tool call's function is not an object")
+        _text_or_none(fn.get("name"), "a tool call's name")
+        _text_or_none(fn.get("arguments"), "a tool call's arguments")
+
+
+def check_completion(body: Any) -> dict[str, Any]:
+    """An OpenAI chat.completion as the gateway reads it, or TypeError/ValueError (which
+    adapters map to a retryable `bad_response`): the shape is checked once, here, so nothing
+    later (usage estimate, cache, ledger, the client's SDK) meets a surprise."""
+    if not isinstance(body, dict):
+        raise TypeError("the answer is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        raise ValueError("no choices in the answer")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise TypeError("a choice is not an object")
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise TypeError("a choice has no message object")
+        _text_or_none(message.get("content"), "a message's content")
+        _tool_calls(message.get("tool_calls"), streamed=False)
+        _text_or_none(choice.get("finish_reason"), "a finish_reason")
+        if not isinstance(choice.get("index", 0), int):
+            raise TypeError("a choice's index is not an integer")
+    return body
+
+
+def check_chunk(chunk: Any) -> dict[str, Any]:
+    """An OpenAI chat.completion.chunk as the gateway reads it (see `check_completion`)."""
+    if not isinstance(chunk, dict):
+        raise TypeError("a chunk is not a JSON object")
+    choices = chunk.get("choices")
+    if choices is None:
+        return chunk
+    if not isinstance(choices, list):
+        raise TypeError("a chunk's choices is not a list")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise TypeError("a chunk's choice is not an object")
+        delta = choice.get("delta")
+        if delta is not None:
+            if not isinstance(delta, dict):
+                raise TypeError("a chunk's delta is not an object")
+            _text_or_none(delta.get("content"), "a delta's content")
+            _tool_calls(delta.get("tool_calls"), streamed=True)
+        _text_or_none(choice.get("finish_reason"), "a finish_reason")
+        if not isinstance(choice.get("index", 0), int):
+            raise TypeError("a chunk choice's index is not an integer")
+    return chunk
+
+
 @dataclass(slots=True)
 class Completion:
     """A whole non-streamed answer in OpenAI's chat.completion shape (`body`), with its usage."""
@@ -102,9 +234,11 @@ class ProviderError(Exception):
         kind: str = "provider_error",
         body: dict[str, Any] | None = None,
         retry_after: float | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason  # a gateway-written public reason, more precise than the kind's
         self.retryable = retryable
         self.status = status
         self.kind = kind  # timeout, connection_error, rate_limited, overloaded, server_error,
@@ -112,18 +246,54 @@ class ProviderError(Exception):
         self.body = body
         self.retry_after = retry_after
 
+    @property
+    def public(self) -> str:
+        """What a client may read about this failure: a generic reason per kind, never the
+        provider's own text (it can quote our key, name internal hosts or hold a traceback).
+        A caller's-fault refusal keeps its message, already scrubbed (`error_from_response`).
+        """
+        if not self.retryable and self.kind == "invalid_request":
+            return self.message
+        return self.reason or public_reason(self.kind, self.status)
+
+
+_PUBLIC_REASONS = {
+    "auth_error": "upstream authentication failed",
+    "rate_limited": "upstream rate limited",
+    "overloaded": "upstream overloaded",
+    "timeout": "upstream timed out",
+    "connection_error": "upstream connection error",
+    "bad_response": "upstream sent a malformed answer",
+    "stream_cut": "upstream stream ended early",
+}
+
+
+def public_reason(kind: str, status: int | None) -> str:
+    if kind in _PUBLIC_REASONS:
+        return _PUBLIC_REASONS[kind]
+    return f"upstream error {status}" if status else "upstream error"
+
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 _STATUS_KINDS = {429: "rate_limited", 529: "overloaded", 401: "auth_error", 403: "auth_error"}
 
 
 def error_from_response(
-    provider: str, status: int, text: str, headers: httpx.Headers | None = None, *, secret: str = ""
+    provider: str,
+    status: int,
+    text: str,
+    headers: httpx.Headers | None = None,
+    *,
+    secret: str = "",
+    base_url: str = "",
 ) -> ProviderError:
     """Map an HTTP error answer from any provider to a ProviderError.
 
     `secret` (the provider's API key) is blanked out of the text first: some providers echo
-    the key they were given, and the error may end up in a log line or a client's answer.
+    the key they were given. Then every string of the answer is scrubbed
+    (`redaction.scrub_provider_text`: key-like fragments, URLs, internal hosts, the
+    provider's own host), since the message is kept in the ledger and, for a caller's-fault
+    refusal, returned to the client. Other failures reach clients only as `public`.
     """
     if secret and secret in text:
         text = text.replace(secret, "[redacted]")
@@ -131,6 +301,9 @@ def error_from_response(
         body = orjson.loads(text) if text else None
     except orjson.JSONDecodeError:
         body = None
+    host = _parsed(base_url).host if base_url else ""
+    body = scrub_provider_value(body, host=host)
+    text = scrub_provider_text(text, host=host)
     detail = _error_message(body) or text[:200] or f"HTTP {status}"
     retry_after = None
     if headers is not None and headers.get("retry-after"):
@@ -167,8 +340,9 @@ def error_from_exception(provider: str, exc: Exception) -> ProviderError:
             kind="connection_error",
         )
     if isinstance(exc, (ValueError, KeyError, TypeError, IndexError, AttributeError)):
+        why = scrub_provider_text(str(exc)[:200])
         return ProviderError(
-            f"{provider}: malformed response ({type(exc).__name__})",
+            f"{provider}: malformed response ({type(exc).__name__}: {why})",
             retryable=True,
             kind="bad_response",
         )
@@ -299,26 +473,61 @@ class ProviderAdapter(abc.ABC):
         """Map an exception raised while talking to or parsing this provider."""
         return error_from_exception(self.config.name, exc)
 
+    def _cap(self, option: str, default: int) -> int:
+        value = self.config.options.get(option)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return default
+
+    def too_large(self, what: str, limit: int) -> ProviderError:
+        return ProviderError(
+            f"{self.config.name}: {what} is larger than {limit} bytes",
+            retryable=True,
+            reason="upstream answer too large",
+            kind="bad_response",
+        )
+
+    def error_from(self, resp: httpx.Response, content: bytes) -> ProviderError:
+        return error_from_response(
+            self.config.name,
+            resp.status_code,
+            content.decode("utf-8", "replace"),
+            resp.headers,
+            secret=self.config.api_key,
+            base_url=self.config.base_url or self.default_base_url,
+        )
+
+    async def _read_capped(self, resp: httpx.Response, limit: int) -> bytes:
+        """The body, decoded (gzip...), or a bad_response once it passes `limit` bytes."""
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self.too_large("the answer", limit)
+        parts, size = [], 0
+        async for part in resp.aiter_bytes():
+            size += len(part)
+            if size > limit:
+                raise self.too_large("the answer", limit)
+            parts.append(part)
+        return b"".join(parts)
+
     async def post_json(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
-        """POST a JSON body and return the parsed JSON answer (any 2xx), else raise."""
+        """POST a JSON body and return the parsed JSON answer (any 2xx), else raise.
+
+        The body is read up to the provider's `max_response_bytes` option (default
+        MAX_RESPONSE_BYTES); a larger one is a retryable `bad_response`."""
+        limit = self._cap("max_response_bytes", MAX_RESPONSE_BYTES)
         try:
             resp = await self._send(url, body, headers, accept="application/json")
             try:
-                await resp.aread()
+                content = await self._read_capped(resp, limit)
             finally:
                 await resp.aclose()
         except httpx.HTTPError as exc:
             raise self.fail(exc) from exc
         if not resp.is_success:
-            raise error_from_response(
-                self.config.name,
-                resp.status_code,
-                resp.text,
-                resp.headers,
-                secret=self.config.api_key,
-            )
+            raise self.error_from(resp, content)
         try:
-            return orjson.loads(resp.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise self.fail(exc) from exc
 
@@ -337,11 +546,10 @@ class ProviderAdapter(abc.ABC):
             raise self.fail(exc) from exc
         try:
             if not resp.is_success:
-                await resp.aread()
-                raise error_from_response(
-                    name, resp.status_code, resp.text, resp.headers, secret=self.config.api_key
-                )
-            events = _sse_events(resp)
+                limit = self._cap("max_response_bytes", MAX_RESPONSE_BYTES)
+                raise self.error_from(resp, await self._read_capped(resp, limit))
+            limit = self._cap("max_stream_bytes", MAX_STREAM_BYTES)
+            events = _sse_events(resp, limit, lambda: self.too_large("the stream", limit))
             async for event, data in events:
                 if data == b"[DONE]" or event == "message_stop":
                     await _until_body_ends(events)
@@ -358,6 +566,8 @@ class ProviderAdapter(abc.ABC):
 
 
 BODY_END_WAIT_S = 0.1
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a provider's `max_response_bytes` option by default
+MAX_STREAM_BYTES = 64 * 1024 * 1024  # a provider's `max_stream_bytes` option by default
 
 
 async def _until_body_ends(events: AsyncIterator[tuple[str, bytes]]) -> None:
@@ -379,12 +589,19 @@ async def _until_body_ends(events: AsyncIterator[tuple[str, bytes]]) -> None:
         pass
 
 
-async def _sse_events(resp: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
+async def _sse_events(
+    resp: httpx.Response, limit: int = 0, too_large: Any = None
+) -> AsyncIterator[tuple[str, bytes]]:
     """The server-sent events of a body, as (event name, data), parsed from its bytes as they
     arrive: no text decoding or line splitting of httpx's per line, and the data goes to
-    orjson as bytes. Lines end in CRLF, LF or CR (the SSE spec allows all three)."""
+    orjson as bytes. Lines end in CRLF, LF or CR (the SSE spec allows all three).
+    Past `limit` bytes in all (0: no limit) raises `too_large()`."""
     buffer = b""
+    size = 0
     async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if limit and size > limit:
+            raise too_large()
         buffer = buffer + chunk if buffer else chunk
         if b"\r" in buffer:
             held = b""

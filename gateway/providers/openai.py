@@ -18,21 +18,32 @@ from gateway.providers.base import (
     ProviderError,
     StreamResult,
     Usage,
+    check_chunk,
+    check_completion,
     stream_cut,
+    token_count,
 )
+from gateway.redaction import scrub_provider_text
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def usage_from_openai(raw: Any) -> Usage | None:
-    """OpenAI's `usage` object (None when absent), with cached prompt tokens."""
+    """OpenAI's `usage` object (None when absent), with cached prompt tokens.
+
+    Counts that are not non-negative integers raise ValueError/TypeError (a `bad_response`).
+    """
     if not raw:
         return None
+    if not isinstance(raw, dict):
+        raise TypeError("usage is not an object")
     details = raw.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        raise TypeError("usage prompt_tokens_details is not an object")
     return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
+        input_tokens=token_count(raw, "prompt_tokens"),
+        output_tokens=token_count(raw, "completion_tokens"),
+        cached_tokens=token_count(details, "cached_tokens"),
     )
 
 
@@ -66,8 +77,7 @@ class OpenAIAdapter(ProviderAdapter):
         url = self.url("/chat/completions")
         data = await self.post_json(url, self.payload(request, stream=False), self.headers())
         try:
-            if not isinstance(data.get("choices"), list):
-                raise ValueError("no choices in the answer")
+            check_completion(data)
             usage = usage_from_openai(data.get("usage"))
         except _PARSE_ERRORS as exc:
             raise self.fail(exc) from exc
@@ -97,9 +107,11 @@ class OpenAIAdapter(ProviderAdapter):
 
     def _chunk(self, data: dict[str, Any], result: StreamResult) -> dict[str, Any] | None:
         """Record usage and finish reason; return the chunk to yield, if it has choices."""
+        if not isinstance(data, dict):
+            raise TypeError("a chunk is not a JSON object")
         if data.get("error"):
             raise ProviderError(
-                f"{self.config.name}: error in stream: {_message(data)}",
+                f"{self.config.name}: error in stream: {scrub_provider_text(_message(data))}",
                 retryable=True,
                 kind="server_error",
                 body=data,
@@ -107,6 +119,7 @@ class OpenAIAdapter(ProviderAdapter):
         usage = usage_from_openai(data.pop("usage", None))
         if usage is not None:
             result.usage = usage
+        check_chunk(data)
         choices = data.get("choices")
         if not choices:
             return None
