@@ -108,22 +108,27 @@ def client_address(meta: dict | None) -> str:
     `TRUSTED_PROXY_HOPS` proxies, the address the outermost of them saw in X-Forwarded-For.
     IPv6 addresses count per /64 (what one host is usually given)."""
     meta = meta or {}
-    address = meta.get("REMOTE_ADDR") or ""
+    ip = _ip(meta.get("REMOTE_ADDR") or "")
     hops = int(settings.GATEWAY["TRUSTED_PROXY_HOPS"])
     if hops > 0:
         hosts = [h.strip() for h in (meta.get("HTTP_X_FORWARDED_FOR") or "").split(",")]
         hosts = [h for h in hosts if h]
         if hosts:
-            address = hosts[-hops] if len(hosts) >= hops else hosts[0]
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return "unknown" if not address else address[:64]
+            ip = _ip(hosts[-hops] if len(hosts) >= hops else hosts[0]) or ip
+    if ip is None:
+        return "unknown"
     if ip.version == 6:
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
 
 
 def _throttled(client: str, seconds: float) -> RateLimited:

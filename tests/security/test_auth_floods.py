@@ -28,7 +28,6 @@ from tests.factories import make_key, make_model, make_provider, make_team
 from tests.processes import requires_postgres, requires_real_redis, shared_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-over_http = [pytest.mark.slow, requires_postgres, requires_real_redis]
 BODY = {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 # The snapshot is not refreshed by its TTL during a test: every reload is one the keys caused.
 STEADY = {"GATEWAY_CONFIG_TTL_S": "600"}
@@ -106,6 +105,9 @@ def warm(url: str) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.slow
+@requires_postgres
+@requires_real_redis
 @pytest.mark.parametrize("n", [300])
 def test_a_flood_of_random_keys_does_not_cost_a_query_per_key(n, gateways, transactions):
     """Low 3. With the throttle off, only the shared, rate-limited reloads reach the database:
@@ -129,6 +131,9 @@ def test_a_flood_of_random_keys_does_not_cost_a_query_per_key(n, gateways, trans
     assert spent < n / 10, (spent, n)
 
 
+@pytest.mark.slow
+@requires_postgres
+@requires_real_redis
 def test_failed_authentications_are_throttled_per_client_with_a_429(gateways, transactions):
     """Low 3. Past GATEWAY_AUTH_FAILURES_PER_MINUTE failures a client gets OpenAI's 429 with
     Retry-After, and then costs neither a reload nor a Redis command; a forged
@@ -180,6 +185,9 @@ def test_failed_authentications_are_throttled_per_client_with_a_429(gateways, tr
     assert other.status_code == 401  # 127.0.0.1 is another client
 
 
+@pytest.mark.slow
+@requires_postgres
+@requires_real_redis
 def test_a_key_created_in_another_process_works_on_its_first_request(
     openai_server, gateways, transactions
 ):
@@ -200,3 +208,103 @@ def test_a_key_created_in_another_process_works_on_its_first_request(
 
     assert codes(responses) == {(200, None): 100}
     assert transactions.settled() - before <= 4  # one reload (two with a rate-limit wait)
+
+
+# --- In process (both modes): the pieces, and what happens when Redis is away -------------
+
+
+@pytest.fixture
+def auth_settings(settings):
+    from gateway.auth import forget_blocked_clients
+
+    def apply(**values):
+        settings.GATEWAY = {**settings.GATEWAY, **values}
+
+    forget_blocked_clients()
+    yield apply
+    forget_blocked_clients()
+
+
+async def ask_models(secret: str):
+    from django.test import AsyncClient
+
+    return await AsyncClient().get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+
+
+@pytest.mark.parametrize(
+    ("hops", "meta", "client"),
+    [
+        (0, {"REMOTE_ADDR": "192.0.2.7", "HTTP_X_FORWARDED_FOR": "198.51.100.1"}, "192.0.2.7"),
+        (1, {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 192.0.2.7"}, "192.0.2.7"),
+        (2, {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 192.0.2.7, 10.0.0.1"},
+         "192.0.2.7"),
+        (2, {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "192.0.2.7"}, "192.0.2.7"),
+        (1, {"REMOTE_ADDR": "10.0.0.2"}, "10.0.0.2"),
+        (1, {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "not-an-ip"}, "10.0.0.2"),
+        (0, {"REMOTE_ADDR": "2001:db8:1:2:aaaa::1"}, "2001:db8:1:2::/64"),
+        (0, {"REMOTE_ADDR": "::ffff:192.0.2.7"}, "192.0.2.7"),
+    ],
+)  # fmt: skip
+def test_the_client_address_is_the_socket_unless_proxies_are_trusted(
+    auth_settings, hops, meta, client
+):
+    from gateway.auth import client_address
+
+    auth_settings(TRUSTED_PROXY_HOPS=hops)
+    assert client_address(meta) == client
+
+
+async def test_the_throttle_answers_429_in_openais_envelope(auth_settings):
+    auth_settings(AUTH_FAILURES_PER_MINUTE=3, AUTH_RELOAD_INTERVAL_S=0)
+    statuses = [(await ask_models(random_key())).status_code for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    refused = await ask_models(random_key())
+    assert refused.json()["error"]["code"] == "too_many_failed_authentications"
+    assert int(refused["Retry-After"]) >= 1
+    from gateway.auth import authenticate
+    from gateway.errors import AuthenticationFailed
+
+    with pytest.raises(AuthenticationFailed):  # another client: a 401, not the 429
+        await authenticate(f"Bearer {random_key()}", {"REMOTE_ADDR": "192.0.2.9"})
+
+
+async def test_with_redis_away_failures_are_not_counted_and_still_401(auth_settings, monkeypatch):
+    from tests.gateway_server import free_port
+
+    auth_settings(AUTH_FAILURES_PER_MINUTE=1, AUTH_RELOAD_INTERVAL_S=0)
+    dead = runtime.make_async_redis(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(runtime, "aredis", lambda: dead)
+    statuses = [(await ask_models(random_key())).status_code for _ in range(3)]
+    assert statuses == [401, 401, 401]  # fail open: never a 500, never a 429 without a count
+
+
+async def test_a_repeated_unknown_key_is_refused_from_memory(auth_settings, monkeypatch):
+    """The negative cache: the same unknown hash waits for one reload, then is refused at
+    once until it expires or a new snapshot is stored."""
+    from gateway import config
+
+    auth_settings(AUTH_FAILURES_PER_MINUTE=0, AUTH_RELOAD_INTERVAL_S=0, AUTH_NEGATIVE_TTL_S=60)
+    await config.store().snapshot()
+    loads = []
+    real = config.load_snapshot
+    monkeypatch.setattr(config, "load_snapshot", lambda: loads.append(1) or real())
+    key = random_key()
+    for _ in range(20):
+        assert (await ask_models(key)).status_code == 401
+    assert len(loads) == 1
+
+
+async def test_concurrent_random_keys_share_one_reload(auth_settings, monkeypatch):
+    """200 random keys at once: the reload they share, and at most one more for those that
+    arrived while it ran (main: 200 database jobs)."""
+    from gateway import config
+
+    auth_settings(AUTH_FAILURES_PER_MINUTE=0, AUTH_RELOAD_INTERVAL_S=1)
+    await config.store().snapshot()
+    await asyncio.sleep(1)  # past the reload interval of that first load
+    jobs = []
+    real = runtime.submit_db
+    monkeypatch.setattr(runtime, "submit_db", lambda lane, *a: jobs.append(lane) or real(lane, *a))
+    responses = await asyncio.gather(*(ask_models(random_key()) for _ in range(200)))
+    assert {r.status_code for r in responses} == {401}
+    assert set(jobs) == {"config"} and len(jobs) <= 2, jobs
