@@ -67,12 +67,13 @@ async def authenticate(
     expired key, 429 once the client (`meta`: the request's META, for its address) has
     failed too often. The lookup is by SHA-256 of the secret through a dict, so no
     comparison of secrets happens in Python at all (nothing to time)."""
+    arrived = time.monotonic()
     secret = bearer_secret(authorization)
     hashed = ApiKey.hash_secret(secret)
     snapshot = await store().snapshot()
     key = snapshot.keys.get(hashed)
     if key is None:
-        snapshot, key = await _unknown_key(hashed, meta)
+        snapshot, key = await _unknown_key(hashed, meta, arrived)
     if not key.active:
         await _refuse(
             meta,
@@ -86,10 +87,9 @@ async def authenticate(
     return key, team, snapshot
 
 
-async def _unknown_key(hashed: str, meta: dict | None) -> tuple[Snapshot, KeySnap]:
+async def _unknown_key(hashed: str, meta: dict | None, arrived: float) -> tuple[Snapshot, KeySnap]:
     """A key the snapshot does not hold: look again in a snapshot loaded after this request
     arrived, unless the client is over its limit or the hash was found unknown just now."""
-    arrived = time.monotonic()
     client = client_address(meta)
     _refuse_if_blocked(client)
     config = store()
