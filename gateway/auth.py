@@ -15,10 +15,12 @@ If Redis is unreachable the count is skipped (fail open: the client gets its 401
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
 import time
+import weakref
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -48,6 +50,9 @@ return {n, ttl}
 
 _blocked: dict[str, float] = {}  # client -> monotonic instant its window ends
 _redis_down_logged = -math.inf
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def bearer_secret(authorization: str | None) -> str:
@@ -99,8 +104,25 @@ async def _unknown_key(hashed: str, meta: dict | None, arrived: float) -> tuple[
         if key is not None:
             return snapshot, key
         config.remember_unknown(hashed)
+        await _one_per_turn()
     await _refuse(meta, AuthenticationFailed("Incorrect API key provided."), client=client)
     raise AssertionError("unreachable")  # _refuse always raises
+
+
+async def _one_per_turn() -> None:
+    """Go on one at a time, one per turn of the event loop.
+
+    A reload wakes every request that waited for it in the same turn: under a flood, hundreds
+    of refusals. Answered in that one turn, they would hold up every other request in the
+    worker (valid ones included) for as long as they take; queued here, each turn answers
+    one and then reads the sockets again, so a valid request waits for one refusal at most.
+    """
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = asyncio.Lock()
+    async with turn:
+        await asyncio.sleep(0)  # held across one turn: the others woken with us queue up
 
 
 def client_address(meta: dict | None) -> str:

@@ -305,6 +305,9 @@ async def test_concurrent_random_keys_share_one_reload(auth_settings, monkeypatc
     jobs = []
     real = runtime.submit_db
     monkeypatch.setattr(runtime, "submit_db", lambda lane, *a: jobs.append(lane) or real(lane, *a))
+    started = time.monotonic()
     responses = await asyncio.gather(*(ask_models(random_key()) for _ in range(200)))
+    elapsed = time.monotonic() - started
     assert {r.status_code for r in responses} == {401}
-    assert set(jobs) == {"config"} and len(jobs) <= 2, jobs
+    # One reload per second at most: on a busy machine the 200 arrive over more than one.
+    assert set(jobs) == {"config"} and len(jobs) <= 1 + int(elapsed), (jobs, elapsed)
