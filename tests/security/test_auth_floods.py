@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import secrets
 import time
 
@@ -160,8 +161,10 @@ def test_failed_authentications_are_throttled_per_client_with_a_429(gateways, tr
         and "Too many failed authentications" in error["message"]
     )
     assert 1 <= int(refusal.headers["Retry-After"]) <= 60
-    counted = runtime.sync_redis().get(f"gw:authfail:{attacker}")
-    assert int(counted) == 60  # one client, whatever X-Forwarded-For claimed
+    # One client, whatever X-Forwarded-For claimed. Once the process has seen it over the
+    # limit it stops counting (refused from memory): only the failures sent before that count.
+    counted = int(runtime.sync_redis().get(f"gw:authfail:{attacker}"))
+    assert limit < counted <= 60
 
     before = transactions.settled()
     started = time.monotonic()
@@ -172,7 +175,7 @@ def test_failed_authentications_are_throttled_per_client_with_a_429(gateways, tr
     elapsed = time.monotonic() - started
     assert codes(more) == {(429, "too_many_failed_authentications"): 200}
     assert elapsed < 5, elapsed  # refused at once, no reload waited for
-    assert int(runtime.sync_redis().get(f"gw:authfail:{attacker}")) == 60  # no Redis either
+    assert int(runtime.sync_redis().get(f"gw:authfail:{attacker}")) == counted  # no Redis
     assert transactions.settled() - before == 0
 
     with httpx.Client(transport=httpx.HTTPTransport(local_address=attacker)) as client:
@@ -204,10 +207,16 @@ def test_a_key_created_in_another_process_works_on_its_first_request(
     _, secret = make_key(make_team("newcomer"))  # this test's process is "another process"
     before = transactions.settled()
 
+    started = time.monotonic()
     responses = asyncio.run(flood(gateway.base_url, [secret] * 100, concurrency=100))
+    elapsed = time.monotonic() - started
 
     assert codes(responses) == {(200, None): 100}
-    assert transactions.settled() - before <= 4  # one reload (two with a rate-limit wait)
+    spent = transactions.settled() - before
+    # Reloads at most once a second, each one transaction plus its connection's setup: the
+    # requests that arrived while the first ran share the next (main: 100 key lookups, and
+    # 401s).
+    assert spent <= 2 * (1 + math.ceil(elapsed)), (spent, elapsed)
 
 
 # --- In process (both modes): the pieces, and what happens when Redis is away -------------
