@@ -11,8 +11,10 @@ turn, interleaved `--pairs` times, each gateway gets: one connection of valid re
 (cache miss, mock upstream at 0 ms) for `--seconds` alone, then the same while a separate
 process sends `--rate` requests per second with random keys (a fixed rate, as an attacker's
 script would; at most 512 in flight). Reported per gateway: the valid requests' p50/p90/p99
-alone and during the flood, the flood's answers, and the database transactions the flood
-cost (PostgreSQL's `pg_stat_database.xact_commit` of the bench database).
+alone and during the flood, the flood's answers, the database transactions the flood cost
+(PostgreSQL's `pg_stat_database.xact_commit` of the bench database), and the gateway's CPU
+per flood request (from /proc: the phase's CPU less its valid requests' at their rate alone),
+the figure that moves least when other work shares the machine.
 
 This checkout runs twice: with its defaults (the throttle on: 60 failures a minute per client
 address, and the flood comes from one address) and with `GATEWAY_AUTH_FAILURES_PER_MINUTE=0`
@@ -38,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procs import Proc, wait_port  # noqa: E402
+from procs import Proc, cpu_seconds, wait_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -194,10 +196,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": q[49], "p90": q[89], "p99": q[98]}
 
 
-def measure(url: str, key: str, args, db: str) -> dict:
+def measure(url: str, key: str, args, db: str, server: Proc) -> dict:
     asyncio.run(probe(url, key, 1.0))  # warm: snapshot, connections
+    cpu = cpu_seconds(server.tree())
     alone = asyncio.run(probe(url, key, args.seconds))
+    cpu_alone = cpu_seconds(server.tree()) - cpu
     before = transactions(db)
+    cpu = cpu_seconds(server.tree())
     attacker = subprocess.Popen(
         [
             PY,
@@ -215,13 +220,19 @@ def measure(url: str, key: str, args, db: str) -> dict:
     time.sleep(0.5)
     during = asyncio.run(probe(url, key, args.seconds))
     out, _ = attacker.communicate(timeout=120)
+    cpu_flood = cpu_seconds(server.tree()) - cpu
     flood_result = json.loads(out.strip().splitlines()[-1])
     spent = transactions(db) - before
+    answered = sum(v for k, v in flood_result["statuses"].items() if k.isdigit())
+    # The gateway's CPU for the flood: the phase's CPU less what its valid requests cost at
+    # the rate measured alone.
+    valid_cpu = cpu_alone / max(len(alone), 1) * len(during)
     return {
         "alone": percentiles(alone),
         "flood": percentiles(during),
         "attack": flood_result,
         "transactions": spent,
+        "cpu_ms_per_flood_request": max(cpu_flood - valid_cpu, 0) * 1000 / max(answered, 1),
     }
 
 
@@ -254,7 +265,7 @@ def main() -> None:
         targets.append(("this, throttle off", ROOT, {"GATEWAY_AUTH_FAILURES_PER_MINUTE": "0"}))
         if args.compare:
             targets.append((f"compare ({args.compare})", Path(args.compare).resolve(), {}))
-        urls = {}
+        urls, servers = {}, {}
         for label, checkout, extra in targets:
             port = free_port()
             argv = [PY, "-m", "uvicorn", "gatewaysite.asgi:application", "--host", "127.0.0.1",
@@ -264,13 +275,14 @@ def main() -> None:
             proc = Proc(name, argv, env={**env, **extra}, log=out / f"{name}.log", cwd=checkout)
             procs.append(proc)
             urls[label] = f"http://127.0.0.1:{port}"
+            servers[label] = proc
             wait_port(port, proc=proc)
         time.sleep(2)
         results: dict[str, list[dict]] = {label: [] for label in urls}
         for pair in range(args.pairs):
             for label, url in urls.items():
                 print(f"pair {pair + 1}: {label} ...", flush=True)
-                results[label].append(measure(url, key, args, db))
+                results[label].append(measure(url, key, args, db, servers[label]))
         (out / "results.json").write_text(json.dumps(results, indent=1))
         print(table(results, args))
         print(f"\nresults: {out}")
@@ -285,8 +297,8 @@ def table(results: dict[str, list[dict]], args) -> str:
         f"requests/s, {args.seconds:g} s each, {args.pairs} interleaved pair(s):",
         "",
         "| gateway | run | alone p50 / p99 | flood p50 / p90 / p99 | flood answers | "
-        "DB transactions |",
-        "|---|---|---|---|---|---|",
+        "DB transactions | gateway CPU per flood request |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, runs in results.items():
         for i, r in enumerate(runs, 1):
@@ -297,7 +309,7 @@ def table(results: dict[str, list[dict]], args) -> str:
             lines.append(
                 f"| {label} | {i} | {a['p50']:.1f} / {a['p99']:.1f} | "
                 f"{f['p50']:.1f} / {f['p90']:.1f} / {f['p99']:.1f} | {answers} | "
-                f"{r['transactions']} |"
+                f"{r['transactions']} | {r['cpu_ms_per_flood_request']:.2f} ms |"
             )
     return "\n".join(lines)
 
