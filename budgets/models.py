@@ -20,7 +20,14 @@ def validate_thresholds(value) -> None:
         raise ValidationError("Thresholds are a list of whole percentages, e.g. [50, 80, 100].")
 
 
+class Reservation(models.TextChoices):
+    CAP = "cap", "Output cap (default)"
+    STRICT = "strict", "Strict: the model's max output"
+
+
 class Budget(models.Model):
+    Reservation = Reservation
+
     class Scope(models.TextChoices):
         TEAM = "team", "Team"
         FEATURE = "feature", "Feature"
@@ -58,6 +65,15 @@ class Budget(models.Model):
     )
     hard = models.BooleanField(
         default=True, help_text="Hard budgets refuse requests; soft ones only alert."
+    )
+    reservation = models.CharField(
+        max_length=8,
+        choices=Reservation,
+        default=Reservation.CAP,
+        help_text="What a request without max_tokens holds while in flight. Cap: its feature's "
+        "output cap, sent upstream (never overspent; an answer may end at the cap, with "
+        'finish_reason "length"). Strict: the model\'s max output (never overspent, never cut '
+        "by the gateway, but far fewer concurrent requests fit under the limit).",
     )
     alert_emails = models.TextField(
         blank=True, help_text="One address per line or comma-separated."

@@ -28,7 +28,9 @@ def ledger_units(*, budget: Budget, window: Window) -> int:
     return usd_to_units(total) if total is not None else 0
 
 
-def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) -> dict:
+def rebuild_counters(
+    *, redis: redis_sync.Redis, now: datetime | None = None, expected: str = ""
+) -> dict:
     """Raise every enabled budget's current counters to the ledger's totals; report drift.
 
     Counters are raised, never lowered: the ledger is written a few seconds after a request
@@ -36,6 +38,10 @@ def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) ->
     could let a request through that the budget should refuse. After a Redis flush the
     counters are 0 and this restores them. Returns {"checked", "raised", "drift": [...]}
     where drift lists every window whose counter differed from the ledger.
+
+    A counter below the ledger is a WARNING (spend was lost) unless the caller knows why:
+    `expected` names the reason (e.g. the embedded Redis stand-in starts empty), and then
+    each window is logged at DEBUG and one INFO line sums up what was restored.
     """
     now = now or timezone.now()
     script = redis.register_script(lua.RAISE_TO_LEDGER)
@@ -61,7 +67,10 @@ def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) ->
                     "drift_units": counter - ledger,
                 }
             )
-            level = logging.WARNING if counter < ledger else logging.INFO
+            if expected:
+                level = logging.DEBUG
+            else:
+                level = logging.WARNING if counter < ledger else logging.INFO
             log.log(
                 level,
                 "budget %s %s %s: redis %s units, ledger %s units%s",
@@ -72,4 +81,6 @@ def rebuild_counters(*, redis: redis_sync.Redis, now: datetime | None = None) ->
                 ledger,
                 " (raised to the ledger)" if counter < ledger else "",
             )
+    if expected and report["raised"]:
+        log.info("%s budget counters restored from the ledger (%s)", report["raised"], expected)
     return report

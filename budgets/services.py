@@ -302,9 +302,24 @@ def _refusal(
         f" (plus {_usd(reserved)} reserved by requests in flight) of its {_usd(limit)} limit,"
         f" and this request needs up to {_usd(units)}. It resets at {w.end.isoformat()}."
     )
-    return BudgetExceeded(
+    error = BudgetExceeded(
         message, headers={"Retry-After": str(w.seconds_left(now)), "x-should-retry": "false"}
     )
+    error.refusal = {
+        "budget_id": b.id,
+        "window": w.name,
+        "window_key": w.key,
+        "spent_usd": _text(spent),
+        "reserved_usd": _text(reserved),
+        "limit_usd": _text(limit),
+        "needed_usd": _text(units),
+        "resets_at": w.end.isoformat(),
+    }
+    return error
+
+
+def _text(units: int) -> str:
+    return format_usd(units_to_usd(units))
 
 
 def _usd(units: int) -> str:

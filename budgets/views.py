@@ -71,6 +71,7 @@ def _shape(
                 "scope": "team" if b.feature_id is None else "feature",
                 "feature": names.get(b.feature_id) if b.feature_id else None,
                 "hard": b.hard,
+                "reservation": b.reservation,
                 "alert_thresholds": list(b.thresholds),
                 "windows": windows.get(b.id, []),
             }

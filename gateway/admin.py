@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
+from gateway import outputcaps
 from gateway.config import store
 from gateway.models import (
     ApiKey,
@@ -45,7 +46,7 @@ class FeatureChoicesFilter(admin.RelatedFieldListFilter):
 
 class FeatureInline(admin.TabularInline):
     model = Feature
-    fields = ("name", "default_cache_ttl")
+    fields = ("name", "default_cache_ttl", "output_cap")
     extra = 1
 
 
@@ -76,10 +77,46 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Feature)
 class FeatureAdmin(admin.ModelAdmin):
-    list_display = ("name", "team", "default_cache_ttl")
+    list_display = (
+        "name",
+        "team",
+        "default_cache_ttl",
+        "output_cap",
+        "learned_cap",
+        "effective_output_cap",
+    )
     list_filter = ("team",)
     search_fields = ("name", "team__name")
     list_select_related = ("team",)
+    fields = (
+        "team",
+        "name",
+        "default_cache_ttl",
+        "output_cap",
+        "learned_cap",
+        "learned_output_cap_at",
+        "effective_output_cap",
+    )
+    readonly_fields = ("learned_cap", "learned_output_cap_at", "effective_output_cap")
+
+    @admin.display(description="learned output cap", ordering="learned_output_cap")
+    def learned_cap(self, obj: Feature) -> str:
+        if obj.learned_output_cap is None:
+            return "not learned yet (too few answers in the window)"
+        return str(obj.learned_output_cap)
+
+    @admin.display(description="effective output cap")
+    def effective_output_cap(self, obj: Feature) -> str:
+        """What a request without max_tokens gets, and where the figure comes from."""
+        if obj.pk is None:
+            return "—"
+        if obj.output_cap:
+            source = "set here"
+        elif obj.learned_output_cap:
+            source = "learned"
+        else:
+            source = "the default, GATEWAY_OUTPUT_CAP_DEFAULT"
+        return f"{outputcaps.effective_cap(obj)} tokens ({source}; never above the model's max)"
 
 
 class ActiveKeyFilter(admin.SimpleListFilter):
@@ -114,7 +151,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("prefix", "name", "team__name", "feature__name")
     list_select_related = ("team", "feature__team")
     actions = ["revoke_keys"]
-    key_fields = ("team", "feature", "name", "expires_at", "rpm_limit", "tpm_limit")
+    key_fields = (
+        "team",
+        "feature",
+        "name",
+        "expires_at",
+        "rpm_limit",
+        "tpm_limit",
+        "output_cap",
+    )
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
@@ -299,6 +344,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cache",
         "input_tokens",
         "output_tokens",
+        "output_cap",
         "cached_tokens",
         "cost_usd",
         "saved_usd",

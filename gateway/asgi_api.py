@@ -6,20 +6,88 @@ thread. The API views are async and need none of the site middleware (sessions, 
 messages, auth: a Bearer key is checked by the pipeline itself), so /v1, /healthz, /readyz
 and /metrics are served without middleware and outside that context. The admin and the
 dashboards keep Django's full stack.
+
+What the site's middleware would have done that an API needs is done here: `/v1` checks the
+Host header against ALLOWED_HOSTS (a 400 in OpenAI's envelope otherwise), every response on
+these paths gets the headers of Django's SecurityMiddleware and XFrameOptionsMiddleware
+(`X-Content-Type-Options: nosniff`, Referrer-Policy, Cross-Origin-Opener-Policy,
+`X-Frame-Options: DENY`, and HSTS on HTTPS when SECURE_HSTS_SECONDS is set), and `Router`
+refuses requests with too many or too large headers on every path (431).
+`/healthz`, `/readyz` and `/metrics` are exempt from the Host check: probes and scrapers
+address a process by its IP, as they are from SECURE_SSL_REDIRECT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 
+import orjson
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
+from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, error_response
+
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics")
+HOST_CHECKED = "/v1/"
+security_log = logging.getLogger("django.security.DisallowedHost")
+
+
+def _no_view(request):  # the middlewares below are used for their process_response only
+    return None
+
+
+_SECURITY = SecurityMiddleware(_no_view)
+_XFRAME = XFrameOptionsMiddleware(_no_view)
+
+
+def add_security_headers(request, response):
+    """The response headers Django's SecurityMiddleware and XFrameOptionsMiddleware add on
+    the site's pages, by their own code and settings (both are pure functions of the request
+    and the response: no I/O, no thread)."""
+    response = _SECURITY.process_response(request, response)
+    return _XFRAME.process_response(request, response)
+
+
+def oversized_headers(headers: list[tuple[bytes, bytes]]) -> HeadersTooLarge | None:
+    """The 431 for a request past GATEWAY_MAX_HEADERS or GATEWAY_MAX_HEADER_BYTES, if it is."""
+    limits = settings.GATEWAY
+    most, most_bytes = limits["MAX_HEADERS"], limits["MAX_HEADER_BYTES"]
+    if len(headers) > most:
+        return HeadersTooLarge(
+            f"The request has {len(headers)} headers; the limit is {most} (GATEWAY_MAX_HEADERS)."
+        )
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > most_bytes:
+        return HeadersTooLarge(
+            f"The request headers are {size} bytes; the limit is {most_bytes} bytes "
+            "(GATEWAY_MAX_HEADER_BYTES)."
+        )
+    return None
+
+
+async def send_refusal(scope, send, error: GatewayError) -> None:
+    """An error answered before Django sees the request: OpenAI's envelope on the API
+    paths, plain text on the site's, with the security headers either way."""
+    if scope["path"].startswith(API_PREFIXES):
+        body, content_type = orjson.dumps(error.body()), b"application/json"
+    else:
+        body, content_type = error.message.encode(), b"text/plain; charset=utf-8"
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", settings.X_FRAME_OPTIONS.encode()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ApiHandler(ASGIHandler):
@@ -87,15 +155,31 @@ class ApiHandler(ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body_file)
+        request, refused = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
-            await self.send_response(error_response, send)
-            _close(error_response)
+            await self.send_response(refused, send)
+            _close(refused)
             return
 
+        if request.path.startswith(HOST_CHECKED):
+            try:
+                request.get_host()
+            except DisallowedHost as exc:
+                security_log.warning("%s", exc)
+                host = request.META.get("HTTP_HOST", "")[:100]
+                error = InvalidRequest(
+                    f"The Host header {host!r} is not a name this gateway serves (ALLOWED_HOSTS).",
+                    code="invalid_host",
+                )
+                response = add_security_headers(request, error_response(error))
+                body_file.close()
+                await self.send_response(response, send)
+                _close(response)
+                return
+
         async def process_request():
-            response = await self.run_get_response(request)
+            response = add_security_headers(request, await self.run_get_response(request))
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
@@ -152,7 +236,12 @@ class Router:
         self.site = site
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
-            await self.api(scope, receive, send)
-        else:
-            await self.site(scope, receive, send)
+        if scope["type"] == "http":
+            refusal = oversized_headers(scope["headers"])
+            if refusal is not None:
+                await send_refusal(scope, send, refusal)
+                return
+            if scope["path"].startswith(API_PREFIXES):
+                await self.api(scope, receive, send)
+                return
+        await self.site(scope, receive, send)

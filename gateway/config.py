@@ -51,6 +51,7 @@ class BudgetSnap:
     thresholds: tuple[int, ...]
     hard: bool
     timezone: str  # the team's; windows start at its midnight
+    reservation: str = "cap"  # "cap" or "strict" (budgets.models.Reservation)
 
     def limit_units(self, window: str) -> int | None:
         return self.daily_units if window == "daily" else self.monthly_units
@@ -61,6 +62,7 @@ class FeatureSnap:
     id: int
     name: str
     default_cache_ttl: int
+    output_cap: int | None = None  # the admin's override, else the learned cap, else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class KeySnap:
     revoked: bool
     rpm_limit: int | None
     tpm_limit: int | None
+    output_cap: int | None = None
 
     @property
     def active(self) -> bool:
@@ -153,6 +156,7 @@ def _load_snapshot(started: float) -> Snapshot:
             revoked=row[6] is not None,
             rpm_limit=row[7],
             tpm_limit=row[8],
+            output_cap=row[9],
         )
         for row in ApiKey.objects.order_by().values_list(
             "hashed_secret",
@@ -164,11 +168,14 @@ def _load_snapshot(started: float) -> Snapshot:
             "revoked_at",
             "rpm_limit",
             "tpm_limit",
+            "output_cap",
         )
     }
     features: dict[int, dict[str, FeatureSnap]] = {}
     for f in Feature.objects.all():
-        features.setdefault(f.team_id, {})[f.name] = FeatureSnap(f.id, f.name, f.default_cache_ttl)
+        features.setdefault(f.team_id, {})[f.name] = FeatureSnap(
+            f.id, f.name, f.default_cache_ttl, f.output_cap or f.learned_output_cap
+        )
     teams_tz = dict(Team.objects.values_list("id", "timezone"))
     budgets: dict[int, list[BudgetSnap]] = {}
     for b in Budget.objects.filter(enabled=True):
@@ -186,6 +193,7 @@ def _load_snapshot(started: float) -> Snapshot:
                 thresholds=tuple(sorted(b.alert_thresholds or ())),
                 hard=b.hard,
                 timezone=teams_tz.get(b.team_id, "UTC"),
+                reservation=b.reservation,
             )
         )
     teams = {

@@ -71,6 +71,13 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class HeadersTooLarge(GatewayError):
+    """Past GATEWAY_MAX_HEADERS or GATEWAY_MAX_HEADER_BYTES (gateway.asgi_api.Router)."""
+
+    status = 431
+    code = "request_headers_too_large"
+
+
 class UnsupportedMediaType(GatewayError):
     status = 415
     code = "unsupported_media_type"
@@ -80,6 +87,8 @@ class BudgetExceeded(GatewayError):
     status = 429
     type = "insufficient_quota"
     code = "budget_exceeded"
+    # The message's figures as data, for the usage record (budgets.services._refusal).
+    refusal: dict[str, Any] | None = None
 
 
 class RateLimited(GatewayError):

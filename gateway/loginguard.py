@@ -1,4 +1,5 @@
-"""Rate-limits failed logins to the admin (which also guards the dashboards: they use it).
+"""Rate-limits failed logins on every login form: the admin's and the dashboards'
+(settings.GUARDED_LOGIN_URLS), which share one count, so neither is a way around the other.
 
 Failures are counted in the Django cache (Redis) per client IP and username, so every
 instance shares the count: after MAX_FAILURES failures the pair is refused with 429 for the
@@ -15,6 +16,7 @@ import hashlib
 from functools import cached_property
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
@@ -52,11 +54,13 @@ class LoginRateLimitMiddleware:
             markcoroutinefunction(self)
 
     @cached_property
-    def login_path(self) -> str:
-        return reverse("admin:login")
+    def login_paths(self) -> frozenset[str]:
+        """Every login form (settings.GUARDED_LOGIN_URLS): one count and one limit for all."""
+        names = getattr(settings, "GUARDED_LOGIN_URLS", ["admin:login"])
+        return frozenset(reverse(name) for name in names)
 
     def _guarded(self, request: HttpRequest) -> bool:
-        return request.method == "POST" and request.path == self.login_path
+        return request.method == "POST" and request.path in self.login_paths
 
     def __call__(self, request: HttpRequest):
         if iscoroutinefunction(self):

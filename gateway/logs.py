@@ -4,11 +4,17 @@ The pipeline sets `request_id_var` when it starts a request (`request_id_var.set
 being a ContextVar it follows the request's task and anything it awaits, so every log line
 written while serving the request names it, with no logger adapters passed around.
 Enabled by LOG_FORMAT=json (the default when DEBUG is off); see settings.LOGGING.
+
+Both formatters (`JsonFormatter`, `PlainFormatter`) redact query strings: every
+`?name=value&...` in a line keeps its names and loses its values, so a key a client put in
+the URL (`?api_key=gw-...`) never reaches the logs, whoever wrote the line (uvicorn's access
+log, Django's `django.request`, whose request object prints its full path, or our own).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -20,8 +26,25 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+# A query parameter's value: after `?name=` or `&name=`, up to the next `&`, `#`, quote,
+# backslash (a JSON escape stays whole) or white space.
+QUERY_VALUE = re.compile(r"""([?&][^=\s&#"'\\?]{1,100}=)[^&\s#"'\\]+""")
+
+
+def redact_query_strings(line: str) -> str:
+    return QUERY_VALUE.sub(r"\1[REDACTED]", line) if "=" in line else line
+
+
+class PlainFormatter(logging.Formatter):
+    """`logging.Formatter`, with query strings redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_query_strings(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
-    """`{"ts", "level", "logger", "message", "request_id"?, "exc_info"?, ...extra}`."""
+    """`{"ts", "level", "logger", "message", "request_id"?, "exc_info"?, ...extra}`, with
+    query strings redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -38,7 +61,7 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return redact_query_strings(orjson.dumps(line, default=str).decode())
 
 
 # The API's answers that are outcomes, recorded in the ledger with their reason: refusals

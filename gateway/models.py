@@ -63,6 +63,20 @@ class Feature(models.Model):
     default_cache_ttl = models.PositiveIntegerField(
         default=3600, help_text="Seconds a cached answer lives; 0 disables caching."
     )
+    output_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Output tokens a request that sends no max_tokens may produce (sent upstream "
+        "as its max tokens, and what its budget reservation holds). Blank: the learned cap.",
+    )
+    learned_output_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Learned from this feature's ledger by the learn-output-caps task.",
+    )
+    learned_output_cap_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["team__name", "name"]
@@ -99,6 +113,13 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    output_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Output cap for this key's requests that send no max_tokens; overrides its "
+        "feature's. Blank: the feature's cap.",
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -324,6 +345,17 @@ class UsageRecord(models.Model):
     cache = models.CharField(max_length=8, choices=Cache, default=Cache.MISS)
     content = models.JSONField(
         null=True, blank=True, help_text="Only for teams that opt in; redacted."
+    )
+    output_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The output cap the gateway sent upstream (the request sent no max_tokens).",
+    )
+    refusal = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="For a budget refusal: the budget, window, spent, reserved by requests in "
+        "flight, limit, and what this request needed (USD).",
     )
 
     objects = UsageRecordQuerySet.as_manager()

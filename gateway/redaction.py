@@ -1,4 +1,9 @@
-"""Redaction of stored prompt and response text (only for teams that opt in to storing it)."""
+"""Redaction of stored prompt and response text (only for teams that opt in to storing it).
+
+Stored text is also made storable: PostgreSQL's text and jsonb cannot hold a NUL character
+(U+0000), so each one, in a value or in a key, is stored as the six characters `\\u0000`
+(the JSON escape, now as visible text). The provider still gets the request as it was sent.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,17 @@ KEY_LIKE = re.compile(
 )
 
 
+NUL = "\x00"
+NUL_ESCAPED = "\\u0000"
+
+
+def storable(text: str) -> str:
+    """`text` without NUL characters, each written as the visible escape `\\u0000`."""
+    return text.replace(NUL, NUL_ESCAPED) if NUL in text else text
+
+
 def redact_text(text: str) -> str:
-    return KEY_LIKE.sub("[REDACTED_KEY]", EMAIL.sub("[REDACTED_EMAIL]", text))
+    return storable(KEY_LIKE.sub("[REDACTED_KEY]", EMAIL.sub("[REDACTED_EMAIL]", text)))
 
 
 def redact(value: Any) -> Any:
@@ -22,5 +36,5 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {storable(k) if isinstance(k, str) else k: redact(v) for k, v in value.items()}
     return value

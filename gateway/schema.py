@@ -73,7 +73,10 @@ CHAT_REQUEST = {
     "required": ["messages"],
     "description": "OpenAI's chat completion request; unknown fields are passed to the provider.",
     "properties": {
-        "model": {"type": "string", "description": "A model name, or 'auto' for the routes."},
+        "model": {
+            "type": "string",
+            "description": "A model name, or 'auto' for the routes (no control characters).",
+        },
         "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
@@ -91,11 +94,33 @@ CHAT_REQUEST = {
         },
         "stream": {
             "type": "boolean",
-            "description": "true: the answer comes as server-sent events (text/event-stream).",
+            "nullable": True,
+            "description": "true: the answer comes as server-sent events (text/event-stream); "
+            "null is false.",
         },
-        "stream_options": {"type": "object"},
+        "stream_options": {"type": "object", "nullable": True},
         "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {
+            "oneOf": [
+                {"type": "string", "enum": ["none", "auto", "required"]},
+                {"type": "object", "required": ["type"]},
+            ]
+        },
         "response_format": {"type": "object", "required": ["type"]},
+        "logit_bias": {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": {"type": "integer", "minimum": -100, "maximum": 100},
+        },
+        "logprobs": {"type": "boolean", "nullable": True},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True},
+        "user": {"type": "string", "description": "No control characters."},
+        "metadata": {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": {"type": "string"},
+            "description": "Strings; keys without control characters, values without NUL.",
+        },
     },
 }
 
@@ -213,6 +238,7 @@ BUDGET_STATUS = {
                     "scope": {"type": "string", "enum": ["team", "feature"]},
                     "feature": NULLABLE_STRING,
                     "hard": {"type": "boolean"},
+                    "reservation": {"type": "string", "enum": ["cap", "strict"]},
                     "alert_thresholds": {"type": "array", "items": {"type": "integer"}},
                     "windows": {"type": "array", "items": BUDGET_WINDOW},
                 },
@@ -277,7 +303,7 @@ class ChatCompletionsDoc(views.ChatCompletionsView):
             (200, "text/event-stream"): OpenApiResponse(
                 SSE_EVENT, description="Server-sent chat.completion.chunk events."
             ),
-            **errors(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
+            **errors(400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504),
         },
         parameters=GATEWAY_HEADERS,
         examples=CHAT_EXAMPLES,
@@ -291,7 +317,7 @@ class ChatCompletionsDoc(views.ChatCompletionsView):
 class ModelsDoc(views.ModelsView):
     @extend_schema(
         summary="The models a key may ask for",
-        responses={200: OpenApiResponse(ref("ModelList")), **errors(401, 503)},
+        responses={200: OpenApiResponse(ref("ModelList")), **errors(400, 401, 431, 503)},
         auth=KEY_AUTH,
         tags=["models"],
     )
@@ -304,7 +330,7 @@ class BudgetDoc(APIView):
 
     @extend_schema(
         summary="What the key's team and feature may still spend, per window",
-        responses={200: OpenApiResponse(ref("BudgetStatus")), **errors(401, 503)},
+        responses={200: OpenApiResponse(ref("BudgetStatus")), **errors(400, 401, 431, 503)},
         auth=KEY_AUTH,
         tags=["budgets"],
     )

@@ -67,7 +67,9 @@ class Call:
     served: ModelSnap | None = None
     budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
     prompt_tokens: int = 0  # the typical estimate (routing, rate limits, missing usage)
-    max_output: int = 0  # max_tokens, else the largest max output of the chain
+    max_output: int = 0  # what the reservation holds: max_tokens, else the cap, else the max
+    output_cap: int | None = None  # set when the request sent no max_tokens and is capped
+    sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
 
     @property
@@ -86,6 +88,7 @@ class Call:
             "X-Gateway-Cache": self.cache_status,
             "X-Gateway-Cost-USD": cost_text,
             "X-Gateway-Attempts": str(len(self.attempts)),
+            **({"X-Gateway-Output-Cap": str(self.sent_cap)} if self.sent_cap else {}),
         }
 
 
@@ -140,12 +143,36 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
     )
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
-    call.max_output = max_tokens or max(m.max_output_tokens for m in call.chain)
+    call.max_output, call.output_cap = output_limits(call, max_tokens)
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
     if call.cache_ttl > 0:
+        # A capped answer differs from an uncapped one: the cap is part of the key.
+        keyed = {**call.body, "max_tokens": call.output_cap} if call.output_cap else call.body
         call.cache_key = cache.key_for(
-            team=call.team, body=call.body, chain=tuple(m.name for m in chain)
+            team=call.team, body=keyed, chain=tuple(m.name for m in chain)
         )
+
+
+def output_limits(call: Call, max_tokens: int | None) -> tuple[int, int | None]:
+    """(output tokens the reservation holds, the output cap sent upstream or None).
+
+    A request's own max_tokens decides both. Without one, a strict budget covering it holds
+    the chain's largest max output and nothing is sent (the model may use all of it); else
+    the cap applies: the key's, else the feature's (the admin's or the learned one), else
+    GATEWAY["OUTPUT_CAP_DEFAULT"], never above the chain's largest max output.
+    """
+    chain_max = max(m.max_output_tokens for m in call.chain)
+    if max_tokens:
+        return max_tokens, None
+    if any(b.reservation == "strict" for b in call.budgets):
+        return chain_max, None
+    cap = (
+        (call.key.output_cap if call.key else None)
+        or (call.feature.output_cap if call.feature else None)
+        or settings.GATEWAY["OUTPUT_CAP_DEFAULT"]
+    )
+    cap = min(int(cap), chain_max)
+    return cap, cap
 
 
 def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:
@@ -239,10 +266,12 @@ async def attempt_models(call: Call, start):
         if remaining <= 0:
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
         adapter = adapter_for(model.provider, runtime.http_client())
+        cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
         try:
             async with asyncio.timeout(remaining):
                 result = await start(
-                    adapter, ChatRequest(body=body, upstream_model=model.upstream_id)
+                    adapter,
+                    ChatRequest(body=body, upstream_model=model.upstream_id, output_cap=cap),
                 )
         except TimeoutError:
             call.attempts.append({"model": model.name, "provider": provider, "error": "deadline"})
@@ -257,6 +286,7 @@ async def attempt_models(call: Call, start):
             continue
         call.attempts.append({"model": model.name, "provider": provider, "error": ""})
         call.served = model
+        call.sent_cap = cap
         await _safe(circuit.record_success(redis, provider, state, dirty))
         return result
     raise NoProviderAvailable(_attempts_message("Every provider failed", call))
@@ -339,6 +369,8 @@ async def serve_cached(call: Call, hit: cache.CachedAnswer) -> Cost:
     model = next((m for m in call.chain if m.name == hit.model), None)
     saved = cost_of(hit.usage, model.prices) if model else Cost(Decimal(0), unpriced=True)
     call.served = model or call.chain[0]
+    if call.output_cap:  # the answer was produced under this cap (it is part of the key)
+        call.sent_cap = min(call.output_cap, call.served.max_output_tokens)
     zero = Cost(Decimal(0))
     await record(call, usage=hit.usage, cost=zero, saved=saved, http_status=200, response=hit.body)
     return zero
@@ -361,7 +393,17 @@ async def fail(call: Call, error: GatewayError) -> None:
         status=status,
         error_type=error.code or error.type,
         http_status=error.status,
+        refusal=_refusal_record(call, error),
     )
+
+
+def _refusal_record(call: Call, error: GatewayError) -> dict[str, Any] | None:
+    """A budget refusal's figures (the 429's message as data), with the output tokens the
+    request would have held: a person can follow it up from the usage record."""
+    refusal = getattr(error, "refusal", None)
+    if not refusal:
+        return None
+    return {**refusal, "output_tokens_held": call.max_output}
 
 
 async def record(call: Call, **outcome: Any) -> None:
@@ -379,6 +421,7 @@ def ledger_entry(
     http_status: int = 200,
     saved: Cost | None = None,
     response: dict[str, Any] | None = None,
+    refusal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The call's ledger record; also counted in the metrics."""
     entry = {
@@ -406,6 +449,8 @@ def ledger_entry(
         "http_status": http_status,
         "error_type": error_type[:64],
         "cache": call.cache_status,
+        "output_cap": call.sent_cap if call.served else call.output_cap,
+        "refusal": refusal,
     }
     if call.team.store_content:
         entry["content"] = redact({"messages": call.body.get("messages"), "response": response})

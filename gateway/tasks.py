@@ -15,3 +15,12 @@ def drain_ledger() -> int:
     time, and records already in the ledger are skipped.
     """
     return ledger.drain()
+
+
+@shared_task(time_limit=600, soft_time_limit=540, ignore_result=True)
+def learn_output_caps() -> int:
+    """Periodic (beat, hourly): learn each feature's output cap from its ledger
+    (gateway/outputcaps.py). Returns how many features have a learned cap."""
+    from gateway import outputcaps
+
+    return sum(1 for cap in outputcaps.learn_all().values() if cap is not None)

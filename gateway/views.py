@@ -19,9 +19,11 @@ from gateway.errors import (
     BodyTooLarge,
     ClientDisconnected,
     GatewayError,
+    InvalidRequest,
     UnsupportedMediaType,
     error_response,
 )
+from gateway.serializers import CONTROL
 
 
 def json_response(body: dict, headers: dict[str, str], status: int = 200) -> HttpResponse:
@@ -42,10 +44,21 @@ def sse_response(events, headers: dict[str, str]) -> StreamingHttpResponse:
     return response
 
 
+# The gateway's headers as the docs spell them, for the `param` of an error about one.
+HEADER_NAMES = {
+    name.lower(): name
+    for name in ("X-Gateway-Feature", "X-Gateway-Priority", "X-Gateway-Cache-TTL")
+}
+
+
 class RequestHeaders:
     """The few request headers the API reads, looked up in `request.META` when asked for.
     Django's `request.headers` first builds a case-insensitive copy of every header
-    (~16 us a request); the values are the same (META is where it reads them from)."""
+    (~16 us a request); the values are the same (META is where it reads them from).
+
+    The gateway's own headers (X-Gateway-*) name things that are stored or matched against
+    stored names: a value with a NUL or another control character is refused with a 400
+    that names the header."""
 
     __slots__ = ("meta",)
 
@@ -53,10 +66,28 @@ class RequestHeaders:
         self.meta = request.META
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self.meta.get(HttpHeaders.to_wsgi_name(name), default)
+        value = self.meta.get(HttpHeaders.to_wsgi_name(name), default)
+        if value and name.lower().startswith("x-gateway-") and CONTROL.search(value):
+            param = HEADER_NAMES.get(name.lower()) or name
+            raise InvalidRequest(
+                f"The {param} header must not contain NUL or other control characters.",
+                param=param,
+            )
+        return value
+
+
+def body_too_large(size: int | None, limit: int) -> BodyTooLarge:
+    """The one 413 for a body over GATEWAY_MAX_BODY_BYTES, whichever check saw it."""
+    told = f"is {size} bytes" if size is not None else f"is larger than {limit} bytes"
+    return BodyTooLarge(
+        f"The request body {told}; the limit is {limit} bytes (GATEWAY_MAX_BODY_BYTES)."
+    )
 
 
 def read_body(request) -> bytes:
+    """The body, up to GATEWAY_MAX_BODY_BYTES. Django's own DATA_UPLOAD_MAX_MEMORY_SIZE is
+    derived from the same setting (settings.py), so whichever check sees a body too large,
+    the limit and the message are the same."""
     limit = settings.GATEWAY["MAX_BODY_BYTES"]
     content_type = request.content_type or ""
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
@@ -66,13 +97,13 @@ def read_body(request) -> bytes:
     except ValueError:
         declared = 0
     if declared > limit:
-        raise BodyTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
+        raise body_too_large(declared, limit)
     try:
         raw = request.body
-    except RequestDataTooBig:
-        raise BodyTooLarge(f"The request body is larger than {limit} bytes.") from None
-    if len(raw) > limit:
-        raise BodyTooLarge(f"The request body is {len(raw)} bytes; the limit is {limit}.")
+    except RequestDataTooBig:  # only if DATA_UPLOAD_MAX_MEMORY_SIZE was set apart from it
+        raise body_too_large(None, min(limit, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)) from None
+    if len(raw) > limit:  # sent without a Content-Length; the API handler kept limit + 1 bytes
+        raise body_too_large(None, limit)
     return raw
 
 

@@ -100,7 +100,7 @@ MIDDLEWARE = [
     "gatewaysite.staticfiles.StaticFilesMiddleware",  # /static/… and /favicon.ico (WhiteNoise)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed admin logins / 15 min → 429
+    "gateway.loginguard.LoginRateLimitMiddleware",  # 5 failed logins / 15 min → 429
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -161,7 +161,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Managers (and staff) sign in to the dashboards here; the admin has its own login page.
+LOGIN_URL = "reports:login"
+LOGIN_REDIRECT_URL = "reports:overview"
+# The login forms whose failed attempts gateway/loginguard.py counts, all against one limit
+# per address and username: a second form must not be a way around the admin's.
+GUARDED_LOGIN_URLS = ["admin:login", "reports:login"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -210,7 +215,9 @@ SPECTACULAR_SETTINGS = {
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://"
+# With a host named: kombu warns "No hostname was supplied" about a bare memory:// each time
+# an eager task (a budget alert in the demo) opens its connection.
+CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not env_str("CELERY_BROKER_URL"))
 CELERY_TASK_EAGER_PROPAGATES = False
@@ -241,6 +248,7 @@ CELERY_BEAT_SCHEDULE = {
     "drain-ledger": _every(5.0, "gateway.tasks.drain_ledger"),
     "reconcile-budget-counters": _every(300.0, "budgets.tasks.reconcile_counters"),
     "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
+    "learn-output-caps": _every(3600.0, "gateway.tasks.learn_output_caps"),
     "daily-spend-digest": {
         "task": "budgets.tasks.send_daily_digests",
         "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
@@ -260,9 +268,16 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
 
 # --- Gateway ----------------------------------------------------------------------------
+# One request-size limit: Django's own check on a declared body (admin forms, and /v1 when a
+# view reads `request.body`) is the gateway's, so the 413 always names the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
 GATEWAY = {
     # Largest request body accepted by /v1/chat/completions, in bytes (413 beyond).
-    "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024),
+    "MAX_BODY_BYTES": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    # Request headers a client may send: how many, and their names and values in all, in
+    # bytes (431 beyond, on every path). Checked before the body is read.
+    "MAX_HEADERS": env_int("GATEWAY_MAX_HEADERS", 100),
+    "MAX_HEADER_BYTES": env_int("GATEWAY_MAX_HEADER_BYTES", 16 * 1024),
     # Overall deadline for one request across every fallback attempt, in seconds (504 beyond).
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     # How long a process trusts its copy of keys, models and routes. This is the bound on how
@@ -285,6 +300,16 @@ GATEWAY = {
     "AUTH_NEGATIVE_TTL_S": env_float("GATEWAY_AUTH_NEGATIVE_TTL_S", 5.0),
     # Unknown keys reload the config at most this often (per process), however many arrive.
     "AUTH_RELOAD_INTERVAL_S": env_float("GATEWAY_AUTH_RELOAD_INTERVAL_S", 1.0),
+    # Output caps (docs/configuration.md, "Output caps and budget reservations"): what a
+    # request that sends no max_tokens may produce, sent upstream and held by its budgets.
+    # Used until a feature has a learned cap (or an admin's); never above the model's max.
+    "OUTPUT_CAP_DEFAULT": env_int("GATEWAY_OUTPUT_CAP_DEFAULT", 2048),
+    # learn-output-caps: this percentile of a feature's answers over the window, floored.
+    "OUTPUT_CAP_PERCENTILE": env_float("GATEWAY_OUTPUT_CAP_PERCENTILE", 99.9),
+    "OUTPUT_CAP_WINDOW_DAYS": env_int("GATEWAY_OUTPUT_CAP_WINDOW_DAYS", 7),
+    "OUTPUT_CAP_FLOOR": env_int("GATEWAY_OUTPUT_CAP_FLOOR", 1024),
+    # Fewer answers than this in the window: nothing is learned (the default applies).
+    "OUTPUT_CAP_MIN_SAMPLES": env_int("GATEWAY_OUTPUT_CAP_MIN_SAMPLES", 100),
 }
 
 # --- Security (production) ------------------------------------------------------------------
@@ -305,7 +330,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {  # query strings redacted in both (logs.py)
+            "()": "gateway.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "gateway.logs.JsonFormatter"},  # JSON lines with the request id
     },
     "handlers": {

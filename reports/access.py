@@ -1,8 +1,11 @@
 """Who may read the reports, and which teams they see.
 
-Readers are superusers, staff and members of the "managers" group, signed in with a session.
-A `ManagerScope` limits a non-superuser to its teams. A request that carries an
-`Authorization` header is an API client (a service key), never a report reader.
+Readers are superusers, staff, members of the "managers" group and holders of the
+`reports.view_all_teams` permission, signed in with a session (managers at /reports/login/).
+Least privilege: superusers and holders of `view_all_teams` see every team; every other
+reader sees exactly the teams of their `ManagerScope`, and none without one (the pages say
+so). A request that carries an `Authorization` header is an API client (a service key), never
+a report reader.
 """
 
 from __future__ import annotations
@@ -18,19 +21,32 @@ from reports.models import ManagerScope
 MANAGERS_GROUP = "managers"
 
 
+VIEW_ALL_TEAMS = "reports.view_all_teams"
+
+
 def is_reader(user) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
-    return user.is_superuser or user.is_staff or user.groups.filter(name=MANAGERS_GROUP).exists()
+    return (
+        user.is_superuser
+        or user.is_staff
+        or user.groups.filter(name=MANAGERS_GROUP).exists()
+        or user.has_perm(VIEW_ALL_TEAMS)
+    )
+
+
+def sees_every_team(user) -> bool:
+    """Superusers (who hold every permission) and holders of `view_all_teams`."""
+    return user.is_active and user.has_perm(VIEW_ALL_TEAMS)
 
 
 def allowed_team_ids(user) -> frozenset[int] | None:
-    """The teams a reader may see; None means every team."""
-    if user.is_superuser:
+    """The teams a reader may see; None means every team, an empty set none at all."""
+    if sees_every_team(user):
         return None
     scope = ManagerScope.objects.filter(user=user).first()
     if scope is None:
-        return None
+        return frozenset()
     return frozenset(scope.teams.values_list("id", flat=True))
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from reports.models import CircuitEvent, ManagerScope
 
@@ -17,6 +19,31 @@ class ManagerScopeAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user").prefetch_related("teams")
+
+
+class ReportAccessInline(admin.StackedInline):
+    """A user's teams in the dashboards, edited on the user's own page. Put the user in the
+    `managers` group to let them sign in at /reports/login/; superusers and holders of the
+    "Can read the reports of every team" permission see every team whatever is chosen here."""
+
+    model = ManagerScope
+    can_delete = False
+    max_num = 1
+    filter_horizontal = ["teams"]
+    verbose_name = verbose_name_plural = "report access"
+
+
+User = get_user_model()
+
+
+class UserWithReportAccessAdmin(UserAdmin):
+    """Django's user admin (django.contrib.auth registers it first) plus the report access."""
+
+    inlines = [*UserAdmin.inlines, ReportAccessInline]
+
+
+admin.site.unregister(User)
+admin.site.register(User, UserWithReportAccessAdmin)
 
 
 @admin.register(CircuitEvent)

@@ -8,18 +8,25 @@ the hard limits themselves are enforced exactly by the gateway, not by this page
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import zoneinfo
 from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import Q, Sum
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from budgets.keys import budget_keys
 from budgets.models import Budget
+from budgets.windows import current_windows
 from gateway.models import Team
 from gateway.money import units_to_usd
+from gateway.runtime import sync_redis
 from reports.filters import ReportFilters
 from reports.models import HourlyRollup
+
+log = logging.getLogger(__name__)
 
 Spend = dict[tuple[int, int], tuple[int, int]]  # (team, feature key) -> (today, month) units
 
@@ -52,12 +59,32 @@ def spend_by_team_feature(teams: list[Team], now: dt.datetime) -> Spend:
     return spend
 
 
-def _window(spent_units: int, limit: Decimal | None, thresholds: list[int]) -> dict | None:
+def reserved_now(budgets: list[Budget]) -> dict[int, tuple[int | None, int | None]]:
+    """What requests in flight hold on each budget today and this month (live, from Redis's
+    counters; None when Redis cannot be read). One MGET for the page."""
+    keys = []
+    for b in budgets:
+        keys += [budget_keys(b.pk, w.key).reserved for w in current_windows(b.team.timezone)]
+    if not keys:
+        return {}
+    try:
+        values = sync_redis().mget(keys)
+    except (RedisError, OSError) as exc:
+        log.warning("reserved amounts unavailable: %s", exc)
+        return {b.pk: (None, None) for b in budgets}
+    units = [int(v or 0) for v in values]
+    return {b.pk: (units[2 * i], units[2 * i + 1]) for i, b in enumerate(budgets)}
+
+
+def _window(
+    spent_units: int, limit: Decimal | None, thresholds: list[int], reserved: int | None = 0
+) -> dict | None:
     if limit is None:
         return None
     spent = units_to_usd(spent_units)
     percent = float(spent / limit * 100) if limit else (100.0 if spent else 0.0)
     return {
+        "reserved_usd": None if reserved is None else units_to_usd(reserved),
         "spend_usd": spent,
         "limit_usd": limit,
         "percent": round(percent, 1),
@@ -73,9 +100,12 @@ def budget_status(f: ReportFilters) -> dict:
     spend = spend_by_team_feature(teams, timezone.now())
     picked = [(k, v) for k, v in spend.items() if f.feature_keys is None or k[1] in f.feature_keys]
     budgets = []
-    for budget in Budget.objects.filter(enabled=True, team__in=teams).select_related(
-        "team", "feature"
-    ):
+    rows = list(
+        Budget.objects.filter(enabled=True, team__in=teams).select_related("team", "feature")
+    )
+    reserved = reserved_now(rows)
+    for budget in rows:
+        held = reserved.get(budget.id, (0, 0))
         keys = [k for k in spend if k[0] == budget.team_id]
         if budget.feature_id:
             keys = [k for k in keys if k[1] == budget.feature_id]
@@ -87,8 +117,10 @@ def budget_status(f: ReportFilters) -> dict:
                 "team": budget.team.name,
                 "feature": budget.feature.name if budget.feature_id else "",
                 "hard": budget.hard,
-                "daily": _window(today, budget.daily_limit_usd, budget.alert_thresholds),
-                "monthly": _window(month, budget.monthly_limit_usd, budget.alert_thresholds),
+                "daily": _window(today, budget.daily_limit_usd, budget.alert_thresholds, held[0]),
+                "monthly": _window(
+                    month, budget.monthly_limit_usd, budget.alert_thresholds, held[1]
+                ),
             }
         )
     return {

@@ -2,8 +2,9 @@
 
 Eight features with their typical prompts and models, popular prompts repeated so the cache
 answers them, a provider outage in the middle (its simulated failure rate set to 1, then
-restored) so requests fall back and its circuit opens, and enough chatbot traffic that the
-chatbot budget crosses its alert thresholds.
+restored) so requests fall back and its circuit opens, and a runaway agent: a
+`research-agent` loop that repeats its step until its small hard budget refuses it (alerts
+fire at 50 % and 80 %), and keeps retrying, refused each time.
 """
 
 from __future__ import annotations
@@ -128,12 +129,29 @@ FEATURES: tuple[FeatureTraffic, ...] = (
 )
 CONCURRENCY = 8
 
+# The runaway: an agent loop with no stop condition on a strong model, re-running the same
+# research step with a fresh step number (so the cache cannot answer it). Sized for the demo's
+# $0.04/day hard budget on `research-agent`: each step costs about a thirtieth of it and is
+# reserved at its worst case (about five times that), so some 25 steps are served, the 50 %
+# and 80 % alerts fire, and then every further step is refused.
+RUNAWAY_FEATURE = "research-agent"
+RUNAWAY_MODEL = "claude-sonnet-4"
+RUNAWAY_STEPS = 50
+RUNAWAY_MAX_TOKENS = 100
+RUNAWAY_PROMPT = (
+    "You are a research agent. Compare the pricing pages of every LLM provider with "
+    "yesterday's copies and report any change. Sources: "
+    + ", ".join(f"pricing page {i}" for i in range(1, 61))
+    + ". You are not yet certain that nothing changed: fetch every source again."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     team: str
     secret: str
     features: tuple[str, ...]
+    runaway: bool = False  # the team has the `research-agent` feature: run the loop
 
 
 def request_body(traffic: FeatureTraffic, rng: random.Random) -> dict:
@@ -198,10 +216,46 @@ def gateway_base_url(allowed_hosts: list[str]) -> str:
     return f"https://{hosts[0] if hosts else 'localhost'}"
 
 
+def runaway_body(step: int) -> dict:
+    """The agent's request at `step`: the same task, one more time."""
+    content = f"{RUNAWAY_PROMPT} (step {step + 1})"
+    messages = [{"role": "user", "content": content}]
+    return {"model": RUNAWAY_MODEL, "messages": messages, "max_tokens": RUNAWAY_MAX_TOKENS}
+
+
+async def runaway_loop(client: httpx.AsyncClient, caller: Caller) -> Counter:
+    """A buggy agent: one step after another, with no stop condition; a refusal does not stop
+    it either, it retries the same step. Returns {"served": n, "refused": n}."""
+    outcome: Counter = Counter()
+    step = 0
+    for _ in range(RUNAWAY_STEPS):
+        response = await client.post(
+            "/v1/chat/completions",
+            json=runaway_body(step),
+            headers={
+                "Authorization": f"Bearer {caller.secret}",
+                "X-Gateway-Feature": RUNAWAY_FEATURE,
+            },
+        )
+        if response.status_code == 200:
+            outcome["served"] += 1
+            step += 1
+        else:
+            outcome["refused" if response.status_code == 429 else str(response.status_code)] += 1
+    return outcome
+
+
 async def run(
-    *, app, callers: list[Caller], requests: int, outage_provider: str | None, seed: int = 7
+    *,
+    app,
+    callers: list[Caller],
+    requests: int,
+    outage_provider: str | None,
+    seed: int = 7,
+    runaway: Counter | None = None,
 ) -> Counter:
-    """Send `requests` requests in three phases: normal, provider outage, recovered."""
+    """Send `requests` requests in three phases: normal, provider outage, recovered; then the
+    runaway loop of each caller whose team has it (its outcome added to `runaway`)."""
     rng = random.Random(seed)
     tally: Counter = Counter()
     transport = httpx.ASGITransport(app=app)
@@ -218,4 +272,9 @@ async def run(
         else:
             normal += outage
         await _phase(client, callers, requests - normal - outage, rng, tally)
+        for caller in callers:
+            if caller.runaway:
+                loop = await runaway_loop(client, caller)
+                if runaway is not None:
+                    runaway.update(loop)
     return tally

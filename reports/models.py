@@ -184,15 +184,21 @@ class CircuitEvent(models.Model):
 
 
 class ManagerScope(models.Model):
-    """Limits a manager (or non-superuser staff) to chosen teams.
+    """The teams whose reports a manager (or non-superuser staff) may read.
 
-    Without a scope a manager sees every team; with one, exactly its teams (none if empty).
+    Least privilege: a reader sees exactly these teams, and none without a scope. Only
+    superusers and holders of the `view_all_teams` permission see every team.
     """
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="report_scope"
     )
     teams = models.ManyToManyField(Team, blank=True, related_name="+")
+
+    class Meta:
+        verbose_name = "report access"
+        verbose_name_plural = "report access"
+        permissions = [("view_all_teams", "Can read the reports of every team")]
 
     def __str__(self) -> str:
         return f"Report scope of {self.user}"

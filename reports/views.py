@@ -53,6 +53,11 @@ def _report(request: HttpRequest, page: str) -> tuple[ReportFilters, dict]:
 
 @reader_required(api=False)
 def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
+    if page in PAGES and allowed_team_ids(request.user) == frozenset():
+        # Least privilege: a reader given no team sees no figure, and is told why.
+        nav = [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()]
+        context = {"page": page, "title": PAGES[page][0], "nav": nav}
+        return render(request, "reports/no_teams.html", context)
     filters, data = _report(request, page)
     context = {
         "page": page,

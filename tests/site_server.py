@@ -73,12 +73,15 @@ def collected_static(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def site(request, tmp_path, transactional_db) -> Iterator[Callable[..., GatewayProcess]]:
-    """`site(debug=..., seed=...)`: a migrated site server, after `seed` (a `python -m`
-    module run in the server's environment) if given; stopped at the end of the test. With
-    DEBUG=1 STATIC_ROOT is an empty directory: `make run` needs no `collectstatic`."""
+    """`site(debug=..., seed=..., workers=2)`: a migrated site server, after `seed` (a
+    `python -m` module run in the server's environment) if given; stopped at the end of the
+    test. With DEBUG=1 STATIC_ROOT is an empty directory: `make run` needs no `collectstatic`.
+    One worker when a test needs one process's state (the embedded Redis is per process)."""
     started: list[GatewayProcess] = []
 
-    def start(*, debug: bool, seed: str | None = None, **extra: str) -> GatewayProcess:
+    def start(
+        *, debug: bool, seed: str | None = None, workers: int = 2, **extra: str
+    ) -> GatewayProcess:
         if debug:
             static_root = tmp_path / "no-collectstatic"
         else:
@@ -89,7 +92,8 @@ def site(request, tmp_path, transactional_db) -> Iterator[Callable[..., GatewayP
         if seed:
             manage("-m", seed, env=env, log=tmp_path / "seed.log")
         redis_url = env.pop("REDIS_URL")
-        server = GatewayProcess(redis_url=redis_url, log_dir=tmp_path, args=UVICORN_ARGS, **env)
+        args = ("--workers", str(workers), *UVICORN_ARGS[2:])
+        server = GatewayProcess(redis_url=redis_url, log_dir=tmp_path, args=args, **env)
         started.append(server)
         return server.wait_ready(timeout=60)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from budgets.models import default_thresholds
+from budgets.models import Reservation, default_thresholds
 from gateway.models import Provider, RouteRule, Team
 
 
@@ -164,13 +164,27 @@ TEAM_FIELDS = (
     Field("tpm_limit", "tpm_limit", _count, None),
 )
 
-FEATURE_FIELDS = (Field("default_cache_ttl", "default_cache_ttl", _count, 3600),)
+
+def _cap(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigFileError(f"{where}: expected a number of output tokens ≥ 1, got {value!r}")
+    return value
+
+
+FEATURE_FIELDS = (
+    Field("default_cache_ttl", "default_cache_ttl", _count, 3600),
+    # Left out: the learned cap (or the default) applies. The learned value is not exported.
+    Field("output_cap", "output_cap", _cap, None),
+)
 
 BUDGET_FIELDS = (
     Field("daily_usd", "daily_limit_usd", _usd, None, dump_decimal),
     Field("monthly_usd", "monthly_limit_usd", _usd, None, dump_decimal),
     Field("alert_at", "alert_thresholds", _percentages, default_thresholds()),
     Field("hard", "hard", _flag, True),
+    Field("reservation", "reservation", _choice(Reservation), Reservation.CAP.value),
     Field("emails", "alert_emails", _emails, "", _dump_emails),
     Field("webhook", "webhook_url", _text, ""),
     Field("enabled", "enabled", _flag, True),

@@ -174,7 +174,7 @@ def _import_teams(section: Any, report: ImportReport) -> None:
         values = parse_fields(entry, TEAM_FIELDS, where)
         team, status = upsert(Team, {"name": name}, values, where=where, fields=TEAM_FIELDS)
         report.note("teams", status)
-        for f_where, f_name, f_entry in team_features(entry.get("features"), where):
+        for f_where, f_name, f_entry in team_features(entry.get("features"), where, FEATURE_FIELDS):
             f_values = parse_fields(f_entry, FEATURE_FIELDS, f_where)
             _, f_status = upsert(
                 team.features.model,

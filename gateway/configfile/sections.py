@@ -32,8 +32,10 @@ def entries(
         yield where, name, entry
 
 
-def team_features(section: Any, team_where: str) -> Iterator[tuple[str, str, dict]]:
-    """A team's features: each a bare name or a mapping {name, default_cache_ttl}."""
+def team_features(
+    section: Any, team_where: str, fields: tuple[Field, ...]
+) -> Iterator[tuple[str, str, dict]]:
+    """A team's features: each a bare name or a mapping {name, default_cache_ttl, ...}."""
     if section is None:
         return
     if not isinstance(section, list):
@@ -45,7 +47,7 @@ def team_features(section: Any, team_where: str) -> Iterator[tuple[str, str, dic
             entry = {"name": entry}
         name = _entry_name(entry, where)
         where = f"{where} ({name})"
-        check_keys(entry, {"name", "default_cache_ttl"}, where)
+        check_keys(entry, {"name", *(f.key for f in fields)}, where)
         if name in seen:
             raise ConfigFileError(f"{where}: {name!r} appears twice")
         seen.add(name)

@@ -39,11 +39,14 @@ class ProviderConfig:
 class ChatRequest:
     """A validated OpenAI chat request. `body` is the client's JSON, minus gateway-only fields.
 
-    The adapter sends `upstream_model` instead of `body["model"]`.
+    The adapter sends `upstream_model` instead of `body["model"]`. `output_cap` is set when
+    the client sent no max tokens and the gateway caps the answer: each adapter sends it
+    under its provider's name for the parameter.
     """
 
     body: dict[str, Any]
     upstream_model: str = ""
+    output_cap: int | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -51,7 +54,10 @@ class ChatRequest:
 
     @property
     def max_tokens(self) -> int | None:
-        return self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+        """The client's max tokens, else the gateway's output cap, else None."""
+        return (
+            self.body.get("max_completion_tokens") or self.body.get("max_tokens") or self.output_cap
+        )
 
 
 @dataclass(slots=True)

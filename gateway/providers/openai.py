@@ -39,6 +39,8 @@ def usage_from_openai(raw: Any) -> Usage | None:
 class OpenAIAdapter(ProviderAdapter):
     kind = "openai"
     default_base_url = "https://api.openai.com/v1"
+    # OpenAI's current name (its reasoning models reject `max_tokens`).
+    max_tokens_param = "max_completion_tokens"
 
     def headers(self) -> dict[str, str]:
         if not self.config.api_key:
@@ -50,6 +52,8 @@ class OpenAIAdapter(ProviderAdapter):
 
     def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body = {**request.body, "model": request.upstream_model or request.body.get("model")}
+        if request.output_cap and not (body.get("max_completion_tokens") or body.get("max_tokens")):
+            body[self.max_tokens_param] = request.output_cap
         if stream:
             body["stream"] = True
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}

@@ -17,6 +17,8 @@ from gateway.providers.openai import OpenAIAdapter
 class OpenAICompatibleAdapter(OpenAIAdapter):
     kind = "openai_compatible"
     default_base_url = ""
+    # vLLM, Ollama, llama.cpp and LM Studio all read `max_tokens`; not all know the newer name.
+    max_tokens_param = "max_tokens"
 
     def headers(self) -> dict[str, str]:
         key = self.config.api_key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -92,6 +93,24 @@ def test_a_counter_ahead_of_the_ledger_is_reported_not_lowered(ledger, redis_syn
     assert report["raised"] == 0
     assert [d["drift_units"] for d in report["drift"]] == [units("0.05")]
     assert "redis 3500000000 units, ledger 3000000000 units" in caplog.text
+
+
+def test_counters_below_the_ledger_are_a_warning_unless_the_reason_is_known(
+    ledger, redis_sync, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="budgets.reconcile")
+    rebuild_counters(redis=redis_sync, now=NOW)
+    assert [r.levelname for r in caplog.records] == ["WARNING"] * 4  # spend was lost
+    redis_sync.flushdb()
+    caplog.clear()
+
+    report = rebuild_counters(redis=redis_sync, now=NOW, expected="the store starts empty")
+
+    assert report["raised"] == 4  # restored all the same
+    assert [r.levelname for r in caplog.records] == ["DEBUG"] * 4 + ["INFO"]
+    assert caplog.records[-1].getMessage() == (
+        "4 budget counters restored from the ledger (the store starts empty)"
+    )
 
 
 def test_the_reconcile_task_rebuilds_the_current_windows(redis_sync):

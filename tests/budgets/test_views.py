@@ -57,6 +57,7 @@ def test_it_shows_spent_reserved_limit_remaining_and_reset_per_window(client, te
         ("team", None, True),
         ("feature", "chat", False),
     ]
+    assert {b["reservation"] for b in body["budgets"]} == {"cap"}  # the default mode
     daily, monthly = current_windows("Europe/Paris")
     assert body["budgets"][0]["windows"] == [
         {

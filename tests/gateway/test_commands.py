@@ -95,10 +95,11 @@ def test_importing_the_same_file_twice_creates_and_changes_nothing():
         assert line.split(": ", 1)[1].startswith("0 created, 0 updated"), line
 
 
-def test_the_demo_has_the_eight_features_on_its_first_team():
+def test_the_demo_has_the_eight_features_and_the_runaway_agent_on_its_first_team():
     run("importconfig", str(DEFAULTS / "demo.yaml"))
     names = set(Feature.objects.filter(team__name="product").values_list("name", flat=True))
     assert names == {
+        "research-agent",  # the runaway loop demotraffic runs (reports/demo.py)
         "chatbot",
         "summarization",
         "code-generation",

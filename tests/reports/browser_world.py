@@ -1,8 +1,10 @@
 """`python -m tests.reports.browser_world`: the browser test's world, written in the site
 server's own environment (its database, which may be a SQLite file only it can see): a
 configuration like the demo's, 30 days of synthetic history, today's traffic crossing a budget's
-alert thresholds, a circuit opening, and a superuser `BROWSER_USER` with the password in
-`BROWSER_PASSWORD`, who signs in through the login form."""
+alert thresholds, a circuit opening, a superuser `BROWSER_USER` who signs in through the
+admin's login form, and a manager of the product team `BROWSER_MANAGER` (made by
+`createmanager`) who signs in at /reports/login/; both with the password in
+`BROWSER_PASSWORD`."""
 
 from __future__ import annotations
 
@@ -56,11 +58,15 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
     django.setup()
     from django.contrib.auth import get_user_model
+    from django.core.management import call_command
 
     demo_world()
     get_user_model().objects.create_superuser(
         os.environ["BROWSER_USER"], "browser@example.com", os.environ["BROWSER_PASSWORD"]
     )
+    # The dashboards' reader: a manager of the product team, made as an operator would.
+    os.environ["MANAGER_PASSWORD"] = os.environ["BROWSER_PASSWORD"]
+    call_command("createmanager", os.environ["BROWSER_MANAGER"], "--teams", "product", "--noinput")
 
 
 if __name__ == "__main__":

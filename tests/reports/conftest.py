@@ -8,7 +8,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from gateway.models import UsageRecord
@@ -81,7 +81,10 @@ def world(db):
 
 @pytest.fixture
 def staff(db) -> User:
-    return User.objects.create_user("boss", password="pw-boss-123", is_staff=True)
+    """Staff who may read every team's reports (the view_all_teams permission)."""
+    user = User.objects.create_user("boss", password="pw-boss-123", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_all_teams"))
+    return user
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def scoped_manager(traffic, managers_group) -> User:
 def test_it_redirects_anonymous_visitors_to_the_login_page(client, url):
     response = client.get(url)
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/?next=/reports/")
+    assert response["Location"].startswith("/reports/login/?next=/reports/")
 
 
 def test_it_answers_401_to_anonymous_api_calls(client):
@@ -74,13 +74,34 @@ def test_a_signed_in_user_who_is_neither_staff_nor_manager_is_refused(client, tr
     assert client.get("/reports/api/overview").status_code == 403
 
 
-def test_a_manager_without_a_scope_sees_every_team(client, traffic, managers_group):
+def test_a_manager_without_a_scope_sees_no_team_and_is_told_so(client, traffic, managers_group):
     user = User.objects.create_user("cfo", password="pw-cfo-12345")
     user.groups.add(managers_group)
     client.force_login(user)
     body = client.get("/reports/api/spend?by=team").json()
-    assert {s["name"] for s in body["series"]} == {"acme", "globex"}
-    assert body["total_usd"] == "5.5000000000"
+    assert body["series"] == [] and body["total_usd"] == "0.0000000000"
+    for url in PAGES:
+        page = client.get(url)
+        assert page.status_code == 200
+        assert b"No team is assigned to you yet" in page.content
+        assert b"acme" not in page.content and b"globex" not in page.content
+
+
+def test_staff_without_the_view_all_permission_see_only_their_teams(client, traffic):
+    user = User.objects.create_user("ops", password="pw-ops-12345", is_staff=True)
+    ManagerScope.objects.create(user=user).teams.add(traffic["globex"])
+    client.force_login(user)
+    body = client.get("/reports/api/spend?by=team").json()
+    assert [s["name"] for s in body["series"]] == ["globex"]
+
+
+def test_staff_with_the_view_all_permission_and_superusers_see_every_team(client, traffic, staff):
+    root = User.objects.create_superuser("root", "root@example.com", "pw-root-12345")
+    for user in (staff, root):
+        client.force_login(user)
+        body = client.get("/reports/api/spend?by=team").json()
+        assert {s["name"] for s in body["series"]} == {"acme", "globex"}
+        assert body["total_usd"] == "5.5000000000"
 
 
 def test_a_scoped_manager_sees_only_the_allowed_teams(client, scoped_manager):

@@ -2,8 +2,10 @@
 runs: uvicorn as a subprocess with several workers, DEBUG=1 as `make run` and DEBUG=0 as
 production after `collectstatic` (tests/site_server.py), not Django's test server, which
 serves static files by itself. A superuser signs in through the admin's login form; the admin
-is styled and its scripts run; every report page draws its charts; no request fails and the
-console stays clean. A screenshot of each page is kept in var/screenshots/ (gitignored)."""
+is styled and its scripts run. A manager signs in through the dashboards' own form at
+/reports/login/; every report page draws its charts and offers only the manager's team; no
+request fails and the console stays clean. A screenshot of each page is kept in
+var/screenshots/ (gitignored)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ PAGES = {
     "reports-models": "/reports/models/",
 }
 USER = "browser-admin"
+MANAGER = "browser-manager"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
@@ -81,6 +84,20 @@ ADMIN_STYLED = """() => {
 }"""
 
 
+# The dashboards' stylesheet was fetched and applies (the dark top bar).
+REPORTS_STYLED = """() => {
+  const css = /\\/static\\/reports\\/reports\\./;
+  const sheet = [...document.styleSheets].find(s => css.test(s.href));
+  if (!sheet) return "no link to reports/reports.css";
+  let rules = 0;
+  try { rules = sheet.cssRules.length; } catch (e) {}
+  if (!rules) return "reports/reports.css did not load: " + sheet.href;
+  const bar = document.querySelector(".topbar");
+  if (!bar || getComputedStyle(bar).display !== "flex") return "the top bar is not styled";
+  return "ok";
+}"""
+
+
 @pytest.fixture
 def browser():
     # Playwright's sync API runs an event loop in this thread while it is open, where Django
@@ -105,6 +122,7 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
         debug=debug,
         seed="tests.reports.browser_world",
         BROWSER_USER=USER,
+        BROWSER_MANAGER=MANAGER,
         BROWSER_PASSWORD=password,
     )
     folder = SCREENSHOTS / f"debug-{int(debug)}"
@@ -141,10 +159,28 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
     assert page.locator("tr.add-row a").is_visible()
     screenshot(page, folder, "admin-team")
 
+    # The dashboards' reader: a manager, in a browser of their own, through the managers'
+    # sign-in form (CSRF cookie and token included), sent there by the dashboards.
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    page.goto(f"{server.url}/reports/")
+    assert "/reports/login/?next=/reports/" in page.url
+    assert page.evaluate(REPORTS_STYLED) == "ok"
+    screenshot(page, folder, "reports-login")
+    page.fill("#id_username", MANAGER)
+    page.fill("#id_password", password)
+    page.click("#login-form [type=submit]")
+    page.wait_for_url(f"{server.url}/reports/")
+    assert MANAGER in page.locator(".topbar .user").inner_text()
+
     for name, path in PAGES.items():
         response = page.goto(f"{server.url}{path}")
         assert response.status == 200, path
         assert page.evaluate(CHARTS_DREW) == "ok", path
+        teams = page.locator("select[name=team] option").evaluate_all("os => os.map(o => o.value)")
+        assert teams == ["", "product"], path  # "All teams" and the manager's one team
         if name == "reports-overview":
             assert page.locator(".bar .threshold.crossed").count() >= 2
         shot = screenshot(page, folder, name)

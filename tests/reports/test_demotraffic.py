@@ -4,16 +4,24 @@ provider outage, rollups equal to the ledger, and synthetic history when asked."
 
 from __future__ import annotations
 
+import io
+from decimal import Decimal
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db.models import Sum
 
+from budgets.models import BudgetAlert
 from gateway.models import ApiKey, Provider, UsageRecord
+from reports import demo as demo_traffic
 from reports.backfill import SYNTHETIC_PREFIX
 from reports.models import DailyRollup, HourlyRollup
 from tests.reports.conftest import DEMO_FEATURES, make_demo_config
 
 pytestmark = pytest.mark.django_db(transaction=True)
+DEMO_YAML = Path(settings.BASE_DIR) / "gateway" / "defaults" / "demo.yaml"
 
 
 @pytest.fixture
@@ -53,3 +61,25 @@ def test_backfill_days_writes_marked_synthetic_history(demo):
     synthetic = UsageRecord.objects.filter(request_id__startswith=SYNTHETIC_PREFIX)
     assert synthetic.count() > 100
     assert HourlyRollup.objects.aggregate(n=Sum("requests"))["n"] == UsageRecord.objects.count()
+
+
+def test_the_demos_runaway_loop_is_stopped_by_its_hard_budget_and_alerts(transactional_db, capsys):
+    """The demo's own configuration (gateway/defaults/demo.yaml), as `make run` imports it:
+    its research-agent loop fills the refused-requests and budget-alert screens."""
+    call_command("importconfig", str(DEMO_YAML), stdout=io.StringIO())
+
+    call_command("demotraffic", requests=40)
+
+    loop = UsageRecord.objects.filter(feature__name=demo_traffic.RUNAWAY_FEATURE)
+    served = loop.filter(status=UsageRecord.Status.OK)
+    refused = loop.filter(http_status=429, error_type="budget_exceeded")
+    assert served.count() >= 10 and refused.count() >= 10
+    assert served.count() + refused.count() == demo_traffic.RUNAWAY_STEPS
+    assert served.aggregate(s=Sum("cost_usd"))["s"] <= Decimal("0.04")  # never overspent
+    alerts = BudgetAlert.objects.filter(budget__feature__name=demo_traffic.RUNAWAY_FEATURE)
+    assert sorted(alerts.values_list("threshold", flat=True)) == [50, 80]
+    assert set(alerts.values_list("status", flat=True)) == {BudgetAlert.Status.SENT}
+    assert HourlyRollup.objects.aggregate(n=Sum("refused"))["n"] == refused.count()
+    out = capsys.readouterr().out
+    assert f"Runaway research-agent loop: {served.count()} served, {refused.count()} refused" in out
+    assert "reached 80 % of its daily limit" in out

@@ -99,6 +99,7 @@ def test_the_overview_shows_budget_utilisation_with_thresholds(reader, traffic):
     budget = reader.get("/reports/api/overview").json()["budgets"][0]
     assert budget["team"] == "acme"
     assert budget["daily"] == {
+        "reserved_usd": "0.0000000000",  # nothing in flight
         "spend_usd": "0.6000000000",
         "limit_usd": "1.0000",
         "percent": 60.0,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from budgets.models import BudgetAlert
 from gateway.models import ApiKey, Feature, Provider, Team
 from reports import demo, rollups
 from reports.backfill import backfill
@@ -18,11 +22,45 @@ KEY_NAME = "demotraffic"
 KNOWN_FEATURES = {t.name for t in demo.FEATURES}
 
 
+CONSOLE_MAIL = "django.core.mail.backends.console.EmailBackend"
+
+
+@contextmanager
+def _mail_kept_in_memory():
+    """The console e-mail backend (the embedded default) swapped for the in-memory one while
+    the demo runs; a real backend (SMTP) is left alone: its alerts go out."""
+    if settings.EMAIL_BACKEND != CONSOLE_MAIL:
+        yield
+        return
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    try:
+        yield
+    finally:
+        settings.EMAIL_BACKEND = CONSOLE_MAIL
+
+
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    return getattr(record, "status_code", None) != 429
+
+
+@contextmanager
+def _refusals_not_logged():
+    """The runaway loop's refusals are the point of the demo, summed up below: Django's line
+    for each 429 ("Too Many Requests") is left out while it runs; every other line stays."""
+    logger = logging.getLogger("django.request")
+    logger.addFilter(_not_a_refusal)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_a_refusal)
+
+
 class Command(BaseCommand):
     help = (
         "Send realistic demo traffic through the gateway's HTTP API, in process: the eight "
         "features, repeated prompts the cache answers, an outage of one simulated provider "
-        "(fallbacks, circuit openings) and a budget crossing its alert thresholds. Then drain "
+        "(fallbacks, circuit openings) and a runaway research-agent loop that its hard budget "
+        "stops, with the alerts that fire. Then drain "
         "the ledger and rebuild the rollups. --backfill-days also writes SYNTHETIC history "
         "(rows that never went through the gateway, request ids 'synthetic-…') so that charts "
         "over 30 days are not empty. Run `demosetup` first."
@@ -47,16 +85,21 @@ class Command(BaseCommand):
         callers, created = self._callers()
         started = timezone.now()
         outage = outage_provider if Provider.objects.filter(name=outage_provider).exists() else None
+        runaway: Counter = Counter()
         try:
-            tally = asyncio.run(
-                demo.run(
-                    app=application,
-                    callers=callers,
-                    requests=requests,
-                    outage_provider=outage,
-                    seed=seed,
+            # The alerts the run fires are recorded (BudgetAlert) and summed up below; with the
+            # embedded console backend their e-mails would fill the first screen of `make run`.
+            with _mail_kept_in_memory(), _refusals_not_logged():
+                tally = asyncio.run(
+                    demo.run(
+                        app=application,
+                        callers=callers,
+                        requests=requests,
+                        outage_provider=outage,
+                        seed=seed,
+                        runaway=runaway,
+                    )
                 )
-            )
         finally:
             ApiKey.objects.filter(id__in=created).update(revoked_at=timezone.now())
         drained = 0
@@ -67,6 +110,19 @@ class Command(BaseCommand):
             f"Sent {requests} requests: {dict(sorted(tally.items()))}; "
             f"{drained} ledger rows drained and rolled up."
         )
+        if runaway:
+            self.stdout.write(
+                f"Runaway {demo.RUNAWAY_FEATURE} loop: {runaway['served']} served, "
+                f"{runaway['refused']} refused by its hard budget."
+            )
+        for alert in BudgetAlert.objects.filter(created_at__gte=started).select_related(
+            "budget__team", "budget__feature"
+        ):
+            self.stdout.write(
+                f"Budget alert: {alert.budget} reached {alert.threshold} % of its {alert.window}"
+                f" limit ({alert.channel} to {', '.join(alert.budget.emails) or 'its webhook'}:"
+                f" {alert.status})."
+            )
         if backfill_days:
             written = backfill(days=backfill_days)
             self.stdout.write(f"Wrote {written} synthetic history rows over {backfill_days} days.")
@@ -89,7 +145,10 @@ class Command(BaseCommand):
                 secret = key.set_new_secret()
                 key.save()
                 created.append(key.id)
-            callers.append(demo.Caller(team=team.name, secret=secret, features=features))
+            runaway = demo.RUNAWAY_FEATURE in names
+            callers.append(
+                demo.Caller(team=team.name, secret=secret, features=features, runaway=runaway)
+            )
         if not callers:
             raise CommandError("No team has features: run `python manage.py demosetup` first.")
         return callers, created
