@@ -17,12 +17,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.log = log
         self.handle = log.open("ab")
         self.popen = subprocess.Popen(
-            argv, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property

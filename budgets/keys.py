@@ -47,3 +47,8 @@ def rate_bucket_key(owner: str, owner_id: int, metric: str) -> str:
 
 def digest_claim_key(team_id: int, day_key: str) -> str:
     return f"gw:digest:{team_id}:{day_key}"
+
+
+def auth_failures_key(client: str) -> str:
+    """Failed authentications of one client address in its current minute (gateway/auth.py)."""
+    return f"gw:authfail:{client}"

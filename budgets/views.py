@@ -21,7 +21,7 @@ async def budget(request: HttpRequest) -> JsonResponse:
         err.status = 405
         return error_response(err, extra_headers={"Allow": "GET"})
     try:
-        key, team, _ = await authenticate(request.headers.get("Authorization"))
+        key, team, _ = await authenticate(request.headers.get("Authorization"), request.META)
         # A key pinned to a feature sees that feature's budgets; an unpinned key may name any
         # feature of its team, so it sees all of them.
         budgets = sorted(

@@ -2,16 +2,25 @@
 models, routes and keys.
 
 The hot path never queries the database on a steady state: it reads an immutable `Snapshot`
-loaded in a few queries and refreshed in the background once older than
+loaded in one transaction of a few queries and refreshed in the background once older than
 `GATEWAY["CONFIG_TTL_S"]` seconds (5 by default). That TTL plus one refresh is the bound on
-how long an edit (a revoked key, a new price) takes to reach every process. Keys are cached
-one by one the same way.
+how long an edit (a revoked key, a new price) takes to reach every process.
+
+Keys are part of the snapshot (by the SHA-256 of their secret), so a key the snapshot does
+not hold costs no query of its own: the caller asks for a snapshot loaded after its request
+arrived (`fresh_snapshot`), and every such request shares one reload, at most one per
+`GATEWAY["AUTH_RELOAD_INTERVAL_S"]`. A key created in another process therefore works on
+its first request here, and a flood of random keys costs at most one reload per interval,
+not a query per key. Hashes still unknown after such a reload are remembered for
+`GATEWAY["AUTH_NEGATIVE_TTL_S"]` (bounded in number, forgotten whenever a new snapshot is
+stored) and refused without waiting for another reload (gateway/auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -20,7 +29,7 @@ from datetime import datetime
 from functools import cache
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from gateway import keyvars, runtime
@@ -117,14 +126,50 @@ class Snapshot:
     teams: dict[int, TeamSnap]
     models: dict[str, ModelSnap]  # enabled models of enabled providers, by client-facing name
     routes: tuple[RouteSnap, ...]
-    loaded_at: float = field(default_factory=time.monotonic)
+    keys: dict[str, KeySnap] = field(default_factory=dict)  # by SHA-256 of the secret
+    loaded_at: float = field(default_factory=time.monotonic)  # when its load started
 
 
 def load_snapshot() -> Snapshot:
-    """Read everything the hot path needs from the database (a handful of queries)."""
-    from budgets.models import Budget
-    from gateway.models import Feature, LanguageModel, RouteRule, Team
+    """Read everything the hot path needs from the database: a handful of queries in one
+    transaction. `loaded_at` is when the load started, so a snapshot sees every row that
+    was committed before that instant."""
+    started = time.monotonic()
+    with transaction.atomic():
+        return _load_snapshot(started)
 
+
+def _load_snapshot(started: float) -> Snapshot:
+    from budgets.models import Budget
+    from gateway.models import ApiKey, Feature, LanguageModel, RouteRule, Team
+
+    # Keys first: a key's team and feature were committed before it, so every key read here
+    # finds them in the queries below (each statement sees what was committed when it began).
+    keys = {
+        row[0]: KeySnap(
+            id=row[1],
+            prefix=row[2],
+            team_id=row[3],
+            feature_id=row[4],
+            expires_at=row[5],
+            revoked=row[6] is not None,
+            rpm_limit=row[7],
+            tpm_limit=row[8],
+            output_cap=row[9],
+        )
+        for row in ApiKey.objects.order_by().values_list(
+            "hashed_secret",
+            "id",
+            "prefix",
+            "team_id",
+            "feature_id",
+            "expires_at",
+            "revoked_at",
+            "rpm_limit",
+            "tpm_limit",
+            "output_cap",
+        )
+    }
     features: dict[int, dict[str, FeatureSnap]] = {}
     for f in Feature.objects.all():
         features.setdefault(f.team_id, {})[f.name] = FeatureSnap(
@@ -207,45 +252,31 @@ def load_snapshot() -> Snapshot:
         )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )
-    return Snapshot(teams=teams, models=models, routes=routes)
+    return Snapshot(teams=teams, models=models, routes=routes, keys=keys, loaded_at=started)
 
 
-def load_key(hashed_secret: str) -> KeySnap | None:
-    from gateway.models import ApiKey
-
-    k = ApiKey.objects.filter(hashed_secret=hashed_secret).first()
-    if k is None:
-        return None
-    return KeySnap(
-        id=k.id,
-        prefix=k.prefix,
-        team_id=k.team_id,
-        feature_id=k.feature_id,
-        expires_at=k.expires_at,
-        revoked=k.revoked_at is not None,
-        rpm_limit=k.rpm_limit,
-        tpm_limit=k.tpm_limit,
-        output_cap=k.output_cap,
-    )
+NEGATIVE_CACHE_MAX = 10_000  # unknown key hashes remembered at most (oldest dropped first)
 
 
 class ConfigStore:
-    """The process's snapshot and key cache.
+    """The process's snapshot, and the key hashes it recently found unknown.
 
     Stale-while-revalidate: past the TTL a request still gets the copy it has while one
-    refresh per item runs in the background (however many requests ask at once), so neither
-    a TTL expiry under load nor a database outage stalls the hot path. Only a first load
-    waits, and if the database cannot answer it the request gets a 503.
+    refresh runs in the background (however many requests ask at once), so neither a TTL
+    expiry under load nor a database outage stalls the hot path. Only a first load waits,
+    and if the database cannot answer it the request gets a 503. A request that needs a
+    copy newer than itself (an unknown key) waits for one with `fresh_snapshot`.
     """
 
     def __init__(self) -> None:
         # Re-entrant: a future that is already done runs its callback (which takes the lock)
-        # inside add_done_callback, while _refresh still holds it.
+        # inside add_done_callback, while _reload still holds it.
         self._lock = threading.RLock()
         self._generation = 0
         self._snapshot: Snapshot | None = None
-        self._keys: dict[str, tuple[float, KeySnap | None]] = {}
-        self._inflight: dict[str, Future] = {}
+        self._inflight: tuple[Future, float] | None = None  # the load running, when it began
+        self._last_load = -math.inf  # when the latest load was started (any reason)
+        self._unknown: dict[str, float] = {}  # key hash -> when it was found unknown
 
     @property
     def ttl(self) -> float:
@@ -255,35 +286,35 @@ class ConfigStore:
         with self._lock:
             self._generation += 1
             self._snapshot = None
-            self._keys.clear()
-            self._inflight.clear()
+            self._inflight = None
+            self._unknown.clear()
 
-    def _refresh(self, name: str, fn, *args) -> Future:
-        """One load of `name` at a time; its result is stored when it completes."""
+    def _reload(self) -> tuple[Future, float]:
+        """One load at a time: the running one, or a new one; its result is stored when it
+        completes."""
         with self._lock:
-            future = self._inflight.get(name)
-            if future is None:
-                future = runtime.submit_db("config", fn, *args)
-                self._inflight[name] = future
+            if self._inflight is None:
+                started = time.monotonic()
+                future = runtime.submit_db("config", load_snapshot)
+                self._inflight = (future, started)
+                self._last_load = started
                 generation = self._generation
-                future.add_done_callback(lambda f: self._store(name, f, generation))
-        return future
+                future.add_done_callback(lambda f: self._store(f, generation))
+            return self._inflight
 
-    def _store(self, name: str, future: Future, generation: int) -> None:
+    def _store(self, future: Future, generation: int) -> None:
         with self._lock:
-            if self._inflight.get(name) is future:
-                del self._inflight[name]
+            if self._inflight is not None and self._inflight[0] is future:
+                self._inflight = None
             if generation != self._generation:
                 return  # invalidated meanwhile: this result may predate the edit
             if future.exception() is not None:
-                log.warning("config refresh of %s failed: %r", name, future.exception())
+                log.warning("config refresh failed: %r", future.exception())
                 return
-            if name == "snapshot":
-                self._snapshot = future.result()
-            else:
-                if len(self._keys) > 50_000:  # bound the memory a flood of bad keys can take
-                    self._keys.clear()
-                self._keys[name] = (time.monotonic(), future.result())
+            snapshot = future.result()
+            if self._snapshot is None or snapshot.loaded_at >= self._snapshot.loaded_at:
+                self._snapshot = snapshot
+                self._unknown.clear()  # a hash unknown to the old copy may be in this one
 
     async def _first_load(self, future: Future):
         try:
@@ -299,7 +330,7 @@ class ConfigStore:
         snap = self._snapshot
         if snap is not None and time.monotonic() - snap.loaded_at <= self.ttl:
             return snap
-        future = self._refresh("snapshot", load_snapshot)
+        future, _ = self._reload()
         if snap is not None:
             return snap
         return await self._first_load(future)
@@ -310,14 +341,54 @@ class ConfigStore:
             snap = self._snapshot = load_snapshot()
         return snap
 
-    async def key(self, hashed_secret: str) -> KeySnap | None:
-        hit = self._keys.get(hashed_secret)
-        if hit is not None and time.monotonic() - hit[0] <= self.ttl:
-            return hit[1]
-        future = self._refresh(hashed_secret, load_key, hashed_secret)
-        if hit is not None:
-            return hit[1]
-        return await self._first_load(future)
+    async def fresh_snapshot(self, after: float) -> Snapshot:
+        """A snapshot whose load started at or after `after` (monotonic): it holds every
+        row committed before then. Single-flight and rate-limited: callers share the load
+        that is running if it began late enough, else wait for the next one, and loads
+        start at most once per `AUTH_RELOAD_INTERVAL_S`, however many callers wait."""
+        interval = float(settings.GATEWAY["AUTH_RELOAD_INTERVAL_S"])
+        for _ in range(5):  # an old load to wait out, the rate limit, our load: 3 suffice
+            snap = self._snapshot
+            if snap is not None and snap.loaded_at >= after:
+                return snap
+            entry = self._inflight
+            if entry is None:
+                wait = self._last_load + interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                entry = self._reload()
+            future, started = entry
+            try:
+                result = await asyncio.wrap_future(future)
+            except DatabaseError:
+                raise ServiceUnavailable(
+                    "The gateway's configuration database is unreachable; try again shortly.",
+                    code="config_unavailable",
+                    headers={"Retry-After": "5"},
+                ) from None
+            if started >= after:
+                return result
+        return self._snapshot or await self.snapshot()
+
+    def recently_unknown(self, hashed_secret: str) -> bool:
+        """Was this hash missing from a snapshot loaded after it was first asked for, less
+        than `AUTH_NEGATIVE_TTL_S` ago and since the current snapshot was stored?"""
+        seen = self._unknown.get(hashed_secret)
+        if seen is None:
+            return False
+        if time.monotonic() - seen <= float(settings.GATEWAY["AUTH_NEGATIVE_TTL_S"]):
+            return True
+        self._unknown.pop(hashed_secret, None)
+        return False
+
+    def remember_unknown(self, hashed_secret: str) -> None:
+        with self._lock:  # `_store` clears it from the database thread
+            unknown = self._unknown
+            unknown.pop(hashed_secret, None)
+            while len(unknown) >= NEGATIVE_CACHE_MAX:
+                del unknown[next(iter(unknown))]  # the oldest first
+            unknown[hashed_secret] = time.monotonic()
 
 
 @cache

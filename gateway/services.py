@@ -120,7 +120,9 @@ def new_call() -> Call:
 
 async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
     """Authenticate, validate and route; raises GatewayError for anything wrong."""
-    call.key, call.team, snapshot = await authenticate(headers.get("authorization"))
+    call.key, call.team, snapshot = await authenticate(
+        headers.get("authorization"), getattr(headers, "meta", None)
+    )
     call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
     call.body = validate_chat(parse_json(raw_body))
     call.stream = bool(call.body.get("stream"))

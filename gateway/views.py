@@ -189,7 +189,9 @@ class ModelsView(InlineAPIView):
 
     async def get(self, request):
         try:
-            _key, _team, snapshot = await authenticate(request.META.get("HTTP_AUTHORIZATION"))
+            _key, _team, snapshot = await authenticate(
+                request.META.get("HTTP_AUTHORIZATION"), request.META
+            )
         except GatewayError as error:
             return error_response(error)
         data = [

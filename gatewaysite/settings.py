@@ -306,6 +306,15 @@ GATEWAY = {
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
+    # Failed authentications (unknown, revoked or expired key) allowed per client address and
+    # minute before the API answers 429; counted in Redis across processes. 0 disables.
+    "AUTH_FAILURES_PER_MINUTE": env_int("GATEWAY_AUTH_FAILURES_PER_MINUTE", 60),
+    # Proxies in front of the gateway that append to X-Forwarded-For; 0 trusts only the socket.
+    "TRUSTED_PROXY_HOPS": env_int("GATEWAY_TRUSTED_PROXY_HOPS", 0),
+    # How long a key hash found unknown is refused without reloading the config.
+    "AUTH_NEGATIVE_TTL_S": env_float("GATEWAY_AUTH_NEGATIVE_TTL_S", 5.0),
+    # Unknown keys reload the config at most this often (per process), however many arrive.
+    "AUTH_RELOAD_INTERVAL_S": env_float("GATEWAY_AUTH_RELOAD_INTERVAL_S", 1.0),
     # Output caps (docs/configuration.md, "Output caps and budget reservations"): what a
     # request that sends no max_tokens may produce, sent upstream and held by its budgets.
     # Used until a feature has a learned cap (or an admin's); never above the model's max.

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from gateway import ledger, runtime
+from gateway.auth import forget_blocked_clients
 from gateway.config import store
 
 
@@ -47,6 +48,7 @@ def _clean_state(settings):
     runtime.sync_redis().flushdb()
     ledger.spool().items.clear()
     store().invalidate()
+    forget_blocked_clients()  # the throttle's memory of clients over their limit (auth.py)
     yield
     # A background config refresh the test started must not run into the database flush
     # that ends the test (SQLite: "database table is locked").
