@@ -17,10 +17,11 @@ from django.conf import settings
 from django.utils import timezone
 from redis.asyncio import Redis
 
-from budgets import lua
+from budgets import exhaustion, lua
 from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
 from budgets.ratelimit import RateCheck
 from budgets.windows import Window, current_windows
+from gateway import runtime
 from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
@@ -105,6 +106,7 @@ async def reserve(
     )
     if int(result[0]):
         slot = reservation.slots[int(result[0]) - 1]
+        _note_refusal(redis, slot, units)
         raise _refusal(
             team=team,
             slot=slot,
@@ -141,9 +143,11 @@ class Admission:
         if verdict == b"rate":
             raise self.rate.refusal(reply[1:])
         if verdict == b"budget":
+            slot = self.reservation.slots[int(reply[1]) - 1]
+            _note_refusal(runtime.aredis(), slot, self.reservation.units)
             raise _refusal(
                 team=self.team,
-                slot=self.reservation.slots[int(reply[1]) - 1],
+                slot=slot,
                 spent=int(reply[2]),
                 reserved=int(reply[3]),
                 units=self.reservation.units,
@@ -285,6 +289,21 @@ async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int
         # again (a claim means "reached and not yet enqueued", not "crossed just now").
         log.exception("could not enqueue the %s%% alert of budget %s", threshold, slot.budget.id)
         await redis.hdel(slot.keys.alerted, str(threshold))
+
+
+def _note_refusal(redis: Redis, slot: Slot, units: int) -> None:
+    """In the background: a hard budget refused, maybe it is exhausted (budgets/exhaustion.py)."""
+    note = exhaustion.note_refusal(
+        redis=redis,
+        budget_id=slot.budget.id,
+        window=slot.window.name,
+        window_key=slot.window.key,
+        units=units,
+    )
+    try:
+        runtime.spawn(note)
+    except RuntimeError:  # no running event loop (a sync caller): nothing to note it on
+        note.close()
 
 
 def _refusal(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from budgets import alerts, digests, reconcile
+from budgets import alerts, digests, exhaustion, reconcile
 from gateway.runtime import sync_redis
 
 
@@ -20,17 +20,33 @@ from gateway.runtime import sync_redis
     acks_late=True,
 )
 def send_budget_alert(
-    self, budget_id: int, window: str, window_key: str, threshold: int, spend_units: int
+    self,
+    budget_id: int,
+    window: str,
+    window_key: str,
+    threshold: int,
+    spend_units: int,
+    exhausted: bool = False,
 ) -> int:
-    """Send one threshold alert; channels that already delivered it are skipped."""
+    """Send one threshold alert (or, `exhausted`, the "requests are being refused" one);
+    channels that already delivered it are skipped."""
     records = alerts.send_alert(
         budget_id=budget_id,
         window=window,
         window_key=window_key,
         threshold=threshold,
         spend_units=spend_units,
+        exhausted=exhausted,
     )
     return len(records)
+
+
+@shared_task(time_limit=60, soft_time_limit=50)
+def check_budget_exhausted(budget_id: int, window: str, window_key: str, units: int) -> dict:
+    """Queued by a hard budget's refusal: alert once if it cannot cover a typical request."""
+    return exhaustion.check(
+        budget_id=budget_id, window=window, window_key=window_key, units=units, redis=sync_redis()
+    )
 
 
 @shared_task(time_limit=300, soft_time_limit=270)

@@ -86,7 +86,8 @@ class GatewayProcess:
             "TEST_ANTHROPIC_API_KEY": "sk-ant",
             **env,
         }
-        environment.pop("CELERY_BROKER_URL", None)
+        if "CELERY_BROKER_URL" not in env:
+            environment.pop("CELERY_BROKER_URL", None)
         environment = {k: v for k, v in environment.items() if v is not None}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
