@@ -8,7 +8,7 @@ import logging
 
 from django.conf import settings
 
-from gateway import ledger, runtime
+from gateway import drain, health, ledger, runtime
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ class LifespanApp:
         self.app = app
         self.stop = asyncio.Event()
         self.flusher: asyncio.Task | None = None
+        self.restore_signal = lambda: None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "lifespan":
@@ -26,8 +27,11 @@ class LifespanApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.restore_signal = drain.install(asyncio.get_running_loop())
                 if not settings.REDIS_URL:
                     await self.restore_counters()
+                else:
+                    await health.warn_at_start()
                 if settings.GATEWAY["LEDGER_IN_PROCESS"]:
                     self.flusher = asyncio.get_running_loop().create_task(
                         ledger.run_flusher(self.stop)
@@ -46,6 +50,7 @@ class LifespanApp:
         await runtime.run_db("ledger", lambda: rebuild_counters(redis=runtime.sync_redis()))
 
     async def shutdown(self) -> None:
+        self.restore_signal()
         self.stop.set()
         await runtime.close_loop_clients()  # waits for background accounting tasks first
         if self.flusher is not None:

@@ -276,6 +276,10 @@ GATEWAY = {
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
+    # Seconds between SIGTERM and uvicorn's shutdown, while /readyz answers 503 so the load
+    # balancer stops sending (gateway/drain.py). Make it longer than the load balancer's
+    # health check interval x its unhealthy threshold.
+    "DRAIN_S": env_float("GATEWAY_DRAIN_S", 0.0 if DEBUG else 10.0),
 }
 
 # --- Security (production) ------------------------------------------------------------------

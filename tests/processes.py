@@ -82,6 +82,7 @@ class GatewayProcess:
             "DEBUG": "1",
             "CELERY_TASK_ALWAYS_EAGER": "1",
             "GATEWAY_LEDGER_IN_PROCESS": "0",
+            "GATEWAY_DRAIN_S": "0",  # stop at once; tests/reliability/test_draining.py drains
             "TEST_OPENAI_API_KEY": "sk-test",
             "TEST_ANTHROPIC_API_KEY": "sk-ant",
             **env,
