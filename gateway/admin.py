@@ -8,8 +8,6 @@ whether that variable is set in this process.
 
 from __future__ import annotations
 
-import os
-
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Count, QuerySet
@@ -18,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from gateway.config import store
+from gateway.config import provider_secret, store
 from gateway.models import (
     ApiKey,
     Fallback,
@@ -199,12 +197,12 @@ class ProviderAdmin(admin.ModelAdmin):
         "options",
     )
 
-    @admin.display(boolean=True, description="key set in environment")
+    @admin.display(boolean=True, description="key set in environment (or its _FILE)")
     def key_is_set(self, obj: Provider) -> bool | None:
         """Whether this process sees the variable; never its value. None: no key needed."""
         if not obj.api_key_env:
             return None
-        return bool(os.environ.get(obj.api_key_env))
+        return bool(provider_secret(obj.api_key_env))
 
 
 class FallbackInline(admin.TabularInline):

@@ -118,6 +118,22 @@ class Snapshot:
     loaded_at: float = field(default_factory=time.monotonic)
 
 
+def provider_secret(env_name: str) -> str:
+    """A provider's key: the content of the file named by `<env_name>_FILE` when that is set
+    (read at each snapshot load, so a key rotated in the file reaches every process within
+    GATEWAY["CONFIG_TTL_S"] plus one refresh, with no restart), else `<env_name>` itself."""
+    if not env_name:
+        return ""
+    path = os.environ.get(f"{env_name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as secret:
+                return secret.read().strip()
+        except OSError as exc:  # keep serving: the variable, if set, is the fallback
+            log.warning("cannot read %s_FILE (%s): %s", env_name, path, type(exc).__name__)
+    return os.environ.get(env_name, "")
+
+
 def load_snapshot() -> Snapshot:
     """Read everything the hot path needs from the database (a handful of queries)."""
     from budgets.models import Budget
@@ -176,7 +192,7 @@ def load_snapshot() -> Snapshot:
                 name=p.name,
                 kind=p.kind,
                 base_url=p.base_url,
-                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                api_key=provider_secret(p.api_key_env),
                 connect_timeout=p.connect_timeout,
                 read_timeout=p.read_timeout,
                 options=dict(p.options or {}),
