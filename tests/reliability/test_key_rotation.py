@@ -47,8 +47,10 @@ def test_a_key_rotated_in_its_file_reaches_every_worker_without_a_restart(
         ROTATED_OPENAI_API_KEY_FILE=str(key_file),
         GATEWAY_CONFIG_TTL_S="1",
     )
-    client = OpenAI(base_url=gateway.base_url, api_key=secret, max_retries=0,
-                    default_headers={"X-Gateway-Feature": "chatbot", "X-Gateway-Cache-TTL": "0"})  # fmt: skip
+    headers = {"X-Gateway-Feature": "chatbot", "X-Gateway-Cache-TTL": "0"}
+    client = OpenAI(
+        base_url=gateway.base_url, api_key=secret, max_retries=0, default_headers=headers
+    )
 
     def upstream_keys(n: int) -> list[str]:
         before = len(openai_server.requests)
