@@ -132,7 +132,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "NAME": env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3"),
             "OPTIONS": {"timeout": 20},
         }
     }
@@ -171,7 +171,8 @@ USE_TZ = True
 # --- Static files (gatewaysite/staticfiles.py serves them) --------------------------------
 STATIC_URL = "static/"
 # Where `collectstatic` writes; with DEBUG off only what is there is served.
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# `or`: an empty STATIC_ROOT= (as a copied .env.example has) is the default, not the cwd.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or str(BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 # Production: `collectstatic` writes each file under a content-hashed name (cached for a year,
 # a new name when it changes) plus its gzip and brotli variants; pages name the hashed files.

@@ -59,3 +59,27 @@ def test_behind_the_tls_proxy_hsts_is_for_this_host_only_and_plain_http_is_redir
         assert plain.headers["Location"] == "https://gateway.example.com/api/schema/"
     finally:
         gateway.stop()
+
+
+def test_the_blank_lines_of_a_copied_env_example_keep_the_defaults():
+    """`.env.example` has `STATIC_ROOT=` and `SQLITE_PATH=`: loaded as they are (`set -a; .
+    ./.env`), they must not make the current directory the static root."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "STATIC_ROOT": "",
+        "SQLITE_PATH": "",
+        "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
+    }
+    env.pop("DATABASE_URL", None)
+    code = (
+        "from django.conf import settings as s;"
+        " print(s.STATIC_ROOT); print(s.DATABASES['default']['NAME'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [str(ROOT / "staticfiles"), str(ROOT / "db.sqlite3")]
