@@ -228,6 +228,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "llm-gateway")
 CELERY_BEAT_SCHEDULE_FILENAME = env_str(
     "CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / "var" / "celerybeat-schedule")
 )
+CELERY_BEAT_SCHEDULER = "gatewaysite.celery:Scheduler"  # makes the file's folder first
 # The hour (UTC) the daily spend digest is sent; each team's digest covers its own yesterday.
 DIGEST_HOUR_UTC = env_int("GATEWAY_DIGEST_HOUR_UTC", 6)
 

@@ -83,3 +83,32 @@ def test_the_blank_lines_of_a_copied_env_example_keep_the_defaults():
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == [str(ROOT / "staticfiles"), str(ROOT / "db.sqlite3")]
+
+
+def test_beat_starts_on_a_fresh_checkout_whose_state_folder_does_not_exist(tmp_path):
+    """The Procfile's beat, with CELERY_BEAT_SCHEDULE_FILENAME in a folder not made yet (a
+    fresh checkout has no var/): it makes the folder and keeps running."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    state = tmp_path / "var" / "celerybeat-schedule"
+    env = {**os.environ, "CELERY_BEAT_SCHEDULE_FILENAME": str(state)}
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        env.pop(name, None)  # the embedded mode: beat sends to the in-memory broker
+    log = tmp_path / "beat.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "celery", "-A", "gatewaysite", "-q", "beat"]
+        beat = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 30
+            while not list(state.parent.glob("celerybeat-schedule*")) and beat.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            time.sleep(2)
+            assert beat.poll() is None, log.read_text()
+        finally:
+            beat.terminate()
+            beat.wait(20)
+    assert "FileNotFoundError" not in log.read_text()
