@@ -4,9 +4,11 @@ balancer takes the instance out of rotation before its connections close.
 uvicorn's own SIGTERM handler stops accepting connections at once. In each uvicorn process
 (each worker under `--workers N`) the lifespan wraps it: the first SIGTERM only marks the
 process as draining and hands the signal on to uvicorn `GATEWAY_DRAIN_S` seconds later.
-Meanwhile every request is served as usual and /readyz says `draining`. A second SIGTERM,
-or SIGINT (Ctrl+C), stops at once. Then uvicorn's graceful shutdown lets the requests in
-flight finish (up to `--timeout-graceful-shutdown`) and the lifespan flushes the ledger.
+Meanwhile every request is served as usual and /readyz says `draining`. More SIGTERMs in
+that time change nothing: a worker often gets two (systemd signals every process of the
+unit, and uvicorn's supervisor passes its own on). SIGINT (Ctrl+C) stops at once. Then
+uvicorn's graceful shutdown lets the requests in flight finish (up to
+`--timeout-graceful-shutdown`) and the lifespan flushes the ledger.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ def install(loop: asyncio.AbstractEventLoop):
     delay = float(settings.GATEWAY["DRAIN_S"])
 
     def on_sigterm(signum, frame) -> None:
-        if draining() or delay <= 0:
+        if delay <= 0:
             start_draining()
             previous(signum, frame)
             return
+        if draining():
+            return  # already on its way out, at the time set by the first SIGTERM
         start_draining()
         # A signal handler may only hand work to the loop thread-safely.
         loop.call_soon_threadsafe(_later, signum)

@@ -4,6 +4,7 @@ under `uvicorn --workers 2` (gateway/drain.py, docs/operations.md "Draining an i
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -20,6 +21,20 @@ pytestmark = [
     requires_real_redis,
     pytest.mark.django_db(transaction=True),
 ]
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (uvicorn's workers), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry))
+    return found
 
 
 def test_readyz_answers_503_from_sigterm_until_exit_while_a_slow_request_finishes(
@@ -52,8 +67,14 @@ def test_readyz_answers_503_from_sigterm_until_exit_while_a_slow_request_finishe
         thread = threading.Thread(target=call)
         thread.start()
         time.sleep(1.0)  # the request is upstream (4 s)
+        workers = children(gateway.process.pid)
+        assert len(workers) >= 2, workers
         gateway.signal(signal.SIGTERM)
         sent = time.monotonic()
+        # As systemd does (every process of the unit): the workers get their own SIGTERM
+        # too, besides the one uvicorn's supervisor passes on. It must not cut the drain short.
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
 
         probes: list[tuple[float, int | str, dict | None]] = []
         while gateway.process.poll() is None and time.monotonic() - sent < 30:
