@@ -36,8 +36,9 @@ def alert_text(
         return (
             f"Budget exhausted: requests are being refused. The {window} {budget.scope} budget"
             f" of {target} ({window_key}) has ${format_usd(units_to_usd(spend_units))} spent of"
-            f" ${format_usd(limit)}; the ${format_usd(left)} left cannot cover a typical"
-            " request, so requests it covers get 429 budget_exceeded until the window resets."
+            f" ${format_usd(limit)}; the ${format_usd(left)} left cannot cover what its requests"
+            " reserve, so they get 429 budget_exceeded until the window resets or the limit is"
+            " raised."
         )
     kind = "hard: requests are refused past the limit" if budget.hard else "soft: alerts only"
     target = budget.feature if budget.scope == Budget.Scope.FEATURE else budget.team

@@ -11,9 +11,6 @@ SPENT_GRACE_S = 3 * 86400
 # Rate-limit buckets are refilled within a minute; an idle bucket is full, so it may vanish.
 RATE_BUCKET_TTL_MS = 120_000
 DIGEST_CLAIM_TTL_S = 3 * 86400
-# After a refusal queues a check whether its budget is exhausted (budgets/exhaustion.py), the
-# refusals of the next this-many ms queue none: a flood of refusals costs one task, not one each.
-REFUSAL_CHECK_GAP_MS = 30_000
 # The alert claim (in `alerted`) that the exhaustion alert and the 100 % threshold share.
 EXHAUSTED_THRESHOLD = 100
 
@@ -27,7 +24,6 @@ class BudgetKeys:
     holds: str  # hash: request id -> units it holds
     expiries: str  # sorted set: request id scored by its expiry, in ms since the epoch
     alerted: str  # hash: threshold -> 1 once its alert has been claimed
-    refusal_check: str  # set for a while after a refusal queued an exhaustion check
 
     @property
     def reservation_keys(self) -> list[str]:
@@ -43,7 +39,6 @@ def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:
         holds=f"{base}:holds",
         expiries=f"{base}:expiries",
         alerted=f"{base}:alerted",
-        refusal_check=f"{base}:refusal-check",
     )
 
 

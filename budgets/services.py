@@ -106,7 +106,7 @@ async def reserve(
     )
     if int(result[0]):
         slot = reservation.slots[int(result[0]) - 1]
-        _note_refusal(redis, slot, units)
+        _note_refusal(redis, slot, int(result[1]), units)
         raise _refusal(
             team=team,
             slot=slot,
@@ -144,7 +144,7 @@ class Admission:
             raise self.rate.refusal(reply[1:])
         if verdict == b"budget":
             slot = self.reservation.slots[int(reply[1]) - 1]
-            _note_refusal(runtime.aredis(), slot, self.reservation.units)
+            _note_refusal(runtime.aredis(), slot, int(reply[2]), self.reservation.units)
             raise _refusal(
                 team=self.team,
                 slot=slot,
@@ -291,14 +291,19 @@ async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int
         await redis.hdel(slot.keys.alerted, str(threshold))
 
 
-def _note_refusal(redis: Redis, slot: Slot, units: int) -> None:
-    """In the background: a hard budget refused, maybe it is exhausted (budgets/exhaustion.py)."""
-    note = exhaustion.note_refusal(
+def _note_refusal(redis: Redis, slot: Slot, spent: int, units: int) -> None:
+    """A hard budget refused: if it is exhausted, claim and send its alert, in the background
+    (budgets/exhaustion.py)."""
+    limit = slot.limit_units
+    if limit is None or not exhaustion.is_exhausted(limit=limit, spent=spent, need=units):
+        return  # refused because of requests in flight: it passes once they settle
+    note = exhaustion.claim_and_alert(
         redis=redis,
         budget_id=slot.budget.id,
         window=slot.window.name,
         window_key=slot.window.key,
-        units=units,
+        spent=spent,
+        claim_ttl_ms=slot.spent_ttl_ms(),
     )
     try:
         runtime.spawn(note)

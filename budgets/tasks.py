@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from budgets import alerts, digests, exhaustion, reconcile
+from budgets import alerts, digests, reconcile
 from gateway.runtime import sync_redis
 
 
@@ -39,14 +39,6 @@ def send_budget_alert(
         exhausted=exhausted,
     )
     return len(records)
-
-
-@shared_task(time_limit=60, soft_time_limit=50)
-def check_budget_exhausted(budget_id: int, window: str, window_key: str, units: int) -> dict:
-    """Queued by a hard budget's refusal: alert once if it cannot cover a typical request."""
-    return exhaustion.check(
-        budget_id=budget_id, window=window, window_key=window_key, units=units, redis=sync_redis()
-    )
 
 
 @shared_task(time_limit=300, soft_time_limit=270)
