@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache, partial
 from typing import Any
@@ -357,17 +357,7 @@ def _drain_events(redis) -> None:
     raws = redis.lrange(circuit.EVENTS_KEY, 0, BATCH - 1)
     if not raws:
         return
-    events = []
-    for raw in raws:
-        event = orjson.loads(raw)
-        opened = datetime.fromtimestamp(event["opened_at_ms"] / 1000, tz=UTC)
-        events.append(
-            {
-                "provider": event["provider"],
-                "opened_at": opened.isoformat(),
-                "reason": "consecutive_failures",
-            }
-        )
+    events = [circuit.parse_event(raw) for raw in raws]
     for hook in HOOKS.on_circuit_events:
         hook(events)
     redis.ltrim(circuit.EVENTS_KEY, len(raws), -1)
