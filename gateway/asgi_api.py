@@ -61,6 +61,8 @@ async def send_request_signal(signal, sender, **named) -> None:
     With only Django's receivers connected (the default) this costs a lookup of the live
     receivers (a few microseconds) and no thread hop. Errors propagate, as in Django.
     """
+    # `Signal._live_receivers` is Django's internal (5.2, as `asend` uses it): no public call
+    # lists a signal's receivers, and asend would hop to a thread for Django's own.
     sync_receivers, async_receivers = signal._live_receivers(sender)
     sync_receivers = [r for r in sync_receivers if r not in DJANGO_OWN_RECEIVERS]
     async_receivers = [r for r in async_receivers if r not in DJANGO_OWN_RECEIVERS]
