@@ -8,8 +8,6 @@ whether that variable is set in this process.
 
 from __future__ import annotations
 
-import os
-
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Count, QuerySet
@@ -245,14 +243,14 @@ class ProviderAdmin(admin.ModelAdmin):
         "options",
     )
 
-    @admin.display(boolean=True, description="key set in environment")
+    @admin.display(boolean=True, description="key set in environment (or its _FILE)")
     def key_is_set(self, obj: Provider) -> bool | None:
         """Whether this process sees the variable; never its value. None: no key needed."""
         if not obj.api_key_env:
             return None
         if not keyvars.is_allowed(obj.api_key_env):
             return False  # never read: the provider's calls fail (gateway/keyvars.py)
-        return bool(os.environ.get(obj.api_key_env))
+        return bool(keyvars.provider_secret(obj.api_key_env))
 
 
 class FallbackInline(admin.TabularInline):
