@@ -9,9 +9,15 @@ off by a few units (1e-9 USD), never the stored counters themselves.
 Rate-limit buckets are APPROXIMATE by design: token counts are estimates made before the call
 and buckets refill continuously in floating point. They guard against runaway loops, not money.
 
-Time comes from Redis (TIME), the one clock every process shares. Every expiry is relative
-(PEXPIRE with a lifetime, or TIME read here): no script is handed an absolute instant from a
-process clock (budgets/windows.py says which clock decides what).
+Which clock: the scripts read Redis's clock (TIME) for two things only: a reservation's
+hold expires at TIME + its lifetime (GATEWAY RESERVATION_TTL_S; `purge` drops the holds past
+it), and a rate bucket refills by the TIME elapsed since it was last taken from. Every key's
+expiry is a relative PEXPIRE whose length the caller passes in. For a window's counters
+(spent, alerted) that length is `Window.ttl_ms` (budgets/windows.py): the time left until the
+window ends, measured on the *process* clock, plus a grace period; Redis then counts it from
+its own clock. So no script is handed an absolute instant, but a process clock that is off by
+N seconds moves a counter's expiry by N seconds, which the grace period (budgets/keys.py
+SPENT_GRACE_S, 3 days) absorbs.
 """
 
 from __future__ import annotations

@@ -84,11 +84,6 @@ def _windows_at(tz_name: str, now: datetime) -> tuple[Window, Window]:
     return daily, monthly
 
 
-def window_named(tz_name: str, name: str, now: datetime | None = None) -> Window:
-    daily, monthly = current_windows(tz_name, now)
-    return daily if name == DAILY else monthly
-
-
 def previous_day(tz_name: str, now: datetime | None = None) -> Window:
     """Yesterday in the team's time zone (the daily digest's window)."""
     daily, _ = current_windows(tz_name, now)

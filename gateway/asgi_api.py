@@ -24,10 +24,15 @@ import io
 import logging
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core import signals
+from django.core.cache import close_caches
 from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import reset_urlconf
 from django.core.handlers.exception import convert_exception_to_response
+from django.db import close_old_connections, reset_queries
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
@@ -37,6 +42,41 @@ from gateway.errors import GatewayError, HeadersTooLarge, InvalidRequest, error_
 API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics")
 HOST_CHECKED = "/v1/"
 security_log = logging.getLogger("django.security.DisallowedHost")
+
+
+# Django's own receivers of the request signals, and why the API paths do without them:
+# the database work of these paths runs in gateway.runtime's lanes, which call
+# close_old_connections around each piece of work in the thread that holds the connection
+# (`runtime._with_usable_connection`); these paths log no queries, use no Django cache and
+# set no per-request URLconf. Any other receiver (Sentry's, a project's) is called.
+DJANGO_OWN_RECEIVERS = frozenset(
+    {reset_queries, close_old_connections, close_caches, reset_urlconf}
+)
+
+
+async def send_request_signal(signal, sender, **named) -> None:
+    """`signal.asend(sender, **named)` to the receivers other than Django's own, as Django
+    calls them: sync ones together in a thread (thread-sensitive), async ones concurrently.
+
+    With only Django's receivers connected (the default) this costs a lookup of the live
+    receivers (a few microseconds) and no thread hop. Errors propagate, as in Django.
+    """
+    # `Signal._live_receivers` is Django's internal (5.2, as `asend` uses it): no public call
+    # lists a signal's receivers, and asend would hop to a thread for Django's own.
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    sync_receivers = [r for r in sync_receivers if r not in DJANGO_OWN_RECEIVERS]
+    async_receivers = [r for r in async_receivers if r not in DJANGO_OWN_RECEIVERS]
+    if sync_receivers:
+
+        def call_sync():
+            for receiver in sync_receivers:
+                receiver(signal=signal, sender=sender, **named)
+
+        await sync_to_async(call_sync)()
+    if async_receivers:
+        await asyncio.gather(
+            *(receiver(signal=signal, sender=sender, **named) for receiver in async_receivers)
+        )
 
 
 def _no_view(request):  # the middlewares below are used for their process_response only
@@ -138,28 +178,27 @@ class ApiHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send) -> None:
-        """Django's `ASGIHandler.handle` without its thread hops and request signals.
+        """Django's `ASGIHandler.handle` without its thread hops.
 
         Django sends `request_started` with `asend`, which runs each sync receiver in a
-        thread, and closes the response in a thread (closing sends `request_finished`). Here
-        neither signal is sent: their receivers are Django's own (`reset_queries`,
-        `close_old_connections`, `close_caches`, `reset_urlconf`), and they act on the
-        database connections, caches and URLconf of the current thread or task, which the
-        API paths never use (the API does its database work in gateway.runtime's threads,
-        which look after their own connections, and resolves its few paths once). Sending
-        them inline cost ~36 us per request, ~2 % of the gateway's CPU. A project that
-        connects its own receivers to these signals gets them on the site's pages only.
+        thread, and closes the response in a thread (closing sends `request_finished`).
+        Here both signals are sent to every receiver except Django's own
+        (`DJANGO_OWN_RECEIVERS`, whose work these paths do otherwise or never need), by
+        `send_request_signal`: with no other receiver connected there is no thread hop.
+        Sending all of them as Django does cost ~36 us per request, ~2 % of the gateway's
+        CPU; see bench/README.md "Request signals on /v1" for this version's figures.
         """
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
+        await send_request_signal(signals.request_started, self.__class__, scope=scope)
         request, refused = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
             await self.send_response(refused, send)
-            _close(refused)
+            await self.finish_response(refused)
             return
 
         if request.path.startswith(HOST_CHECKED):
@@ -175,7 +214,7 @@ class ApiHandler(ASGIHandler):
                 response = add_security_headers(request, error_response(error))
                 body_file.close()
                 await self.send_response(response, send)
-                _close(response)
+                await self.finish_response(response)
                 return
 
         async def process_request():
@@ -201,8 +240,16 @@ class ApiHandler(ASGIHandler):
         body_file.close()
         if not listener.cancelled() and listener.exception() is not None:
             raise listener.exception()  # an invalid ASGI message, as Django raises it
-        if not responder.cancelled():
-            _close(responder.result())
+        if responder.cancelled():
+            await send_request_signal(signals.request_finished, self.__class__)
+        else:
+            await self.finish_response(responder.result())
+
+    async def finish_response(self, response) -> None:
+        """`response.close()` without its thread hop: the resource closers, then
+        `request_finished` to the receivers other than Django's own."""
+        _close(response)
+        await send_request_signal(signals.request_finished, self.__class__)
 
     async def wait_for_disconnect(self, receive) -> None:
         """Django's `listen_for_disconnect`, returning where Django's raises `RequestAborted`.
@@ -219,7 +266,8 @@ class ApiHandler(ASGIHandler):
 
 
 def _close(response) -> None:
-    """`HttpResponseBase.close()` without its `request_finished` signal (see `handle`)."""
+    """`HttpResponseBase.close()` without its `request_finished` signal
+    (`ApiHandler.finish_response` sends it)."""
     for closer in response._resource_closers:
         try:
             closer()

@@ -10,6 +10,7 @@ Nth failure, which only matters for when, not whether, the circuit opens.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from enum import Enum
 
 import orjson
@@ -98,4 +99,13 @@ async def record_failure(redis, provider: str) -> bool:
 
 
 def parse_event(raw: bytes) -> dict:
-    return orjson.loads(raw)
+    """One opening pushed to EVENTS_KEY by the failure script, as the ledger's drain hands
+    it on (gateway/ledger.py `on_circuit_events`): provider, opened_at (ISO 8601, UTC) and
+    the reason."""
+    event = orjson.loads(raw)
+    opened = datetime.fromtimestamp(event["opened_at_ms"] / 1000, tz=UTC)
+    return {
+        "provider": event["provider"],
+        "opened_at": opened.isoformat(),
+        "reason": "consecutive_failures",
+    }

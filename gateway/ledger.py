@@ -3,8 +3,9 @@
 A request appends its record to a Redis list (one round trip, in the background); a drainer
 moves batches into the database. If Redis is unreachable the record waits in this process's
 spool and is written straight to the database by the next drain. A drain inserts a batch and
-updates the dashboard roll-ups in one transaction, skipping records already there, so a
-drainer that dies between the insert and the trim never double counts.
+runs the hooks other apps registered (the dashboard roll-ups, see `Hooks`) in one
+transaction, skipping records already there, so a drainer that dies between the insert and
+the trim never double counts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache, partial
 from typing import Any
@@ -46,6 +48,35 @@ LOCK_KEY = "gw:ledger:lock"
 BATCH = 500
 MAX_BACKOFF_S = 30.0
 SWEEP_EVERY_S = 30.0  # lost requests (gateway/inflight.py), in processes that drain
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What other apps do with each drained batch, registered at their `ready()`.
+
+    The ledger knows no dashboard: reports.apps.ReportsConfig.ready() connects its roll-ups
+    here (docs/architecture.md). Called by the drain only, never on a request's path:
+    `on_records` inside the batch's insert transaction (so a roll-up is never counted
+    twice nor lost), `on_circuit_events` with the breaker openings moved out of Redis.
+    """
+
+    on_records: list[Callable[[list[Any]], None]] = field(default_factory=list)
+    on_circuit_events: list[Callable[[list[dict]], None]] = field(default_factory=list)
+
+
+HOOKS = Hooks()
+
+
+def on_records(hook: Callable[[list[Any]], None]) -> None:
+    """Call `hook(fresh_records)` in each drain's insert transaction (once per function)."""
+    if hook not in HOOKS.on_records:
+        HOOKS.on_records.append(hook)
+
+
+def on_circuit_events(hook: Callable[[list[dict]], None]) -> None:
+    """Call `hook(events)` with each batch of circuit openings the drain moves (once)."""
+    if hook not in HOOKS.on_circuit_events:
+        HOOKS.on_circuit_events.append(hook)
 
 
 @dataclass
@@ -105,7 +136,6 @@ def _to_model(data: dict[str, Any]):
 def _write(raws: list[bytes]) -> int:
     """Insert the records not yet in the ledger and roll them up, in one transaction."""
     from gateway.models import UsageRecord
-    from reports import rollups
 
     records = [_to_model(orjson.loads(r)) for r in raws]
     with transaction.atomic():
@@ -120,7 +150,8 @@ def _write(raws: list[bytes]) -> int:
                 known.add(r.request_id)
                 fresh.append(r)
         _insert(fresh)
-        rollups.apply(fresh)
+        for hook in HOOKS.on_records:
+            hook(fresh)
         _touch_keys(fresh)
     return len(fresh)
 
@@ -323,23 +354,12 @@ def _adopt_legacy_dead(redis) -> None:
 
 
 def _drain_events(redis) -> None:
-    from reports import rollups
-
     raws = redis.lrange(circuit.EVENTS_KEY, 0, BATCH - 1)
     if not raws:
         return
-    events = []
-    for raw in raws:
-        event = orjson.loads(raw)
-        opened = datetime.fromtimestamp(event["opened_at_ms"] / 1000, tz=UTC)
-        events.append(
-            {
-                "provider": event["provider"],
-                "opened_at": opened.isoformat(),
-                "reason": "consecutive_failures",
-            }
-        )
-    rollups.record_circuit_events(events)
+    events = [circuit.parse_event(raw) for raw in raws]
+    for hook in HOOKS.on_circuit_events:
+        hook(events)
     redis.ltrim(circuit.EVENTS_KEY, len(raws), -1)
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
-from gateway.providers.base import Usage
+if TYPE_CHECKING:  # the kernel imports nothing above it (docs/architecture.md)
+    from gateway.providers.base import Usage
 
 QUANTUM = Decimal("1e-10")
 UNITS_PER_USD = 10**10

@@ -331,7 +331,7 @@ class ModelsDoc(views.ModelsView):
 
 
 class BudgetDoc(APIView):
-    """budgets.views.budget is a plain Django view; this wrapper only carries its schema."""
+    """gateway.budget_api.budget is a plain Django view; this wrapper only carries its schema."""
 
     @extend_schema(
         summary="What the key's team and feature may still spend, per window",
@@ -340,7 +340,7 @@ class BudgetDoc(APIView):
         tags=["budgets"],
     )
     async def get(self, request):
-        from budgets.views import budget
+        from gateway.budget_api import budget
 
         return await budget(request._request)
 

@@ -1,12 +1,13 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from gateway import views
+from gateway import budget_api, views
 from gateway.health import HealthzView, MetricsView, ReadyzView
 
 urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
     path("v1/models", views.ModelsView.as_view(), name="models"),
+    path("v1/budget", budget_api.budget, name="budget"),
     path("healthz", HealthzView.as_view(), name="healthz"),
     path("readyz", ReadyzView.as_view(), name="readyz"),
     path("metrics", MetricsView.as_view(), name="metrics"),

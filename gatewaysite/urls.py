@@ -4,6 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("gateway.urls")),
-    path("", include("budgets.urls")),
     path("reports/", include("reports.urls")),
 ]

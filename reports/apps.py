@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class ReportsConfig(AppConfig):
     name = "reports"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The gateway knows no dashboard (docs/architecture.md): the ledger's drain calls
+        # the roll-ups through the hooks connected here, in the same transaction as before.
+        from gateway import ledger
+        from reports import rollups
+
+        ledger.on_records(rollups.apply)
+        ledger.on_circuit_events(rollups.record_circuit_events)

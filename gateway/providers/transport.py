@@ -3,9 +3,13 @@
 httpx's own transport was the biggest CPU cost of the gateway's hot path: with 64 concurrent
 POSTs to a local mock, `httpx.AsyncClient` spent 0.85 ms of CPU per request (httpcore's pool
 scan and its anyio layers), raw aiohttp 0.06 ms, and `httpx.AsyncClient` over this transport
-0.17 ms. The adapters keep httpx's API (`post`, `build_request` + `send(stream=True)`,
-`aiter_lines`, httpx's exceptions) and their tests keep injecting `httpx.MockTransport`; only
-the layer underneath changes.
+0.17 ms. The adapters no longer call the client's `post` or `send`: `ProviderAdapter._send`
+(gateway/providers/base.py) builds an `httpx.Request` and hands it straight to the
+transport the client picks for its URL (`client._transport_for_url`, an httpx internal),
+which skips the client's header merging, cookies, auth flows and redirects; the body is
+then read with `Response.aiter_bytes` (`_read_capped`, and `base.sse` for streams), and
+errors are httpx's exceptions (`_httpx_error`). So this class must behave as an httpx
+transport on its own, and tests can still inject `httpx.MockTransport` in its place.
 
 What it does not do, because the gateway does not need it: HTTP/2, a write timeout (aiohttp
 has none; a request body is small and goes out with the headers), and streaming a request

@@ -9,8 +9,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from budgets import services, views
+from budgets import services
 from budgets.windows import current_windows
+from gateway import budget_api
 from gateway.money import usd_to_units
 from tests.budgets.conftest import arun, team_snap
 from tests.factories import make_budget, make_feature, make_key, make_team
@@ -108,7 +109,7 @@ def test_it_answers_405_to_a_post(client, team):
 def test_it_answers_503_when_redis_is_unreachable(client, team, monkeypatch):
     _, secret = make_key(team)
     monkeypatch.setattr(
-        views, "aredis", lambda: Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+        budget_api, "aredis", lambda: Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     )
     response = _get(client, secret)
     assert response.status_code == 503

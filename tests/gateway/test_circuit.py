@@ -117,8 +117,16 @@ async def test_each_opening_pushes_an_event(redis, clock):
     await record_failure(redis, "openai")
     events = [circuit.parse_event(raw) for raw in await redis.lrange(EVENTS_KEY, 0, -1)]
     assert events == [
-        {"provider": "openai", "opened_at_ms": T0},
-        {"provider": "openai", "opened_at_ms": T0 + COOLDOWN_S * 1000},
+        {
+            "provider": "openai",
+            "opened_at": "2027-01-15T08:00:00+00:00",  # T0
+            "reason": "consecutive_failures",
+        },
+        {
+            "provider": "openai",
+            "opened_at": "2027-01-15T08:00:10+00:00",  # T0 + the cooldown
+            "reason": "consecutive_failures",
+        },
     ]
 
 

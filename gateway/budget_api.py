@@ -1,4 +1,8 @@
-"""GET /v1/budget: what a key's team and feature may still spend, per window."""
+"""GET /v1/budget: what a key's team and feature may still spend, per window.
+
+An API endpoint (Bearer key, OpenAI's error envelope), so it lives with the API, above the
+pipeline's `authenticate` and the budgets app's `budget_status` (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
