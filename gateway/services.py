@@ -263,8 +263,16 @@ async def attempt_models(call: Call, start):
     """
     redis = runtime.aredis()
     body = upstream_body(call.body)
+    refused: list[tuple[str, str]] = []  # (parameter, message) of each model that cannot serve
     for index, model in enumerate(call.chain):
         provider = model.provider.name
+        adapter = adapter_for(model.provider, runtime.http_client())
+        sent = {k: v for k, v in body.items() if k not in model.drop_params}
+        refusal = refusal_of(model, adapter.refusals(sent))
+        if refusal is not None:  # skipped, and said so; a 400 when no model can serve
+            refused.append(refusal)
+            call.attempts.append(_attempt(model, f"cannot serve: {refusal[1]}", ""))
+            continue
         try:
             state, dirty = await circuit.check(
                 redis, provider, call.circuit_states.pop(provider, None)
@@ -277,10 +285,9 @@ async def attempt_models(call: Call, start):
         remaining = call.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
-        adapter = adapter_for(model.provider, runtime.http_client())
         cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
         request = ChatRequest(
-            body=body,
+            body=sent,
             upstream_model=model.upstream_id,
             output_cap=cap,
             usage_ceiling=usage_ceiling(model),
@@ -310,7 +317,22 @@ async def attempt_models(call: Call, start):
         call.sent_cap = cap
         await _safe(circuit.record_success(redis, provider, state, dirty))
         return result
+    if len(refused) == len(call.chain):
+        param, message = refused[0]
+        raise InvalidRequest(message, param=param, code="unsupported_parameter")
     raise NoProviderAvailable(_attempts_message("Every provider failed", call))
+
+
+def refusal_of(model: ModelSnap, refusals: dict[str, str]) -> tuple[str, str] | None:
+    """(parameter, message) of the first thing `model` cannot honour, or None.
+
+    The message names the parameter and the model, e.g. "`logprobs` is not supported by model
+    claude-haiku (anthropic)"."""
+    for param, phrase in refusals.items():
+        phrase = phrase or " is not supported"
+        kind = model.provider.kind
+        return param, f"`{param}`{phrase} by model {model.name} ({kind})."
+    return None
 
 
 def usage_ceiling(model: ModelSnap) -> int:

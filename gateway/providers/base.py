@@ -108,6 +108,14 @@ def token_count(raw: Any, name: str) -> int:
     return value
 
 
+def asked(body: dict[str, Any], name: str) -> bool:
+    """Whether a request asks for `name`: present, and not null, false or {"type": "text"}."""
+    value = body.get(name)
+    if name == "response_format":
+        return isinstance(value, dict) and value.get("type") != "text"
+    return value is not None and value is not False
+
+
 def usage_problem(usage: Usage | None, ceiling: int) -> str | None:
     """Why a provider's reported usage cannot be billed, or None when it can.
 
@@ -413,6 +421,13 @@ class ProviderAdapter(abc.ABC):
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
+
+    def refusals(self, body: dict[str, Any]) -> dict[str, str]:
+        """What in an OpenAI chat body this provider cannot honour, as {parameter: phrase}
+        (phrase "" means " is not supported"; see services.refusal_message). The gateway
+        then skips the model in a fallback chain, or answers a 400 when no model can serve:
+        a parameter is never silently dropped. Default: everything is honoured."""
+        return {}
 
     @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:
