@@ -204,15 +204,18 @@ PRICE_FIELD = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": Tru
 
 # What a model's `drop_params` may name: the chat parameters some provider cannot honour.
 DROPPABLE_PARAMS = (
+    "audio",
     "frequency_penalty",
     "logit_bias",
     "logprobs",
+    "prediction",
     "presence_penalty",
     "reasoning_effort",
     "response_format",
     "seed",
     "temperature",
     "top_logprobs",
+    "web_search_options",
 )
 
 

@@ -76,6 +76,9 @@ UNSUPPORTED = (
     "presence_penalty",
     "logit_bias",
     "reasoning_effort",
+    "prediction",
+    "audio",
+    "web_search_options",
 )
 
 
