@@ -303,3 +303,119 @@ def test_a_fallback_skips_a_model_that_would_refuse(gateway_server, world, opena
     assert record.attempt_log[1]["error"] == (
         "cannot serve: `logprobs` is not supported by model claude-haiku (anthropic)."
     )
+
+
+# Legacy functions / function_call
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+ROME = {"city": "Rome"}
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o-mini"])
+def test_legacy_functions_are_tools_upstream_and_function_call_back(
+    gateway_server, world, openai_server, anthropic_server, model
+):
+    server = anthropic_server if model == "claude-haiku" else openai_server
+    server.script(tool_call("get_weather", ROME))
+    sdk = client(gateway_server, world)
+    answer = sdk.chat.completions.create(
+        model=model, messages=ASK, functions=[WEATHER], function_call={"name": "get_weather"}
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.function_call.name == "get_weather"
+    assert orjson.loads(choice.message.function_call.arguments) == ROME
+    assert not choice.message.tool_calls
+    sent = server.requests[0].body
+    assert "functions" not in sent and "function_call" not in sent
+    if model == "claude-haiku":
+        assert sent["tools"][0]["name"] == "get_weather"
+        assert sent["tool_choice"] == {
+            "type": "tool",
+            "name": "get_weather",
+            "disable_parallel_tool_use": True,
+        }
+    else:
+        assert sent["tools"] == [{"type": "function", "function": WEATHER}]
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o-mini"])
+def test_streamed_legacy_functions_come_back_as_function_call_deltas(
+    gateway_server, world, openai_server, anthropic_server, model
+):
+    server = anthropic_server if model == "claude-haiku" else openai_server
+    server.script(tool_call("get_weather", ROME))
+    sdk = client(gateway_server, world)
+    chunks = list(
+        sdk.chat.completions.create(model=model, messages=ASK, functions=[WEATHER], stream=True)
+    )
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not any(d.tool_calls for d in deltas)
+    calls = [d.function_call for d in deltas if d.function_call]
+    assert calls[0].name == "get_weather"
+    assert orjson.loads("".join(c.arguments or "" for c in calls)) == ROME
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "function_call"
+
+
+def test_legacy_history_becomes_tool_use_and_tool_result(gateway_server, world, anthropic_server):
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+        },
+        {"role": "function", "name": "get_weather", "content": "sunny, 24C"},
+    ]
+    anthropic_server.script(ok("It is sunny in Rome."))
+    sdk = client(gateway_server, world)
+    answer = sdk.chat.completions.create(
+        model="claude-haiku", messages=history, functions=[WEATHER]
+    )
+    assert answer.choices[0].message.content == "It is sunny in Rome."
+    assert answer.choices[0].finish_reason == "stop"
+    turns = anthropic_server.requests[0].body["messages"]
+    use = turns[1]["content"][0]
+    result = turns[2]["content"][0]
+    assert (use["type"], use["name"], use["input"]) == ("tool_use", "get_weather", ROME)
+    assert (result["type"], result["tool_use_id"]) == ("tool_result", use["id"])
+    assert result["content"] == "sunny, 24C"
+
+
+def test_a_cached_structured_answer_replays_as_json_and_only_for_the_schema(
+    gateway_server, world, anthropic_server
+):
+    anthropic_server.script(tool_call("whatever", PARIS), ok("Paris, about two million."))
+    sdk = openai.OpenAI(
+        base_url=gateway_server.base_url,
+        api_key=world["secret"],
+        max_retries=0,
+        default_headers={"X-Gateway-Feature": "chatbot", "X-Gateway-Cache-TTL": "60"},
+    )
+    ask = {"model": "claude-haiku", "messages": ASK, "response_format": City}
+    first = sdk.chat.completions.parse(**ask)
+    again = sdk.chat.completions.with_raw_response.parse(**ask)
+    assert again.headers["x-gateway-cache"] == "hit"
+    assert again.parse().choices[0].message.parsed == first.choices[0].message.parsed
+    with sdk.chat.completions.stream(**ask) as events:
+        assert events.get_final_completion().choices[0].message.parsed == City(**PARIS)
+    assert len(anthropic_server.requests) == 1
+    # The same question without the schema is another answer, not the cached JSON.
+    plain = sdk.chat.completions.create(model="claude-haiku", messages=ASK)
+    assert plain.choices[0].message.content == "Paris, about two million."
+    assert len(anthropic_server.requests) == 2
+
+
+def test_functions_with_tools_is_a_400(gateway_server, world):
+    sdk = client(gateway_server, world)
+    tools = [{"type": "function", "function": WEATHER}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(
+            model="claude-haiku", messages=ASK, functions=[WEATHER], tools=tools
+        )
+    assert caught.value.param == "functions"
