@@ -372,11 +372,14 @@ def _error_message(body: Any) -> str:
 class StreamResult:
     """Filled in by an adapter's stream as it goes: the final usage once the stream ends."""
 
-    __slots__ = ("usage", "finish_reason")
+    __slots__ = ("usage", "finish_reason", "details")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        # The upstream usage's `*_details` objects (completion_tokens_details, ...), passed
+        # on to the client's usage chunk as they came.
+        self.details: dict[str, Any] = {}
 
 
 USER_AGENT = "llm-gateway"

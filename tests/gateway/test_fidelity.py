@@ -419,3 +419,35 @@ def test_functions_with_tools_is_a_400(gateway_server, world):
             model="claude-haiku", messages=ASK, functions=[WEATHER], tools=tools
         )
     assert caught.value.param == "functions"
+
+
+# Streams keep the upstream's usage details
+
+
+def test_a_stream_keeps_the_upstream_usage_details_with_the_cost(
+    gateway_server, world, openai_server
+):
+    openai_server.script(ok("Paris.", reasoning_tokens=7, cached_tokens=3))
+    sdk = openai.OpenAI(
+        base_url=gateway_server.base_url,
+        api_key=world["secret"],
+        max_retries=0,
+        default_headers={"X-Gateway-Feature": "chatbot", "X-Gateway-Cache-TTL": "60"},
+    )
+    ask = {
+        "model": "gpt-4o-mini",
+        "messages": ASK,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    for expected_cost in (None, "0"):  # live, then replayed from the cache
+        (last,) = [c for c in sdk.chat.completions.create(**ask) if c.usage]
+        usage = last.usage
+        assert usage.completion_tokens_details.reasoning_tokens == 7
+        assert usage.completion_tokens_details.rejected_prediction_tokens == 0
+        assert usage.prompt_tokens_details.cached_tokens == 3
+        assert usage.prompt_tokens_details.audio_tokens == 0
+        assert usage.model_extra["cost_usd"]
+        if expected_cost:
+            assert usage.model_extra["cost_usd"] == expected_cost
+    assert len(openai_server.requests) == 1
