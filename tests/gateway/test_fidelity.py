@@ -451,3 +451,34 @@ def test_a_stream_keeps_the_upstream_usage_details_with_the_cost(
         if expected_cost:
             assert usage.model_extra["cost_usd"] == expected_cost
     assert len(openai_server.requests) == 1
+
+
+def test_a_self_hosted_server_declared_without_json_is_skipped_for_a_schema(
+    gateway_server, world, openai_server, anthropic_server
+):
+    local = make_provider(
+        "vllm",
+        kind="openai_compatible",
+        base_url=openai_server.base_url,
+        options={"unsupported_params": ["response_format"]},
+    )
+    llama = make_model("llama", local)
+    set_fallbacks(llama, make_model("claude-backup", world_anthropic()))
+    anthropic_server.script(tool_call("whatever", PARIS))
+    sdk = client(gateway_server, world)
+    answer = sdk.chat.completions.parse(model="llama", messages=ASK, response_format=City)
+    assert answer.choices[0].message.parsed == City(**PARIS)
+    assert openai_server.requests == []  # never asked
+    (record,) = drained()
+    assert record.attempt_log[0]["error"] == (
+        "cannot serve: `response_format` is not supported by model llama (openai_compatible)."
+    )
+    # Without the schema the same server is asked as usual.
+    assert sdk.chat.completions.create(model="llama", messages=ASK).choices[0].message.content
+    assert len(openai_server.requests) == 1
+
+
+def world_anthropic():
+    from gateway.models import Provider
+
+    return Provider.objects.get(name="anthropic")
