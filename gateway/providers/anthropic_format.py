@@ -57,12 +57,26 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
         out["tool_choice"] = choice
     structured = structured_tool(body)
     if structured is not None:
-        # Structured output: one forced tool whose input is the answer (see `structured_tool`).
-        out["tools"] = [structured]
-        out["tool_choice"] = {"type": "tool", "name": structured["name"]}
+        _add_structured(out, structured, body.get("tool_choice"))
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     return out
+
+
+def _add_structured(out: dict[str, Any], structured: dict[str, Any], choice: Any) -> None:
+    """Structured output: a tool whose input is the answer (see `structured_tool`).
+
+    Alone, it is forced. With the request's own tools the model must call one tool: one of
+    those (answered as tool_calls) or the answer's (answered as JSON content), one per turn,
+    as OpenAI lets a model call tools or answer in the schema. A `tool_choice` of "required"
+    or a named function asks for a tool call, not the answer: the answer's tool is not offered.
+    """
+    if not out.get("tools") or choice == "none":
+        out["tools"] = [structured]
+        out["tool_choice"] = {"type": "tool", "name": structured["name"]}
+    elif choice in (None, "auto"):
+        out["tools"] = [*out["tools"], structured]
+        out["tool_choice"] = {"type": "any", "disable_parallel_tool_use": True}
 
 
 STRUCTURED_FORMATS = ("json_schema", "json_object")
@@ -116,8 +130,11 @@ def refusals(body: dict[str, Any]) -> dict[str, str]:
         out["temperature"] = f" {temperature} is outside the range 0..1 accepted"
     structured = structured_tool(body)
     if structured is not None:
-        if body.get("tools") or body.get("functions"):
-            out["response_format"] = " together with `tools` is not supported"
+        names = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
+        if structured["name"] in names:
+            out["response_format"] = (
+                f" named {structured['name']!r} like one of the request's tools is not supported"
+            )
         elif structured["input_schema"].get("type") != "object":
             out["response_format"] = " with a schema whose root is not an object is not supported"
     return out

@@ -165,32 +165,80 @@ def test_gpt_answers_a_schema_request_itself(gateway_server, world, openai_serve
     assert answer.choices[0].message.parsed == City(**PARIS)
 
 
-def test_a_schema_request_with_its_own_tools_is_refused_by_claude(
-    gateway_server, world, anthropic_server
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string"}},
+            "required": ["q"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_schema_request_with_its_own_tools_calls_a_tool_then_answers_in_the_schema(
+    gateway_server, world, anthropic_server, stream
 ):
-    tools = [
+    """An agent's turn: Claude may call the request's tool or give the answer; either comes
+    back as OpenAI would send it (tool_calls, or JSON content)."""
+    anthropic_server.script(tool_call("lookup", {"q": "Paris"}), tool_call("City", PARIS))
+    sdk = client(gateway_server, world)
+
+    def ask(messages):
+        if not stream:
+            return sdk.chat.completions.parse(
+                model="claude-haiku", messages=messages, response_format=City, tools=[LOOKUP]
+            )
+        with sdk.chat.completions.stream(
+            model="claude-haiku", messages=messages, response_format=City, tools=[LOOKUP]
+        ) as events:
+            return events.get_final_completion()
+
+    first = ask(ASK).choices[0]
+    assert first.finish_reason == "tool_calls"
+    (call,) = first.message.tool_calls
+    assert (call.function.name, call.function.parsed_arguments) == ("lookup", {"q": "Paris"})
+    assert first.message.parsed is None
+    sent = anthropic_server.requests[0].body
+    assert [t["name"] for t in sent["tools"]] == ["lookup", "City"]
+    assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+
+    history = [
+        *ASK,
         {
-            "type": "function",
-            "function": {
-                "name": "lookup",
-                "strict": True,
-                "parameters": {
-                    "type": "object",
-                    "properties": {},
-                    "required": [],
-                    "additionalProperties": False,
-                },
-            },
-        }
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": call.function.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": "Paris: 2,102,650 people"},
     ]
+    second = ask(history).choices[0]
+    assert second.finish_reason == "stop"
+    assert second.message.parsed == City(**PARIS)
+    assert not second.message.tool_calls
+
+
+def test_a_schema_named_like_one_of_the_tools_is_a_400(gateway_server, world, anthropic_server):
+    tools = [{**LOOKUP, "function": {**LOOKUP["function"], "name": "City"}}]
     sdk = client(gateway_server, world)
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.parse(
             model="claude-haiku", messages=ASK, response_format=City, tools=tools
         )
     assert caught.value.body["message"] == (
-        "`response_format` together with `tools` is not supported by model claude-haiku "
-        "(anthropic)."
+        "`response_format` named 'City' like one of the request's tools is not supported by "
+        "model claude-haiku (anthropic)."
     )
     assert caught.value.param == "response_format"
     assert anthropic_server.requests == []

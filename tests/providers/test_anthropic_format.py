@@ -372,6 +372,24 @@ def test_refusals_name_what_anthropic_cannot_honour():
         "temperature": " 1.5 is outside the range 0..1 accepted",
     }
     assert refusals({"messages": [], "temperature": 1, "response_format": {"type": "text"}}) == {}
-    assert refusals(
-        {"response_format": SCHEMA_FORMAT, "tools": [{"type": "function"}], "messages": []}
-    ) == {"response_format": " together with `tools` is not supported"}
+    tool = {"type": "function", "function": {"name": "city_info"}}
+    assert refusals({"response_format": SCHEMA_FORMAT, "tools": [tool], "messages": []}) == {
+        "response_format": " named 'city_info' like one of the request's tools is not supported"
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "tools", "choice_sent"),
+    [
+        (None, ["lookup", "city_info"], {"type": "any", "disable_parallel_tool_use": True}),
+        ("auto", ["lookup", "city_info"], {"type": "any", "disable_parallel_tool_use": True}),
+        ("none", ["city_info"], {"type": "tool", "name": "city_info"}),
+        ("required", ["lookup"], {"type": "any"}),
+    ],
+)
+async def test_a_schema_with_the_requests_own_tools(tool_choice, tools, choice_sent):
+    lookup = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    extra = {"tool_choice": tool_choice} if tool_choice else {}
+    body = await sent_for(chat(response_format=SCHEMA_FORMAT, tools=[lookup], **extra), FORCED)
+    assert [t["name"] for t in body["tools"]] == tools
+    assert body["tool_choice"] == choice_sent
