@@ -295,6 +295,16 @@ class LanguageModelAdmin(admin.ModelAdmin):
             },
         ),
         ("Limits", {"fields": ("context_window", "max_output_tokens")}),
+        (
+            "Parameters the provider cannot honour",
+            {
+                "fields": ("drop_params",),
+                "description": "By default a request asking for a parameter this model's "
+                "provider cannot honour (e.g. logprobs or seed on Claude) gets a 400 naming it, "
+                "or the fallback chain skips this model. Parameters listed here are dropped on "
+                "purpose instead. See docs/compatibility.md.",
+            },
+        ),
     ]
 
 

@@ -93,6 +93,8 @@ class ModelSnap:
     context_window: int
     max_output_tokens: int
     fallbacks: tuple[str, ...]
+    # Parameters dropped on purpose for this model (LanguageModel.drop_params).
+    drop_params: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,7 @@ def _load_snapshot(started: float) -> Snapshot:
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
             fallbacks=tuple(link.target.name for link in m.fallback_links.all()),
+            drop_params=frozenset(m.drop_params or ()),
         )
     routes = tuple(
         RouteSnap(

@@ -202,6 +202,33 @@ class Provider(models.Model):
 PRICE_FIELD = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
 
 
+# What a model's `drop_params` may name: the chat parameters some provider cannot honour.
+DROPPABLE_PARAMS = (
+    "audio",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "prediction",
+    "presence_penalty",
+    "reasoning_effort",
+    "response_format",
+    "seed",
+    "temperature",
+    "top_logprobs",
+    "web_search_options",
+)
+
+
+def validate_drop_params(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError('Expected a list of parameter names, e.g. ["seed", "logprobs"].')
+    unknown = sorted(set(value) - set(DROPPABLE_PARAMS))
+    if unknown:
+        raise ValidationError(
+            f"Unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DROPPABLE_PARAMS)}."
+        )
+
+
 class LanguageModel(models.Model):
     name = models.CharField(max_length=128, unique=True, help_text="The name clients send.")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
@@ -217,6 +244,15 @@ class LanguageModel(models.Model):
     )
     context_window = models.PositiveIntegerField(default=128000)
     max_output_tokens = models.PositiveIntegerField(default=4096)
+    drop_params = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_drop_params],
+        help_text="Request parameters this model's provider cannot honour that are dropped on "
+        'purpose instead of refused, e.g. ["seed", "logprobs"]. Empty: a request asking for '
+        "one gets a 400 naming it (or the fallback chain skips this model). See "
+        "docs/compatibility.md.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:

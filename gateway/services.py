@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.logs import request_id_var
 from gateway.money import Cost, cost_of, format_usd, worst_case_units
-from gateway.providers import adapter_for
+from gateway.providers import adapter_for, legacy
 from gateway.providers.base import (
     ChatRequest,
     Completion,
@@ -81,6 +81,7 @@ class Call:
     output_cap: int | None = None  # set when the request sent no max_tokens and is capped
     sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
+    legacy_functions: bool = False  # asked with `functions`: answered with `function_call`
 
     @property
     def requested_model(self) -> str:
@@ -124,7 +125,16 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         headers.get("authorization"), getattr(headers, "meta", None)
     )
     call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
-    call.body = validate_chat(parse_json(raw_body))
+    data = parse_json(raw_body)
+    if isinstance(data, dict) and legacy.uses_functions(data):
+        # Translated once, here: every provider sees tools; the answer goes back in the
+        # legacy shape (`client_body`, `client_chunk`).
+        try:
+            data = legacy.request_to_tools(data)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="functions") from None
+        call.legacy_functions = True
+    call.body = validate_chat(data)
     call.stream = bool(call.body.get("stream"))
     priority = (headers.get("x-gateway-priority") or "medium").strip().lower()
     if priority not in PRIORITIES:
@@ -263,8 +273,16 @@ async def attempt_models(call: Call, start):
     """
     redis = runtime.aredis()
     body = upstream_body(call.body)
+    refused: list[tuple[str, str]] = []  # (parameter, message) of each model that cannot serve
     for index, model in enumerate(call.chain):
         provider = model.provider.name
+        adapter = adapter_for(model.provider, runtime.http_client())
+        sent = {k: v for k, v in body.items() if k not in model.drop_params}
+        refusal = refusal_of(model, adapter.refusals(sent))
+        if refusal is not None:  # skipped, and said so; a 400 when no model can serve
+            refused.append(refusal)
+            call.attempts.append(_attempt(model, f"cannot serve: {refusal[1]}", ""))
+            continue
         try:
             state, dirty = await circuit.check(
                 redis, provider, call.circuit_states.pop(provider, None)
@@ -277,10 +295,9 @@ async def attempt_models(call: Call, start):
         remaining = call.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
-        adapter = adapter_for(model.provider, runtime.http_client())
         cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
         request = ChatRequest(
-            body=body,
+            body=sent,
             upstream_model=model.upstream_id,
             output_cap=cap,
             usage_ceiling=usage_ceiling(model),
@@ -310,7 +327,22 @@ async def attempt_models(call: Call, start):
         call.sent_cap = cap
         await _safe(circuit.record_success(redis, provider, state, dirty))
         return result
+    if len(refused) == len(call.chain):
+        param, message = refused[0]
+        raise InvalidRequest(message, param=param, code="unsupported_parameter")
     raise NoProviderAvailable(_attempts_message("Every provider failed", call))
+
+
+def refusal_of(model: ModelSnap, refusals: dict[str, str]) -> tuple[str, str] | None:
+    """(parameter, message) of the first thing `model` cannot honour, or None.
+
+    The message names the parameter and the model, e.g. "`logprobs` is not supported by model
+    claude-haiku (anthropic)"."""
+    for param, phrase in refusals.items():
+        phrase = phrase or " is not supported"
+        kind = model.provider.kind
+        return param, f"`{param}`{phrase} by model {model.name} ({kind})."
+    return None
 
 
 def usage_ceiling(model: ModelSnap) -> int:
@@ -352,7 +384,18 @@ async def complete(call: Call) -> tuple[dict[str, Any], dict[str, str]]:
     usage = _usage_or_estimate(call, completion.usage, completion.body)
     cost = cost_of(usage, call.served.prices)
     await finish(call, usage=usage, cost=cost, body=completion.body)
-    return completion.body, call.headers(cost)
+    return client_body(call, completion.body), call.headers(cost)
+
+
+def client_body(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """An answer as the client asked for it: the legacy `function_call` shape if it asked
+    with `functions` (the cache and the ledger keep the tools shape)."""
+    return legacy.response_to_legacy(body) if call.legacy_functions else body
+
+
+def client_chunk(call: Call, chunk: dict[str, Any]) -> dict[str, Any]:
+    """A stream chunk as the client asked for it (see `client_body`)."""
+    return legacy.chunk_to_legacy(chunk) if call.legacy_functions else chunk
 
 
 async def _complete_checked(adapter, request: ChatRequest) -> Completion:

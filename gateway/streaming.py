@@ -34,6 +34,7 @@ from gateway.providers.base import (
     bad_usage,
     usage_problem,
 )
+from gateway.providers.openai import usage_details
 
 log = logging.getLogger(__name__)
 DONE = b"data: [DONE]\n\n"
@@ -43,13 +44,19 @@ def sse(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def openai_usage(usage: Usage, cost: Cost | None = None) -> dict[str, Any]:
+def openai_usage(
+    usage: Usage, cost: Cost | None = None, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The usage object of a stream's last chunk: the counts the gateway billed, the
+    upstream's `*_details` objects as they came (`details`), and the cost."""
     out: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
+    for name, value in (details or {}).items():
+        out[name] = {**value, **out.get(name, {})}
     if cost is not None:  # an extension field: the exact cost, known only at the end of a stream
         out["cost_usd"] = None if cost.unpriced else format_usd(cost.usd)
     return out
@@ -88,7 +95,7 @@ class Accumulator:
             c["function"]["arguments"] for c in self.tool_calls.values()
         )
 
-    def completion(self, usage: Usage) -> dict[str, Any]:
+    def completion(self, usage: Usage, details: dict[str, Any] | None = None) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
@@ -96,7 +103,7 @@ class Accumulator:
             **{k: v for k, v in self.meta.items() if v is not None},
             "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-            "usage": openai_usage(usage),
+            "usage": openai_usage(usage, details=details),
         }
 
 
@@ -161,7 +168,7 @@ async def live_events(
     delivered = inflight.delta_chars(first)
     inflight.progress(call.request_id, delivered, served, provider)
     try:
-        yield sse(first)
+        yield sse(services.client_chunk(call, first))
         while True:
             try:
                 async with asyncio.timeout_at(call.deadline):
@@ -171,7 +178,7 @@ async def live_events(
             acc.add(chunk)
             delivered += inflight.delta_chars(chunk)
             inflight.progress(call.request_id, delivered, served, provider)
-            yield sse(chunk)
+            yield sse(services.client_chunk(call, chunk))
         problem = usage_problem(result.usage, services.usage_ceiling(call.served))
         if problem is not None:
             raise bad_usage(call.served.provider.name, problem)
@@ -204,7 +211,9 @@ async def live_events(
         return
     usage, cost = settled_as
     if (call.body.get("stream_options") or {}).get("include_usage"):
-        yield sse({**_chunk_base(acc), "choices": [], "usage": openai_usage(usage, cost)})
+        details = result.details if usage.reported else None
+        usage_out = openai_usage(usage, cost, details)
+        yield sse({**_chunk_base(acc), "choices": [], "usage": usage_out})
     yield DONE
 
 
@@ -260,7 +269,8 @@ async def _account(
             reported=False,
         )
     cost = cost_of(usage, call.served.prices)
-    body = acc.completion(usage) if status == "ok" else None
+    details = result.details if usage.reported else None
+    body = acc.completion(usage, details) if status == "ok" else None
     await services.finish(
         call, usage=usage, cost=cost, body=body, status=status, error_type=error_type
     )
@@ -270,7 +280,7 @@ async def _account(
 async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator[bytes]:
     request_id_var.set(call.request_id)
     for chunk in replay_chunks(hit.body):
-        yield sse(chunk)
+        yield sse(services.client_chunk(call, chunk))
     if (call.body.get("stream_options") or {}).get("include_usage"):
         base = {
             "id": hit.body.get("id", ""),
@@ -278,5 +288,7 @@ async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator
             "created": hit.body.get("created", 0),
             "model": hit.body.get("model", ""),
         }
-        yield sse({**base, "choices": [], "usage": openai_usage(hit.usage, Cost(Decimal(0)))})
+        details = usage_details(hit.body.get("usage") or {})
+        usage_out = openai_usage(hit.usage, Cost(Decimal(0)), details)
+        yield sse({**base, "choices": [], "usage": usage_out})
     yield DONE

@@ -164,7 +164,7 @@ class ChatCompletionsView(InlineAPIView):
                 cost = await services.serve_cached(call, hit)
                 if call.stream:
                     return sse_response(streaming.cached_events(call, hit), call.headers(cost))
-                return json_response(hit.body, call.headers(cost))
+                return json_response(services.client_body(call, hit.body), call.headers(cost))
             if call.stream:
                 chunks, first, result = await services.attempt_models(call, streaming.start_stream)
                 events = streaming.live_events(call, chunks, first, result)

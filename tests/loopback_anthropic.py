@@ -71,18 +71,28 @@ class AnthropicWire(Wire):
             "stop_sequence": None,
         }
 
+    @staticmethod
+    def _answer(body: dict[str, Any], b: Behaviour) -> tuple[str, tuple[str, Any] | None]:
+        """(text, tool call) of the answer. Like Claude, a forced tool (`tool_choice` of type
+        "tool") is called with no prose before it, under the forced name."""
+        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+        if choice.get("type") == "tool" and b.tool_call:
+            return "", (choice["name"], b.tool_call[1])
+        return b.text, b.tool_call
+
     def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": b.text}] if b.text else []
-        if b.tool_call:
+        text, tool_call = self._answer(body, b)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        if tool_call:
             content.append(
                 {
                     "type": "tool_use",
                     "id": "toolu_loop1",
-                    "name": b.tool_call[0],
-                    "input": b.tool_call[1],
+                    "name": tool_call[0],
+                    "input": tool_call[1],
                 }
             )
-        stop = self._stop["tool_calls" if b.tool_call else b.finish]
+        stop = self._stop["tool_calls" if tool_call else b.finish]
         return {
             **self._message(body),
             "content": content,
@@ -91,10 +101,11 @@ class AnthropicWire(Wire):
         }
 
     def frames(self, body: dict[str, Any], b: Behaviour) -> list[bytes]:
+        text, tool_call = self._answer(body, b)
         start = {**self._message(body), "usage": self._usage(body, b, 1)}
         out = [sse({"type": "message_start", "message": start}, "message_start")]
         index = 0
-        if b.text:
+        if text:
             out.append(
                 sse(
                     {
@@ -115,12 +126,12 @@ class AnthropicWire(Wire):
                     },
                     "content_block_delta",
                 )
-                for p in pieces(b.text)
+                for p in pieces(text)
             ]
             out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
             index = 1
-        if b.tool_call:
-            block = {"type": "tool_use", "id": "toolu_loop1", "name": b.tool_call[0], "input": {}}
+        if tool_call:
+            block = {"type": "tool_use", "id": "toolu_loop1", "name": tool_call[0], "input": {}}
             out.append(
                 sse(
                     {"type": "content_block_start", "index": index, "content_block": block},
@@ -136,10 +147,10 @@ class AnthropicWire(Wire):
                     },
                     "content_block_delta",
                 )
-                for p in args_pieces(b.tool_call[1])
+                for p in args_pieces(tool_call[1])
             ]
             out.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
-        stop = self._stop["tool_calls" if b.tool_call else b.finish]
+        stop = self._stop["tool_calls" if tool_call else b.finish]
         out.append(
             sse(
                 {

@@ -54,7 +54,7 @@ class OpenAIWire(Wire):
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": b.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": b.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,

@@ -30,6 +30,7 @@ class Behaviour:
     prompt_tokens: int | None = None
     cached_tokens: int = 0
     cache_write_tokens: int = 0  # Anthropic only
+    reasoning_tokens: int = 0  # OpenAI only: usage.completion_tokens_details.reasoning_tokens
     tool_call: tuple[str, dict[str, Any]] | None = None  # (function name, arguments)
     garbage: bool = False  # a 200 whose body is an HTML page, not JSON nor SSE
     stall_after: int | None = None  # send this many SSE frames (or only the headers), then hang

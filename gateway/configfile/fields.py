@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from budgets.models import Reservation, default_thresholds
-from gateway.models import Provider, RouteRule, Team
+from gateway.models import Provider, RouteRule, Team, validate_drop_params
 
 
 class ConfigFileError(Exception):
@@ -84,6 +86,14 @@ def _mapping(value: Any, where: str) -> dict:
             f"{where}: expected a mapping such as {{latency_ms: 30}}, got {value!r}"
         )
     return value
+
+
+def _drop_params(value: Any, where: str) -> list[str]:
+    try:
+        validate_drop_params(value)
+    except ValidationError as exc:
+        raise ConfigFileError(f"{where}: {' '.join(exc.messages)}") from None
+    return list(value)
 
 
 def _percentages(value: Any, where: str) -> list[int]:
@@ -157,6 +167,7 @@ MODEL_FIELDS = (
     Field("cache_write_per_mtok", "cache_write_per_mtok", _usd, None, dump_decimal),
     Field("context_window", "context_window", _count, 128000),
     Field("max_output_tokens", "max_output_tokens", _count, 4096),
+    Field("drop_params", "drop_params", _drop_params, []),
     Field("enabled", "enabled", _flag, True),
 )
 

@@ -18,8 +18,10 @@ import orjson
 
 from gateway.providers.anthropic_format import (
     FINISH_REASONS,
+    refusals,
     request_to_anthropic,
     response_to_openai,
+    structured_tool,
     usage_from_anthropic,
 )
 from gateway.providers.base import (
@@ -59,11 +61,14 @@ class AnthropicAdapter(ProviderAdapter):
     def headers(self) -> dict[str, str]:
         return {"x-api-key": self.config.api_key, "anthropic-version": self.api_version}
 
+    def refusals(self, body: dict[str, Any]) -> dict[str, str]:
+        return refusals(body)
+
     async def complete(self, request: ChatRequest) -> Completion:
         payload = request_to_anthropic(request, self.config.name)
         data = await self.post_json(self.messages_url(), payload, self.headers())
         try:
-            body = check_completion(response_to_openai(data))
+            body = check_completion(response_to_openai(data, _structured(request)))
             usage = usage_from_anthropic(data["usage"])
         except _PARSE_ERRORS as exc:
             raise self.fail(exc) from exc
@@ -74,7 +79,7 @@ class AnthropicAdapter(ProviderAdapter):
     ) -> AsyncIterator[dict[str, Any]]:
         payload = {**request_to_anthropic(request, self.config.name), "stream": True}
         events = self.sse(self.messages_url(), payload, self.headers())
-        state = _StreamState(self.config.name)
+        state = _StreamState(self.config.name, _structured(request))
         async with aclosing(events):
             async for _event, data in events:
                 try:
@@ -96,13 +101,34 @@ class AnthropicAdapter(ProviderAdapter):
         result.finish_reason = state.finish_reason
 
 
+def _structured(request: ChatRequest) -> str | None:
+    tool = structured_tool(request.body)
+    return tool["name"] if tool is not None else None
+
+
 class _StreamState:
-    """Turns Anthropic stream events into OpenAI chunks, one event at a time."""
+    """Turns Anthropic stream events into OpenAI chunks, one event at a time.
 
-    __slots__ = ("provider", "id", "model", "created", "usage", "stop_reason", "tools", "stopped")
+    For a structured-output request (`structured`: the forced tool's name) that tool's
+    input_json_delta events become content deltas and its `tool_use` stop a "stop"."""
 
-    def __init__(self, provider: str) -> None:
+    __slots__ = (
+        "provider",
+        "structured",
+        "answer_block",
+        "id",
+        "model",
+        "created",
+        "usage",
+        "stop_reason",
+        "tools",
+        "stopped",
+    )
+
+    def __init__(self, provider: str, structured: str | None = None) -> None:
         self.provider = provider
+        self.structured = structured
+        self.answer_block: int | None = None  # the content block of the structured answer
         self.id, self.model, self.created = "", "", int(time.time())
         self.usage: dict[str, Any] = {}
         self.stop_reason: str | None = None
@@ -111,6 +137,8 @@ class _StreamState:
 
     @property
     def finish_reason(self) -> str:
+        if self.answer_block is not None and self.stop_reason == "tool_use":
+            return "stop"
         return FINISH_REASONS.get(self.stop_reason or "", "stop")
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -151,6 +179,9 @@ class _StreamState:
 
     def _block_start(self, data: dict[str, Any]) -> dict[str, Any] | None:
         index, block = data["index"], data["content_block"]
+        if block["type"] == "tool_use" and self.structured and block["name"] == self.structured:
+            self.answer_block = index
+            return None
         if block["type"] == "tool_use":
             self.tools[index] = len(self.tools)
             call = {
@@ -168,6 +199,8 @@ class _StreamState:
         index, delta = data["index"], data["delta"]
         if delta["type"] == "text_delta":
             return self.chunk({"content": delta["text"]})
+        if delta["type"] == "input_json_delta" and index == self.answer_block:
+            return self.chunk({"content": delta["partial_json"]})
         if delta["type"] == "input_json_delta" and index in self.tools:
             call = {"index": self.tools[index], "function": {"arguments": delta["partial_json"]}}
             return self.chunk({"tool_calls": [call]})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import orjson
 
-from gateway.providers.base import ChatRequest, ProviderError, Usage, token_count
+from gateway.providers.base import ChatRequest, ProviderError, Usage, asked, token_count
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
 FINISH_REASONS = {
@@ -43,7 +44,8 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
     if system:
         out["system"] = "\n\n".join(system)
     if body.get("temperature") is not None:
-        out["temperature"] = min(float(body["temperature"]), 1.0)  # OpenAI's range is 0..2
+        # OpenAI's range is 0..2, Anthropic's 0..1: `refusals` turns away anything above 1.
+        out["temperature"] = body["temperature"]
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     if body.get("stop"):
@@ -53,18 +55,104 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice and out.get("tools"):
         out["tool_choice"] = choice
+    structured = structured_tool(body)
+    if structured is not None:
+        _add_structured(out, structured, body.get("tool_choice"))
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     return out
 
 
-def response_to_openai(data: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat.completion body for an Anthropic message."""
+def _add_structured(out: dict[str, Any], structured: dict[str, Any], choice: Any) -> None:
+    """Structured output: a tool whose input is the answer (see `structured_tool`).
+
+    Alone, it is forced. With the request's own tools the model must call one tool: one of
+    those (answered as tool_calls) or the answer's (answered as JSON content), one per turn,
+    as OpenAI lets a model call tools or answer in the schema. A `tool_choice` of "required"
+    or a named function asks for a tool call, not the answer: the answer's tool is not offered.
+    """
+    if not out.get("tools") or choice == "none":
+        out["tools"] = [structured]
+        out["tool_choice"] = {"type": "tool", "name": structured["name"]}
+    elif choice in (None, "auto"):
+        out["tools"] = [*out["tools"], structured]
+        out["tool_choice"] = {"type": "any", "disable_parallel_tool_use": True}
+
+
+STRUCTURED_FORMATS = ("json_schema", "json_object")
+_TOOL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+# Chat parameters Anthropic's Messages API has no equivalent for.
+UNSUPPORTED = (
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "reasoning_effort",
+    "prediction",
+    "audio",
+    "web_search_options",
+)
+
+
+def structured_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The forced tool that carries a `response_format` json_schema / json_object request,
+    or None. Claude is made to call it; its `input` (an object that follows the schema)
+    becomes the message content as JSON text, so the client cannot tell the difference."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in STRUCTURED_FORMATS:
+        return None
+    if fmt["type"] == "json_object":
+        name, schema, description = "json_object", {"type": "object"}, ""
+    else:
+        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
+        name = str(spec.get("name") or "json_schema")
+        schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {}
+        schema = schema or {"type": "object"}
+        description = str(spec.get("description") or "")
+    tool = {
+        "name": _TOOL_NAME_BAD.sub("_", name)[:64],
+        "description": description or "Give the answer as this tool's input.",
+        "input_schema": schema,
+    }
+    return tool
+
+
+def refusals(body: dict[str, Any]) -> dict[str, str]:
+    """What in an OpenAI request Anthropic cannot honour: {parameter: phrase}, where the
+    phrase ends "`parameter`<phrase> by model M (anthropic)" (see services.refusal_message).
+    Nothing is dropped or clamped here: the gateway refuses, skips the model, or drops the
+    parameters the model's `drop_params` lists before asking."""
+    out = {name: "" for name in UNSUPPORTED if asked(body, name)}
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and temperature > 1:
+        out["temperature"] = f" {temperature} is outside the range 0..1 accepted"
+    structured = structured_tool(body)
+    if structured is not None:
+        names = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
+        if structured["name"] in names:
+            out["response_format"] = (
+                f" named {structured['name']!r} like one of the request's tools is not supported"
+            )
+        elif structured["input_schema"].get("type") != "object":
+            out["response_format"] = " with a schema whose root is not an object is not supported"
+    return out
+
+
+def response_to_openai(data: dict[str, Any], structured: str | None = None) -> dict[str, Any]:
+    """An OpenAI chat.completion body for an Anthropic message.
+
+    `structured`: the name of the forced tool of a structured-output request; its input is
+    the message content (JSON text) and its `tool_use` stop is a plain "stop"."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    answer = None
     for block in data["content"]:
         if block["type"] == "text":
             text.append(block["text"])
+        elif block["type"] == "tool_use" and structured and block["name"] == structured:
+            answer = orjson.dumps(block["input"]).decode()
         elif block["type"] == "tool_use":
             calls.append(
                 {
@@ -76,6 +164,10 @@ def response_to_openai(data: dict[str, Any]) -> dict[str, Any]:
                     },
                 }
             )
+    stop_reason = data.get("stop_reason") or ""
+    if answer is not None:
+        text = [answer]  # a forced tool's call comes without prose
+        stop_reason = "end_turn" if stop_reason == "tool_use" else stop_reason
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text) or (None if calls else ""),
@@ -93,7 +185,7 @@ def response_to_openai(data: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(data.get("stop_reason") or "", "stop"),
+                "finish_reason": FINISH_REASONS.get(stop_reason, "stop"),
             }
         ],
         "usage": openai_usage(usage),

@@ -108,6 +108,14 @@ def token_count(raw: Any, name: str) -> int:
     return value
 
 
+def asked(body: dict[str, Any], name: str) -> bool:
+    """Whether a request asks for `name`: present, and not null, false or {"type": "text"}."""
+    value = body.get(name)
+    if name == "response_format":
+        return isinstance(value, dict) and value.get("type") != "text"
+    return value is not None and value is not False
+
+
 def usage_problem(usage: Usage | None, ceiling: int) -> str | None:
     """Why a provider's reported usage cannot be billed, or None when it can.
 
@@ -364,11 +372,14 @@ def _error_message(body: Any) -> str:
 class StreamResult:
     """Filled in by an adapter's stream as it goes: the final usage once the stream ends."""
 
-    __slots__ = ("usage", "finish_reason")
+    __slots__ = ("usage", "finish_reason", "details")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        # The upstream usage's `*_details` objects (completion_tokens_details, ...), passed
+        # on to the client's usage chunk as they came.
+        self.details: dict[str, Any] = {}
 
 
 USER_AGENT = "llm-gateway"
@@ -413,6 +424,13 @@ class ProviderAdapter(abc.ABC):
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
+
+    def refusals(self, body: dict[str, Any]) -> dict[str, str]:
+        """What in an OpenAI chat body this provider cannot honour, as {parameter: phrase}
+        (phrase "" means " is not supported"; see services.refusal_message). The gateway
+        then skips the model in a fallback chain, or answers a 400 when no model can serve:
+        a parameter is never silently dropped. Default: everything is honoured."""
+        return {}
 
     @abc.abstractmethod
     async def complete(self, request: ChatRequest) -> Completion:

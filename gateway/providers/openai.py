@@ -116,9 +116,11 @@ class OpenAIAdapter(ProviderAdapter):
                 kind="server_error",
                 body=data,
             )
-        usage = usage_from_openai(data.pop("usage", None))
+        raw = data.pop("usage", None)
+        usage = usage_from_openai(raw)
         if usage is not None:
             result.usage = usage
+            result.details = usage_details(raw)
         check_chunk(data)
         choices = data.get("choices")
         if not choices:
@@ -127,6 +129,11 @@ class OpenAIAdapter(ProviderAdapter):
             if choice.get("finish_reason"):
                 result.finish_reason = choice["finish_reason"]
         return data
+
+
+def usage_details(raw: dict[str, Any]) -> dict[str, Any]:
+    """The `*_details` objects of an OpenAI usage (reasoning, audio, prediction tokens...)."""
+    return {k: v for k, v in raw.items() if k.endswith("_details") and isinstance(v, dict)}
 
 
 def _message(data: dict[str, Any]) -> str:

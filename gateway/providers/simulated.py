@@ -26,6 +26,7 @@ from gateway.providers.base import (
     ProviderAdapter,
     StreamResult,
     Usage,
+    asked,
     error_from_response,
 )
 from gateway.tokens import estimate_text, prompt_text
@@ -39,6 +40,11 @@ _WORDS = (
 
 class SimulatedAdapter(ProviderAdapter):
     kind = "simulated"
+
+    def refusals(self, body: dict[str, Any]) -> dict[str, str]:
+        """Its answer is a few words: no JSON, no log probabilities."""
+        names = ("response_format", "logprobs", "top_logprobs")
+        return {name: "" for name in names if asked(body, name)}
 
     def _option(self, key: str, default: float) -> float:
         return float(self.config.options.get(key, default))

@@ -204,3 +204,41 @@ def test_the_usage_ledger_filters_by_team_model_status_and_cache(staff, demo):
     assert hit.status_code == 200 and miss.status_code == 200
     assert hit.context["cl"].result_count == 1
     assert miss.context["cl"].result_count == 0
+
+
+@pytest.mark.parametrize(
+    ("typed", "saved", "message"),
+    [
+        ('["seed", "logprobs"]', ["seed", "logprobs"], None),
+        ('["sed"]', [], b"Unknown parameter(s) sed"),
+        ('"seed"', [], b"Expected a list of parameter names"),
+    ],
+)
+def test_a_models_drop_params_are_set_and_checked_in_the_admin(staff, typed, saved, message):
+    from gateway.models import LanguageModel
+
+    provider = Provider.objects.create(name="anthropic", kind="anthropic")
+    model = LanguageModel.objects.create(name="claude-haiku", provider=provider, upstream_id="c")
+    url = reverse("admin:gateway_languagemodel_change", args=[model.pk])
+    page = staff.get(url)
+    assert b"Parameters the provider cannot honour" in page.content
+    response = staff.post(
+        url,
+        {
+            "name": "claude-haiku",
+            "provider": provider.pk,
+            "upstream_id": "c",
+            "enabled": "on",
+            "context_window": 200000,
+            "max_output_tokens": 8192,
+            "drop_params": typed,
+            "fallback_links-TOTAL_FORMS": 0,
+            "fallback_links-INITIAL_FORMS": 0,
+        },
+    )
+    model.refresh_from_db()
+    assert model.drop_params == saved
+    if message is None:
+        assert response.status_code == 302
+    else:
+        assert response.status_code == 200 and message in response.content

@@ -199,3 +199,15 @@ def test_a_model_needs_a_known_provider_and_a_provider_a_kind():
         import_config({"providers": [{"name": "x"}]})
     with pytest.raises(ConfigFileError, match=r"entries"):
         import_config({"models": {"name": "x"}})
+
+
+def test_drop_params_are_read_written_and_checked():
+    text = BASE.replace('output_per_mtok: "4"}', 'output_per_mtok: "4", drop_params: [seed]}')
+    import_config(load(text))
+    assert LanguageModel.objects.get(name="claude-haiku").drop_params == ["seed"]
+    haiku = next(m for m in export_config()["models"] if m["name"] == "claude-haiku")
+    assert haiku["drop_params"] == ["seed"]
+    mini = next(m for m in export_config()["models"] if m["name"] == "gpt-4o-mini")
+    assert "drop_params" not in mini  # the default (nothing dropped) is left out
+    with pytest.raises(ConfigFileError, match=r"drop_params: Unknown parameter\(s\) sed"):
+        import_config(load(text.replace("[seed]", "[sed]")))

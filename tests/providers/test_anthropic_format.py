@@ -6,9 +6,19 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway.providers.anthropic_format import refusals
 from gateway.providers.base import ProviderError
 from tests.providers.support import ANTHROPIC_MESSAGE as MESSAGE
-from tests.providers.support import adapter, chat, recording, sent_json
+from tests.providers.support import (
+    adapter,
+    chat,
+    drain,
+    event,
+    recording,
+    sent_json,
+    sse_response,
+    text_of,
+)
 
 
 async def sent_for(request, answer=None) -> dict:
@@ -47,9 +57,10 @@ async def test_system_messages_become_the_system_field_and_max_tokens_defaults()
 
 async def test_sampling_options_are_translated():
     body = await sent_for(
-        chat(max_completion_tokens=50, temperature=1.7, top_p=0.9, stop="END", user="u-1")
+        chat(max_completion_tokens=50, temperature=0.7, top_p=0.9, stop="END", user="u-1")
     )
-    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (50, 1.0, 0.9)
+    # Sent as asked, never clamped: above 1 the adapter refuses (see test_fidelity.py).
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (50, 0.7, 0.9)
     assert body["stop_sequences"] == ["END"]
     assert body["metadata"] == {"user_id": "u-1"}
 
@@ -250,3 +261,135 @@ async def test_tool_use_blocks_become_tool_calls():
 async def test_stop_reasons_map_to_finish_reasons(stop_reason, finish):
     body = await answer_for({**MESSAGE, "stop_reason": stop_reason})
     assert body["choices"][0]["finish_reason"] == finish
+
+
+# Structured output (response_format) as a forced tool, both ways
+
+
+SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city info",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+FORCED = {
+    **MESSAGE,
+    "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "city_info", "input": {"city": "Rome"}}
+    ],
+    "stop_reason": "tool_use",
+}
+
+
+async def test_a_json_schema_becomes_one_forced_tool():
+    body = await sent_for(chat(response_format=SCHEMA_FORMAT), FORCED)
+    assert body["tools"] == [
+        {
+            "name": "city_info",  # Anthropic's tool names allow [a-zA-Z0-9_-] only
+            "description": "Give the answer as this tool's input.",
+            "input_schema": SCHEMA_FORMAT["json_schema"]["schema"],
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "city_info"}
+    assert "response_format" not in body
+
+
+async def test_a_text_response_format_changes_nothing():
+    body = await sent_for(chat(response_format={"type": "text"}))
+    assert "tools" not in body and "tool_choice" not in body
+
+
+async def test_the_forced_tools_input_comes_back_as_json_content_and_stop():
+    answer = (
+        await adapter("anthropic", lambda r: httpx.Response(200, json=FORCED)).complete(
+            chat(response_format=SCHEMA_FORMAT)
+        )
+    ).body
+    choice = answer["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": '{"city":"Rome"}'}
+    assert choice["finish_reason"] == "stop"
+
+
+async def test_a_structured_answer_cut_at_max_tokens_says_length():
+    cut_short = {**FORCED, "stop_reason": "max_tokens"}
+    answer = (
+        await adapter("anthropic", lambda r: httpx.Response(200, json=cut_short)).complete(
+            chat(response_format=SCHEMA_FORMAT)
+        )
+    ).body
+    assert answer["choices"][0]["finish_reason"] == "length"
+
+
+async def test_a_structured_stream_turns_input_json_deltas_into_content():
+    start = {"type": "message_start", "message": {**MESSAGE, "content": []}}
+    block = {"type": "tool_use", "id": "toolu_1", "name": "city_info", "input": {}}
+    frames = [
+        event(start),
+        event({"type": "content_block_start", "index": 0, "content_block": block}),
+        *[
+            event(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                }
+            )
+            for part in ('{"city"', ': "Rome"}')
+        ],
+        event({"type": "content_block_stop", "index": 0}),
+        event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 9},
+            }
+        ),
+        event({"type": "message_stop"}),
+    ]
+    seen: list[httpx.Request] = []
+    chunks, result = await drain(
+        adapter("anthropic", recording(lambda: sse_response(*frames), seen)),
+        chat(response_format=SCHEMA_FORMAT, stream=True),
+    )
+    assert sent_json(seen[0])["tool_choice"] == {"type": "tool", "name": "city_info"}
+    assert text_of(chunks) == '{"city": "Rome"}'
+    assert not any("tool_calls" in c["choices"][0]["delta"] for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert result.finish_reason == "stop"
+
+
+def test_refusals_name_what_anthropic_cannot_honour():
+    body = {"messages": [], "logprobs": False, "seed": 1, "temperature": 1.5}
+    assert refusals(body) == {
+        "seed": "",
+        "temperature": " 1.5 is outside the range 0..1 accepted",
+    }
+    assert refusals({"messages": [], "temperature": 1, "response_format": {"type": "text"}}) == {}
+    tool = {"type": "function", "function": {"name": "city_info"}}
+    assert refusals({"response_format": SCHEMA_FORMAT, "tools": [tool], "messages": []}) == {
+        "response_format": " named 'city_info' like one of the request's tools is not supported"
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "tools", "choice_sent"),
+    [
+        (None, ["lookup", "city_info"], {"type": "any", "disable_parallel_tool_use": True}),
+        ("auto", ["lookup", "city_info"], {"type": "any", "disable_parallel_tool_use": True}),
+        ("none", ["city_info"], {"type": "tool", "name": "city_info"}),
+        ("required", ["lookup"], {"type": "any"}),
+    ],
+)
+async def test_a_schema_with_the_requests_own_tools(tool_choice, tools, choice_sent):
+    lookup = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    extra = {"tool_choice": tool_choice} if tool_choice else {}
+    body = await sent_for(chat(response_format=SCHEMA_FORMAT, tools=[lookup], **extra), FORCED)
+    assert [t["name"] for t in body["tools"]] == tools
+    assert body["tool_choice"] == choice_sent
