@@ -1,0 +1,171 @@
+"""The admin as a non-developer walks it: signed in through the login form, every change a
+POST carrying the page's CSRF token (issue 21, "What the admin review showed")."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from gateway.models import ApiKey
+from tests.factories import make_feature, make_key, make_team
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a long admin passphrase 21"
+
+
+def csrf(page) -> str:
+    return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content)[1].decode()
+
+
+def post(client: Client, url: str, data: dict, **kw):
+    """Submit a form the way a browser does: GET the page for its token, then POST."""
+    token = csrf(client.get(url))
+    return client.post(url, {**data, "csrfmiddlewaretoken": token}, **kw)
+
+
+@pytest.fixture
+def admin(django_user_model, settings) -> Client:
+    settings.SECURE_SSL_REDIRECT = False
+    django_user_model.objects.create_superuser("ops", "ops@example.com", PASSWORD)
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/admin/login/?next=/admin/")
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {
+            "username": "ops",
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": csrf(page),
+            "next": "/admin/",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    return client
+
+
+def messages_of(page) -> list[tuple[str, str]]:
+    return (
+        re.findall(
+            rb'<li class="(\w+)">(.*?)</li>',
+            page.content.split(b'class="messagelist"')[1].split(b"</ul>")[0],
+        )
+        if b'class="messagelist"' in page.content
+        else []
+    )
+
+
+# --- Revoking a key ---------------------------------------------------------------------
+
+
+def test_the_keys_own_page_offers_revoke_with_a_confirmation(admin):
+    key, _ = make_key(make_team("acme"))
+    change = admin.get(f"/admin/gateway/apikey/{key.pk}/change/")
+    revoke_url = f"/admin/gateway/apikey/{key.pk}/revoke/"
+    assert revoke_url.encode() in change.content and b"Revoke this key" in change.content
+
+    confirm = admin.get(revoke_url)
+    assert confirm.status_code == 200 and b"Yes, revoke this key" in confirm.content
+    key.refresh_from_db()
+    assert key.revoked_at is None  # looking at the confirmation changes nothing
+
+    assert Client(enforce_csrf_checks=True).post(revoke_url).status_code in (302, 403)
+    key.refresh_from_db()
+    assert key.revoked_at is None  # not signed in: nothing happens
+    done = post(admin, revoke_url, {}, follow=True)
+    key.refresh_from_db()
+    assert key.revoked_at is not None and ApiKey.objects.filter(pk=key.pk).exists()
+    assert done.redirect_chain[-1][0] == f"/admin/gateway/apikey/{key.pk}/change/"
+    assert [(c, t) for c, t in messages_of(done) if c == b"success"]
+    assert b"Revoke this key" not in done.content and b"was revoked on" in done.content
+
+    again = post(admin, revoke_url, {}, follow=True)
+    assert [c for c, _ in messages_of(again)] == [b"warning"]
+    assert b"Already revoked, nothing changed" in again.content
+
+
+def test_a_post_without_the_csrf_token_revokes_nothing(admin):
+    key, _ = make_key(make_team("acme"))
+    response = admin.post(f"/admin/gateway/apikey/{key.pk}/revoke/")
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.revoked_at is None
+
+
+def test_the_bulk_revoke_asks_first_and_warns_about_revoked_keys(admin):
+    team = make_team("acme")
+    (fresh, _), (old, _), (kept, _) = make_key(team), make_key(team), make_key(team)
+    post(admin, f"/admin/gateway/apikey/{old.pk}/revoke/", {})
+    old.refresh_from_db()
+    revoked_on = old.revoked_at
+
+    listing = "/admin/gateway/apikey/"
+    chosen = {"action": "revoke_keys", "_selected_action": [fresh.pk, old.pk]}
+    ask = post(admin, listing, chosen)
+    assert ask.status_code == 200 and b"Yes, revoke these 2 keys" in ask.content
+    assert b"already revoked" in ask.content
+    fresh.refresh_from_db()
+    assert fresh.revoked_at is None  # nothing happens before the confirmation
+
+    token = csrf(ask)  # the confirmation page's own form
+    done = admin.post(
+        listing, {**chosen, "confirmed": "yes", "csrfmiddlewaretoken": token}, follow=True
+    )
+    levels = [c for c, _ in messages_of(done)]
+    assert levels == [b"success", b"warning"]
+    assert f"Revoked 1 key(s): {fresh.prefix}".encode() in done.content
+    assert f"Already revoked, nothing changed: {old.prefix}".encode() in done.content
+    for k in (fresh, old, kept):
+        k.refresh_from_db()
+    assert fresh.revoked_at is not None and old.revoked_at == revoked_on
+    assert kept.revoked_at is None
+
+    only_old = admin.post(
+        listing,
+        {
+            "action": "revoke_keys",
+            "_selected_action": [old.pk],
+            "confirmed": "yes",
+            "csrfmiddlewaretoken": token,
+        },
+        follow=True,
+    )
+    assert [c for c, _ in messages_of(only_old)] == [b"warning"]
+    assert b"success" not in b"".join(c for c, _ in messages_of(only_old))
+
+
+# --- Creating a key ---------------------------------------------------------------------
+
+
+def test_the_feature_dropdown_is_tagged_by_team_and_limited_from_a_teams_link(admin):
+    acme, other = make_team("acme"), make_team("other")
+    mine, theirs = make_feature(acme, "chatbot"), make_feature(other, "search")
+    page = admin.get("/admin/gateway/apikey/add/")
+    assert f'value="{mine.pk}" data-team="{acme.pk}"'.encode() in page.content
+    assert f'value="{theirs.pk}" data-team="{other.pk}"'.encode() in page.content
+    assert b"gateway/apikey_form.js" in page.content
+    from_team = admin.get(f"/admin/gateway/apikey/add/?team={acme.pk}")
+    assert f'value="{mine.pk}" data-team'.encode() in from_team.content
+    assert f'value="{theirs.pk}" data-team'.encode() not in from_team.content
+
+    refused = post(admin, "/admin/gateway/apikey/add/", {"team": acme.pk, "feature": theirs.pk})
+    assert b"The feature belongs to another team." in refused.content
+    assert not ApiKey.objects.exists()
+
+
+def test_a_new_key_comes_with_a_copy_button_the_base_url_and_a_curl_line(admin):
+    team = make_team("acme")
+    feature = make_feature(team, "chatbot")
+    page = post(admin, "/admin/gateway/apikey/add/", {"team": team.pk, "feature": feature.pk})
+    assert page.status_code == 200 and "no-store" in page["Cache-Control"]
+    secret = page.context["secret"]
+    body = page.content.decode()
+    assert f'value="{secret}"' in body
+    assert 'data-copy="api-key-secret"' in body and "gateway/copy.js" in body
+    assert 'value="http://testserver/v1"' in body
+    assert (
+        "curl http://testserver/v1/chat/completions -H &quot;Authorization: Bearer "
+        "$GATEWAY_API_KEY&quot;" in body
+    )
+    assert secret not in page.context["curl"]  # the secret is not pasted into shell history
