@@ -42,6 +42,49 @@ admin.site.site_title = "LLM gateway admin"
 admin.site.index_title = "Teams, keys, providers, models, routes, budgets and usage"
 
 
+# Field labels in words, set on the forms (not the models, so no migration): "Rpm limit"
+# and "Daily limit usd" read as "Requests per minute" and "Daily limit (USD)".
+LABELS = {
+    "rpm_limit": "Requests per minute",
+    "tpm_limit": "Tokens per minute",
+    "output_cap": "Output cap (tokens)",
+    "default_cache_ttl": "Cache lifetime (seconds)",
+    "max_prompt_tokens": "Max prompt tokens",
+    "max_output_tokens": "Max output tokens",
+    "connect_timeout": "Connect timeout (seconds)",
+    "read_timeout": "Read timeout (seconds)",
+    "api_key_env": "API key environment variable",
+    "upstream_id": "Upstream model id",
+    "input_per_mtok": "Input price",
+    "output_per_mtok": "Output price",
+    "cached_input_per_mtok": "Cached input price",
+    "cache_write_per_mtok": "Cache write price",
+    "budget_fail_open": "Let requests through when Redis is down",
+}
+
+
+class Labelled:
+    """Mixin for admins and inlines: their form fields carry the labels above."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in LABELS:
+            field.label = LABELS[db_field.name]
+        return field
+
+
+def labelled_column(name: str, label: str):
+    """A list column showing a model field under a readable heading."""
+
+    @admin.display(description=label, ordering=name)
+    def column(self, obj):
+        value = getattr(obj, name)
+        return "—" if value is None else value
+
+    column.__name__ = name + "_shown"
+    return column
+
+
 class FeatureChoicesFilter(admin.RelatedFieldListFilter):
     """Features are shown as team/feature: load the teams with them (one query, not N)."""
 
@@ -49,20 +92,20 @@ class FeatureChoicesFilter(admin.RelatedFieldListFilter):
         return [(f.pk, str(f)) for f in Feature.objects.select_related("team")]
 
 
-class FeatureInline(admin.TabularInline):
+class FeatureInline(Labelled, admin.TabularInline):
     model = Feature
     fields = ("name", "default_cache_ttl", "output_cap")
     extra = 1
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "timezone",
         "cache_scope",
-        "rpm_limit",
-        "tpm_limit",
+        "rpm_limit_shown",
+        "tpm_limit_shown",
         "feature_count",
         "budget_fail_open",
         "store_content",
@@ -71,6 +114,8 @@ class TeamAdmin(admin.ModelAdmin):
     list_filter = ("cache_scope", "budget_fail_open", "store_content")
     search_fields = ("name",)
     inlines = [FeatureInline]
+    rpm_limit_shown = labelled_column("rpm_limit", "requests per minute")
+    tpm_limit_shown = labelled_column("tpm_limit", "tokens per minute")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(_features=Count("features"))
@@ -81,7 +126,7 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(Feature)
-class FeatureAdmin(admin.ModelAdmin):
+class FeatureAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "team",
@@ -170,7 +215,7 @@ def _names(keys: list[ApiKey]) -> str:
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "prefix_shown",
         "name",
@@ -337,7 +382,7 @@ def curl_line(base_url: str, key: ApiKey) -> str:
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "kind",
@@ -374,16 +419,32 @@ class ProviderAdmin(admin.ModelAdmin):
         return bool(os.environ.get(obj.api_key_env))
 
 
-class FallbackInline(admin.TabularInline):
+class NextPositionFormSet(forms.BaseInlineFormSet):
+    """New rows start after the last saved position (1, 2, 3 ... in the order shown), not
+    all at 0; the "Add another" row continues from the blank rows."""
+
+    def get_form_kwargs(self, index):
+        kwargs = super().get_form_kwargs(index)
+        saved = [getattr(o, "position", 0) or 0 for o in self.get_queryset()]
+        after = max(saved, default=-1) + 1
+        extra = index - self.initial_form_count() if index is not None else self.extra
+        if index is None or index >= self.initial_form_count():
+            kwargs["initial"] = {**kwargs.get("initial", {}), "position": after + extra}
+        return kwargs
+
+
+class FallbackInline(Labelled, admin.TabularInline):
     model = Fallback
     fk_name = "model"
+    formset = NextPositionFormSet
     fields = ("position", "target")
     extra = 1
-    verbose_name = "fallback (tried in order of position)"
+    verbose_name = "fallback"
+    verbose_name_plural = "Fallbacks (tried in order of position)"
 
 
 @admin.register(LanguageModel)
-class LanguageModelAdmin(admin.ModelAdmin):
+class LanguageModelAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "provider",
@@ -419,15 +480,17 @@ class LanguageModelAdmin(admin.ModelAdmin):
     ]
 
 
-class RouteStepInline(admin.TabularInline):
+class RouteStepInline(Labelled, admin.TabularInline):
     model = RouteStep
+    formset = NextPositionFormSet
     fields = ("position", "model")
     extra = 1
-    verbose_name = "model in the chain (tried in order of position)"
+    verbose_name = "model in the chain"
+    verbose_name_plural = "Models in the chain (tried in order of position)"
 
 
 @admin.register(RouteRule)
-class RouteRuleAdmin(admin.ModelAdmin):
+class RouteRuleAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "position",
         "name",
@@ -452,7 +515,7 @@ class RouteRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(Labelled, admin.ModelAdmin):
     """The ledger: read-only, because budgets and reports are rebuilt from it."""
 
     list_display = (
@@ -497,7 +560,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(Labelled, admin.ModelAdmin):
     """Ledger records the database refused, set aside so the queue keeps flowing. Read-only:
     replay one after a fix (the action below, or `manage.py deadletters --replay ID`)."""
 

@@ -169,3 +169,98 @@ def test_a_new_key_comes_with_a_copy_button_the_base_url_and_a_curl_line(admin):
         "$GATEWAY_API_KEY&quot;" in body
     )
     assert secret not in page.context["curl"]  # the secret is not pasted into shell history
+
+
+# --- Budgets: thresholds as people type them, readable labels ----------------------------
+
+
+def budget_form(team, **overrides) -> dict:
+    return {
+        "scope": "team",
+        "team": team.pk,
+        "feature": "",
+        "hard": "on",
+        "reservation": "cap",
+        "enabled": "on",
+        "daily_limit_usd": "2.00",
+        "monthly_limit_usd": "",
+        "alert_thresholds": "80, 100",
+        "alert_emails": "",
+        "webhook_url": "",
+        **overrides,
+    }
+
+
+def test_alert_thresholds_are_typed_as_80_comma_100(admin):
+    from budgets.models import Budget
+
+    team = make_team("acme")
+    page = admin.get(f"/admin/budgets/budget/add/?team={team.pk}")
+    assert b"Daily limit (USD)" in page.content and b"Alert thresholds (%)" in page.content
+    assert b'value="50, 80, 100"' in page.content  # the default, written the same way
+    saved = post(admin, "/admin/budgets/budget/add/", budget_form(team), follow=True)
+    assert saved.status_code == 200
+    budget = Budget.objects.get()
+    assert budget.alert_thresholds == [80, 100]
+    change = admin.get(f"/admin/budgets/budget/{budget.pk}/change/")
+    assert b'value="80, 100"' in change.content
+
+    url = f"/admin/budgets/budget/{budget.pk}/change/"
+    for typed, error in [
+        ("80, lots", b"Type whole percentages separated by commas"),
+        ("0, 80", b"Thresholds are a list of whole percentages"),
+        ("80, 5000", b"Thresholds are a list of whole percentages"),
+    ]:
+        refused = post(admin, url, budget_form(team, alert_thresholds=typed))
+        assert refused.status_code == 200 and error in refused.content, typed
+    post(admin, url, budget_form(team, alert_thresholds="[100, 50%, 80]"))
+    budget.refresh_from_db()
+    assert budget.alert_thresholds == [50, 80, 100]
+
+
+def test_labels_read_as_words(admin):
+    team = make_team("acme", rpm_limit=60)
+    page = admin.get(f"/admin/gateway/team/{team.pk}/change/").content
+    assert b"Requests per minute" in page and b"Tokens per minute" in page
+    assert b"Rpm limit" not in page
+    listing = admin.get("/admin/gateway/team/").content
+    assert b"Requests per minute" in listing and b"Rpm limit" not in listing
+    key_page = admin.get("/admin/gateway/apikey/add/").content
+    assert b"Requests per minute" in key_page and b"Output cap (tokens)" in key_page
+
+
+# --- Fallbacks and circuit events -------------------------------------------------------
+
+
+def test_fallback_heading_and_new_rows_follow_the_last_position(admin):
+    from tests.factories import make_model, make_provider, set_fallbacks
+
+    provider = make_provider()
+    first, second, third, fourth = (make_model(n, provider) for n in "abcd")
+    set_fallbacks(first, second, third)  # positions 0 and 1
+    page = admin.get(f"/admin/gateway/languagemodel/{first.pk}/change/").content.decode()
+    assert "Fallbacks (tried in order of position)" in page
+    assert "(tried in order of position)s" not in page.lower()
+    new_row = re.search(r'name="fallback_links-2-position"[^>]*value="(\d+)"', page) or re.search(
+        r'value="(\d+)"[^>]*name="fallback_links-2-position"', page
+    )
+    assert new_row[1] == "2"
+    template_row = re.search(r'name="fallback_links-__prefix__-position"[^>]*value="(\d+)"', page)
+    assert template_row[1] == "3"
+
+
+def test_circuit_events_are_read_only(admin):
+    from django.utils import timezone
+
+    from reports.models import CircuitEvent
+
+    event = CircuitEvent.objects.create(provider="openai", opened_at=timezone.now())
+    assert admin.get("/admin/reports/circuitevent/add/").status_code == 403
+    change = admin.get(f"/admin/reports/circuitevent/{event.pk}/change/")
+    assert change.status_code == 200 and b'name="_save"' not in change.content
+    posted = post(
+        admin, f"/admin/reports/circuitevent/{event.pk}/change/", {"provider": "tampered"}
+    )
+    assert posted.status_code == 403
+    event.refresh_from_db()
+    assert event.provider == "openai"
