@@ -9,6 +9,7 @@ whether that variable is set in this process.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -36,6 +37,7 @@ from gateway.models import (
     Team,
     UsageRecord,
 )
+from gateway.money import format_usd
 
 admin.site.site_header = "LLM gateway"
 admin.site.site_title = "LLM gateway admin"
@@ -120,9 +122,53 @@ class TeamAdmin(Labelled, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(_features=Count("features"))
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        team = self.get_object(request, unquote(object_id))
+        if team is not None:
+            extra_context = {**(extra_context or {}), "summary": team_summary(team)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="features", ordering="_features")
     def feature_count(self, obj: Team) -> int:
         return obj._features
+
+
+def team_summary(team: Team) -> dict:
+    """What the team page shows beside the form: its budgets with their live spend, its keys
+    and this month's spend from the ledger (the month of the team's time zone)."""
+    from budgets.admin import live_spend
+    from budgets.models import Budget
+    from budgets.windows import current_windows
+
+    _, month = current_windows(team.timezone)
+    ledger = UsageRecord.objects.filter(team=team, created_at__gte=month.start).aggregate(
+        requests=Count("id"),
+        refused=Count("id", filter=models.Q(status=UsageRecord.Status.REFUSED)),
+        cost=models.Sum("cost_usd"),
+    )
+    budgets = list(
+        Budget.objects.filter(team=team).select_related("team", "feature", "feature__team")
+    )
+    spend = live_spend(budgets)
+    for budget in budgets:
+        budget.live = spend.get(budget.pk, ("—", "—"))
+    keys = list(ApiKey.objects.filter(team=team).select_related("feature"))
+    for key in keys:
+        if key.revoked_at is not None:
+            key.status = "revoked"
+        elif not key.is_active:
+            key.status = "expired"
+        else:
+            key.status = "active"
+    return {
+        "month": month.key,
+        "month_start": month.start,
+        "requests": ledger["requests"],
+        "refused": ledger["refused"],
+        "spend": "$" + format_usd(ledger["cost"] or Decimal(0)),
+        "budgets": budgets,
+        "keys": keys,
+    }
 
 
 @admin.register(Feature)

@@ -264,3 +264,46 @@ def test_circuit_events_are_read_only(admin):
     assert posted.status_code == 403
     event.refresh_from_db()
     assert event.provider == "openai"
+
+
+# --- The team page ----------------------------------------------------------------------
+
+
+def test_the_team_page_shows_budgets_keys_and_this_months_spend(admin, redis_sync):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from budgets.keys import budget_keys
+    from budgets.windows import current_windows
+    from gateway.models import UsageRecord
+    from gateway.money import usd_to_units
+    from tests.factories import make_budget
+
+    team, other = make_team("acme"), make_team("other")
+    budget = make_budget(team, daily_limit_usd="2.00", monthly_limit_usd="40")
+    make_budget(other, daily_limit_usd="9.00")
+    (live, _), (gone, _) = make_key(team, name="web"), make_key(team)
+    post(admin, f"/admin/gateway/apikey/{gone.pk}/revoke/", {})
+    make_key(other)
+    now = timezone.now()
+    for i, (owner, cost) in enumerate([(team, "1.25"), (team, "0.50"), (other, "7")]):
+        UsageRecord.objects.create(
+            request_id=f"r{i}", created_at=now, team=owner, cost_usd=Decimal(cost)
+        )
+    daily, _ = current_windows(team.timezone)
+    redis_sync.set(budget_keys(budget.pk, daily.key).spent, usd_to_units(Decimal("1.75")))
+
+    page = admin.get(f"/admin/gateway/team/{team.pk}/change/").content.decode()
+    summary = " ".join(page.split('id="team-summary"')[1].split("<fieldset")[0].split())
+    assert "<strong>$1.75</strong> spent over 2 requests" in summary
+    assert "$2.00" in summary and "$40.00" in summary and "$9.00" not in summary
+    assert "<td>$1.75</td>" in summary  # the budget's live spend today, from Redis
+    assert f"{live.prefix}…" in summary and f"{gone.prefix}…" in summary
+    assert 'class="key-active">active' in summary and 'class="key-revoked">revoked' in summary
+    assert f"/admin/budgets/budget/add/?team={team.pk}" in summary
+    assert f"/admin/gateway/apikey/add/?team={team.pk}" in summary
+    assert f"/admin/budgets/budget/{budget.pk}/change/" in summary
+    # The links open forms for this team.
+    add_budget = admin.get(f"/admin/budgets/budget/add/?team={team.pk}").content.decode()
+    assert re.search(rf'<option value="{team.pk}" selected>acme</option>', add_budget)
