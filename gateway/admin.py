@@ -560,33 +560,120 @@ class RouteRuleAdmin(Labelled, admin.ModelAdmin):
         return " → ".join(step.model.name for step in obj.steps.all())
 
 
+def refusal_reason(record: UsageRecord) -> str:
+    """Why a request was refused, in a sentence: which budget or rate limit, and the figures
+    (from the record's `refusal`, written when it was refused)."""
+    r = record.refusal or {}
+    if r.get("kind") == "rate_limit":
+        who = (
+            f"key {r.get('key_prefix', '?')}…"
+            if r.get("scope") == "key"
+            else (f"team {r.get('team', '?')}")
+        )
+        return f"rate limit {r.get('metric', '?')} {r.get('limit', '?')} on {who}"
+    if "window" in r and "limit_usd" in r:
+        owner = r.get("owner")
+        target = f"{r.get('scope', 'team')} {owner}" if owner else f"#{r.get('budget_id', '?')}"
+        return (
+            f"{r['window']} budget ${_cents(r['limit_usd'])} of {target}: spent "
+            f"${_cents(r.get('spent_usd', '0'))} + reserved ${_cents(r.get('reserved_usd', '0'))}"
+            f", needed ${_cents(r.get('needed_usd', '0'))}"
+        )
+    if record.status == UsageRecord.Status.OK:
+        return ""
+    return record.error_type.replace("_", " ")
+
+
+def _cents(text: str) -> str:
+    """Dollars as people read them: 2 decimals, or more when a cent would round to zero."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return text
+    if value == value.quantize(Decimal("0.01")) or abs(value) >= 1:
+        return f"{value:,.2f}"
+    return format(value.normalize(), "f")
+
+
+class ReasonFilter(admin.SimpleListFilter):
+    """Refusals by what refused them; errors by their type."""
+
+    title = "reason"
+    parameter_name = "reason"
+    CHOICES = {
+        "budget": ("Budget (any)", {"error_type": "budget_exceeded"}),
+        "budget_daily": (
+            "Budget: daily",
+            {"error_type": "budget_exceeded", "refusal__window": "daily"},
+        ),
+        "budget_monthly": (
+            "Budget: monthly",
+            {"error_type": "budget_exceeded", "refusal__window": "monthly"},
+        ),
+        "rate": ("Rate limit (any)", {"error_type": "rate_limited"}),
+        "rate_key": ("Rate limit: key", {"error_type": "rate_limited", "refusal__scope": "key"}),
+        "rate_team": (
+            "Rate limit: team",
+            {"error_type": "rate_limited", "refusal__scope": "team"},
+        ),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(k, label) for k, (label, _) in self.CHOICES.items()] + [
+            ("other", "Other refusal (e.g. Redis down)"),
+            ("error", "Errors"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in self.CHOICES:
+            return queryset.filter(**self.CHOICES[value][1])
+        if value == "other":
+            return queryset.filter(status=UsageRecord.Status.REFUSED).exclude(
+                error_type__in=["budget_exceeded", "rate_limited"]
+            )
+        if value == "error":
+            return queryset.exclude(status__in=[UsageRecord.Status.OK, UsageRecord.Status.REFUSED])
+        return queryset
+
+
+class KeyChoicesFilter(admin.RelatedFieldListFilter):
+    """Keys are shown as prefix (team): load the teams with them (one query, not N)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "API key"
+
+    def field_choices(self, field, request, model_admin):
+        return [(k.pk, str(k)) for k in ApiKey.objects.select_related("team")]
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(Labelled, admin.ModelAdmin):
-    """The ledger: read-only, because budgets and reports are rebuilt from it."""
+    """The ledger: read-only, because budgets and reports are rebuilt from it. The list shows
+    the outcome and its reason first and fits 1280 px; the record's page has every field."""
 
     list_display = (
         "created_at",
+        "outcome",
+        "reason",
         "team",
         "feature",
-        "requested_model",
         "served_model",
-        "provider",
-        "status",
         "cache",
-        "input_tokens",
-        "output_tokens",
-        "output_cap",
-        "cached_tokens",
-        "cost_usd",
-        "saved_usd",
+        "tokens",
+        "cost",
         "latency_ms",
     )
+    list_display_links = ("created_at",)
     list_filter = (
+        "status",
+        ReasonFilter,
         "team",
         ("feature", FeatureChoicesFilter),
+        ("api_key", KeyChoicesFilter),
         "served_model",
         "provider",
-        "status",
         "cache",
         "stream",
     )
@@ -594,6 +681,26 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
     search_fields = ("request_id", "requested_model", "served_model")
     list_select_related = ("team", "feature__team")
     show_full_result_count = False  # no second COUNT(*) over a large ledger
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, obj: UsageRecord) -> str:
+        if obj.status == UsageRecord.Status.OK:
+            return "ok"
+        return f"{obj.status} {obj.http_status}"
+
+    @admin.display(description="reason")
+    def reason(self, obj: UsageRecord) -> str:
+        return refusal_reason(obj)
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, obj: UsageRecord) -> str:
+        if obj.unpriced:
+            return "unknown (unpriced)"
+        return "$" + format_usd(obj.cost_usd)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.input_tokens:,} / {obj.output_tokens:,}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
