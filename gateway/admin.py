@@ -692,6 +692,12 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
     def reason(self, obj: UsageRecord) -> str:
         return refusal_reason(obj)
 
+    readonly_fields = ("reason",)
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        """The record's page: the reason in words first, then every field."""
+        return ["reason", *(f for f in super().get_fields(request, obj) if f != "reason")]
+
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, obj: UsageRecord) -> str:
         if obj.unpriced:

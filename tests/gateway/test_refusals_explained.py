@@ -132,6 +132,9 @@ def test_the_admin_list_shows_outcome_and_reason_first_with_filters(gateway_serv
         browser.get("/admin/gateway/usagerecord/", params={"api_key__id__exact": loop.pk})
     )
     assert len(by_key) == 2 and sum(" ok " in f" {r} " for r in by_key) == 1
+    record = UsageRecord.objects.get(api_key=capped)
+    page = browser.get(f"/admin/gateway/usagerecord/{record.pk}/change/").text
+    assert page.index("daily budget $0.001 of team tight") < page.index("Request id")
     filters = " ".join(browser.get("/admin/gateway/usagerecord/").text.split())
     assert "By reason" in filters and "By API key" in filters
     assert f"?api_key__id__exact={capped.pk}" in filters
