@@ -6,6 +6,7 @@ it from its own page through the confirmation; at 390 px every dashboard's navig
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -108,5 +109,28 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser):
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{server.url}/reports/")
     assert page.evaluate(FITS) == "ok"
+
+    # The charts: donuts name each slice with its share, count axes have whole ticks, the
+    # latency line has no 0 for an unanswered bucket, and an empty chart says why.
+    page.goto(f"{server.url}/reports/models/")
+    legend = page.evaluate(
+        "() => Chart.getChart('chart-mix-requests').legend.legendItems.map(i => i.text)"
+    )
+    assert legend and all(re.search(r" \(\d+\.\d %\)$", t) for t in legend), legend
+    assert "," in page.locator("table tbody td.num").nth(5).inner_text()  # 1,234 tokens
+    page.goto(f"{server.url}/reports/providers/")
+    ticks = page.evaluate("() => Chart.getChart('chart-circuit').scales.y.ticks.map(t => t.value)")
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    p95 = page.evaluate("() => Chart.getChart('chart-latency').data.datasets.flatMap(d => d.data)")
+    assert 0 not in p95
+    screenshot(page, folder, "reports-providers-1280")
+    page.goto(f"{server.url}/reports/providers/?range=custom&start=2001-01-01&end=2001-01-02")
+    assert page.locator("canvas").count() == 0
+    said = page.locator(".chart-empty").all_inner_texts()
+    assert said == [
+        "No answered request in this range, so no latency.",
+        "No request to a provider in this range.",
+    ]
+    screenshot(page, folder, "reports-providers-empty")
     assert problems == []
     assert "Traceback" not in server.output()
