@@ -657,10 +657,8 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
         "created_at",
         "outcome",
         "reason",
-        "team",
-        "feature",
+        "caller",
         "served_model",
-        "cache",
         "tokens",
         "cost",
         "latency_ms",
@@ -691,6 +689,10 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
     @admin.display(description="reason")
     def reason(self, obj: UsageRecord) -> str:
         return refusal_reason(obj)
+
+    @admin.display(description="team/feature", ordering="team__name")
+    def caller(self, obj: UsageRecord) -> str:
+        return str(obj.feature) if obj.feature_id else obj.team.name
 
     readonly_fields = ("reason",)
 

@@ -101,6 +101,17 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser):
     assert "Revoked 1 key(s)" in page.locator(".messagelist .success").inner_text()
     assert page.locator("text=was revoked on").count() == 1
 
+    # The ledger list fits 1280 px: outcome and reason are on screen, nothing scrolls sideways.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{server.url}/admin/gateway/usagerecord/")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    shown = page.locator("#changelist .results").bounding_box()
+    for column in ("created_at", "outcome", "reason"):  # the rest scroll inside the table
+        box = page.locator(f"th.column-{column}").bounding_box()
+        assert box and box["x"] + box["width"] <= shown["x"] + shown["width"] + 1, column
+    screenshot(page, folder, "usage-records-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+
     # The dashboards at a phone's width.
     for name, path in PAGES.items():
         assert page.goto(f"{server.url}{path}").status == 200, path
