@@ -2,7 +2,8 @@
 390 px (issue 21): a superuser signs in through the admin's login form, creates a key (the
 feature list follows the team, the secret comes with a Copy button and a curl line), revokes
 it from its own page through the confirmation; at 390 px every dashboard's navigation wraps
-(no link clipped) and no page scrolls sideways. Screenshots in var/screenshots/phone/."""
+(no link clipped) and no page scrolls sideways. Screenshots in var/screenshots/phone/debug-N/
+(DEBUG=1 as `make run`, DEBUG=0 as production after `collectstatic`)."""
 
 from __future__ import annotations
 
@@ -45,16 +46,17 @@ def browser():
         chromium.close()
 
 
-def test_key_page_and_dashboards_at_1280_and_390_px(site, browser):
+@pytest.mark.parametrize("debug", [True, False], ids=["debug-1", "debug-0"])
+def test_key_page_and_dashboards_at_1280_and_390_px(site, browser, debug):
     password = secrets.token_urlsafe(16)
     server = site(
-        debug=True,
+        debug=debug,
         seed="tests.reports.browser_world",
         BROWSER_USER=USER,
         BROWSER_MANAGER="browser-manager",
         BROWSER_PASSWORD=password,
     )
-    folder = SCREENSHOTS / "phone"
+    folder = SCREENSHOTS / "phone" / f"debug-{int(debug)}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
