@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import httpx
 from django.core.mail import send_mail
@@ -20,9 +21,25 @@ class AlertDeliveryFailed(Exception):
 
 
 def alert_text(
-    *, budget: Budget, window: str, window_key: str, threshold: int, spend_units: int
+    *,
+    budget: Budget,
+    window: str,
+    window_key: str,
+    threshold: int,
+    spend_units: int,
+    exhausted: bool = False,
 ) -> str:
     limit = budget.limit_for(window)
+    if exhausted:
+        target = budget.feature if budget.scope == Budget.Scope.FEATURE else budget.team
+        left = max(Decimal(0), limit - units_to_usd(spend_units))
+        return (
+            f"Budget exhausted: requests are being refused. The {window} {budget.scope} budget"
+            f" of {target} ({window_key}) has ${format_usd(units_to_usd(spend_units))} spent of"
+            f" ${format_usd(limit)}; the ${format_usd(left)} left cannot cover what its requests"
+            " reserve, so they get 429 budget_exceeded until the window resets or the limit is"
+            " raised."
+        )
     kind = "hard: requests are refused past the limit" if budget.hard else "soft: alerts only"
     target = budget.feature if budget.scope == Budget.Scope.FEATURE else budget.team
     return (
@@ -40,6 +57,7 @@ def send_alert(
     threshold: int,
     spend_units: int,
     http: httpx.Client | None = None,
+    exhausted: bool = False,
 ) -> list[BudgetAlert]:
     """Send the alert on every channel of the budget that has not already delivered it.
 
@@ -56,10 +74,13 @@ def send_alert(
         window_key=window_key,
         threshold=threshold,
         spend_units=spend_units,
+        exhausted=exhausted,
     )
     channels = []
     if budget.emails:
         subject = f"Budget alert: {budget} reached {threshold}% ({window} {window_key})"
+        if exhausted:
+            subject = f"Budget exhausted: {budget} is refusing requests ({window} {window_key})"
         channels.append((BudgetAlert.Channel.EMAIL, lambda: _email(budget, subject, text)))
     if budget.webhook_url:
         channels.append((BudgetAlert.Channel.WEBHOOK, lambda: _webhook(budget, text, http)))

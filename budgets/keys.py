@@ -11,6 +11,8 @@ SPENT_GRACE_S = 3 * 86400
 # Rate-limit buckets are refilled within a minute; an idle bucket is full, so it may vanish.
 RATE_BUCKET_TTL_MS = 120_000
 DIGEST_CLAIM_TTL_S = 3 * 86400
+# The alert claim (in `alerted`) that the exhaustion alert and the 100 % threshold share.
+EXHAUSTED_THRESHOLD = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ from django.conf import settings
 from django.utils import timezone
 from redis.asyncio import Redis
 
-from budgets import lua
+from budgets import exhaustion, lua
 from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
 from budgets.ratelimit import RateCheck
 from budgets.windows import Window, current_windows
+from gateway import runtime
 from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
@@ -105,6 +106,7 @@ async def reserve(
     )
     if int(result[0]):
         slot = reservation.slots[int(result[0]) - 1]
+        _note_refusal(redis, slot, int(result[1]), units)
         raise _refusal(
             team=team,
             slot=slot,
@@ -141,9 +143,11 @@ class Admission:
         if verdict == b"rate":
             raise self.rate.refusal(reply[1:])
         if verdict == b"budget":
+            slot = self.reservation.slots[int(reply[1]) - 1]
+            _note_refusal(runtime.aredis(), slot, int(reply[2]), self.reservation.units)
             raise _refusal(
                 team=self.team,
-                slot=self.reservation.slots[int(reply[1]) - 1],
+                slot=slot,
                 spent=int(reply[2]),
                 reserved=int(reply[3]),
                 units=self.reservation.units,
@@ -285,6 +289,26 @@ async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int
         # again (a claim means "reached and not yet enqueued", not "crossed just now").
         log.exception("could not enqueue the %s%% alert of budget %s", threshold, slot.budget.id)
         await redis.hdel(slot.keys.alerted, str(threshold))
+
+
+def _note_refusal(redis: Redis, slot: Slot, spent: int, units: int) -> None:
+    """A hard budget refused: if it is exhausted, claim and send its alert, in the background
+    (budgets/exhaustion.py)."""
+    limit = slot.limit_units
+    if limit is None or not exhaustion.is_exhausted(limit=limit, spent=spent, need=units):
+        return  # refused because of requests in flight: it passes once they settle
+    note = exhaustion.claim_and_alert(
+        redis=redis,
+        budget_id=slot.budget.id,
+        window=slot.window.name,
+        window_key=slot.window.key,
+        spent=spent,
+        claim_ttl_ms=slot.spent_ttl_ms(),
+    )
+    try:
+        runtime.spawn(note)
+    except RuntimeError:  # no running event loop (a sync caller): nothing to note it on
+        note.close()
 
 
 def _refusal(

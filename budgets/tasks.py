@@ -20,15 +20,23 @@ from gateway.runtime import sync_redis
     acks_late=True,
 )
 def send_budget_alert(
-    self, budget_id: int, window: str, window_key: str, threshold: int, spend_units: int
+    self,
+    budget_id: int,
+    window: str,
+    window_key: str,
+    threshold: int,
+    spend_units: int,
+    exhausted: bool = False,
 ) -> int:
-    """Send one threshold alert; channels that already delivered it are skipped."""
+    """Send one threshold alert (or, `exhausted`, the "requests are being refused" one);
+    channels that already delivered it are skipped."""
     records = alerts.send_alert(
         budget_id=budget_id,
         window=window,
         window_key=window_key,
         threshold=threshold,
         spend_units=spend_units,
+        exhausted=exhausted,
     )
     return len(records)
 

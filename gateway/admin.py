@@ -8,7 +8,6 @@ whether that variable is set in this process.
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 
 from django import forms
@@ -455,14 +454,14 @@ class ProviderAdmin(Labelled, admin.ModelAdmin):
         "options",
     )
 
-    @admin.display(boolean=True, description="key set in environment")
+    @admin.display(boolean=True, description="key set in environment (or its _FILE)")
     def key_is_set(self, obj: Provider) -> bool | None:
         """Whether this process sees the variable; never its value. None: no key needed."""
         if not obj.api_key_env:
             return None
         if not keyvars.is_allowed(obj.api_key_env):
             return False  # never read: the provider's calls fail (gateway/keyvars.py)
-        return bool(os.environ.get(obj.api_key_env))
+        return bool(keyvars.provider_secret(obj.api_key_env))
 
 
 class NextPositionFormSet(forms.BaseInlineFormSet):

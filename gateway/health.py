@@ -3,7 +3,10 @@
 /healthz does no I/O: it answers as long as the event loop does, so a load balancer or an
 orchestrator restarts only a process that is really stuck. /readyz checks the two stores a
 request needs (Redis and the database) with a short timeout each, so an instance that cannot
-reach them is taken out of rotation rather than restarted.
+reach them is taken out of rotation rather than restarted; it answers 503 `draining` from
+SIGTERM on (gateway/drain.py). It also reports, without failing on them, whether the Redis
+holding the ledger queue persists it (`redis_persistence`) and how many migrations the
+database lacks (`unapplied_migrations`), which are logged as WARNINGs at start too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from functools import partial
 
 from adrf.views import APIView
@@ -18,8 +22,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema
+from redis.exceptions import ResponseError
 
-from gateway import metrics, runtime, schema
+from gateway import drain, metrics, runtime, schema
 from gateway.config import store
 from gateway.errors import AuthenticationFailed, PermissionDenied, error_response
 
@@ -55,6 +60,75 @@ async def _check(name: str, probe) -> str:
     return "ok"
 
 
+async def redis_persistence(redis) -> str:
+    """How the Redis holding the ledger queue persists it: `aof` (appendonly yes), `rdb`
+    (snapshots only: a crash loses what was queued since the last one), `none`, `unknown`
+    (CONFIG is disabled, as on some managed Redis) or `embedded` (the in-process stand-in)."""
+    if not settings.REDIS_URL:
+        return "embedded"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            appendonly = (await redis.config_get("appendonly")).get("appendonly")
+            save = (await redis.config_get("save")).get("save")
+    except ResponseError:
+        return "unknown"  # CONFIG renamed or disabled
+    except Exception:
+        return "unavailable"
+    if appendonly == "yes":
+        return "aof"
+    return "rdb" if save else "none"
+
+
+_PERSISTENCE_RISK = {
+    "none": "has no persistence (appendonly no, no save points): ledger records queued in it"
+    " are lost if it restarts; set `appendonly yes`",
+    "rdb": "persists only snapshots (appendonly no): ledger records queued since the last"
+    " snapshot are lost if it restarts; set `appendonly yes`",
+    "unknown": "does not allow CONFIG GET, so its persistence cannot be checked: make sure"
+    " `appendonly yes` is set",
+}
+
+
+def _unapplied_migrations() -> int:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+_migrations: tuple[float, int | None] = (float("-inf"), None)
+MIGRATIONS_RECHECK_S = 60.0
+
+
+async def unapplied_migrations() -> int | None:
+    """Migrations the code has and the database lacks (None: could not tell); rechecked at
+    most once a minute per process, in the config lane's thread."""
+    global _migrations
+    checked, count = _migrations
+    if time.monotonic() - checked < MIGRATIONS_RECHECK_S:
+        return count
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            count = await runtime.run_db("config", _unapplied_migrations)
+    except Exception:
+        count = None
+    _migrations = (time.monotonic(), count)
+    return count
+
+
+async def warn_at_start() -> None:
+    """Log a WARNING for a Redis without persistence and for unapplied migrations."""
+    persistence = await redis_persistence(runtime.aredis())
+    if persistence in _PERSISTENCE_RISK:
+        log.warning("the Redis at REDIS_URL %s", _PERSISTENCE_RISK[persistence])
+    pending = await unapplied_migrations()
+    if pending:
+        log.warning(
+            "the database lacks %d migration(s) of this code: run `python manage.py migrate`",
+            pending,
+        )
+
+
 class ReadyzView(APIView):
     @extend_schema(
         summary="Readiness: Redis and the database answer",
@@ -63,14 +137,24 @@ class ReadyzView(APIView):
         tags=["operations"],
     )
     async def get(self, request):
-        redis_state, db_state = await asyncio.gather(
-            _check("redis", runtime.aredis().ping),
+        if drain.draining():
+            return JsonResponse({"status": "draining", "checks": {}}, status=503)
+        redis = runtime.aredis()
+        redis_state, db_state, persistence, pending = await asyncio.gather(
+            _check("redis", redis.ping),
             _check("database", partial(runtime.run_db, "config", _select_one)),
+            redis_persistence(redis),
+            unapplied_migrations(),
         )
         checks = {"redis": redis_state, "database": db_state}
         ready = all(state == "ok" for state in checks.values())
         return JsonResponse(
-            {"status": "ok" if ready else "unavailable", "checks": checks},
+            {
+                "status": "ok" if ready else "unavailable",
+                "checks": checks,
+                "redis_persistence": persistence,
+                "unapplied_migrations": pending,
+            },
             status=200 if ready else 503,
         )
 

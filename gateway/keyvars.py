@@ -132,4 +132,20 @@ def provider_key(provider: str, name: str) -> tuple[str, str]:
             _logged.add((provider, name))
             log.error("provider %s: api_key_env refused, its calls fail: %s", provider, exc)
         return "", f"{provider}: api_key_env refused ({exc})"
-    return os.environ.get(name, ""), ""
+    return provider_secret(name), ""
+
+
+def provider_secret(env_name: str) -> str:
+    """A provider's key: the content of the file named by `<env_name>_FILE` when that is set
+    (read at each snapshot load, so a key rotated in the file reaches every process within
+    GATEWAY["CONFIG_TTL_S"] plus one refresh, with no restart), else `<env_name>` itself."""
+    if not env_name:
+        return ""
+    path = os.environ.get(f"{env_name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as secret:
+                return secret.read().strip()
+        except OSError as exc:  # keep serving: the variable, if set, is the fallback
+            log.warning("cannot read %s_FILE (%s): %s", env_name, path, type(exc).__name__)
+    return os.environ.get(env_name, "")

@@ -8,7 +8,7 @@ import logging
 
 from django.conf import settings
 
-from gateway import ledger, runtime
+from gateway import drain, health, ledger, runtime
 
 log = logging.getLogger(__name__)
 # Why every counter is below the ledger when an embedded process starts: not lost spend.
@@ -20,6 +20,7 @@ class LifespanApp:
         self.app = app
         self.stop = asyncio.Event()
         self.flusher: asyncio.Task | None = None
+        self.restore_signal = lambda: None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "lifespan":
@@ -28,8 +29,11 @@ class LifespanApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.restore_signal = drain.install(asyncio.get_running_loop())
                 if not settings.REDIS_URL:
                     await self.restore_counters()
+                else:
+                    await health.warn_at_start()
                 if settings.GATEWAY["LEDGER_IN_PROCESS"]:
                     self.flusher = asyncio.get_running_loop().create_task(
                         ledger.run_flusher(self.stop)
@@ -51,6 +55,7 @@ class LifespanApp:
         )
 
     async def shutdown(self) -> None:
+        self.restore_signal()
         self.stop.set()
         await runtime.close_loop_clients()  # waits for background accounting tasks first
         if self.flusher is not None:

@@ -420,6 +420,7 @@ class DeadLetter(models.Model):
     class Meta:
         ordering = ["-last_seen"]
         verbose_name = "dead letter (refused ledger record)"
+        verbose_name_plural = "dead letters (refused ledger records)"
 
     def __str__(self) -> str:
         return self.request_id or self.digest[:12]

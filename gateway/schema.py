@@ -36,7 +36,7 @@ READINESS = {
     "type": "object",
     "required": ["status", "checks"],
     "properties": {
-        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "status": {"type": "string", "enum": ["ok", "unavailable", "draining"]},
         "checks": {
             "type": "object",
             "properties": {
@@ -44,6 +44,11 @@ READINESS = {
                 for name in ("redis", "database")
             },
         },
+        "redis_persistence": {
+            "type": "string",
+            "enum": ["aof", "rdb", "none", "unknown", "unavailable", "embedded"],
+        },
+        "unapplied_migrations": {"type": "integer", "nullable": True},
     },
 }
 

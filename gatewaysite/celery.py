@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import beat_init
+from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
 
@@ -13,8 +13,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@beat_init.connect
-def _schedule_folder(sender, **kwargs) -> None:
-    """Beat keeps its state in CELERY_BEAT_SCHEDULE_FILENAME (var/ by default): make sure
-    its folder exists on a fresh checkout."""
-    Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+class Scheduler(PersistentScheduler):
+    """Beat keeps its state in CELERY_BEAT_SCHEDULE_FILENAME (var/ by default): its folder is
+    made before the file is opened, on a fresh checkout too. (The `beat_init` signal comes
+    after beat has opened it: too late.)"""
+
+    def __init__(self, *args, **kwargs) -> None:
+        filename = kwargs.get("schedule_filename") or app.conf.beat_schedule_filename
+        Path(filename).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(*args, **kwargs)

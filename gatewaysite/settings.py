@@ -142,7 +142,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "NAME": env_str("SQLITE_PATH") or str(BASE_DIR / "db.sqlite3"),
             "OPTIONS": {"timeout": 20},
         }
     }
@@ -188,7 +188,8 @@ USE_TZ = True
 # --- Static files (gatewaysite/staticfiles.py serves them) --------------------------------
 STATIC_URL = "static/"
 # Where `collectstatic` writes; with DEBUG off only what is there is served.
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# `or`: an empty STATIC_ROOT= (as a copied .env.example has) is the default, not the cwd.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or str(BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
 # Production: `collectstatic` writes each file under a content-hashed name (cached for a year,
 # a new name when it changes) plus its gzip and brotli variants; pages name the hashed files.
@@ -246,6 +247,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "llm-gateway")
 CELERY_BEAT_SCHEDULE_FILENAME = env_str(
     "CELERY_BEAT_SCHEDULE_FILENAME", str(BASE_DIR / "var" / "celerybeat-schedule")
 )
+CELERY_BEAT_SCHEDULER = "gatewaysite.celery:Scheduler"  # makes the file's folder first
 # The hour (UTC) the daily spend digest is sent; each team's digest covers its own yesterday.
 DIGEST_HOUR_UTC = env_int("GATEWAY_DIGEST_HOUR_UTC", 6)
 
@@ -325,6 +327,10 @@ GATEWAY = {
     "OUTPUT_CAP_FLOOR": env_int("GATEWAY_OUTPUT_CAP_FLOOR", 1024),
     # Fewer answers than this in the window: nothing is learned (the default applies).
     "OUTPUT_CAP_MIN_SAMPLES": env_int("GATEWAY_OUTPUT_CAP_MIN_SAMPLES", 100),
+    # Seconds between SIGTERM and uvicorn's shutdown, while /readyz answers 503 so the load
+    # balancer stops sending (gateway/drain.py). Make it longer than the load balancer's
+    # health check interval x its unhealthy threshold.
+    "DRAIN_S": env_float("GATEWAY_DRAIN_S", 0.0 if DEBUG else 10.0),
 }
 
 # --- Admin and dashboard security (docs/security.md) ----------------------------------------
@@ -339,9 +345,16 @@ if not DEBUG:
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # HSTS for this host only: a year, but neither every subdomain nor the browsers' preload
+    # list unless the operator opts in (both are hard to undo; docs/operations.md, TLS).
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # Off by choice, not by oversight: `check --deploy` stays quiet about them.
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -82,11 +82,13 @@ class GatewayProcess:
             "DEBUG": "1",
             "CELERY_TASK_ALWAYS_EAGER": "1",
             "GATEWAY_LEDGER_IN_PROCESS": "0",
+            "GATEWAY_DRAIN_S": "0",  # stop at once; tests/reliability/test_draining.py drains
             "TEST_OPENAI_API_KEY": "sk-test",
             "TEST_ANTHROPIC_API_KEY": "sk-ant",
             **env,
         }
-        environment.pop("CELERY_BROKER_URL", None)
+        if "CELERY_BROKER_URL" not in env:
+            environment.pop("CELERY_BROKER_URL", None)
         environment = {k: v for k, v in environment.items() if v is not None}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

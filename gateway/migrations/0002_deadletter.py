@@ -26,6 +26,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'dead letter (refused ledger record)',
+                'verbose_name_plural': 'dead letters (refused ledger records)',
                 'ordering': ['-last_seen'],
             },
         ),

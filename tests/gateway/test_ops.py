@@ -75,7 +75,15 @@ def test_healthz_answers_ok(gateway_server):
 def test_readyz_is_200_when_redis_and_the_database_answer(gateway_server):
     response = httpx.get(url(gateway_server, "/readyz"), headers=HTTPS)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"redis": "ok", "database": "ok"}}
+    body = response.json()
+    # The in-process stand-in in the embedded mode; a real Redis says how it persists.
+    persistence = body.pop("redis_persistence")
+    assert persistence in (("aof", "rdb", "none") if settings.REDIS_URL else ("embedded",))
+    assert body == {
+        "status": "ok",
+        "checks": {"redis": "ok", "database": "ok"},
+        "unapplied_migrations": 0,
+    }
 
 
 def test_readyz_is_503_naming_redis_when_redis_is_unreachable(gateway_server, monkeypatch):
@@ -90,6 +98,8 @@ def test_readyz_is_503_naming_redis_when_redis_is_unreachable(gateway_server, mo
     assert response.json() == {
         "status": "unavailable",
         "checks": {"redis": "unavailable", "database": "ok"},
+        "redis_persistence": "unavailable" if settings.REDIS_URL else "embedded",
+        "unapplied_migrations": 0,
     }
 
 

@@ -77,9 +77,12 @@ def test_the_demos_runaway_loop_is_stopped_by_its_hard_budget_and_alerts(transac
     assert served.count() + refused.count() == demo_traffic.RUNAWAY_STEPS
     assert served.aggregate(s=Sum("cost_usd"))["s"] <= Decimal("0.04")  # never overspent
     alerts = BudgetAlert.objects.filter(budget__feature__name=demo_traffic.RUNAWAY_FEATURE)
-    assert sorted(alerts.values_list("threshold", flat=True)) == [50, 80]
+    # 50 % and 80 % as spend crosses them; then the first refusal that the rest of the limit
+    # cannot cover sends "budget exhausted" once, on the 100 % claim (budgets/exhaustion.py).
+    assert sorted(alerts.values_list("threshold", flat=True)) == [50, 80, 100]
     assert set(alerts.values_list("status", flat=True)) == {BudgetAlert.Status.SENT}
     assert HourlyRollup.objects.aggregate(n=Sum("refused"))["n"] == refused.count()
     out = capsys.readouterr().out
     assert f"Runaway research-agent loop: {served.count()} served, {refused.count()} refused" in out
     assert "reached 80 % of its daily limit" in out
+    assert "Budget exhausted" in out

@@ -118,9 +118,18 @@ class Command(BaseCommand):
         for alert in BudgetAlert.objects.filter(created_at__gte=started).select_related(
             "budget__team", "budget__feature"
         ):
+            if alert.threshold >= 100 and alert.budget.hard:
+                what = (
+                    f"Budget exhausted: {alert.budget} is refusing requests ({alert.window} limit"
+                )
+            else:
+                what = (
+                    f"Budget alert: {alert.budget} reached {alert.threshold} % of its"
+                    f" {alert.window} limit ("
+                )
+            sep = "; " if what.endswith("limit") else ""
             self.stdout.write(
-                f"Budget alert: {alert.budget} reached {alert.threshold} % of its {alert.window}"
-                f" limit ({alert.channel} to {', '.join(alert.budget.emails) or 'its webhook'}:"
+                f"{what}{sep}{alert.channel} to {', '.join(alert.budget.emails) or 'its webhook'}:"
                 f" {alert.status})."
             )
         if backfill_days:
