@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from redis.exceptions import RedisError
 
 from budgets.keys import budget_keys
-from budgets.models import Budget, BudgetAlert
+from budgets.models import Budget, BudgetAlert, default_thresholds, validate_thresholds
 from budgets.windows import current_windows
+from gateway.admin import FeatureSelect
+from gateway.models import Feature
 from gateway.money import format_usd, units_to_usd
 from gateway.runtime import sync_redis
 
@@ -53,8 +57,76 @@ def _limit(value) -> str:
     return "—" if value is None else f"${format_usd(value)}"
 
 
+class ThresholdsField(forms.CharField):
+    """Alert thresholds typed the way people write them, "50, 80, 100" (a "%" or brackets
+    are fine too), stored as the list of whole percentages the model keeps."""
+
+    default_error_messages = {
+        "invalid": "Type whole percentages separated by commas, e.g. 80, 100.",
+    }
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value):
+        text = (super().to_python(value) or "").strip().strip("[]")
+        parts = [p.strip().rstrip("%").strip() for p in text.split(",")]
+        parts = [p for p in parts if p]
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+        validate_thresholds(numbers)  # each one 1..1000 (a limit may be passed 10 times)
+        return sorted(set(numbers))
+
+
+class BudgetForm(forms.ModelForm):
+    webhook_url = forms.URLField(
+        label="Alert webhook URL",
+        required=False,
+        assume_scheme="https",
+        help_text="A JSON POST (Slack incoming webhooks accept it).",
+    )
+    alert_thresholds = ThresholdsField(
+        label="Alert thresholds (%)",
+        initial=default_thresholds,
+        help_text="Percentages of each limit that send an alert, separated by commas, e.g. "
+        "50, 80, 100.",
+    )
+
+    class Meta:
+        model = Budget
+        fields = [
+            "scope",
+            "team",
+            "feature",
+            "hard",
+            "reservation",
+            "enabled",
+            "daily_limit_usd",
+            "monthly_limit_usd",
+            "alert_thresholds",
+            "alert_emails",
+            "webhook_url",
+        ]
+        labels = {
+            "daily_limit_usd": "Daily limit (USD)",
+            "monthly_limit_usd": "Monthly limit (USD)",
+            "alert_emails": "Alert e-mails",
+            "webhook_url": "Alert webhook URL",
+            "hard": "Hard (refuses requests)",
+        }
+        widgets = {"feature": FeatureSelect}
+
+    class Media:
+        js = ("gateway/apikey_form.js",)  # the feature list follows the chosen team
+
+
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
+    form = BudgetForm
     list_display = [
         "__str__",
         "team",
@@ -73,6 +145,11 @@ class BudgetAdmin(admin.ModelAdmin):
         ("Limits (USD)", {"fields": ["daily_limit_usd", "monthly_limit_usd"]}),
         ("Alerts", {"fields": ["alert_thresholds", "alert_emails", "webhook_url"]}),
     ]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "feature":
+            kwargs["queryset"] = Feature.objects.select_related("team")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)

@@ -51,11 +51,22 @@ class RateCheck:
         owner, _, metric, limit, _ = self.buckets[int(reply[0]) - 1]
         wait_s = max(1, -(-int(reply[1]) // 1000))
         who = f"key {self.key.prefix}…" if owner == "key" else f'team "{self.team.name}"'
-        return RateLimited(
+        error = RateLimited(
             f"Rate limit reached: {limit} {_METRICS[metric]} per minute for {who}. "
             f"Retry in {wait_s} s.",
             headers={"Retry-After": str(wait_s)},
         )
+        error.refusal = {  # the message's figures as data, for the usage record
+            "kind": "rate_limit",
+            "scope": owner,
+            "metric": metric,
+            "limit": limit,
+            "key_prefix": self.key.prefix,
+            "team": self.team.name,
+            "bucket": rate_bucket_key(owner, self.buckets[int(reply[0]) - 1][1], metric),
+            "retry_after_s": wait_s,
+        }
+        return error
 
 
 def rate_check(*, key: KeySnap, team: TeamSnap, tokens: int) -> RateCheck | None:

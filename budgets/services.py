@@ -316,10 +316,11 @@ def _refusal(
 ) -> BudgetExceeded:
     b, w = slot.budget, slot.window
     if b.feature_id is None:
-        target = f'team budget of "{team.name}"'
+        scope, owner = "team", team.name
     else:
         names = {f.id: f.name for f in team.features.values()}
-        target = f'feature budget of "{team.name}/{names.get(b.feature_id, b.feature_id)}"'
+        scope, owner = "feature", f"{team.name}/{names.get(b.feature_id, b.feature_id)}"
+    target = f'{scope} budget of "{owner}"'
     limit = slot.limit_units or 0
     message = (
         f"Budget exceeded: the {w.name} {target} ({w.key}) has spent {_usd(spent)}"
@@ -330,7 +331,10 @@ def _refusal(
         message, headers={"Retry-After": str(w.seconds_left(now)), "x-should-retry": "false"}
     )
     error.refusal = {
+        "kind": "budget",
         "budget_id": b.id,
+        "scope": scope,
+        "owner": owner,
         "window": w.name,
         "window_key": w.key,
         "spent_usd": _text(spent),

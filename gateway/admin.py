@@ -8,11 +8,17 @@ whether that variable is set in this process.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
@@ -30,10 +36,54 @@ from gateway.models import (
     Team,
     UsageRecord,
 )
+from gateway.money import format_usd
 
 admin.site.site_header = "LLM gateway"
 admin.site.site_title = "LLM gateway admin"
 admin.site.index_title = "Teams, keys, providers, models, routes, budgets and usage"
+
+
+# Field labels in words, set on the forms (not the models, so no migration): "Rpm limit"
+# and "Daily limit usd" read as "Requests per minute" and "Daily limit (USD)".
+LABELS = {
+    "rpm_limit": "Requests per minute",
+    "tpm_limit": "Tokens per minute",
+    "output_cap": "Output cap (tokens)",
+    "default_cache_ttl": "Cache lifetime (seconds)",
+    "max_prompt_tokens": "Max prompt tokens",
+    "max_output_tokens": "Max output tokens",
+    "connect_timeout": "Connect timeout (seconds)",
+    "read_timeout": "Read timeout (seconds)",
+    "api_key_env": "API key environment variable",
+    "upstream_id": "Upstream model id",
+    "input_per_mtok": "Input price",
+    "output_per_mtok": "Output price",
+    "cached_input_per_mtok": "Cached input price",
+    "cache_write_per_mtok": "Cache write price",
+    "budget_fail_open": "Let requests through when Redis is down",
+}
+
+
+class Labelled:
+    """Mixin for admins and inlines: their form fields carry the labels above."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in LABELS:
+            field.label = LABELS[db_field.name]
+        return field
+
+
+def labelled_column(name: str, label: str):
+    """A list column showing a model field under a readable heading."""
+
+    @admin.display(description=label, ordering=name)
+    def column(self, obj):
+        value = getattr(obj, name)
+        return "—" if value is None else value
+
+    column.__name__ = name + "_shown"
+    return column
 
 
 class FeatureChoicesFilter(admin.RelatedFieldListFilter):
@@ -43,20 +93,20 @@ class FeatureChoicesFilter(admin.RelatedFieldListFilter):
         return [(f.pk, str(f)) for f in Feature.objects.select_related("team")]
 
 
-class FeatureInline(admin.TabularInline):
+class FeatureInline(Labelled, admin.TabularInline):
     model = Feature
     fields = ("name", "default_cache_ttl", "output_cap")
     extra = 1
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "timezone",
         "cache_scope",
-        "rpm_limit",
-        "tpm_limit",
+        "rpm_limit_shown",
+        "tpm_limit_shown",
         "feature_count",
         "budget_fail_open",
         "store_content",
@@ -65,17 +115,63 @@ class TeamAdmin(admin.ModelAdmin):
     list_filter = ("cache_scope", "budget_fail_open", "store_content")
     search_fields = ("name",)
     inlines = [FeatureInline]
+    rpm_limit_shown = labelled_column("rpm_limit", "requests per minute")
+    tpm_limit_shown = labelled_column("tpm_limit", "tokens per minute")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(_features=Count("features"))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        team = self.get_object(request, unquote(object_id))
+        if team is not None:
+            extra_context = {**(extra_context or {}), "summary": team_summary(team)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="features", ordering="_features")
     def feature_count(self, obj: Team) -> int:
         return obj._features
 
 
+def team_summary(team: Team) -> dict:
+    """What the team page shows beside the form: its budgets with their live spend, its keys
+    and this month's spend from the ledger (the month of the team's time zone)."""
+    from budgets.admin import live_spend
+    from budgets.models import Budget
+    from budgets.windows import current_windows
+
+    _, month = current_windows(team.timezone)
+    ledger = UsageRecord.objects.filter(team=team, created_at__gte=month.start).aggregate(
+        requests=Count("id"),
+        refused=Count("id", filter=models.Q(status=UsageRecord.Status.REFUSED)),
+        cost=models.Sum("cost_usd"),
+    )
+    budgets = list(
+        Budget.objects.filter(team=team).select_related("team", "feature", "feature__team")
+    )
+    spend = live_spend(budgets)
+    for budget in budgets:
+        budget.live = spend.get(budget.pk, ("—", "—"))
+    keys = list(ApiKey.objects.filter(team=team).select_related("feature"))
+    for key in keys:
+        if key.revoked_at is not None:
+            key.status = "revoked"
+        elif not key.is_active:
+            key.status = "expired"
+        else:
+            key.status = "active"
+    return {
+        "month": month.key,
+        "month_start": month.start,
+        "requests": ledger["requests"],
+        "refused": ledger["refused"],
+        "spend": "$" + format_usd(ledger["cost"] or Decimal(0)),
+        "budgets": budgets,
+        "keys": keys,
+    }
+
+
 @admin.register(Feature)
-class FeatureAdmin(admin.ModelAdmin):
+class FeatureAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "team",
@@ -133,8 +229,38 @@ class ActiveKeyFilter(admin.SimpleListFilter):
         return queryset
 
 
+class FeatureSelect(forms.Select):
+    """The feature dropdown, each option tagged with its team so the page can show only the
+    chosen team's features (static/gateway/apikey_form.js); the model's clean() refuses a
+    feature of another team whatever the browser sends."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        instance = getattr(value, "instance", None)
+        if instance is not None:
+            option["attrs"]["data-team"] = str(instance.team_id)
+        return option
+
+
+def revoke(keys: QuerySet) -> tuple[list[ApiKey], list[ApiKey]]:
+    """Revoke the keys that are not revoked yet: (revoked now, were already revoked)."""
+    keys = list(keys.select_related("team"))
+    fresh = [k for k in keys if k.revoked_at is None]
+    already = [k for k in keys if k.revoked_at is not None]
+    if fresh:
+        ApiKey.objects.filter(pk__in=[k.pk for k in fresh], revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        store().invalidate()  # other processes see it within GATEWAY["CONFIG_TTL_S"]
+    return fresh, already
+
+
+def _names(keys: list[ApiKey]) -> str:
+    return ", ".join(f"{k.prefix}…" for k in keys)
+
+
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "prefix_shown",
         "name",
@@ -161,12 +287,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
 
+    class Media:
+        js = ("gateway/apikey_form.js",)
+
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
         return self.key_fields if obj is None else self.key_fields + self.readonly_fields
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "feature":
-            kwargs["queryset"] = Feature.objects.select_related("team")
+            features = Feature.objects.select_related("team")
+            team = request.GET.get("team") if request.method == "GET" else None
+            if team and team.isdigit():
+                features = features.filter(team_id=int(team))  # opened from a team's page
+            kwargs["queryset"] = features
+            kwargs["widget"] = FeatureSelect
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="key", ordering="prefix")
@@ -177,11 +311,74 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def active(self, obj: ApiKey) -> bool:
         return obj.is_active
 
-    @admin.action(description="Revoke selected keys")
-    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        store().invalidate()  # other processes see it within GATEWAY["CONFIG_TTL_S"]
-        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+    # Revoking: from the list (an action) or from the key's own page (a button), both
+    # confirmed first; a revoked key keeps its usage history, unlike a deleted one.
+
+    @admin.action(description="Revoke selected keys…", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if request.POST.get("confirmed") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Revoke API keys?",
+                "keys": list(queryset.select_related("team", "feature__team")),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "bulk": True,
+            }
+            return TemplateResponse(request, "admin/gateway/apikey/revoke_confirm.html", context)
+        fresh, already = revoke(queryset)
+        self._report(request, fresh, already)
+        return None
+
+    def _report(self, request: HttpRequest, fresh: list[ApiKey], already: list[ApiKey]) -> None:
+        if fresh:
+            self.message_user(
+                request,
+                f"Revoked {len(fresh)} key(s): {_names(fresh)}. Callers using them now get 401.",
+                messages.SUCCESS,
+            )
+        if already:
+            self.message_user(
+                request,
+                f"Already revoked, nothing changed: {_names(already)}.",
+                messages.WARNING,
+            )
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/revoke/",
+                self.admin_site.admin_view(self.revoke_view),
+                name="gateway_apikey_revoke",
+            ),
+            *super().get_urls(),
+        ]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: the confirmation page; POST (with its CSRF token): revoke and go back."""
+        key = self.get_object(request, unquote(object_id))
+        if key is None:
+            raise Http404("No such API key.")
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if request.method == "POST":
+            fresh, already = revoke(ApiKey.objects.filter(pk=key.pk))
+            self._report(request, fresh, already)
+            return HttpResponseRedirect(reverse("admin:gateway_apikey_change", args=[key.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Revoke this API key?",
+            "keys": [key],
+            "key": key,
+            "bulk": False,
+        }
+        return TemplateResponse(request, "admin/gateway/apikey/revoke_confirm.html", context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url="", extra_context=None):
+        key = self.get_object(request, unquote(object_id))
+        extra_context = {**(extra_context or {}), "key": key}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
         # The page after "Save" shows the secret; the other save buttons would skip it.
@@ -203,11 +400,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         """Render the secret on this response instead of redirecting, so it is never put in
         a session, a message cookie or a URL; `no-store` keeps it out of the browser cache.
         Reloading this page asks to resubmit the form (which would create another key)."""
+        base_url = request.build_absolute_uri("/v1")
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "key": obj,
             "secret": obj.secret_shown_once,
+            "base_url": base_url,
+            "curl": curl_line(base_url, obj),
             "title": "API key created",
         }
         response = TemplateResponse(request, "admin/gateway/apikey/created.html", context)
@@ -215,8 +415,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return response
 
 
+def curl_line(base_url: str, key: ApiKey) -> str:
+    """A first request to paste in a shell: the key goes in an environment variable so it is
+    not left in the shell's history with the command."""
+    feature = "" if key.feature_id else ' -H "X-Gateway-Feature: <feature>"'
+    body = '{"model": "auto", "messages": [{"role": "user", "content": "Hello"}]}'
+    return (
+        f'curl {base_url}/chat/completions -H "Authorization: Bearer $GATEWAY_API_KEY"'
+        f"{feature} -H \"Content-Type: application/json\" -d '{body}'"
+    )
+
+
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "kind",
@@ -253,16 +464,32 @@ class ProviderAdmin(admin.ModelAdmin):
         return bool(keyvars.provider_secret(obj.api_key_env))
 
 
-class FallbackInline(admin.TabularInline):
+class NextPositionFormSet(forms.BaseInlineFormSet):
+    """New rows start after the last saved position (1, 2, 3 ... in the order shown), not
+    all at 0; the "Add another" row continues from the blank rows."""
+
+    def get_form_kwargs(self, index):
+        kwargs = super().get_form_kwargs(index)
+        saved = [getattr(o, "position", 0) or 0 for o in self.get_queryset()]
+        after = max(saved, default=-1) + 1
+        extra = index - self.initial_form_count() if index is not None else self.extra
+        if index is None or index >= self.initial_form_count():
+            kwargs["initial"] = {**kwargs.get("initial", {}), "position": after + extra}
+        return kwargs
+
+
+class FallbackInline(Labelled, admin.TabularInline):
     model = Fallback
     fk_name = "model"
+    formset = NextPositionFormSet
     fields = ("position", "target")
     extra = 1
-    verbose_name = "fallback (tried in order of position)"
+    verbose_name = "fallback"
+    verbose_name_plural = "Fallbacks (tried in order of position)"
 
 
 @admin.register(LanguageModel)
-class LanguageModelAdmin(admin.ModelAdmin):
+class LanguageModelAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "provider",
@@ -308,15 +535,17 @@ class LanguageModelAdmin(admin.ModelAdmin):
     ]
 
 
-class RouteStepInline(admin.TabularInline):
+class RouteStepInline(Labelled, admin.TabularInline):
     model = RouteStep
+    formset = NextPositionFormSet
     fields = ("position", "model")
     extra = 1
-    verbose_name = "model in the chain (tried in order of position)"
+    verbose_name = "model in the chain"
+    verbose_name_plural = "Models in the chain (tried in order of position)"
 
 
 @admin.register(RouteRule)
-class RouteRuleAdmin(admin.ModelAdmin):
+class RouteRuleAdmin(Labelled, admin.ModelAdmin):
     list_display = (
         "position",
         "name",
@@ -340,33 +569,118 @@ class RouteRuleAdmin(admin.ModelAdmin):
         return " → ".join(step.model.name for step in obj.steps.all())
 
 
+def refusal_reason(record: UsageRecord) -> str:
+    """Why a request was refused, in a sentence: which budget or rate limit, and the figures
+    (from the record's `refusal`, written when it was refused)."""
+    r = record.refusal or {}
+    if r.get("kind") == "rate_limit":
+        who = (
+            f"key {r.get('key_prefix', '?')}…"
+            if r.get("scope") == "key"
+            else (f"team {r.get('team', '?')}")
+        )
+        return f"rate limit {r.get('metric', '?')} {r.get('limit', '?')} on {who}"
+    if "window" in r and "limit_usd" in r:
+        owner = r.get("owner")
+        target = f"{r.get('scope', 'team')} {owner}" if owner else f"#{r.get('budget_id', '?')}"
+        return (
+            f"{r['window']} budget ${_cents(r['limit_usd'])} of {target}: spent "
+            f"${_cents(r.get('spent_usd', '0'))} + reserved ${_cents(r.get('reserved_usd', '0'))}"
+            f", needed ${_cents(r.get('needed_usd', '0'))}"
+        )
+    if record.status == UsageRecord.Status.OK:
+        return ""
+    return record.error_type.replace("_", " ")
+
+
+def _cents(text: str) -> str:
+    """Dollars as people read them: 2 decimals, or more when a cent would round to zero."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        return text
+    if value == value.quantize(Decimal("0.01")) or abs(value) >= 1:
+        return f"{value:,.2f}"
+    return format(value.normalize(), "f")
+
+
+class ReasonFilter(admin.SimpleListFilter):
+    """Refusals by what refused them; errors by their type."""
+
+    title = "reason"
+    parameter_name = "reason"
+    CHOICES = {
+        "budget": ("Budget (any)", {"error_type": "budget_exceeded"}),
+        "budget_daily": (
+            "Budget: daily",
+            {"error_type": "budget_exceeded", "refusal__window": "daily"},
+        ),
+        "budget_monthly": (
+            "Budget: monthly",
+            {"error_type": "budget_exceeded", "refusal__window": "monthly"},
+        ),
+        "rate": ("Rate limit (any)", {"error_type": "rate_limited"}),
+        "rate_key": ("Rate limit: key", {"error_type": "rate_limited", "refusal__scope": "key"}),
+        "rate_team": (
+            "Rate limit: team",
+            {"error_type": "rate_limited", "refusal__scope": "team"},
+        ),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(k, label) for k, (label, _) in self.CHOICES.items()] + [
+            ("other", "Other refusal (e.g. Redis down)"),
+            ("error", "Errors"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in self.CHOICES:
+            return queryset.filter(**self.CHOICES[value][1])
+        if value == "other":
+            return queryset.filter(status=UsageRecord.Status.REFUSED).exclude(
+                error_type__in=["budget_exceeded", "rate_limited"]
+            )
+        if value == "error":
+            return queryset.exclude(status__in=[UsageRecord.Status.OK, UsageRecord.Status.REFUSED])
+        return queryset
+
+
+class KeyChoicesFilter(admin.RelatedFieldListFilter):
+    """Keys are shown as prefix (team): load the teams with them (one query, not N)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "API key"
+
+    def field_choices(self, field, request, model_admin):
+        return [(k.pk, str(k)) for k in ApiKey.objects.select_related("team")]
+
+
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
-    """The ledger: read-only, because budgets and reports are rebuilt from it."""
+class UsageRecordAdmin(Labelled, admin.ModelAdmin):
+    """The ledger: read-only, because budgets and reports are rebuilt from it. The list shows
+    the outcome and its reason first and fits 1280 px; the record's page has every field."""
 
     list_display = (
         "created_at",
-        "team",
-        "feature",
-        "requested_model",
+        "outcome",
+        "reason",
+        "caller",
         "served_model",
-        "provider",
-        "status",
-        "cache",
-        "input_tokens",
-        "output_tokens",
-        "output_cap",
-        "cached_tokens",
-        "cost_usd",
-        "saved_usd",
+        "tokens",
+        "cost",
         "latency_ms",
     )
+    list_display_links = ("created_at",)
     list_filter = (
+        "status",
+        ReasonFilter,
         "team",
         ("feature", FeatureChoicesFilter),
+        ("api_key", KeyChoicesFilter),
         "served_model",
         "provider",
-        "status",
         "cache",
         "stream",
     )
@@ -374,6 +688,36 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ("request_id", "requested_model", "served_model")
     list_select_related = ("team", "feature__team")
     show_full_result_count = False  # no second COUNT(*) over a large ledger
+
+    @admin.display(description="outcome", ordering="status")
+    def outcome(self, obj: UsageRecord) -> str:
+        if obj.status == UsageRecord.Status.OK:
+            return "ok"
+        return f"{obj.status} {obj.http_status}"
+
+    @admin.display(description="reason")
+    def reason(self, obj: UsageRecord) -> str:
+        return refusal_reason(obj)
+
+    @admin.display(description="team/feature", ordering="team__name")
+    def caller(self, obj: UsageRecord) -> str:
+        return str(obj.feature) if obj.feature_id else obj.team.name
+
+    readonly_fields = ("reason",)
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        """The record's page: the reason in words first, then every field."""
+        return ["reason", *(f for f in super().get_fields(request, obj) if f != "reason")]
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, obj: UsageRecord) -> str:
+        if obj.unpriced:
+            return "unknown (unpriced)"
+        return "$" + format_usd(obj.cost_usd)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.input_tokens:,} / {obj.output_tokens:,}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -386,7 +730,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(Labelled, admin.ModelAdmin):
     """Ledger records the database refused, set aside so the queue keeps flowing. Read-only:
     replay one after a fix (the action below, or `manage.py deadletters --replay ID`)."""
 

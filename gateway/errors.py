@@ -95,6 +95,8 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limited"
+    # Which limit: scope (key or team), metric, limit, key prefix (budgets.ratelimit).
+    refusal: dict[str, Any] | None = None
 
 
 class ProviderRejected(GatewayError):

@@ -514,11 +514,14 @@ async def _fail(call: Call, error: GatewayError) -> None:
 
 
 def _refusal_record(call: Call, error: GatewayError) -> dict[str, Any] | None:
-    """A budget refusal's figures (the 429's message as data), with the output tokens the
-    request would have held: a person can follow it up from the usage record."""
+    """A refusal's figures (the 429's message as data) so a person can follow it up from the
+    usage record: a budget's window, limit, spent, reserved and needed amounts, with the
+    output tokens the request would have held; or the rate limit, its scope and key."""
     refusal = getattr(error, "refusal", None)
     if not refusal:
         return None
+    if refusal.get("kind") == "rate_limit":
+        return dict(refusal)
     return {**refusal, "output_tokens_held": call.max_output}
 
 

@@ -48,6 +48,18 @@ admin.site.register(User, UserWithReportAccessAdmin)
 
 @admin.register(CircuitEvent)
 class CircuitEventAdmin(admin.ModelAdmin):
+    """Written by the circuit breakers (gateway/circuit.py): a record of what happened, so
+    nobody adds or edits one here. Superusers may delete old ones."""
+
     list_display = ["opened_at", "provider", "model", "kind", "reason"]
     list_filter = ["provider", "kind"]
     date_hierarchy = "opened_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser

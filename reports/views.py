@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -94,8 +95,26 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
         "data": data,
         "data_json": json_script(data, "report-data", encoder=ReportJSONEncoder),
         "spend_dimensions": SPEND_DIMENSIONS,
+        "refused_url": refused_records_url(request, filters),
     }
     return render(request, f"reports/{page}.html", context)
+
+
+def refused_records_url(request: HttpRequest, f: ReportFilters) -> str:
+    """The admin's list of the refused requests the page counts (same range, teams and
+    features), for readers who may see usage records there; "" for the others."""
+    if not (request.user.is_staff and request.user.has_perm("gateway.view_usagerecord")):
+        return ""
+    params = {
+        "status__exact": "refused",
+        "created_at__gte": f.start.isoformat(),
+        "created_at__lt": f.end.isoformat(),
+    }
+    if f.team_ids is not None:
+        params["team__id__in"] = ",".join(str(i) for i in sorted(f.team_ids)) or "0"
+    if f.feature_keys is not None:
+        params["feature__id__in"] = ",".join(str(i) for i in sorted(f.feature_keys)) or "0"
+    return f"{reverse('admin:gateway_usagerecord_changelist')}?{urlencode(params)}"
 
 
 @reader_required(api=True)

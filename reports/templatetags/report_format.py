@@ -32,3 +32,11 @@ def pct(ratio) -> str:
 @register.filter
 def ms(value) -> str:
     return "—" if value is None else f"{float(value):,.0f} ms"
+
+
+@register.filter
+def count(value) -> str:
+    """A whole number with thousands separators (1,234,567); None as a dash."""
+    if value is None or value == "":
+        return "—"
+    return f"{int(value):,}"

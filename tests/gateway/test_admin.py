@@ -150,11 +150,11 @@ def test_the_revoke_action_revokes_only_the_selected_keys(staff):
     (chosen, _), (kept, _) = make_key(team), make_key(team)
     response = staff.post(
         reverse("admin:gateway_apikey_changelist"),
-        {"action": "revoke_keys", "_selected_action": [chosen.pk]},
+        {"action": "revoke_keys", "_selected_action": [chosen.pk], "confirmed": "yes"},
         follow=True,
     )
     assert response.status_code == 200
-    assert b"Revoked 1 key(s)." in response.content
+    assert b"Revoked 1 key(s)" in response.content
     chosen.refresh_from_db()
     kept.refresh_from_db()
     assert chosen.revoked_at is not None and not chosen.is_active
