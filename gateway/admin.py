@@ -50,6 +50,7 @@ LABELS = {
     "tpm_limit": "Tokens per minute",
     "output_cap": "Output cap (tokens)",
     "default_cache_ttl": "Cache lifetime (seconds)",
+    "cache_sampled": "Cache sampled answers (regenerate returns the same text)",
     "max_prompt_tokens": "Max prompt tokens",
     "max_output_tokens": "Max output tokens",
     "connect_timeout": "Connect timeout (seconds)",
@@ -95,7 +96,7 @@ class FeatureChoicesFilter(admin.RelatedFieldListFilter):
 
 class FeatureInline(Labelled, admin.TabularInline):
     model = Feature
-    fields = ("name", "default_cache_ttl", "output_cap")
+    fields = ("name", "default_cache_ttl", "cache_sampled", "output_cap")
     extra = 1
 
 
@@ -176,6 +177,7 @@ class FeatureAdmin(Labelled, admin.ModelAdmin):
         "name",
         "team",
         "default_cache_ttl",
+        "cache_sampled",
         "output_cap",
         "learned_cap",
         "effective_output_cap",
@@ -187,6 +189,7 @@ class FeatureAdmin(Labelled, admin.ModelAdmin):
         "team",
         "name",
         "default_cache_ttl",
+        "cache_sampled",
         "output_cap",
         "learned_cap",
         "learned_output_cap_at",

@@ -125,10 +125,38 @@ class CachedAnswer:
         )
 
 
-def cacheable(body: dict[str, Any]) -> bool:
-    """Only whole answers are cached: not cut off mid tool call, not an error."""
+def sampled(body: dict[str, Any]) -> bool:
+    """Whether the answer is sampled: temperature above 0, or unset (OpenAI's default is 1)."""
+    temperature = body.get("temperature")
+    return temperature is None or temperature > 0
+
+
+def may_cache(body: dict[str, Any], feature: FeatureSnap | None) -> bool:
+    """A feature that keeps sampled answers out of the cache (`cache_sampled` off) caches only
+    temperature-0 answers, so regenerate gets a new text. Without a feature: cached."""
+    return feature is None or feature.cache_sampled or not sampled(body)
+
+
+def cacheable(body: dict[str, Any], request: dict[str, Any] | None = None) -> bool:
+    """Only whole answers are cached: not cut off mid tool call, not an error, and with all
+    the request asked for. A request that shares the key (streamed or not: `stream` is not
+    part of it) then never gets less than it asked: an upstream that ignored `logprobs`, or
+    sent fewer choices than `n`, gives an answer that is served but not stored."""
     choices = body.get("choices") or []
-    return bool(choices) and all(c.get("finish_reason") in ("stop", "length") for c in choices)
+    if not choices or any(c.get("finish_reason") not in ("stop", "length") for c in choices):
+        return False
+    if request is None:
+        return True
+    if len(choices) != (request.get("n") or 1):
+        return False
+    if request.get("logprobs"):
+        for choice in choices:
+            logprobs = choice.get("logprobs")
+            if not isinstance(logprobs, dict):
+                return False
+            if not (logprobs.get("content") or logprobs.get("refusal")):
+                return False
+    return True
 
 
 def queue_put(trip, key: str, answer: CachedAnswer, ttl: int) -> int:

@@ -62,6 +62,7 @@ class FeatureSnap:
     name: str
     default_cache_ttl: int
     output_cap: int | None = None  # the admin's override, else the learned cap, else None
+    cache_sampled: bool = True  # cache answers sampled at temperature > 0 (or unset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,11 @@ def _load_snapshot(started: float) -> Snapshot:
     features: dict[int, dict[str, FeatureSnap]] = {}
     for f in Feature.objects.all():
         features.setdefault(f.team_id, {})[f.name] = FeatureSnap(
-            f.id, f.name, f.default_cache_ttl, f.output_cap or f.learned_output_cap
+            f.id,
+            f.name,
+            f.default_cache_ttl,
+            f.output_cap or f.learned_output_cap,
+            f.cache_sampled,
         )
     teams_tz = dict(Team.objects.values_list("id", "timezone"))
     budgets: dict[int, list[BudgetSnap]] = {}

@@ -63,6 +63,13 @@ class Feature(models.Model):
     default_cache_ttl = models.PositiveIntegerField(
         default=3600, help_text="Seconds a cached answer lives; 0 disables caching."
     )
+    cache_sampled = models.BooleanField(
+        default=True,
+        help_text="Cache sampled answers too (temperature above 0, or unset: OpenAI's default "
+        "is 1). On: a repeated question, or the user's regenerate button, returns the same "
+        "text until the cached answer expires. Off: only temperature 0 answers are cached, and "
+        "regenerate gets a new answer.",
+    )
     output_cap = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -165,7 +165,7 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
     call.chain = _priced_under_hard_budget(call, chain)
     call.max_output, call.output_cap = output_limits(call, max_tokens)
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
-    if call.cache_ttl > 0:
+    if call.cache_ttl > 0 and cache.may_cache(call.body, call.feature):
         # A capped answer differs from an uncapped one: the cap is part of the key.
         keyed = {**call.body, "max_tokens": call.output_cap} if call.output_cap else call.body
         call.cache_key = cache.key_for(
@@ -442,7 +442,7 @@ async def finish(
     else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
         slots, request_id = (budgets.slots_for(call.budgets) if cost.units else ()), ""
     spend = budgets.queue_spend(trip, slots=slots, request_id=request_id, units=cost.units)
-    if status == "ok" and call.cache_key and body is not None and cache.cacheable(body):
+    if status == "ok" and call.cache_key and body is not None and cache.cacheable(body, call.body):
         answer = cache.CachedAnswer(
             body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
         )

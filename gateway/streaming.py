@@ -62,70 +62,116 @@ def openai_usage(
     return out
 
 
+class _Choice:
+    """One choice of a stream, as its deltas arrive."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, list[Any]] | None = None  # "content" / "refusal" token lists
+        self.finish_reason: str | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            self.content.append(delta["content"])
+        if delta.get("refusal"):
+            self.refusal.append(delta["refusal"])
+        for call in delta.get("tool_calls") or []:
+            slot = self.tool_calls.setdefault(
+                call.get("index", 0),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            if self.logprobs is None:
+                self.logprobs = {"content": [], "refusal": []}
+            for part in ("content", "refusal"):
+                self.logprobs[part] += logprobs.get(part) or []
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def whole(self, index: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        out: dict[str, Any] = {"index": index, "message": message}
+        if self.logprobs is not None:
+            out["logprobs"] = {k: v or None for k, v in self.logprobs.items()}
+        out["finish_reason"] = self.finish_reason
+        return out
+
+
 class Accumulator:
-    """Rebuilds a whole chat.completion from the chunks of a stream (for the cache)."""
+    """Rebuilds a whole chat.completion from the chunks of a stream (for the cache): every
+    choice (n > 1), with its refusal and logprobs, and the chunk's service_tier."""
+
+    META = ("id", "created", "model", "system_fingerprint", "service_tier")
 
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
-        self.content: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason: str | None = None
+        self.choices: dict[int, _Choice] = {}
+        self.finish_reason: str | None = None  # the last one seen, of any choice
 
     def add(self, chunk: dict[str, Any]) -> None:
-        if not self.meta:
-            self.meta = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+        for name in self.META:
+            if chunk.get(name) is not None and self.meta.get(name) is None:
+                self.meta[name] = chunk[name]
         for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.content.append(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                slot = self.tool_calls.setdefault(
-                    call.get("index", 0),
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                slot["id"] = call.get("id") or slot["id"]
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                slot["function"]["arguments"] += fn.get("arguments") or ""
+            slot = self.choices.setdefault(choice.get("index", 0), _Choice())
+            slot.add(choice)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
     def text(self) -> str:
-        return "".join(self.content) + "".join(
-            c["function"]["arguments"] for c in self.tool_calls.values()
+        return "".join(
+            "".join(c.content) + "".join(t["function"]["arguments"] for t in c.tool_calls.values())
+            for c in self.choices.values()
         )
 
     def completion(self, usage: Usage, details: dict[str, Any] | None = None) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
-        if self.tool_calls:
-            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        choices = self.choices or {0: _Choice()}
         return {
             **{k: v for k, v in self.meta.items() if v is not None},
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "choices": [choices[i].whole(i) for i in sorted(choices)],
             "usage": openai_usage(usage, details=details),
         }
 
 
 def replay_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A whole chat.completion (e.g. from the cache) as the chunks a stream would have sent."""
+    """A whole chat.completion (e.g. from the cache) as the chunks a stream would have sent:
+    with its refusal, logprobs, service_tier and system_fingerprint."""
     base = {
         "id": body.get("id", ""),
         "object": "chat.completion.chunk",
         "created": body.get("created", 0),
         "model": body.get("model", ""),
     }
+    for name in ("service_tier", "system_fingerprint"):
+        if body.get(name) is not None:
+            base[name] = body[name]
     chunks = []
     for choice in body.get("choices", []):
         index, message = choice.get("index", 0), choice.get("message") or {}
         delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("refusal"):
+            delta["refusal"] = message["refusal"]
         if message.get("tool_calls"):
             delta["tool_calls"] = [
                 {"index": j, **call} for j, call in enumerate(message["tool_calls"])
             ]
-        chunks.append(
-            {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-        )
+        first: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": None}
+        if "logprobs" in choice:
+            first["logprobs"] = choice["logprobs"]
+        chunks.append({**base, "choices": [first]})
         chunks.append(
             {
                 **base,

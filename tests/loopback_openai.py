@@ -71,13 +71,32 @@ class OpenAIWire(Wire):
             "system_fingerprint": "fp_loopback",
         }
 
+    @staticmethod
+    def _logprobs(body: dict[str, Any], b: Behaviour, part: str, texts: list[str]) -> Any:
+        """The `logprobs` of a choice for these pieces, when the request asked for them."""
+        if not (body.get("logprobs") and b.logprobs):
+            return None
+        top = int(body.get("top_logprobs") or 0)
+        tokens = [
+            {
+                "token": t,
+                "logprob": -0.25,
+                "bytes": list(t.encode()),
+                "top_logprobs": [{"token": t, "logprob": -0.25, "bytes": list(t.encode())}][:top],
+            }
+            for t in texts
+        ]
+        other = "refusal" if part == "content" else "content"
+        return {part: tokens, other: None}
+
     def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": b.text or None,
-            "refusal": None,
+            "content": None if b.refusal else b.text or None,
+            "refusal": b.refusal,
             "annotations": [],
         }
+        part, said = ("refusal", b.refusal) if b.refusal else ("content", b.text)
         finish = b.finish
         if b.tool_call:
             name, args = b.tool_call
@@ -92,7 +111,12 @@ class OpenAIWire(Wire):
         out = {
             **self._base(body, "chat.completion"),
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": self._logprobs(body, b, part, pieces(said or "")),
+                    "finish_reason": finish,
+                }
             ],
         }
         if b.usage:
@@ -105,18 +129,19 @@ class OpenAIWire(Wire):
         if with_usage:
             base["usage"] = None
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        def chunk(delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
             return sse(
                 {
                     **base,
                     "choices": [
-                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                        {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
                     ],
                 }
             )
 
+        part, said = ("refusal", b.refusal) if b.refusal else ("content", b.text)
         out = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        out += [chunk({"content": p}) for p in pieces(b.text)]
+        out += [chunk({part: p}, lp=self._logprobs(body, b, part, [p])) for p in pieces(said)]
         finish = b.finish
         if b.tool_call:
             name, args = b.tool_call

@@ -32,6 +32,8 @@ class Behaviour:
     cache_write_tokens: int = 0  # Anthropic only
     reasoning_tokens: int = 0  # OpenAI only: usage.completion_tokens_details.reasoning_tokens
     tool_call: tuple[str, dict[str, Any]] | None = None  # (function name, arguments)
+    logprobs: bool = True  # OpenAI only: answer `logprobs` when the request asks for them
+    refusal: str | None = None  # OpenAI only: refuse with this text instead of answering
     garbage: bool = False  # a 200 whose body is an HTML page, not JSON nor SSE
     stall_after: int | None = None  # send this many SSE frames (or only the headers), then hang
     cut_after: int | None = None  # send this many SSE frames, then end the body early

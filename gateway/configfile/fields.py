@@ -198,6 +198,8 @@ def _cap(value: Any, where: str) -> int | None:
 
 FEATURE_FIELDS = (
     Field("default_cache_ttl", "default_cache_ttl", _count, 3600),
+    # false: only temperature-0 answers are cached (regenerate gets a new answer).
+    Field("cache_sampled", "cache_sampled", _flag, True),
     # Left out: the learned cap (or the default) applies. The learned value is not exported.
     Field("output_cap", "output_cap", _cap, None),
 )
