@@ -29,10 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "frequency_penalty": 0,
     "logprobs": False,
     "parallel_tool_calls": True,
+    "service_tier": "auto",
 }
 FLOAT_PARAMS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
-# Fields that never change the answer.
-IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
+# Fields that never change the answer. (`service_tier` does: the answer names its tier.)
+IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 
 
 def _normalize_content(content: Any) -> Any:

@@ -334,6 +334,9 @@ async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator
             "created": hit.body.get("created", 0),
             "model": hit.body.get("model", ""),
         }
+        for name in ("service_tier", "system_fingerprint"):
+            if hit.body.get(name) is not None:
+                base[name] = hit.body[name]
         details = usage_details(hit.body.get("usage") or {})
         usage_out = openai_usage(hit.usage, Cost(Decimal(0)), details)
         yield sse({**base, "choices": [], "usage": usage_out})

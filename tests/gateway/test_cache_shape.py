@@ -107,6 +107,7 @@ CHANGES = {
     "frequency_penalty": ({}, {"frequency_penalty": 0.5}),
     "logit_bias": ({}, {"logit_bias": {"1234": -100}}),
     "reasoning_effort": ({}, {"reasoning_effort": "low"}),
+    "service_tier": ({}, {"service_tier": "flex"}),
     "prediction": ({}, {"prediction": {"type": "content", "content": "Paris"}}),
 }  # fmt: skip
 
