@@ -38,6 +38,31 @@ def make_provider(name: str = "sim", kind: str = "simulated", base_url: str = ""
     return Provider.objects.create(name=name, kind=kind, base_url=base_url, **kw)
 
 
+def make_loopback_providers(
+    openai_server, anthropic_server, monkeypatch, **openai_kw
+) -> tuple[Provider, Provider]:
+    """The `openai` and `anthropic` providers on the loopback servers, their keys set in the
+    environment under names the operator allowlist accepts (`*_API_KEY`)."""
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test-openai-secret")
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-test-secret")
+    openai_kw.setdefault("options", {})
+    oa = make_provider(
+        "openai",
+        kind="openai",
+        base_url=openai_server.base_url,
+        api_key_env="TEST_OPENAI_API_KEY",
+        **openai_kw,
+    )
+    an = make_provider(
+        "anthropic",
+        kind="anthropic",
+        base_url=anthropic_server.base_url,
+        api_key_env="TEST_ANTHROPIC_API_KEY",
+        options={},
+    )
+    return oa, an
+
+
 def make_model(
     name: str, provider: Provider, *, input_price="1", output_price="2", **kw
 ) -> LanguageModel:

@@ -17,6 +17,7 @@ from gateway.models import UsageRecord
 from tests.factories import (
     make_feature,
     make_key,
+    make_loopback_providers,
     make_model,
     make_provider,
     make_team,
@@ -36,25 +37,10 @@ class City(BaseModel):
 
 @pytest.fixture
 def world(openai_server, anthropic_server, monkeypatch):
-    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test-openai-secret")
-    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-test-secret")
     team = make_team("acme")
     make_feature(team, "chatbot")
     _, secret = make_key(team)
-    oa = make_provider(
-        "openai",
-        kind="openai",
-        base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_API_KEY",
-        options={},
-    )
-    an = make_provider(
-        "anthropic",
-        kind="anthropic",
-        base_url=anthropic_server.base_url,
-        api_key_env="TEST_ANTHROPIC_API_KEY",
-        options={},
-    )
+    oa, an = make_loopback_providers(openai_server, anthropic_server, monkeypatch)
     sim = make_provider("sim", kind="simulated", options={"latency_ms": 0})
     gpt = make_model("gpt-4o-mini", oa)
     claude = make_model("claude-haiku", an)

@@ -12,7 +12,13 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from tests.factories import make_feature, make_key, make_model, make_provider, make_team
+from tests.factories import (
+    make_feature,
+    make_key,
+    make_loopback_providers,
+    make_model,
+    make_team,
+)
 from tests.loopback import ok, tool_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,19 +33,10 @@ class City(BaseModel):
 
 @pytest.fixture
 def secret(openai_server, anthropic_server, monkeypatch):
-    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test-openai-secret")
-    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-test-secret")
     team = make_team("acme")
     make_feature(team, "chatbot")
     _, secret = make_key(team)
-    oa = make_provider(
-        "openai", kind="openai", base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_API_KEY", options={},
-    )  # fmt: skip
-    an = make_provider(
-        "anthropic", kind="anthropic", base_url=anthropic_server.base_url,
-        api_key_env="TEST_ANTHROPIC_API_KEY", options={},
-    )  # fmt: skip
+    oa, an = make_loopback_providers(openai_server, anthropic_server, monkeypatch)
     make_model("gpt-4o-mini", oa)
     make_model("claude-haiku", an)
     return secret

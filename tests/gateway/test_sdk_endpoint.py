@@ -14,6 +14,7 @@ from gateway.models import UsageRecord
 from tests.factories import (
     make_feature,
     make_key,
+    make_loopback_providers,
     make_model,
     make_provider,
     make_team,
@@ -27,26 +28,10 @@ HELLO = [{"role": "user", "content": "Say hello, please"}]  # 17 chars: 5 prompt
 
 @pytest.fixture
 def world(openai_server, anthropic_server, monkeypatch):
-    monkeypatch.setenv("TEST_OPENAI_API_KEY", "sk-test-openai-secret")
-    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-test-secret")
     team = make_team("acme")
     feature = make_feature(team, "chatbot")
     key, secret = make_key(team)
-    oa = make_provider(
-        "openai",
-        kind="openai",
-        base_url=openai_server.base_url,
-        api_key_env="TEST_OPENAI_API_KEY",
-        read_timeout=0.5,
-        options={},
-    )
-    an = make_provider(
-        "anthropic",
-        kind="anthropic",
-        base_url=anthropic_server.base_url,
-        api_key_env="TEST_ANTHROPIC_API_KEY",
-        options={},
-    )
+    oa, an = make_loopback_providers(openai_server, anthropic_server, monkeypatch, read_timeout=0.5)
     local = make_provider(
         "vllm", kind="openai_compatible", base_url=openai_server.base_url, options={}
     )
