@@ -12,6 +12,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from gateway.providers import kind_choices
+
 KEY_PREFIX = "gw-"
 
 
@@ -161,14 +163,9 @@ class ApiKey(models.Model):
 
 
 class Provider(models.Model):
-    class Kind(models.TextChoices):
-        OPENAI = "openai", "OpenAI"
-        ANTHROPIC = "anthropic", "Anthropic"
-        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, llama.cpp…)"
-        SIMULATED = "simulated", "Simulated (built in, no network)"
-
     name = models.SlugField(max_length=64, unique=True)
-    kind = models.CharField(max_length=32, choices=Kind)
+    # The kinds come from the adapter registry (a callable: a new adapter needs no migration).
+    kind = models.CharField(max_length=32, choices=kind_choices)
     base_url = models.URLField(blank=True, help_text="e.g. https://api.openai.com/v1")
     api_key_env = models.CharField(
         max_length=128,

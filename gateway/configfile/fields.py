@@ -16,7 +16,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from budgets.models import Reservation, default_thresholds
-from gateway.models import Provider, RouteRule, Team, validate_drop_params
+from gateway.models import RouteRule, Team, validate_drop_params
+from gateway.providers import kind_choices
 
 
 class ConfigFileError(Exception):
@@ -116,10 +117,15 @@ def _dump_emails(value: str) -> list[str]:
     return [e.strip() for e in value.replace(",", "\n").splitlines() if e.strip()]
 
 
-def _choice(choices: type) -> Callable[[Any, str], str]:
-    allowed = [str(c) for c in choices.values]
+def _choice(choices: Any) -> Callable[[Any, str], str]:
+    """A parser for one of `choices`: a TextChoices class, or a callable giving (value,
+    label) pairs (read at parse time, as Django reads callable choices)."""
 
     def parse(value: Any, where: str) -> str:
+        if callable(choices) and not hasattr(choices, "values"):
+            allowed = [str(v) for v, _ in choices()]
+        else:
+            allowed = [str(c) for c in choices.values]
         if value is None:
             value = ""
         if value not in allowed:
@@ -151,7 +157,7 @@ class Field:
 
 
 PROVIDER_FIELDS = (
-    Field("kind", "kind", _choice(Provider.Kind), REQUIRED),
+    Field("kind", "kind", _choice(kind_choices), REQUIRED),
     Field("base_url", "base_url", _text, ""),
     Field("api_key_env", "api_key_env", _key_var, ""),
     Field("connect_timeout", "connect_timeout", _seconds, 5.0),

@@ -1,6 +1,8 @@
 """Provider adapters, looked up by the Provider's `kind`.
 
-Adding a provider = one module, one line in `ADAPTERS`, one contract test file.
+Adding a provider = one module, one line in `ADAPTERS`, and its wire fixtures in the
+parametrized contract suite (tests/providers/test_contract.py). The admin's and the YAML's
+list of kinds is read from `ADAPTERS` (`kind_choices`), so a new kind needs no migration.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ ADAPTERS: dict[str, type[ProviderAdapter]] = {
     OpenAICompatibleAdapter.kind: OpenAICompatibleAdapter,
     SimulatedAdapter.kind: SimulatedAdapter,
 }
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """The Provider kinds an admin can choose: Django's callable `choices`, read when a form
+    or a check runs, so a kind added here reaches the admin without a migration."""
+    return [(kind, cls.label) for kind, cls in ADAPTERS.items()]
 
 
 def adapter_for(config: ProviderConfig, client: httpx.AsyncClient) -> ProviderAdapter:

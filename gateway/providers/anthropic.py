@@ -51,6 +51,8 @@ _ERROR_STATUS = {
 
 class AnthropicAdapter(ProviderAdapter):
     kind = "anthropic"
+    label = "Anthropic"
+    final_events = frozenset({"message_stop"})
     default_base_url = "https://api.anthropic.com"
     api_version = "2023-06-01"
 

@@ -419,7 +419,12 @@ class ProviderAdapter(abc.ABC):
     __slots__ = ("config", "client")
 
     kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # what the admin shows for the kind
     default_base_url: ClassVar[str] = ""
+    # The named SSE events after which this provider's answer is complete (OpenAI-style
+    # streams end with `data: [DONE]`, which `sse` always knows); `sse` then reads on only
+    # until the body ends, so the connection goes back to the pool.
+    final_events: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -569,7 +574,7 @@ class ProviderAdapter(abc.ABC):
             limit = self._cap("max_stream_bytes", MAX_STREAM_BYTES)
             events = _sse_events(resp, limit, lambda: self.too_large("the stream", limit))
             async for event, data in events:
-                if data == b"[DONE]" or event == "message_stop":
+                if data == b"[DONE]" or event in self.final_events:
                     await _until_body_ends(events)
                 try:
                     yield event, (DONE if data == b"[DONE]" else orjson.loads(data))
@@ -589,8 +594,8 @@ MAX_STREAM_BYTES = 64 * 1024 * 1024  # a provider's `max_stream_bytes` option by
 
 
 async def _until_body_ends(events: AsyncIterator[tuple[str, bytes]]) -> None:
-    """Read on after a stream's last event (OpenAI's `[DONE]`, Anthropic's `message_stop`)
-    until the body itself ends, for at most BODY_END_WAIT_S.
+    """Read on after a stream's last event (`[DONE]`, or one of the adapter's
+    `final_events`) until the body itself ends, for at most BODY_END_WAIT_S.
 
     The adapter stops at that event, and the end of a chunked body (its empty last chunk)
     often arrives in a read of its own, a moment later. A response closed before its body

@@ -49,6 +49,7 @@ def usage_from_openai(raw: Any) -> Usage | None:
 
 class OpenAIAdapter(ProviderAdapter):
     kind = "openai"
+    label = "OpenAI"
     default_base_url = "https://api.openai.com/v1"
     # OpenAI's current name (its reasoning models reject `max_tokens`).
     max_tokens_param = "max_completion_tokens"

@@ -17,6 +17,7 @@ from gateway.providers.openai import OpenAIAdapter
 
 class OpenAICompatibleAdapter(OpenAIAdapter):
     kind = "openai_compatible"
+    label = "OpenAI-compatible (vLLM, Ollama, llama.cpp…)"
     default_base_url = ""
     # vLLM, Ollama, llama.cpp and LM Studio all read `max_tokens`; not all know the newer name.
     max_tokens_param = "max_tokens"

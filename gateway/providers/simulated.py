@@ -40,6 +40,7 @@ _WORDS = (
 
 class SimulatedAdapter(ProviderAdapter):
     kind = "simulated"
+    label = "Simulated (built in, no network)"
 
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
         """Its answer is a few words: no JSON, no log probabilities."""

@@ -16,7 +16,6 @@ from tests.providers.support import (
     config,
     drain,
     event,
-    raises,
     recording,
     sent_json,
     sse_response,
@@ -169,49 +168,7 @@ async def test_an_overloaded_error_event_mid_stream_is_retryable():
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
-async def test_a_stream_without_message_stop_is_cut():
-    with pytest.raises(ProviderError) as caught:
-        await drain(adapter("anthropic", lambda r: sse_response(*TEXT_STREAM[:-1])), chat())
-    assert (caught.value.retryable, caught.value.kind) == (True, "stream_cut")
-
-
 # Errors
-
-
-async def test_a_529_is_a_retryable_overload():
-    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    with pytest.raises(ProviderError) as caught:
-        await adapter("anthropic", lambda r: httpx.Response(529, json=body)).complete(chat())
-    assert (caught.value.retryable, caught.value.status, caught.value.kind) == (
-        True,
-        529,
-        "overloaded",
-    )
-
-
-async def test_a_400_is_not_retryable_and_keeps_the_providers_error_body():
-    body = {
-        "type": "error",
-        "error": {"type": "invalid_request_error", "message": "messages: roles must alternate"},
-    }
-    with pytest.raises(ProviderError) as caught:
-        await adapter("anthropic", lambda r: httpx.Response(400, json=body)).complete(chat())
-    assert (caught.value.retryable, caught.value.kind) == (False, "invalid_request")
-    assert caught.value.body == body
-    assert "roles must alternate" in caught.value.message
-
-
-async def test_a_timeout_is_a_retryable_error():
-    with pytest.raises(ProviderError) as caught:
-        await adapter("anthropic", raises(httpx.ConnectTimeout("slow"))).complete(chat())
-    assert (caught.value.retryable, caught.value.kind) == (True, "timeout")
-
-
-@pytest.mark.parametrize("content", [b"not json", b'{"id": "msg_1"}'])
-async def test_a_malformed_body_is_a_retryable_error(content):
-    with pytest.raises(ProviderError) as caught:
-        await adapter("anthropic", lambda r: httpx.Response(200, content=content)).complete(chat())
-    assert (caught.value.retryable, caught.value.kind) == (True, "bad_response")
 
 
 # Through the loopback server
