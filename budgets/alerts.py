@@ -29,7 +29,7 @@ def alert_text(
     spend_units: int,
     exhausted: bool = False,
 ) -> str:
-    limit = budget.limit_for(window)
+    limit = _limit(budget, window)
     if exhausted:
         target = budget.feature if budget.scope == Budget.Scope.FEATURE else budget.team
         left = max(Decimal(0), limit - units_to_usd(spend_units))
@@ -96,6 +96,14 @@ def send_alert(
     return records
 
 
+def _limit(budget: Budget, window: str) -> Decimal:
+    """The window's limit; an alert is only raised for a window that has one."""
+    limit = budget.limit_for(window)
+    if limit is None:
+        raise ValueError(f"budget {budget.pk} has no {window} limit to alert on")
+    return limit
+
+
 def _attempt(
     budget: Budget, channel: str, deliver, where: dict, spend_units: int
 ) -> BudgetAlert | None:
@@ -114,7 +122,7 @@ def _attempt(
         channel=channel,
         **where,
         spend_usd=units_to_usd(spend_units),
-        limit_usd=budget.limit_for(where["window"]),
+        limit_usd=_limit(budget, where["window"]),
         attempt=previous.count() + 1,
         error=error,
         status=BudgetAlert.Status.FAILED if error else BudgetAlert.Status.SENT,

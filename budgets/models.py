@@ -97,7 +97,8 @@ class Budget(models.Model):
             raise ValidationError(
                 {"feature": "A team budget covers every feature; leave this blank."}
             )
-        if self.feature_id and self.team_id and self.feature.team_id != self.team_id:
+        feature = self.feature if self.feature_id else None
+        if feature is not None and self.team_id and feature.team_id != self.team_id:
             raise ValidationError({"feature": "The feature belongs to another team."})
 
     @property

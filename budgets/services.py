@@ -25,7 +25,7 @@ from gateway import runtime
 from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
-from gateway.roundtrip import RoundTrip
+from gateway.roundtrip import RoundTrip, ScriptQueue
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _reservation_keys(slots: tuple[Slot, ...]) -> list[str]:
 
 
 def queue_spend(
-    trip: RoundTrip, *, slots: tuple[Slot, ...], request_id: str, units: int
+    trip: ScriptQueue, *, slots: tuple[Slot, ...], request_id: str, units: int
 ) -> int | None:
     """Queue the spend script (settle when `request_id` holds a reservation, else a plain
     spend) on a round trip; None when no budget covers the request. Hand its reply to

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -69,7 +70,7 @@ class Labelled:
     """Mixin for admins and inlines: their form fields carry the labels above."""
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
-        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
         if field is not None and db_field.name in LABELS:
             field.label = LABELS[db_field.name]
         return field
@@ -130,7 +131,7 @@ class TeamAdmin(Labelled, admin.ModelAdmin):
 
     @admin.display(description="features", ordering="_features")
     def feature_count(self, obj: Team) -> int:
-        return obj._features
+        return obj._features  # type: ignore[attr-defined]  # annotated by get_queryset
 
 
 def team_summary(team: Team) -> dict:
@@ -150,23 +151,15 @@ def team_summary(team: Team) -> dict:
         Budget.objects.filter(team=team).select_related("team", "feature", "feature__team")
     )
     spend = live_spend(budgets)
-    for budget in budgets:
-        budget.live = spend.get(budget.pk, ("—", "—"))
+    live = [(budget, *spend.get(budget.pk, ("—", "—"))) for budget in budgets]
     keys = list(ApiKey.objects.filter(team=team).select_related("feature"))
-    for key in keys:
-        if key.revoked_at is not None:
-            key.status = "revoked"
-        elif not key.is_active:
-            key.status = "expired"
-        else:
-            key.status = "active"
     return {
         "month": month.key,
         "month_start": month.start,
         "requests": ledger["requests"],
         "refused": ledger["refused"],
         "spend": "$" + format_usd(ledger["cost"] or Decimal(0)),
-        "budgets": budgets,
+        "budgets": live,
         "keys": keys,
     }
 
@@ -247,9 +240,9 @@ class FeatureSelect(forms.Select):
 
 def revoke(keys: QuerySet) -> tuple[list[ApiKey], list[ApiKey]]:
     """Revoke the keys that are not revoked yet: (revoked now, were already revoked)."""
-    keys = list(keys.select_related("team"))
-    fresh = [k for k in keys if k.revoked_at is None]
-    already = [k for k in keys if k.revoked_at is not None]
+    chosen = list(keys.select_related("team"))
+    fresh = [k for k in chosen if k.revoked_at is None]
+    already = [k for k in chosen if k.revoked_at is not None]
     if fresh:
         ApiKey.objects.filter(pk__in=[k.pk for k in fresh], revoked_at__isnull=True).update(
             revoked_at=timezone.now()
@@ -325,7 +318,7 @@ class ApiKeyAdmin(Labelled, admin.ModelAdmin):
                 "opts": self.opts,
                 "title": "Revoke API keys?",
                 "keys": list(queryset.select_related("team", "feature__team")),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "bulk": True,
             }
             return TemplateResponse(request, "admin/gateway/apikey/revoke_confirm.html", context)

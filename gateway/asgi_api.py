@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -132,10 +133,10 @@ async def send_refusal(scope, send, error: GatewayError) -> None:
 
 class ApiHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        handler = self._get_response_async if is_async else self._get_response
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        handler = self._get_response_async if is_async else self._get_response  # type: ignore[attr-defined]
         self._middleware_chain = convert_exception_to_response(handler)
 
     def __init__(self) -> None:
@@ -150,8 +151,9 @@ class ApiHandler(ASGIHandler):
         """The body in memory, not in Django's spooled temporary file: an API body is a few
         kilobytes. Past the API's limit (GATEWAY MAX_BODY_BYTES) the rest is read and
         dropped, and the view refuses the request as too large."""
-        keep = settings.GATEWAY["MAX_BODY_BYTES"] + 1
-        chunks, size = [], 0
+        keep = int(settings.GATEWAY["MAX_BODY_BYTES"]) + 1
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -197,6 +199,7 @@ class ApiHandler(ASGIHandler):
         request, refused = self.create_request(scope, body_file)
         if request is None:
             body_file.close()
+            assert refused is not None  # create_request returns a request or a refusal
             await self.send_response(refused, send)
             await self.finish_response(refused)
             return
@@ -238,8 +241,8 @@ class ApiHandler(ASGIHandler):
                 except asyncio.CancelledError:
                     pass
         body_file.close()
-        if not listener.cancelled() and listener.exception() is not None:
-            raise listener.exception()  # an invalid ASGI message, as Django raises it
+        if not listener.cancelled() and (failure := listener.exception()) is not None:
+            raise failure  # an invalid ASGI message, as Django raises it
         if responder.cancelled():
             await send_request_signal(signals.request_finished, self.__class__)
         else:

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 import weakref
+from typing import NoReturn
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -172,7 +173,7 @@ def _refuse_if_blocked(client: str) -> None:
     _blocked.pop(client, None)
 
 
-async def _refuse(meta: dict | None, error: AuthenticationFailed, *, client: str = "") -> None:
+async def _refuse(meta: dict | None, error: AuthenticationFailed, *, client: str = "") -> NoReturn:
     """Count the failure against the client and raise: `error`, or 429 past the limit."""
     global _redis_down_logged
     limit = int(settings.GATEWAY["AUTH_FAILURES_PER_MINUTE"])

@@ -158,7 +158,7 @@ def error_response(
     return response
 
 
-_DRF_MAP: dict[type, type[GatewayError]] = {
+_DRF_MAP: dict[type[drf_exceptions.APIException], type[GatewayError]] = {
     drf_exceptions.ParseError: InvalidRequest,
     drf_exceptions.UnsupportedMediaType: UnsupportedMediaType,
     drf_exceptions.NotAuthenticated: AuthenticationFailed,

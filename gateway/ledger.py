@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache, partial
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.conf import settings
@@ -167,7 +167,7 @@ def _insert(records) -> None:
     from psycopg.types.json import Jsonb
 
     fields = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
     sql = f"COPY {connection.ops.quote_name(UsageRecord._meta.db_table)} ({columns}) FROM STDIN"
 
     def cell(field, value):
@@ -413,7 +413,7 @@ def drain(max_batches: int = 100) -> int:
             raws = redis.lrange(QUEUE_KEY, 0, BATCH - 1)
             if not raws:
                 break
-            written += _write_or_set_aside(raws)
+            written += _write_or_set_aside(cast(list[bytes], raws))
             redis.ltrim(QUEUE_KEY, len(raws), -1)
             if not extend_lock(redis, token):
                 log.warning("the ledger drain lock expired mid-drain; leaving the rest")

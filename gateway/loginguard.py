@@ -33,6 +33,7 @@ from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 MAX_FAILURES = 5
@@ -89,7 +90,7 @@ except ImportError:  # pragma: no cover
 
 
 def _redis():
-    return cache.client.get_client(write=True)  # django-redis: the raw redis-py client
+    return get_redis_connection("default")  # django-redis: the raw redis-py client
 
 
 def _count_in_redis(key: str) -> int:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import zoneinfo
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -140,7 +141,8 @@ class ApiKey(models.Model):
         return f"{self.prefix}… ({self.team.name})"
 
     def clean(self) -> None:
-        if self.feature_id and self.team_id and self.feature.team_id != self.team_id:
+        feature = self.feature if self.feature_id else None
+        if feature is not None and self.team_id and feature.team_id != self.team_id:
             raise ValidationError({"feature": "The feature belongs to another team."})
 
     @staticmethod
@@ -160,6 +162,17 @@ class ApiKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+    # The secret of a key just created, for the one page that shows it (not a field: only
+    # its hash is stored).
+    secret_shown_once: str = ""
+
+    @property
+    def status(self) -> str:
+        """ "revoked", "expired" or "active", as the admin shows it."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_active else "expired"
 
 
 class Provider(models.Model):
@@ -203,7 +216,7 @@ class Provider(models.Model):
             raise ValidationError({"api_key_env": str(exc)}) from None
 
 
-PRICE_FIELD = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
+PRICE_FIELD: dict[str, Any] = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
 
 
 # What a model's `drop_params` may name: the chat parameters some provider cannot honour.
@@ -341,7 +354,7 @@ class UsageRecordQuerySet(models.QuerySet):
         return self.filter(created_at__gte=start, created_at__lt=end)
 
 
-COST_FIELD = {"max_digits": 20, "decimal_places": 10, "default": Decimal("0")}
+COST_FIELD: dict[str, Any] = {"max_digits": 20, "decimal_places": 10, "default": Decimal("0")}
 
 
 class UsageRecord(models.Model):

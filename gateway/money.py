@@ -50,7 +50,7 @@ def cost_of(usage: Usage, prices: Prices) -> Cost:
     `usage.input_tokens` includes the cached and cache-written tokens (see `Usage`), so the
     plain input price applies to what is left once those are taken out.
     """
-    if not prices.known:
+    if prices.input is None or prices.output is None:  # `not prices.known`, spelled for mypy
         return Cost(Decimal(0), unpriced=True)
     cached = min(usage.cached_tokens, usage.input_tokens)
     written = min(usage.cache_write_tokens, usage.input_tokens - cached)
@@ -73,11 +73,11 @@ def worst_case_units(*, input_tokens: int, output_tokens: int, prices: list[Pric
     dearer than plain input, so they count too). Unpriced models contribute nothing here: a
     request that might be served by one is still reserved at the dearest known price.
     """
-    known = [p for p in prices if p.known]
+    known = [(p.input, p.output, p.cache_write) for p in prices if p.known]
     if not known:
         return 0
-    dearest_in = max(max(p.input, p.cache_write or p.input) for p in known)
-    dearest_out = max(p.output for p in known)
+    dearest_in = max(max(i, w or i) for i, _, w in known if i is not None)
+    dearest_out = max(o for _, o, _ in known if o is not None)
     usd = (input_tokens * dearest_in + output_tokens * dearest_out) / MILLION
     return int((usd * UNITS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
 

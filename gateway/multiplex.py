@@ -87,13 +87,15 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, commands: list[tuple[Any, ...]]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        if self.lost is None and self.transport.is_closing():  # closed, not yet told
+        transport = self.transport
+        assert transport is not None, "send() before the connection was made"
+        if self.lost is None and transport.is_closing():  # closed, not yet told
             self.fail(RedisConnectionError("Connection to Redis closed"))
         if self.lost is not None:
             future.set_exception(self.lost)
             return future
         self.waiting.append(_Waiter(future, len(commands)))
-        self.transport.write(b"".join(map(hiredis.pack_command, commands)))
+        transport.write(b"".join(map(hiredis.pack_command, commands)))
         return future
 
 

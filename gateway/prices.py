@@ -77,7 +77,14 @@ def per_million(per_token: Any) -> Decimal | None:
         return None
     value = value.normalize()
     # normalize() writes 150 as 1.5E+2; keep whole numbers whole.
-    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value
+    return value.quantize(Decimal(1)) if _exponent(value) > 0 else value
+
+
+def _exponent(value: Decimal) -> int:
+    """The exponent of a finite Decimal (`as_tuple` also types it as 'n', 'N' or 'F')."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), "a price is finite"
+    return exponent
 
 
 def import_prices(*, table: dict[str, dict], dry_run: bool = False) -> PriceReport:
@@ -117,7 +124,7 @@ def _changes(model: LanguageModel, entry: dict, key: str, warnings: list[str]) -
         if entry.get(table_key) is None:
             continue
         new = per_million(entry[table_key])
-        if new is None or -new.as_tuple().exponent > PRICE_PLACES:
+        if new is None or -_exponent(new) > PRICE_PLACES:
             warnings.append(
                 f"{model.name}: {key}.{table_key} = {entry[table_key]!r} is not a "
                 f"price this gateway stores exactly; {attr} left unchanged"

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
@@ -49,6 +49,12 @@ MAX_SHARED = 512  # commands in one shared pipeline; a larger wave opens the nex
 @cache
 def sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
+
+
+class ScriptQueue(Protocol):
+    """What queues a script: a `RoundTrip`, or anything that only borrows its arguments."""
+
+    def script(self, source: str, keys: list[str], args: list[Any]) -> int: ...
 
 
 class RoundTrip:

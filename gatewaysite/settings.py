@@ -359,6 +359,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -372,7 +373,7 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": env_str("LOG_FORMAT", "plain" if DEBUG else "json"),
+            "formatter": LOG_FORMAT,
         }
     },
     "filters": {"api_outcomes": {"()": "gateway.logs.ApiOutcomeFilter"}},
@@ -390,7 +391,7 @@ LOGGING = {
         },
     },
 }
-if LOGGING["handlers"]["console"]["formatter"] == "json":
+if LOG_FORMAT == "json":
     # Python's warnings (a library's deprecation, Celery's root warning) as JSON lines too.
     logging.captureWarnings(True)
 # Celery keeps the logging configured above (JSON in production) instead of installing its

@@ -56,7 +56,7 @@ DIMENSION_FIELDS: tuple[str, ...] = ("team_id", "feature_key", "served_model", "
 
 class RollupQuerySet(models.QuerySet):
     def in_window(self, start, end) -> RollupQuerySet:
-        period = self.model.PERIOD_FIELD
+        period: str = getattr(self.model, "PERIOD_FIELD")  # noqa: B009 - set on each roll-up model
         return self.filter(**{f"{period}__gte": start, f"{period}__lt": end})
 
     def for_teams(self, team_ids: frozenset[int] | None) -> RollupQuerySet:

@@ -124,8 +124,8 @@ def _days_from_hours(start: dt.datetime, end: dt.datetime) -> dict[Key, list[int
 def by_day(hourly: dict[Key, list[int]]) -> dict[Key, list[int]]:
     """Fold hourly sums into daily sums."""
     daily: dict[Key, list[int]] = {}
-    for (hour, *dims), counters in hourly.items():
-        key = (floor_day(hour), *dims)
+    for (hour, team_id, feature_id, model, status), counters in hourly.items():
+        key = (floor_day(hour), team_id, feature_id, model, status)
         row = daily.get(key)
         if row is None:
             daily[key] = list(counters)

@@ -5,6 +5,7 @@ it names (a model's fallbacks, a route's chain) replace the stored ones."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def upsert(
     model: type[models.Model], lookup: dict, values: dict, *, where: str, fields: tuple[Field, ...]
 ) -> tuple[Any, str]:
     """Find the record by `lookup`, set `values`, validate and save it if anything changed."""
-    obj = model.objects.filter(**lookup).first()
+    obj = model._default_manager.filter(**lookup).first()
     status = "created" if obj is None else "unchanged"
     if obj is None:
         obj = model(**lookup)
@@ -145,7 +146,7 @@ def _import_models(section: Any, report: ImportReport) -> None:
             Fallback.objects.filter(model=obj),
             "target_id",
             targets,
-            lambda pos, tid, obj=obj: Fallback(model=obj, target_id=tid, position=pos),
+            functools.partial(_fallback, obj),
         )
         report.note("models", "updated" if changed and status == "unchanged" else status)
 
@@ -164,7 +165,7 @@ def _import_routes(section: Any, report: ImportReport) -> None:
             RouteStep.objects.filter(rule=rule),
             "model_id",
             chain,
-            lambda pos, mid, rule=rule: RouteStep(rule=rule, model_id=mid, position=pos),
+            functools.partial(_route_step, rule),
         )
         report.note("routes", "updated" if changed and status == "unchanged" else status)
 
@@ -223,3 +224,11 @@ def _model_ids(names: Any, where: str) -> list[int]:
     if missing:
         raise ConfigFileError(f"{where}: unknown model(s) {missing}")
     return [found[n] for n in names]
+
+
+def _fallback(model: LanguageModel, position: int, target_id: int) -> Fallback:
+    return Fallback(model=model, target_id=target_id, position=position)
+
+
+def _route_step(rule: RouteRule, position: int, model_id: int) -> RouteStep:
+    return RouteStep(rule=rule, model_id=model_id, position=position)

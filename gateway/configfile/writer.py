@@ -91,7 +91,7 @@ def _budget(b: Budget) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    def represent_list(self, data: list) -> yaml.Node:
+    def represent_list(self, data: Any) -> yaml.SequenceNode:
         flat = all(isinstance(v, str | int | float) for v in data)
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
 

@@ -103,12 +103,15 @@ def structured_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = body.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") not in STRUCTURED_FORMATS:
         return None
+    schema: dict[str, Any]
     if fmt["type"] == "json_object":
         name, schema, description = "json_object", {"type": "object"}, ""
     else:
-        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
+        given = fmt.get("json_schema")
+        spec: dict[str, Any] = given if isinstance(given, dict) else {}
         name = str(spec.get("name") or "json_schema")
-        schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {}
+        given_schema = spec.get("schema")
+        schema = given_schema if isinstance(given_schema, dict) and given_schema else {}
         schema = schema or {"type": "object"}
         description = str(spec.get("description") or "")
     tool = {
@@ -278,13 +281,20 @@ def _tool(fn: dict[str, Any]) -> dict[str, Any]:
     return tool
 
 
+_TOOL_CHOICES: dict[str, dict[str, Any]] = {
+    "auto": {"type": "auto"},
+    "required": {"type": "any"},
+    "none": {"type": "none"},
+}
+
+
 def _tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
     if isinstance(choice, dict):
         out = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        out = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(
-            choice or ("auto" if parallel is False else "")
-        )
+        named = _TOOL_CHOICES.get(choice or ("auto" if parallel is False else ""))
+        out = dict(named) if named is not None else None
     if out is not None and parallel is False and out["type"] != "none":
         out["disable_parallel_tool_use"] = True
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -556,7 +556,7 @@ class ProviderAdapter(abc.ABC):
 
     async def sse(
         self, url: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> AsyncIterator[tuple[str, Any]]:
+    ) -> AsyncGenerator[tuple[str, Any]]:
         """POST a JSON body and yield the answer's server-sent events as (event, JSON data).
 
         `data: [DONE]` is yielded as `DONE`. An event cut off by the end of the stream is

@@ -48,4 +48,4 @@ class Command(BaseCommand):
 def _show(value) -> str:
     if value is None:
         return "unset"
-    return str(value) if isinstance(value, int) else dump_decimal(value)
+    return str(value) if isinstance(value, int) else str(dump_decimal(value))
