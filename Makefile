@@ -12,15 +12,28 @@ SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway \
 # Every Python process's wall clock 400 days ahead (Redis and PostgreSQL keep theirs).
 SHIFTED_ENV := CLOCK_SHIFT_DAYS=400 PYTHONPATH=$(CURDIR)/.ci/clockshift
 
-.PHONY: setup run serve demo test test-shifted test-services test-services-shifted gateway-db lint worker beat bench clean
+.PHONY: lock setup run serve demo test test-shifted test-services test-services-shifted gateway-db lint worker beat bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Every version comes from the lock file (hashes checked), then the project itself, so a
+# fresh machine and CI install exactly what the suite last passed with. `make lock` after
+# changing a dependency in pyproject.toml (docs/operations.md, "Upgrading dependencies").
+LOCK := requirements/dev.lock
+
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve every dependency (the newest versions pyproject.toml allows) into the lock file.
+# pip-tools runs from a venv of its own, so it never enters the lock.
+lock:
+	test -x .venv-lock/bin/pip-compile || { $(PY) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools; }
+	.venv-lock/bin/pip-compile --quiet --upgrade --extra test --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
 setup: $(VENV)/.installed
 	mkdir -p var
@@ -72,4 +85,4 @@ bench: $(VENV)/.installed
 	bench/run.sh
 
 clean:
-	rm -rf $(VENV) db.sqlite3 var staticfiles
+	rm -rf $(VENV) .venv-lock db.sqlite3 var staticfiles
