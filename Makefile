@@ -12,7 +12,7 @@ SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway \
 # Every Python process's wall clock 400 days ahead (Redis and PostgreSQL keep theirs).
 SHIFTED_ENV := CLOCK_SHIFT_DAYS=400 PYTHONPATH=$(CURDIR)/.ci/clockshift
 
-.PHONY: lock setup run serve demo test test-shifted test-services test-services-shifted gateway-db lint worker beat bench clean
+.PHONY: lock setup run serve demo test test-shifted test-services test-services-shifted test-stock gateway-db lint worker beat bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,11 @@ test-shifted: $(VENV)/.installed
 
 test-services: $(VENV)/.installed gateway-db
 	$(SERVICES_ENV) $(BIN)/pytest -q
+
+# The end-to-end tests on the stock handler, redis-py's pipelines and httpx's transport
+# (gateway/fastpath/README.md), against the real services: what an upgrade can fall back to.
+test-stock: $(VENV)/.installed gateway-db
+	$(SERVICES_ENV) GATEWAY_FAST_PATH=0 $(BIN)/pytest -q -m e2e
 
 test-services-shifted: $(VENV)/.installed gateway-db
 	$(SERVICES_ENV) $(SHIFTED_ENV) $(BIN)/pytest -q -W ignore::pytest.PytestAssertRewriteWarning

@@ -51,6 +51,11 @@ def main() -> None:
         metavar="CHECKOUT",
         help="inproc: also run this other checkout's code, interleaved with this one's",
     )
+    parser.add_argument(
+        "--compare-env",
+        metavar="NAME=VALUE",
+        help="inproc: also run this checkout with this variable set (GATEWAY_FAST_PATH=0)",
+    )
     parser.add_argument("--pairs", type=int, default=3, help="inproc: runs of each checkout")
     args = parser.parse_args()
     out = bench.BENCH / "results" / ("probe-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -104,19 +109,26 @@ def main() -> None:
 
 
 def _inproc(run, args) -> None:
-    roots = [bench.ROOT] + ([Path(args.compare).resolve()] if args.compare else [])
+    # (label, checkout, environment): this checkout, then what it is compared with
+    variants = [(str(bench.ROOT), bench.ROOT, run.env)]
+    if args.compare:
+        other = Path(args.compare).resolve()
+        variants.append((str(other), other, run.env))
+    if args.compare_env:
+        name, _, value = args.compare_env.partition("=")
+        variants.append((f"{bench.ROOT} {name}={value}", bench.ROOT, {**run.env, name: value}))
     argv = [bench.PY, str(bench.BENCH / "inproc.py"), "--key", run.keys["key"]]
     argv += ["--concurrency", str(args.connections)]
-    figures: dict[str, list[float]] = {str(root): [] for root in roots}
+    figures: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for _ in range(args.pairs):
-        for root in reversed(roots):  # the other checkout first, then this one
+        for label, root, env in reversed(variants):  # the others first, then this one
             done = subprocess.run(
-                argv, cwd=root, env=run.env, check=True, capture_output=True, text=True
+                argv, cwd=root, env=env, check=True, capture_output=True, text=True
             )
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            figures[str(root)].append(result["cpu_us_per_req"])
-            print(f"{root}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)
-    print(json.dumps({root: sorted(f) for root, f in figures.items()}, indent=1))
+            figures[label].append(result["cpu_us_per_req"])
+            print(f"{label}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)
+    print(json.dumps({label: sorted(f) for label, f in figures.items()}, indent=1))
     if args.profile:  # this checkout once more, under py-spy (--rounds sized to --profile s)
         out = run.out / "profile.txt"
         spy = [str(bench.ROOT / ".venv/bin/py-spy"), "record", "-r", "200", "-f", "raw"]

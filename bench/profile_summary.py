@@ -22,10 +22,12 @@ BUCKETS = {
     "services.admit (rate limit, cache get, reserve)": r"admit \(gateway/services\.py",
     "services.attempt_models (upstream call)": r"attempt_models \(gateway/services\.py",
     "upstream client (httpx's API, aiohttp, transport.py)": (
-        r"(httpx|httpcore|aiohttp)/|gateway/providers/transport\.py"
+        r"(httpx|httpcore|aiohttp)/|gateway/fastpath/transport\.py"
     ),
     "services.finish (settle, cache put, ledger)": r"finish \(gateway/services\.py",
-    "Redis (round trips' connection, redis-py)": r"redis/|gateway/(multiplex|roundtrip)\.py",
+    "Redis (round trips' connection, redis-py)": (
+        r"redis/|gateway/(fastpath/multiplex|roundtrip)\.py"
+    ),
     "asgiref sync_to_async / thread hops": r"asgiref/",
     "ledger drain (Postgres writes)": r"drain \(gateway/ledger\.py",
     "orjson / json": r"(orjson|json/)",

@@ -72,7 +72,7 @@ class BodyTooLarge(GatewayError):
 
 
 class HeadersTooLarge(GatewayError):
-    """Past GATEWAY_MAX_HEADERS or GATEWAY_MAX_HEADER_BYTES (gateway.asgi_api.Router)."""
+    """Past GATEWAY_MAX_HEADERS or GATEWAY_MAX_HEADER_BYTES (gateway.fastpath.asgi.Router)."""
 
     status = 431
     code = "request_headers_too_large"

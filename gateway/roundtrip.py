@@ -18,7 +18,7 @@ and are not repeated.
 
 Commands are queued as Redis's own words (`add("SET", key, value, "EX", 60)`) and replies
 come back as Redis sends them (`b"OK"`, integers, bytes, lists). `execute` sends a shared
-pipeline on the worker's one pipelined connection to that Redis (gateway/multiplex.py), or,
+pipeline on the worker's one pipelined connection to that Redis (gateway/fastpath/multiplex.py), or,
 for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool with
 hiredis packing the commands and one timeout for the whole exchange. redis-py's own
 `Pipeline` builds a command object per call, packs in Python and starts a timeout per reply,
@@ -153,7 +153,7 @@ async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     its place. A connection error or timeout is retried as redis-py retries its own
     pipelines (the client's `retry`), then raised.
 
-    On the loop's pipelined connection to the client's server (gateway/multiplex.py), or,
+    On the loop's pipelined connection to the client's server (gateway/fastpath/multiplex.py), or,
     for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool.
     """
     connection = runtime.multiplexed(redis)

@@ -23,8 +23,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from gateway.multiplex import Multiplexed
-from gateway.providers.transport import AiohttpTransport
+from gateway import fastpath
+from gateway.fastpath.multiplex import Multiplexed
+from gateway.fastpath.transport import AiohttpTransport
 
 __all__ = [
     "FakeConnection",
@@ -118,7 +119,7 @@ def multiplexed(redis: redis_async.Redis) -> Multiplexed | None:
     `make_async_redis` or `aredis`), for the round trips; None when its connections are not
     plain TCP (TLS, a Unix socket, the embedded stand-in): those go through its pool."""
     pool = redis.connection_pool
-    if pool.connection_class is not redis_async.Connection:
+    if pool.connection_class is not redis_async.Connection or not fastpath.enabled():
         return None
     options = pool.connection_kwargs
     address = (
@@ -192,9 +193,9 @@ def http_client() -> httpx.AsyncClient:
     """
     clients = _loop_clients()
     if clients.http is None:
-        clients.http = UpstreamClient(
-            transport=AiohttpTransport(), timeout=httpx.Timeout(60.0, connect=5.0)
-        )
+        # GATEWAY_FAST_PATH=0: httpx's own transport (gateway/fastpath/README.md).
+        transport = AiohttpTransport() if fastpath.enabled() else None
+        clients.http = UpstreamClient(transport=transport, timeout=httpx.Timeout(60.0, connect=5.0))
     return clients.http
 
 

@@ -12,10 +12,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
 django_application = get_asgi_application()
 
 # Imported once Django is set up.
-from gateway.asgi_api import ApiHandler, Router  # noqa: E402
+from gateway import fastpath  # noqa: E402
+from gateway.fastpath.asgi import ApiHandler, Router  # noqa: E402
 from gateway.lifespan import LifespanApp  # noqa: E402
 
-http_application = Router(api=ApiHandler(), site=django_application)
+# The API paths get their own lean handler, or with GATEWAY_FAST_PATH=0 Django's own
+# (gateway/fastpath/README.md); the header limits apply either way.
+api = ApiHandler() if fastpath.enabled() else django_application
+http_application = Router(api=api, site=django_application)
 application = LifespanApp(http_application)
 
 # The cyclic GC, tuned for a server process: what is imported by now (Django, the apps, about

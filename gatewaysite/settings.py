@@ -297,6 +297,9 @@ GATEWAY = {
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     # How long a process trusts its copy of keys, models and routes. This is the bound on how
     # long a revoked key or an edited price can still be seen by another process.
+    # The hot path's uses of library internals (gateway/fastpath/README.md). 0 serves /v1
+    # with Django's stock handler, redis-py's pipelines and httpx's own transport instead.
+    "FAST_PATH": env_bool("GATEWAY_FAST_PATH", True),
     "CONFIG_TTL_S": env_float("GATEWAY_CONFIG_TTL_S", 5.0),
     "CIRCUIT_FAILURES": env_int("GATEWAY_CIRCUIT_FAILURES", 5),
     "CIRCUIT_COOLDOWN_S": env_int("GATEWAY_CIRCUIT_COOLDOWN_S", 30),

@@ -18,6 +18,17 @@ def pytest_report_header(config):
     return f"gateway test mode: database={db} redis={redis}"
 
 
+# Fixtures that serve the app over real HTTP: a test using one (directly or through another
+# fixture) is end to end, and `make test-stock` runs those again with GATEWAY_FAST_PATH=0.
+SERVED_BY = frozenset({"gateway_server", "site"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVED_BY.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_db_lanes(django_db_setup, django_db_blocker):
     """Close the gateway's own database threads before the test database is dropped."""

@@ -1,4 +1,4 @@
-"""The round trips' pipelined connection (gateway/multiplex.py): replies matched in order
+"""The round trips' pipelined connection (gateway/fastpath/multiplex.py): replies matched in order
 across concurrent round trips, the handshake, and what a lost, silent or closed connection
 does, against real Redis and against a loopback server that misbehaves on cue."""
 
@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import roundtrip, runtime
-from gateway.multiplex import Multiplexed
+from gateway.fastpath.multiplex import Multiplexed
 from tests.processes import requires_real_redis
 
 

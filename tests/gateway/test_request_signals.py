@@ -2,7 +2,7 @@
 
 A receiver a project or a library (Sentry's) connects to `request_started` and
 `request_finished` runs for a /v1 request as for a page of the site; Django's own receivers
-are the ones the API paths do without (gateway/asgi_api.py `DJANGO_OWN_RECEIVERS`).
+are the ones the API paths do without (gateway/fastpath/asgi.py `DJANGO_OWN_RECEIVERS`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import pytest
 from django.core.signals import request_finished, request_started
 
-from gateway.asgi_api import ApiHandler
+from gateway.fastpath.asgi import ApiHandler
 
 
 def _scope(path: str) -> dict:
@@ -100,7 +100,7 @@ async def test_a_refused_host_still_finishes_the_request(receivers, settings):
 
 async def test_djangos_own_receivers_stay_off_the_api_path(monkeypatch):
     """The default receivers (close_old_connections & co.) are skipped: no thread hop."""
-    from gateway import asgi_api
+    from gateway.fastpath import asgi as asgi_api
 
     hops = []
     real = asgi_api.sync_to_async

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from gateway import runtime
-from gateway.providers.transport import AiohttpTransport
+from gateway.fastpath.transport import AiohttpTransport
 
 
 @pytest.fixture

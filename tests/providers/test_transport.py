@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from gateway.fastpath.transport import AiohttpTransport
 from gateway.providers import adapter_for
 from gateway.providers.base import ProviderError, StreamResult
-from gateway.providers.transport import AiohttpTransport
 from tests.loopback import fail, ok
 from tests.loopback_anthropic import AnthropicWire
 from tests.loopback_openai import OpenAIWire

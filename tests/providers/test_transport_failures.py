@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from gateway import runtime
+from gateway.fastpath.transport import AiohttpTransport, _client_timeout, _httpx_error
 from gateway.providers.base import ProviderError, StreamResult
-from gateway.providers.transport import AiohttpTransport, _client_timeout, _httpx_error
 from tests.loopback import cut, slow, stall
 from tests.providers.rawserver import (
     RawServer,

@@ -27,7 +27,9 @@ import aiohttp
 import httpx
 from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+from gateway import fastpath
+
+__all__ = ["AiohttpTransport", "send"]
 
 # The request headers are httpx's, complete (Host, Content-Length, User-Agent, Accept, ...):
 # aiohttp must add none of its own. It never adds Host or Content-Length when they are given.
@@ -216,3 +218,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send `request` on `client`, its body left unread (the caller streams or reads it).
+
+    Fast path: straight to the transport the client picks for the URL
+    (`client._transport_for_url`, an httpx internal), skipping the client's header merging,
+    cookies, auth flows and redirect handling, none of which an upstream call uses. Stock
+    (GATEWAY_FAST_PATH=0): `client.send(request, stream=True)`.
+    """
+    if not fastpath.enabled():
+        return await client.send(request, stream=True)
+    transport = client._transport_for_url(request.url)
+    response = await transport.handle_async_request(request)
+    response.request = request
+    return response
