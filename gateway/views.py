@@ -4,6 +4,7 @@ gateway.services and shape the HTTP response."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import orjson
 from adrf.views import APIView
@@ -13,16 +14,17 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import HttpHeaders
 from rest_framework.negotiation import DefaultContentNegotiation
 
-from gateway import runtime, services, streaming
+from gateway import services
 from gateway.auth import authenticate
 from gateway.errors import (
     BodyTooLarge,
-    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     UnsupportedMediaType,
     error_response,
 )
+from gateway.operations.base import Answer, Operation
+from gateway.operations.chat import CHAT
 from gateway.serializers import CONTROL
 
 
@@ -151,37 +153,28 @@ class InlineAPIView(APIView):
         return response
 
 
+def to_response(answer: Answer) -> HttpResponse:
+    """An `Answer` of the pipeline as Django's response: SSE or JSON."""
+    if answer.events is not None:
+        return sse_response(answer.events, answer.headers)
+    return json_response(answer.body or {}, answer.headers, answer.status)
+
+
+async def serve(operation: Operation, request) -> HttpResponse:
+    """Run `operation` on a DRF request through the one pipeline (services.run)."""
+    answer = await services.run(
+        operation,
+        headers=RequestHeaders(request),
+        raw_body=functools.partial(read_body, request._request),
+    )
+    return to_response(answer)
+
+
 class ChatCompletionsView(InlineAPIView):
     """POST /v1/chat/completions: OpenAI's chat completions, JSON or SSE."""
 
     async def post(self, request):
-        call = services.new_call()
-        try:
-            raw = read_body(request._request)
-            await services.prepare(call, headers=RequestHeaders(request), raw_body=raw)
-            hit = await services.admit(call)
-            if hit is not None:
-                cost = await services.serve_cached(call, hit)
-                if call.stream:
-                    return sse_response(streaming.cached_events(call, hit), call.headers(cost))
-                return json_response(services.client_body(call, hit.body), call.headers(cost))
-            if call.stream:
-                chunks, first, result = await services.attempt_models(call, streaming.start_stream)
-                events = streaming.live_events(call, chunks, first, result)
-                return sse_response(events, call.headers(None))
-            body, headers = await services.complete(call)
-            return json_response(body, headers)
-        except GatewayError as error:
-            await services.fail(call, error)
-            return error_response(error, extra_headers=call.headers(None))
-        except Exception as exc:  # never a bare 500: the hold is released, a record written
-            error = services.internal_error(exc)
-            await services.fail(call, error)
-            return error_response(error, extra_headers=call.headers(None))
-        except asyncio.CancelledError:
-            # The client went away: release its budget hold now rather than when it expires.
-            runtime.spawn(services.fail(call, ClientDisconnected("The client disconnected.")))
-            raise
+        return await serve(CHAT, request)
 
 
 class ModelsView(InlineAPIView):

@@ -231,6 +231,7 @@ def test_a_models_drop_params_are_set_and_checked_in_the_admin(staff, typed, sav
             "enabled": "on",
             "context_window": 200000,
             "max_output_tokens": 8192,
+            "mode": "chat",  # the select's default, as a browser sends it
             "drop_params": typed,
             "fallback_links-TOTAL_FORMS": 0,
             "fallback_links-INITIAL_FORMS": 0,
