@@ -20,11 +20,13 @@ from gateway.errors import (
     BodyTooLarge,
     GatewayError,
     InvalidRequest,
+    ModelNotFound,
     UnsupportedMediaType,
     error_response,
 )
 from gateway.operations.base import Answer, Operation
 from gateway.operations.chat import CHAT
+from gateway.operations.embeddings import EMBEDDINGS
 from gateway.serializers import CONTROL
 
 
@@ -177,6 +179,29 @@ class ChatCompletionsView(InlineAPIView):
         return await serve(CHAT, request)
 
 
+class EmbeddingsView(InlineAPIView):
+    """POST /v1/embeddings: OpenAI's embeddings, floats or base64."""
+
+    async def post(self, request):
+        return await serve(EMBEDDINGS, request)
+
+
+def model_entry(m) -> dict:
+    """A model as /v1/models lists it: OpenAI's fields, with the gateway's `mode`
+    (chat | embedding), context window and, for embeddings, the dimensions."""
+    entry = {
+        "id": m.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.provider.name,
+        "mode": m.mode,
+        "context_window": m.context_window,
+    }
+    if m.dimensions:
+        entry["dimensions"] = m.dimensions
+    return entry
+
+
 class ModelsView(InlineAPIView):
     """GET /v1/models: the models a key may ask for."""
 
@@ -187,14 +212,50 @@ class ModelsView(InlineAPIView):
             )
         except GatewayError as error:
             return error_response(error)
-        data = [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.provider.name,
-                "context_window": m.context_window,
-            }
-            for m in snapshot.models.values()
-        ]
+        data = [model_entry(m) for m in snapshot.models.values()]
         return json_response({"object": "list", "data": data}, {})
+
+
+class ModelView(InlineAPIView):
+    """GET /v1/models/{id}: one model, or a 404 in OpenAI's envelope for a model the key
+    cannot ask for (unknown or disabled: the same answer, so nothing leaks)."""
+
+    async def get(self, request, model_id: str):
+        try:
+            _key, _team, snapshot = await authenticate(
+                request.META.get("HTTP_AUTHORIZATION"), request.META
+            )
+            model = snapshot.models.get(model_id)
+            if model is None:
+                raise ModelNotFound(
+                    f"The model '{model_id}' does not exist or you do not have access to it.",
+                    param="model",
+                )
+        except GatewayError as error:
+            return error_response(error)
+        return json_response(model_entry(model), {})
+
+
+class NotServed(GatewayError):
+    status = 404
+    code = "unknown_url"
+
+
+def unknown_path(request, *args, **kwargs):
+    """Any other path under /v1/: a JSON 404 in OpenAI's envelope, never Django's page."""
+    return error_response(
+        NotServed(
+            f"Unknown request URL: {request.method} {request.path}. See /v1/models and docs/."
+        )
+    )
+
+
+def legacy_completions(request):
+    """POST /v1/completions (the legacy text completions API) is not served."""
+    return error_response(
+        NotServed(
+            "Legacy completions (/v1/completions) are not served by this gateway; "
+            "use /v1/chat/completions.",
+            code="legacy_completions_not_served",
+        )
+    )

@@ -1,0 +1,65 @@
+"""Embeddings in the adapter protocol: the normalized request and answer, and OpenAI's wire
+format for them (OpenAI and OpenAI-compatible servers speak the same one).
+
+An adapter that serves embeddings sets `serves_embeddings = True` and implements
+`embed(request) -> Embeddings`. Upstream is always asked for floats: the gateway encodes
+base64 itself when the client asks for it, so the cache keeps one form of each answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.providers.base import Usage, token_count
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """A validated OpenAI embeddings request. `body` is the client's JSON (`input`,
+    `dimensions`, `user`...); the adapter sends `upstream_model` as the model."""
+
+    body: dict[str, Any]
+    upstream_model: str = ""
+    dimensions: int | None = None  # the length each vector must have, when known
+
+    @property
+    def inputs(self) -> list[Any]:
+        """The inputs as a list: each a string or a list of token ids."""
+        value = self.body["input"]
+        if isinstance(value, str) or (value and isinstance(value[0], int)):
+            return [value]
+        return list(value)
+
+
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]  # one per input, in the inputs' order
+    usage: Usage  # input tokens only
+    model: str  # the model as the provider named it
+
+
+def embeddings_from_openai(data: Any, expected: int) -> Embeddings:
+    """OpenAI's `{"object": "list", "data": [{"index", "embedding"}], "usage"}` answer.
+
+    Raises ValueError/TypeError/KeyError on anything else (a retryable `bad_response`): a
+    vector that is not a list of numbers, a count of vectors other than `expected`."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise TypeError("an embeddings answer has a 'data' list")
+    items = sorted(data["data"], key=lambda item: item["index"])
+    vectors = []
+    for item in items:
+        vector = item["embedding"]
+        if not isinstance(vector, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in vector
+        ):
+            raise TypeError("an embedding is not a list of numbers")
+        vectors.append([float(x) for x in vector])
+    if len(vectors) != expected:
+        raise ValueError(f"{len(vectors)} embeddings for {expected} inputs")
+    raw = data.get("usage")
+    if isinstance(raw, dict) and "prompt_tokens" in raw:
+        usage = Usage(input_tokens=token_count(raw, "prompt_tokens"))
+    else:  # an OpenAI-compatible server may report none: the gateway estimates
+        usage = Usage(reported=False)
+    return Embeddings(vectors=vectors, usage=usage, model=str(data.get("model") or ""))
