@@ -31,6 +31,8 @@ LAYERS = {
     "gateway.urls": "api",
     "gateway.health": "api",
     "gateway.services": "pipeline",
+    "gateway.admission": "pipeline",
+    "gateway.operations": "pipeline",  # what differs between endpoints (base.Operation)
     "gateway.streaming": "pipeline",
     "gateway.routing": "pipeline",
     "gateway.cache": "pipeline",
