@@ -32,6 +32,7 @@ LAYERS = {
     "gateway.health": "api",
     "gateway.services": "pipeline",
     "gateway.admission": "pipeline",
+    "gateway.records": "pipeline",
     "gateway.operations": "pipeline",  # what differs between endpoints (base.Operation)
     "gateway.streaming": "pipeline",
     "gateway.routing": "pipeline",

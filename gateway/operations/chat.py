@@ -32,7 +32,7 @@ from gateway.providers.base import (
     usage_problem,
 )
 from gateway.serializers import upstream_body, validate_chat
-from gateway.services import Call, attempt_models, finish, refusal_of, usage_ceiling
+from gateway.services import Call, attempt_models, finish, usage_ceiling
 
 
 class ChatOperation(Operation):
@@ -164,3 +164,15 @@ def _usage_or_estimate(call: Call, usage: Usage | None, body: dict[str, Any] | N
         output_tokens=tokens.estimate_text(text),
         reported=False,
     )
+
+
+def refusal_of(model: ModelSnap, refusals: dict[str, str]) -> tuple[str, str] | None:
+    """(parameter, message) of the first thing `model` cannot honour, or None.
+
+    The message names the parameter and the model, e.g. "`logprobs` is not supported by model
+    claude-haiku (anthropic)"."""
+    for param, phrase in refusals.items():
+        phrase = phrase or " is not supported"
+        kind = model.provider.kind
+        return param, f"`{param}`{phrase} by model {model.name} ({kind})."
+    return None
