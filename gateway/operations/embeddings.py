@@ -32,7 +32,7 @@ from gateway.serializers import validate_model_name
 from gateway.services import Call, attempt_models, finish
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
-MAX_DIMENSIONS = 65536
+MAX_DIMENSIONS = 16384  # above every embedding model today (3,072 to 8,192)
 FORMATS = ("float", "base64")
 
 
