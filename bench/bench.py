@@ -25,13 +25,15 @@ from procs import Proc, port_free, wait_port  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
+# BENCH_PORT_OFFSET moves every port below, so two benches can run on a shared machine.
+_OFFSET = int(os.environ.get("BENCH_PORT_OFFSET", "0"))
 MOCKS = {  # name: (port, mock_provider.py arguments)
-    "fast": (9101, []),
-    "slow": (9102, ["--latency-ms", "500"]),
-    "stream": (9103, ["--chunks", "8", "--chunk-interval-ms", "20"]),
-    "1s": (9104, ["--latency-ms", "1000"]),
+    "fast": (9101 + _OFFSET, []),
+    "slow": (9102 + _OFFSET, ["--latency-ms", "500"]),
+    "stream": (9103 + _OFFSET, ["--chunks", "8", "--chunk-interval-ms", "20"]),
+    "1s": (9104 + _OFFSET, ["--latency-ms", "1000"]),
 }
-GATEWAY_PORT, GATEWAY_1W_PORT, LITELLM_PORT = 9200, 9201, 9300
+GATEWAY_PORT, GATEWAY_1W_PORT, LITELLM_PORT = (p + _OFFSET for p in (9200, 9201, 9300))
 LITELLM_KEY = "sk-bench-litellm-master-key"  # LiteLLM 1.108 refuses to start without one
 MODES = {
     "quick": {"seconds": 5, "warmup": 2, "soak": 30, "ttft_n": 50, "hold": 1000, "slow_long": 0},

@@ -24,16 +24,19 @@ import sys
 import time
 from pathlib import Path
 
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
 
-def _scope(key: str, body: bytes) -> dict:
+
+def _scope(key: str, body: bytes, path: str = CHAT) -> dict:
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -49,14 +52,20 @@ def _scope(key: str, body: bytes) -> dict:
     }
 
 
-async def _request(app, key: str, prompt: str) -> int:
-    body = json.dumps(
-        {
+def _body(path: str, prompt: str) -> bytes:
+    if path == EMBEDDINGS:  # one text, as a search index embeds a query; floats back
+        request = {"model": "bench-embed", "input": prompt, "encoding_format": "float"}
+    else:
+        request = {
             "model": "bench-fast",
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 64,
         }
-    ).encode()
+    return json.dumps(request).encode()
+
+
+async def _request(app, key: str, prompt: str, path: str = CHAT) -> int:
+    body = _body(path, prompt)
     answered = asyncio.Event()
     status = 0
     body_sent = False
@@ -76,17 +85,19 @@ async def _request(app, key: str, prompt: str) -> int:
         elif not message.get("more_body", False):
             answered.set()
 
-    await app(_scope(key, body), receive, send)
+    await app(_scope(key, body, path), receive, send)
     return status
 
 
-async def _drive(app, key: str, *, requests: int, concurrency: int, tag: str) -> list[int]:
+async def _drive(
+    app, key: str, *, requests: int, concurrency: int, tag: str, path: str = CHAT
+) -> list[int]:
     counter = iter(range(requests))
     statuses: list[int] = []
 
     async def worker() -> None:
         for n in counter:
-            statuses.append(await _request(app, key, f"{tag} {n} {time.time_ns()}"))
+            statuses.append(await _request(app, key, f"{tag} {n} {time.time_ns()}", path))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -98,6 +109,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--path", default=CHAT, choices=[CHAT, EMBEDDINGS])
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     import uvloop
@@ -105,7 +117,9 @@ def main() -> None:
     from gatewaysite.asgi import http_application
 
     async def run() -> dict:
-        await _drive(http_application, args.key, requests=300, concurrency=16, tag="warm")
+        await _drive(
+            http_application, args.key, requests=300, concurrency=16, tag="warm", path=args.path
+        )
         rounds = []
         for r in range(args.rounds):
             cpu, wall = time.process_time(), time.perf_counter()
@@ -115,6 +129,7 @@ def main() -> None:
                 requests=args.requests,
                 concurrency=args.concurrency,
                 tag=f"round{r}",
+                path=args.path,
             )
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             bad = [s for s in statuses if s != 200]

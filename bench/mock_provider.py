@@ -51,6 +51,25 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+EMBEDDING = [round((i % 17) / 17 - 0.5, 6) for i in range(1536)]  # one 1,536-float vector
+
+
+def openai_embeddings(model: str, request: dict) -> bytes:
+    """OpenAI's embeddings answer: one 1,536-float vector per input, 8 tokens each."""
+    value = request.get("input") or ""
+    count = 1 if isinstance(value, str) or (value and isinstance(value[0], int)) else len(value)
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": EMBEDDING} for i in range(count)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": 8 * count, "total_tokens": 8 * count},
+        }
+    )
+
+
 def openai_json(model: str, n: int) -> bytes:
     return orjson.dumps(
         {
@@ -207,6 +226,8 @@ class MockProtocol(asyncio.Protocol):
             payload = openai_json(model, n)
         elif path.endswith(b"/messages"):
             payload = anthropic_json(model, n)
+        elif path.endswith(b"/embeddings"):
+            payload = openai_embeddings(model, request)
         else:
             return _head(404, "application/json", 2) + b"{}"
         return _head(200, "application/json", len(payload)) + payload

@@ -36,6 +36,7 @@ SCENARIOS = {  # name: (mock, wrk keyword arguments)
     "hold": ("1s", {}),  # 1,000 concurrent streams of 1 s (stream_client.py hold)
     "ttft": ("stream", {}),  # streams one at a time: time to first token, direct and gateway
     "inproc": ("fast", {}),  # the ASGI app called in process: the gateway's own CPU (inproc.py)
+    "inproc-embed": ("fast", {}),  # the same with /v1/embeddings (this checkout only)
 }
 
 
@@ -76,7 +77,7 @@ def main() -> None:
             res["max_rss_mb"] = max(scenarios.rss_mb(p) for p in gw.tree())
             print(json.dumps(res, indent=1))
             return
-        if args.scenario == "inproc":
+        if args.scenario in ("inproc", "inproc-embed"):
             _inproc(run, args)
             return
         if args.scenario == "ttft":
@@ -119,6 +120,8 @@ def _inproc(run, args) -> None:
         variants.append((f"{bench.ROOT} {name}={value}", bench.ROOT, {**run.env, name: value}))
     argv = [bench.PY, str(bench.BENCH / "inproc.py"), "--key", run.keys["key"]]
     argv += ["--concurrency", str(args.connections)]
+    if args.scenario == "inproc-embed":
+        argv += ["--path", "/v1/embeddings"]
     figures: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     for _ in range(args.pairs):
         for label, root, env in reversed(variants):  # the others first, then this one

@@ -19,7 +19,7 @@ BUCKETS = {
     "adrf/DRF APIView dispatch": r"(adrf|rest_framework)/",
     "gateway.views.post (whole request)": r"gateway/views\.py",
     "services.prepare (auth, validation, routing)": r"prepare \(gateway/services\.py",
-    "services.admit (rate limit, cache get, reserve)": r"admit \(gateway/services\.py",
+    "admission.admit (rate limit, cache get, reserve)": r"admit \(gateway/admission\.py",
     "services.attempt_models (upstream call)": r"attempt_models \(gateway/services\.py",
     "upstream client (httpx's API, aiohttp, transport.py)": (
         r"(httpx|httpcore|aiohttp)/|gateway/fastpath/transport\.py"

@@ -56,7 +56,7 @@ def _team(name: str, *, budget_usd: Decimal, thresholds: list[int]) -> tuple[Tea
     return team, secret
 
 
-def _model(name: str, port: int, kind: str = "openai") -> None:
+def _model(name: str, port: int, kind: str = "openai", **fields) -> None:
     provider, _ = Provider.objects.update_or_create(
         name=f"mock-{name}",
         defaults={
@@ -76,6 +76,7 @@ def _model(name: str, port: int, kind: str = "openai") -> None:
         output_per_mtok=PRICE,
         context_window=128_000,
         max_output_tokens=4096,
+        **fields,
     )
 
 
@@ -83,6 +84,7 @@ def setup(ports: dict[str, int]) -> dict[str, str]:
     for name, port in ports.items():
         _model(name, port)
     _model("claude", ports["fast"], kind="anthropic")
+    _model("embed", ports["fast"], mode="embedding", dimensions=1536)  # /v1/embeddings
     # Thresholds empty on the big budget: no alert task is ever enqueued by the main runs.
     _, key = _team("bench", budget_usd=Decimal("1000000"), thresholds=[])
     _, near_key = _team("bench-near", budget_usd=NEAR_LIMIT_USD, thresholds=[50, 80, 100])

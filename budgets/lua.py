@@ -23,7 +23,7 @@ SPENT_GRACE_S, 3 days) absorbs.
 from __future__ import annotations
 
 # Shared helpers, prepended to each budget script.
-_PRELUDE = """
+PRELUDE = """
 local function slice(t, from, to)
   local out = {}
   for i = from, to do
@@ -69,7 +69,7 @@ end
 # hold(keys, rid, units, ttl, limits): keys are 4 per budget window (spent, reserved, holds,
 # expiries); units and ttl (ms) as strings; limits: one per budget window (-1: not enforced).
 # Returns {0} when reserved, or {i, spent, reserved} naming the first window it would pass.
-_HOLD = """
+HOLD = """
 local function hold(keys, rid, units_arg, ttl_arg, limits)
   local units, ttl = tonumber(units_arg), tonumber(ttl_arg)
   local now = now_ms()
@@ -108,8 +108,8 @@ end
 
 # KEYS: 4 per budget window. ARGV: request id, units, ttl ms, then one limit per window.
 RESERVE = (
-    _PRELUDE
-    + _HOLD
+    PRELUDE
+    + HOLD
     + """
 return hold(KEYS, ARGV[1], ARGV[2], ARGV[3], slice(ARGV, 4, #ARGV))
 """
@@ -123,7 +123,7 @@ return hold(KEYS, ARGV[1], ARGV[2], ARGV[3], slice(ARGV, 4, #ARGV))
 # (HSETNX: exactly one caller wins it per window).
 # Returns a flat list {i, threshold, spent, ...} of the thresholds this call claimed.
 SPEND = (
-    _PRELUDE
+    PRELUDE
     + """
 local rid, units = ARGV[1], ARGV[2]
 local now = now_ms()
@@ -166,7 +166,7 @@ return claimed
 
 # KEYS: 4 per budget window; ARGV: request id. Drops the reservation, adds nothing.
 RELEASE = (
-    _PRELUDE
+    PRELUDE
     + """
 local now = now_ms()
 for i = 1, #KEYS / 4 do
@@ -180,7 +180,7 @@ return 0
 
 # KEYS: 4 per budget window. Returns {spent, reserved, ...} after purging expired reservations.
 PEEK = (
-    _PRELUDE
+    PRELUDE
     + """
 local now = now_ms()
 local out = {}
@@ -213,7 +213,7 @@ return current
 # bucket holds min(cost, capacity) (so a request larger than the limit passes on a full
 # bucket and leaves it in debt). Nothing is taken unless every bucket passes.
 # Returns {0}, or {i, ms} for the bucket i that needs the longest wait (ms) to pass.
-_TAKE_TOKENS = """
+TAKE_TOKENS = """
 local function take_tokens(keys, args, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -243,44 +243,9 @@ end
 
 # KEYS: the buckets. ARGV: capacity and cost per bucket, then the buckets' TTL ms.
 RATE_LIMIT = (
-    _PRELUDE
-    + _TAKE_TOKENS
+    PRELUDE
+    + TAKE_TOKENS
     + """
 return take_tokens(KEYS, slice(ARGV, 1, #ARGV - 1), ARGV[#ARGV])
-"""
-)
-
-# A request's admission in one round trip, in the order the pipeline needs: the rate limits,
-# then the cache (a hit is served and reserves nothing), then the budget reservation.
-# KEYS: the rate buckets (ARGV[1] of them), the cache key when ARGV[2] is '1', then 4 per
-#       budget window.
-# ARGV: n buckets, '1'/'0', capacity and cost per bucket, the buckets' TTL ms, then the
-#       request id, units, reservation TTL ms and one limit per budget window.
-# Returns {'rate', i, ms}, {'hit', answer}, {'budget', i, spent, reserved} or {'ok'}.
-ADMIT = (
-    _PRELUDE
-    + _TAKE_TOKENS
-    + _HOLD
-    + """
-local nb, k, a = tonumber(ARGV[1]), 1, 3
-if nb > 0 then
-  local r = take_tokens(slice(KEYS, 1, nb), slice(ARGV, a, a + 2 * nb - 1), ARGV[a + 2 * nb])
-  if r[1] ~= 0 then
-    return {'rate', r[1], r[2]}
-  end
-end
-k, a = nb + 1, a + 2 * nb + 1
-if ARGV[2] == '1' then
-  local answer = redis.call('GET', KEYS[k])
-  if answer then
-    return {'hit', answer}
-  end
-  k = k + 1
-end
-local r = hold(slice(KEYS, k, #KEYS), ARGV[a], ARGV[a + 1], ARGV[a + 2], slice(ARGV, a + 3, #ARGV))
-if r[1] ~= 0 then
-  return {'budget', r[1], r[2], r[3]}
-end
-return {'ok'}
 """
 )

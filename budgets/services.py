@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 
 from budgets import exhaustion, lua
 from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
-from budgets.ratelimit import RateCheck
 from budgets.windows import Window, current_windows
 from gateway import runtime
 from gateway.config import BudgetSnap, TeamSnap
@@ -118,70 +117,35 @@ async def reserve(
     return reservation
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Rate limits, cache lookup and reservation as one script on a round trip (lua.ADMIT):
-    atomic, in that order, and a cache hit reserves nothing. Read the script's reply with
-    `outcome`."""
-
-    index: int
-    rate: RateCheck | None
-    team: TeamSnap
-    reservation: Reservation
-    now: datetime
-
-    def cache_checked(self, reply) -> bool:
-        """Whether the script got as far as the cache (it stops at a rate limit)."""
-        return reply[0] != b"rate"
-
-    def outcome(self, reply) -> bytes | None:
-        """The cached answer on a hit, else None (the reservation is held). Raises
-        RateLimited or BudgetExceeded."""
-        verdict = reply[0]
-        if verdict == b"hit":
-            return reply[1]
-        if verdict == b"rate":
-            raise self.rate.refusal(reply[1:])
-        if verdict == b"budget":
-            slot = self.reservation.slots[int(reply[1]) - 1]
-            _note_refusal(runtime.aredis(), slot, int(reply[2]), self.reservation.units)
-            raise _refusal(
-                team=self.team,
-                slot=slot,
-                spent=int(reply[2]),
-                reserved=int(reply[3]),
-                units=self.reservation.units,
-                now=self.now,
-            )
-        return None
-
-
-def queue_admission(
-    trip: RoundTrip,
-    *,
-    rate: RateCheck | None,
-    cache_key: str | None,
-    team: TeamSnap,
-    budgets: list[BudgetSnap],
-    request_id: str,
-    units: int,
-    now: datetime | None = None,
-) -> Admission:
-    """Queue a request's admission (see `Admission`); `reserve` is the same reservation on
-    its own."""
+def hold_script_args(
+    *, budgets: list[BudgetSnap], request_id: str, units: int, now: datetime
+) -> tuple[Reservation, list[str], list[str | int]]:
+    """The reservation a request would hold, with the KEYS and ARGV of the hold (lua.HOLD's
+    `hold(keys, rid, units, ttl, limits)`), for a script that holds as part of more work
+    (the admission script, gateway/admission.py)."""
     if units < 0:
         raise ValueError("units must be >= 0")
-    now = now or timezone.now()
     reservation = Reservation(request_id, units, slots_for(budgets, now))
-    keys = rate.keys() if rate else []
-    args: list[str | int] = [len(keys), 1 if cache_key else 0, *(rate.args() if rate else [0])]
-    if cache_key:
-        keys.append(cache_key)
-    keys += _reservation_keys(reservation.slots)
     ttl_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
-    args += [request_id, units, ttl_ms, *(_enforced_limit(s) for s in reservation.slots)]
-    index = trip.script(lua.ADMIT, keys, args)
-    return Admission(index, rate, team, reservation, now)
+    args = [request_id, units, ttl_ms, *(_enforced_limit(s) for s in reservation.slots)]
+    return reservation, _reservation_keys(reservation.slots), args
+
+
+def refused(
+    *, team: TeamSnap, reservation: Reservation, reply: list, now: datetime
+) -> BudgetExceeded:
+    """The 429 for a hold refused by a script: reply is (window index 1-based, spent,
+    reserved), as `hold` returns them."""
+    slot = reservation.slots[int(reply[0]) - 1]
+    _note_refusal(runtime.aredis(), slot, int(reply[1]), reservation.units)
+    return _refusal(
+        team=team,
+        slot=slot,
+        spent=int(reply[1]),
+        reserved=int(reply[2]),
+        units=reservation.units,
+        now=now,
+    )
 
 
 async def settle(*, redis: Redis, reservation: Reservation, actual_units: int) -> None:

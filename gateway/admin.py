@@ -496,14 +496,15 @@ class LanguageModelAdmin(Labelled, admin.ModelAdmin):
         "cache_write_per_mtok",
         "context_window",
         "max_output_tokens",
+        "mode",
         "enabled",
     )
-    list_filter = ("provider", "enabled")
+    list_filter = ("provider", "mode", "enabled")
     search_fields = ("name", "upstream_id")
     list_select_related = ("provider",)
     inlines = [FallbackInline]
     fieldsets = [
-        (None, {"fields": ("name", "provider", "upstream_id", "enabled")}),
+        (None, {"fields": ("name", "provider", "upstream_id", "mode", "dimensions", "enabled")}),
         (
             "Prices (USD per million tokens)",
             {
@@ -678,6 +679,7 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
         "served_model",
         "provider",
         "cache",
+        "endpoint",
         "stream",
     )
     date_hierarchy = "created_at"

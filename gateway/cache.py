@@ -77,6 +77,15 @@ def key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> 
     return f"{PREFIX}{scope}:{digest.hexdigest()}"
 
 
+def embeddings_key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> str:
+    """An embeddings request's key: its input, its dimensions and the models that may serve
+    it (the answer is kept as floats; `encoding_format` and `user` do not change it)."""
+    scope = "shared" if team.cache_scope == "shared" else f"t{team.id}"
+    keyed = {"embed": body["input"], "dimensions": body.get("dimensions"), "model": list(chain)}
+    digest = hashlib.sha256(orjson.dumps(keyed, option=orjson.OPT_SORT_KEYS))
+    return f"{PREFIX}{scope}:e:{digest.hexdigest()}"
+
+
 def ttl_for(*, header: str | None, feature: FeatureSnap | None, default: int) -> int:
     """Seconds to cache the answer: the X-Gateway-Cache-TTL header, else the feature's default.
 
@@ -92,7 +101,7 @@ def ttl_for(*, header: str | None, feature: FeatureSnap | None, default: int) ->
 
 @dataclass(slots=True)
 class CachedAnswer:
-    body: dict[str, Any]  # a whole chat.completion
+    body: dict[str, Any]  # a whole chat.completion, or an embeddings list (floats)
     usage: Usage
     model: str  # the model that served it
     provider: str

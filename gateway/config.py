@@ -96,6 +96,8 @@ class ModelSnap:
     fallbacks: tuple[str, ...]
     # Parameters dropped on purpose for this model (LanguageModel.drop_params).
     drop_params: frozenset[str] = frozenset()
+    mode: str = "chat"  # LanguageModel.mode: the endpoint it serves (chat | embedding)
+    dimensions: int | None = None  # embedding models: the vector's length, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,8 @@ def _load_snapshot(started: float) -> Snapshot:
             max_output_tokens=m.max_output_tokens,
             fallbacks=tuple(link.target.name for link in m.fallback_links.all()),
             drop_params=frozenset(m.drop_params or ()),
+            mode=m.mode,
+            dimensions=m.dimensions,
         )
     routes = tuple(
         RouteSnap(

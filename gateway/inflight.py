@@ -158,6 +158,7 @@ def queue_register(trip: RoundTrip, call: Any, reserved_units: int) -> None:
         "feature_id": call.feature.id if call.feature else None,
         "api_key_id": call.key.id if call.key else None,
         "requested_model": call.requested_model[:128],
+        "endpoint": call.operation.endpoint if call.operation else "chat.completions",
         "stream": call.stream,
         "prompt_tokens": call.prompt_tokens,
         "reserved_units": reserved_units,
@@ -255,6 +256,7 @@ def lost_record(fields: dict[str, str], snapshot) -> tuple[dict[str, Any], int]:
                 "error": "lost: the serving process ended before the request settled",
             }
         ],
+        "endpoint": r.get("endpoint", "chat.completions"),
         "stream": r["stream"],
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,

@@ -1,6 +1,6 @@
 """Prometheus metrics: what the gateway served, per team, feature, model and provider.
 
-`observe(entry)` is called once per request with the ledger entry `services.ledger_entry()`
+`observe(entry)` is called once per request with the ledger entry `records.ledger_entry()`
 builds, so the metrics count exactly what the ledger counts. It only bumps in-memory
 counters (a few label lookups, microseconds). The ledger stays the record of money: cost
 here is a float counter in USD (Prometheus's base-unit convention; every sample is a float64
@@ -118,7 +118,7 @@ def _child(metric, *values: str):
 def observe(
     entry: dict[str, Any], *, team_name: str | None = None, feature_name: str | None = None
 ) -> None:
-    """Count one request from its ledger entry (see `gateway.services.record`)."""
+    """Count one request from its ledger entry (see `gateway.records.record`)."""
     m = instruments()
     team = team_name or str(entry.get("team_id") or "")
     feature = feature_name or (str(entry["feature_id"]) if entry.get("feature_id") else "")

@@ -247,6 +247,10 @@ def validate_drop_params(value) -> None:
 
 
 class LanguageModel(models.Model):
+    class Mode(models.TextChoices):
+        CHAT = "chat", "chat (/v1/chat/completions)"
+        EMBEDDING = "embedding", "embedding (/v1/embeddings)"
+
     name = models.CharField(max_length=128, unique=True, help_text="The name clients send.")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
     upstream_id = models.CharField(max_length=128, help_text="The model id the provider expects.")
@@ -269,6 +273,18 @@ class LanguageModel(models.Model):
         'purpose instead of refused, e.g. ["seed", "logprobs"]. Empty: a request asking for '
         "one gets a 400 naming it (or the fallback chain skips this model). See "
         "docs/compatibility.md.",
+    )
+    mode = models.CharField(
+        max_length=16,
+        choices=Mode,
+        default=Mode.CHAT,
+        help_text="The endpoint this model serves; called on another one it answers a 400.",
+    )
+    dimensions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Embedding models: the vector's length. Embeddings fall back only to a model "
+        "with the same dimensions (blank: unknown, falls back to none).",
     )
     enabled = models.BooleanField(default=True)
 
@@ -386,6 +402,11 @@ class UsageRecord(models.Model):
     provider = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     attempt_log = models.JSONField(default=list, blank=True)
+    endpoint = models.CharField(
+        max_length=32,
+        default="chat.completions",
+        help_text="The API operation called: chat.completions, embeddings...",
+    )
     stream = models.BooleanField(default=False)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)

@@ -192,25 +192,72 @@ ERROR_ENVELOPE = {
     },
 }
 
+MODEL = {
+    "type": "object",
+    "required": ["id", "object", "owned_by", "mode"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "enum": ["model"]},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+        "mode": {"type": "string", "enum": ["chat", "embedding"]},
+        "context_window": {"type": "integer"},
+        "dimensions": {"type": "integer", "description": "Embedding models, when known."},
+    },
+}
+
 MODEL_LIST = {
     "type": "object",
     "required": ["object", "data"],
+    "properties": {
+        "object": {"type": "string", "enum": ["list"]},
+        "data": {"type": "array", "items": ref("Model")},
+    },
+}
+
+TOKENS = {"type": "array", "items": {"type": "integer"}}
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+EMBEDDINGS_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}},
+                TOKENS,
+                {"type": "array", "items": TOKENS},
+            ]
+        },
+        "dimensions": {"type": "integer", "minimum": 1},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "user": {"type": "string"},
+    },
+}
+EMBEDDINGS_LIST = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
     "properties": {
         "object": {"type": "string", "enum": ["list"]},
         "data": {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["id", "object", "owned_by"],
                 "properties": {
-                    "id": {"type": "string"},
-                    "object": {"type": "string", "enum": ["model"]},
-                    "created": {"type": "integer"},
-                    "owned_by": {"type": "string"},
-                    "context_window": {"type": "integer"},
+                    "object": {"type": "string", "enum": ["embedding"]},
+                    "index": {"type": "integer"},
+                    "embedding": {
+                        "oneOf": [
+                            {"type": "array", "items": {"type": "number"}},
+                            {"type": "string"},
+                        ]
+                    },
                 },
             },
         },
+        "model": {"type": "string"},
+        "usage": {"type": "object"},
     },
 }
 
@@ -257,7 +304,10 @@ COMPONENTS = {
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": CHAT_COMPLETION,
     "ErrorEnvelope": ERROR_ENVELOPE,
+    "Model": MODEL,
     "ModelList": MODEL_LIST,
+    "EmbeddingsRequest": EMBEDDINGS_REQUEST,
+    "EmbeddingsList": EMBEDDINGS_LIST,
     "BudgetStatus": BUDGET_STATUS,
 }
 
@@ -330,6 +380,34 @@ class ModelsDoc(views.ModelsView):
         return await super().get(request)
 
 
+class ModelDoc(views.ModelView):
+    @extend_schema(
+        summary="One model the key may ask for (404 otherwise)",
+        operation_id="v1_model_retrieve",
+        responses={200: OpenApiResponse(ref("Model")), **errors(401, 404, 431, 503)},
+        auth=KEY_AUTH,
+        tags=["models"],
+    )
+    async def get(self, request, model_id: str):
+        return await super().get(request, model_id)
+
+
+class EmbeddingsDoc(views.EmbeddingsView):
+    @extend_schema(
+        summary="Create embeddings (OpenAI-compatible; docs/embeddings.md)",
+        request={"application/json": ref("EmbeddingsRequest")},
+        responses={
+            200: OpenApiResponse(ref("EmbeddingsList")),
+            **errors(400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504),
+        },
+        parameters=GATEWAY_HEADERS,
+        auth=KEY_AUTH,
+        tags=["embeddings"],
+    )
+    async def post(self, request):
+        return await super().post(request)
+
+
 class BudgetDoc(APIView):
     """gateway.budget_api.budget is a plain Django view; this wrapper only carries its schema."""
 
@@ -347,18 +425,24 @@ class BudgetDoc(APIView):
 
 DESCRIBED: dict[str, type[APIView]] = {
     "chat-completions": ChatCompletionsDoc,
+    "embeddings": EmbeddingsDoc,
     "models": ModelsDoc,
     "budget": BudgetDoc,
 }
+# Routes with a path parameter, by their path as the schema spells it.
+DESCRIBED_PATHS: dict[str, type[APIView]] = {"/v1/models/{model_id}": ModelDoc}
 
 
 def document_plain_views(endpoints: list[tuple]) -> list[tuple]:
     """Preprocessing hook: the routes named in DESCRIBED, described by their annotated views."""
     paths = {reverse(name): cls for name, cls in DESCRIBED.items()}
-    kept = [e for e in endpoints if e[0] not in paths]
+    kept = [e for e in endpoints if e[0] not in paths and e[0] not in DESCRIBED_PATHS]
     for path, cls in paths.items():
         method = "POST" if hasattr(cls, "post") else "GET"
         kept.append((path, "^" + path.lstrip("/") + "$", method, cls.as_view()))
+    for path, cls in DESCRIBED_PATHS.items():
+        pattern = "^" + path.lstrip("/").replace("{model_id}", "(?P<model_id>.+)") + "$"
+        kept.append((path, pattern, "GET", cls.as_view()))
     return kept
 
 

@@ -66,12 +66,8 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
-def validate_chat(data: Any) -> dict[str, Any]:
-    """Check an OpenAI chat request and return it (unknown fields are passed through)."""
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    for name in [k for k, v in data.items() if v is None and k in NULLABLE]:
-        del data[name]
+def validate_model_name(data: dict[str, Any]) -> None:
+    """`model`: a name without control characters, or "auto" (also when absent or null)."""
     model = data.get("model", "auto")
     if model is None:
         model = "auto"
@@ -79,6 +75,15 @@ def validate_chat(data: Any) -> dict[str, Any]:
         raise InvalidRequest("'model' must be a non-empty string (or 'auto').", param="model")
     _identifier(model, "model")
     data["model"] = model
+
+
+def validate_chat(data: Any) -> dict[str, Any]:
+    """Check an OpenAI chat request and return it (unknown fields are passed through)."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for name in [k for k, v in data.items() if v is None and k in NULLABLE]:
+        del data[name]
+    validate_model_name(data)
     for name in ("user", "safety_identifier", "prompt_cache_key"):
         value = data.get(name)
         if value is not None:

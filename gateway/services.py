@@ -1,8 +1,11 @@
-"""The request pipeline of /v1/chat/completions.
+"""The request pipeline: one entry, `run(operation, ...)`, for every API endpoint.
 
-prepare (auth, validation, feature, routing) → rate limits → cache → budget reservation →
-the fallback loop → settle, cache, ledger. Non-streamed answers are finished here; streamed
-ones are handed to gateway.streaming once a provider has produced its first chunk.
+A request's way (docs/architecture.md): prepare (auth, the operation's validation, feature,
+routing, estimate, cache key) → admission (gateway/admission.py: rate limits, cache lookup and
+budget hold in one Redis round trip) → a cache hit, or the operation's `serve` (the fallback
+loop `attempt_models`, then `finish`: settle, cache, ledger) → an `Answer`. Every error ends in
+`fail` (the hold released, a record written) and the operation's error envelope.
+What differs between endpoints is the `Operation` (gateway/operations/).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,35 +23,28 @@ from typing import Any, Protocol
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from budgets import ratelimit
 from budgets import services as budgets
-from gateway import cache, circuit, inflight, ledger, metrics, runtime, tokens
+from gateway import admission, cache, circuit, inflight, ledger, runtime
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
+    ClientDisconnected,
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
     NoProviderAvailable,
     ProviderRejected,
-    ServiceUnavailable,
 )
 from gateway.logs import request_id_var
-from gateway.money import Cost, cost_of, format_usd, worst_case_units
-from gateway.providers import adapter_for, legacy
-from gateway.providers.base import (
-    ChatRequest,
-    Completion,
-    ProviderError,
-    Usage,
-    bad_usage,
-    error_from_exception,
-    usage_problem,
-)
-from gateway.redaction import redact, scrub_provider_text
+from gateway.money import Cost, cost_of, format_usd
+from gateway.operations.base import Answer, Operation
+from gateway.providers import adapter_for
+from gateway.providers.base import ProviderError, Usage, error_from_exception
+from gateway.records import ledger_entry, record, refusal_record
+from gateway.redaction import scrub_provider_text
 from gateway.roundtrip import RoundTrip
 from gateway.routing import resolve_chain
-from gateway.serializers import parse_json, upstream_body, validate_chat
+from gateway.serializers import parse_json
 
 log = logging.getLogger(__name__)
 PRIORITIES = ("low", "medium", "high")
@@ -82,6 +79,7 @@ class Call:
     sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
     legacy_functions: bool = False  # asked with `functions`: answered with `function_call`
+    operation: Operation | None = None  # the endpoint being served (gateway/operations/)
 
     @property
     def requested_model(self) -> str:
@@ -109,9 +107,12 @@ class Headers(Protocol):
     def get(self, name: str, default: str | None = None, /) -> str | None: ...
 
 
-def new_call() -> Call:
+def new_call(operation: Operation) -> Call:
     call = Call(
-        request_id="req_" + uuid.uuid4().hex, started=time.monotonic(), created_at=datetime.now(UTC)
+        request_id="req_" + uuid.uuid4().hex,
+        started=time.monotonic(),
+        created_at=datetime.now(UTC),
+        operation=operation,
     )
     # Every log line written while serving the request names it (gateway/logs.py); the
     # streaming generators set it again, as they run in the task that sends the response.
@@ -119,23 +120,61 @@ def new_call() -> Call:
     return call
 
 
-async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
+async def run(
+    operation: Operation,
+    *,
+    headers: Headers,
+    raw_body: bytes | Callable[[], bytes] | None = None,
+    body: Any = None,
+) -> Answer:
+    """Serve one request of `operation`, from its raw JSON body or (`body`) a request already
+    parsed, e.g. translated from another API's format. `raw_body` may be a callable that
+    reads it, so a body too large is answered like any other error.
+
+    Never raises a GatewayError: errors are answered in the operation's envelope, the hold
+    released and a record written. A client that goes away (CancelledError) has its hold
+    released in a task of its own."""
+    call = new_call(operation)
+    try:
+        await prepare(call, headers=headers, raw_body=raw_body, body=body)
+        hit = await admission.admit(call)
+        if hit is not None:
+            cost = await serve_cached(call, hit)
+            return await operation.cached(call, hit, cost)
+        return await operation.serve(call)
+    except GatewayError as error:
+        await fail(call, error)
+        return operation.error_answer(error, call.headers(None))
+    except Exception as exc:  # never a bare 500: the hold is released, a record written
+        error = internal_error(exc)
+        await fail(call, error)
+        return operation.error_answer(error, call.headers(None))
+    except asyncio.CancelledError:
+        # The client went away: release its budget hold now rather than when it expires.
+        runtime.spawn(fail(call, ClientDisconnected("The client disconnected.")))
+        raise
+
+
+async def prepare(
+    call: Call,
+    *,
+    headers: Headers,
+    raw_body: bytes | Callable[[], bytes] | None = None,
+    body: Any = None,
+) -> None:
     """Authenticate, validate and route; raises GatewayError for anything wrong."""
+    operation = call.operation
+    if operation is None:
+        raise ValueError("new_call(operation): a call is made for one operation")
+    if callable(raw_body):
+        raw_body = raw_body()  # the body is read (and its size checked) before anything else
     call.key, call.team, snapshot = await authenticate(
         headers.get("authorization"), getattr(headers, "meta", None)
     )
     call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
-    data = parse_json(raw_body)
-    if isinstance(data, dict) and legacy.uses_functions(data):
-        # Translated once, here: every provider sees tools; the answer goes back in the
-        # legacy shape (`client_body`, `client_chunk`).
-        try:
-            data = legacy.request_to_tools(data)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="functions") from None
-        call.legacy_functions = True
-    call.body = validate_chat(data)
-    call.stream = bool(call.body.get("stream"))
+    if body is None:
+        body = parse_json(raw_body or b"")
+    call.body = operation.parse(call, body)
     priority = (headers.get("x-gateway-priority") or "medium").strip().lower()
     if priority not in PRIORITIES:
         raise InvalidRequest(
@@ -152,8 +191,8 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
             "X-Gateway-Cache-TTL must be a whole number of seconds (0 = bypass).",
             param="X-Gateway-Cache-TTL",
         ) from None
-    call.prompt_tokens = tokens.estimate_prompt(call.body)
-    max_tokens = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
+    call.prompt_tokens = operation.estimate(call)
+    max_tokens = operation.max_tokens(call)
     chain = resolve_chain(
         snapshot,
         model=call.requested_model,
@@ -161,38 +200,13 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
     )
+    chain = operation.fit_chain(call, chain)
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
-    call.max_output, call.output_cap = output_limits(call, max_tokens)
+    call.max_output, call.output_cap = operation.output_limits(call, max_tokens)
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
-    if call.cache_ttl > 0 and cache.may_cache(call.body, call.feature):
-        # A capped answer differs from an uncapped one: the cap is part of the key.
-        keyed = {**call.body, "max_tokens": call.output_cap} if call.output_cap else call.body
-        call.cache_key = cache.key_for(
-            team=call.team, body=keyed, chain=tuple(m.name for m in chain)
-        )
-
-
-def output_limits(call: Call, max_tokens: int | None) -> tuple[int, int | None]:
-    """(output tokens the reservation holds, the output cap sent upstream or None).
-
-    A request's own max_tokens decides both. Without one, a strict budget covering it holds
-    the chain's largest max output and nothing is sent (the model may use all of it); else
-    the cap applies: the key's, else the feature's (the admin's or the learned one), else
-    GATEWAY["OUTPUT_CAP_DEFAULT"], never above the chain's largest max output.
-    """
-    chain_max = max(m.max_output_tokens for m in call.chain)
-    if max_tokens:
-        return max_tokens, None
-    if any(b.reservation == "strict" for b in call.budgets):
-        return chain_max, None
-    cap = (
-        (call.key.output_cap if call.key else None)
-        or (call.feature.output_cap if call.feature else None)
-        or settings.GATEWAY["OUTPUT_CAP_DEFAULT"]
-    )
-    cap = min(int(cap), chain_max)
-    return cap, cap
+    if call.cache_ttl > 0:
+        call.cache_key = operation.cache_key(call, chain)
 
 
 def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:
@@ -210,61 +224,6 @@ def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelS
     return priced
 
 
-async def admit(call: Call) -> cache.CachedAnswer | None:
-    """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any.
-
-    One Redis round trip: the admission script (budgets.services.Admission) and the first
-    provider's circuit state.
-    """
-    redis = runtime.aredis()
-    try:
-        trip = RoundTrip(redis)
-        units = worst_case_units(
-            input_tokens=tokens.prompt_upper_bound(call.body),
-            output_tokens=call.max_output,
-            prices=[m.prices for m in call.chain],
-        )
-        admission = budgets.queue_admission(
-            trip,
-            rate=ratelimit.rate_check(
-                key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
-            ),
-            cache_key=call.cache_key,
-            team=call.team,
-            budgets=call.budgets,
-            request_id=call.request_id,
-            units=units,
-        )
-        # In flight until its record is written (a refusal or a cache hit writes one at
-        # once); a process that dies first leaves it for the lost-request sweep.
-        inflight.queue_register(trip, call, units)
-        first = call.chain[0].provider.name
-        circuit_reply = circuit.queue_read(trip, first)
-        replies = await trip.send()
-        call.circuit_states[first] = replies[circuit_reply]
-        reply = replies[admission.index]
-        if call.cache_key and admission.cache_checked(reply):
-            call.cache_status = "miss"
-        hit = admission.outcome(reply)
-        if hit is not None:
-            call.cache_status = "hit"
-            return cache.CachedAnswer.loads(hit)
-        call.reservation = admission.reservation
-    except (RedisError, OSError) as exc:
-        call.cache_key, call.cache_status = None, "bypass"
-        if call.budgets and not call.team.budget_fail_open:
-            raise ServiceUnavailable(
-                "Budget counters are unreachable, so spending cannot be checked; try again "
-                "shortly.",
-                code="budget_store_unavailable",
-                headers={"Retry-After": "5"},
-            ) from exc
-        log.warning(
-            "redis unreachable; serving %s without cache or limits (fail open)", call.request_id
-        )
-    return None
-
-
 async def attempt_models(call: Call, start):
     """The fallback loop: `start(adapter, request)` for each model until one succeeds.
 
@@ -272,13 +231,13 @@ async def attempt_models(call: Call, start):
     Returns what `start` returned, with `call.served` set.
     """
     redis = runtime.aredis()
-    body = upstream_body(call.body)
+    operation = call.operation
     refused: list[tuple[str, str]] = []  # (parameter, message) of each model that cannot serve
     for index, model in enumerate(call.chain):
         provider = model.provider.name
         adapter = adapter_for(model.provider, runtime.http_client())
-        sent = {k: v for k, v in body.items() if k not in model.drop_params}
-        refusal = refusal_of(model, adapter.refusals(sent))
+        cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
+        request, refusal = operation.provider_request(call, model, adapter, cap)
         if refusal is not None:  # skipped, and said so; a 400 when no model can serve
             refused.append(refusal)
             call.attempts.append(_attempt(model, f"cannot serve: {refusal[1]}", ""))
@@ -295,13 +254,6 @@ async def attempt_models(call: Call, start):
         remaining = call.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(_attempts_message("The request deadline passed", call))
-        cap = min(call.output_cap, model.max_output_tokens) if call.output_cap else None
-        request = ChatRequest(
-            body=sent,
-            upstream_model=model.upstream_id,
-            output_cap=cap,
-            usage_ceiling=usage_ceiling(model),
-        )
         try:
             async with asyncio.timeout(remaining):
                 try:
@@ -331,18 +283,6 @@ async def attempt_models(call: Call, start):
         param, message = refused[0]
         raise InvalidRequest(message, param=param, code="unsupported_parameter")
     raise NoProviderAvailable(_attempts_message("Every provider failed", call))
-
-
-def refusal_of(model: ModelSnap, refusals: dict[str, str]) -> tuple[str, str] | None:
-    """(parameter, message) of the first thing `model` cannot honour, or None.
-
-    The message names the parameter and the model, e.g. "`logprobs` is not supported by model
-    claude-haiku (anthropic)"."""
-    for param, phrase in refusals.items():
-        phrase = phrase or " is not supported"
-        kind = model.provider.kind
-        return param, f"`{param}`{phrase} by model {model.name} ({kind})."
-    return None
 
 
 def usage_ceiling(model: ModelSnap) -> int:
@@ -378,51 +318,6 @@ async def _safe(coro) -> None:
         log.warning("redis unreachable while updating a circuit breaker")
 
 
-async def complete(call: Call) -> tuple[dict[str, Any], dict[str, str]]:
-    """A non-streamed call: the OpenAI body and the gateway's headers."""
-    completion: Completion = await attempt_models(call, _complete_checked)
-    usage = _usage_or_estimate(call, completion.usage, completion.body)
-    cost = cost_of(usage, call.served.prices)
-    await finish(call, usage=usage, cost=cost, body=completion.body)
-    return client_body(call, completion.body), call.headers(cost)
-
-
-def client_body(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    """An answer as the client asked for it: the legacy `function_call` shape if it asked
-    with `functions` (the cache and the ledger keep the tools shape)."""
-    return legacy.response_to_legacy(body) if call.legacy_functions else body
-
-
-def client_chunk(call: Call, chunk: dict[str, Any]) -> dict[str, Any]:
-    """A stream chunk as the client asked for it (see `client_body`)."""
-    return legacy.chunk_to_legacy(chunk) if call.legacy_functions else chunk
-
-
-async def _complete_checked(adapter, request: ChatRequest) -> Completion:
-    """A whole answer whose usage can be billed: absurd counts are a retryable bad_response,
-    so the next model is tried and nothing is billed at the provider's figure."""
-    completion = await adapter.complete(request)
-    problem = usage_problem(completion.usage, request.usage_ceiling)
-    if problem is not None:
-        raise bad_usage(adapter.config.name, problem)
-    return completion
-
-
-def _usage_or_estimate(call: Call, usage: Usage | None, body: dict[str, Any] | None) -> Usage:
-    ceiling = usage_ceiling(call.served) if call.served else 0
-    if usage is not None and usage.reported and usage_problem(usage, ceiling) is None:
-        return usage
-    text = ""
-    for choice in (body or {}).get("choices", []):
-        message = choice.get("message") or {}
-        text += str(message.get("content") or "") + str(message.get("tool_calls") or "")
-    return Usage(
-        input_tokens=call.prompt_tokens,
-        output_tokens=tokens.estimate_text(text),
-        reported=False,
-    )
-
-
 async def finish(
     call: Call,
     *,
@@ -442,7 +337,8 @@ async def finish(
     else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
         slots, request_id = (budgets.slots_for(call.budgets) if cost.units else ()), ""
     spend = budgets.queue_spend(trip, slots=slots, request_id=request_id, units=cost.units)
-    if status == "ok" and call.cache_key and body is not None and cache.cacheable(body, call.body):
+    cache_it = status == "ok" and call.cache_key and body is not None
+    if cache_it and call.operation.cacheable(call, body):
         answer = cache.CachedAnswer(
             body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
         )
@@ -509,71 +405,5 @@ async def _fail(call: Call, error: GatewayError) -> None:
         status=status,
         error_type=error.code or error.type,
         http_status=error.status,
-        refusal=_refusal_record(call, error),
+        refusal=refusal_record(call, error),
     )
-
-
-def _refusal_record(call: Call, error: GatewayError) -> dict[str, Any] | None:
-    """A refusal's figures (the 429's message as data) so a person can follow it up from the
-    usage record: a budget's window, limit, spent, reserved and needed amounts, with the
-    output tokens the request would have held; or the rate limit, its scope and key."""
-    refusal = getattr(error, "refusal", None)
-    if not refusal:
-        return None
-    if refusal.get("kind") == "rate_limit":
-        return dict(refusal)
-    return {**refusal, "output_tokens_held": call.max_output}
-
-
-async def record(call: Call, **outcome: Any) -> None:
-    """Write the ledger record of a call (see `ledger_entry` for the outcome's fields)."""
-    await ledger.enqueue(ledger_entry(call, **outcome), done=call.request_id)
-
-
-def ledger_entry(
-    call: Call,
-    *,
-    usage: Usage,
-    cost: Cost,
-    status: str = "ok",
-    error_type: str = "",
-    http_status: int = 200,
-    saved: Cost | None = None,
-    response: dict[str, Any] | None = None,
-    refusal: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The call's ledger record; also counted in the metrics."""
-    entry = {
-        "request_id": call.request_id,
-        "created_at": call.created_at.isoformat(),
-        "team_id": call.team.id,
-        "feature_id": call.feature.id if call.feature else None,
-        "api_key_id": call.key.id if call.key else None,
-        "requested_model": call.requested_model[:128],
-        "served_model": call.served.name if call.served else "",
-        "provider": call.served.provider.name if call.served else "",
-        "attempts": len(call.attempts),
-        "attempt_log": call.attempts,
-        "stream": call.stream,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cost_usd": str(cost.usd),
-        "saved_usd": str(saved.usd) if saved else "0",
-        "estimated": not usage.reported and status != "refused" and http_status == 200,
-        "unpriced": cost.unpriced or bool(saved and saved.unpriced),
-        "latency_ms": int((time.monotonic() - call.started) * 1000),
-        "status": status,
-        "http_status": http_status,
-        "error_type": error_type[:64],
-        "cache": call.cache_status,
-        "output_cap": call.sent_cap if call.served else call.output_cap,
-        "refusal": refusal,
-    }
-    if call.team.store_content:
-        entry["content"] = redact({"messages": call.body.get("messages"), "response": response})
-    metrics.observe(
-        entry, team_name=call.team.name, feature_name=call.feature.name if call.feature else ""
-    )
-    return entry

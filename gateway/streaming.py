@@ -214,7 +214,7 @@ async def live_events(
     delivered = inflight.delta_chars(first)
     inflight.progress(call.request_id, delivered, served, provider)
     try:
-        yield sse(services.client_chunk(call, first))
+        yield sse(call.operation.client_chunk(call, first))
         while True:
             try:
                 async with asyncio.timeout_at(call.deadline):
@@ -224,7 +224,7 @@ async def live_events(
             acc.add(chunk)
             delivered += inflight.delta_chars(chunk)
             inflight.progress(call.request_id, delivered, served, provider)
-            yield sse(services.client_chunk(call, chunk))
+            yield sse(call.operation.client_chunk(call, chunk))
         problem = usage_problem(result.usage, services.usage_ceiling(call.served))
         if problem is not None:
             raise bad_usage(call.served.provider.name, problem)
@@ -326,7 +326,7 @@ async def _account(
 async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator[bytes]:
     request_id_var.set(call.request_id)
     for chunk in replay_chunks(hit.body):
-        yield sse(services.client_chunk(call, chunk))
+        yield sse(call.operation.client_chunk(call, chunk))
     if (call.body.get("stream_options") or {}).get("include_usage"):
         base = {
             "id": hit.body.get("id", ""),

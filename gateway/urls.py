@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from gateway import budget_api, views
@@ -6,10 +6,15 @@ from gateway.health import HealthzView, MetricsView, ReadyzView
 
 urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),
+    path("v1/embeddings", views.EmbeddingsView.as_view(), name="embeddings"),
     path("v1/models", views.ModelsView.as_view(), name="models"),
+    path("v1/models/<path:model_id>", views.ModelView.as_view(), name="model"),
+    path("v1/completions", views.legacy_completions, name="legacy-completions"),
     path("v1/budget", budget_api.budget, name="budget"),
     path("healthz", HealthzView.as_view(), name="healthz"),
     path("readyz", ReadyzView.as_view(), name="readyz"),
     path("metrics", MetricsView.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Last: every other path under /v1/ is a JSON 404 in OpenAI's envelope.
+    re_path(r"^v1/", views.unknown_path, name="unknown-api-path"),
 ]

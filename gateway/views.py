@@ -3,7 +3,7 @@ gateway.services and shape the HTTP response."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 import orjson
 from django.conf import settings
@@ -11,17 +11,20 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import HttpHeaders
 
-from gateway import runtime, services, streaming
+from gateway import services
 from gateway.auth import authenticate
 from gateway.errors import (
     BodyTooLarge,
-    ClientDisconnected,
     GatewayError,
     InvalidRequest,
+    ModelNotFound,
     UnsupportedMediaType,
     error_response,
 )
 from gateway.fastpath.views import InlineAPIView
+from gateway.operations.base import Answer, Operation
+from gateway.operations.chat import CHAT
+from gateway.operations.embeddings import EMBEDDINGS
 from gateway.serializers import CONTROL
 
 
@@ -106,37 +109,51 @@ def read_body(request) -> bytes:
     return raw
 
 
+def to_response(answer: Answer) -> HttpResponse:
+    """An `Answer` of the pipeline as Django's response: SSE or JSON."""
+    if answer.events is not None:
+        return sse_response(answer.events, answer.headers)
+    return json_response(answer.body or {}, answer.headers, answer.status)
+
+
+async def serve(operation: Operation, request) -> HttpResponse:
+    """Run `operation` on a DRF request through the one pipeline (services.run)."""
+    answer = await services.run(
+        operation,
+        headers=RequestHeaders(request),
+        raw_body=functools.partial(read_body, request._request),
+    )
+    return to_response(answer)
+
+
 class ChatCompletionsView(InlineAPIView):
     """POST /v1/chat/completions: OpenAI's chat completions, JSON or SSE."""
 
     async def post(self, request):
-        call = services.new_call()
-        try:
-            raw = read_body(request._request)
-            await services.prepare(call, headers=RequestHeaders(request), raw_body=raw)
-            hit = await services.admit(call)
-            if hit is not None:
-                cost = await services.serve_cached(call, hit)
-                if call.stream:
-                    return sse_response(streaming.cached_events(call, hit), call.headers(cost))
-                return json_response(services.client_body(call, hit.body), call.headers(cost))
-            if call.stream:
-                chunks, first, result = await services.attempt_models(call, streaming.start_stream)
-                events = streaming.live_events(call, chunks, first, result)
-                return sse_response(events, call.headers(None))
-            body, headers = await services.complete(call)
-            return json_response(body, headers)
-        except GatewayError as error:
-            await services.fail(call, error)
-            return error_response(error, extra_headers=call.headers(None))
-        except Exception as exc:  # never a bare 500: the hold is released, a record written
-            error = services.internal_error(exc)
-            await services.fail(call, error)
-            return error_response(error, extra_headers=call.headers(None))
-        except asyncio.CancelledError:
-            # The client went away: release its budget hold now rather than when it expires.
-            runtime.spawn(services.fail(call, ClientDisconnected("The client disconnected.")))
-            raise
+        return await serve(CHAT, request)
+
+
+class EmbeddingsView(InlineAPIView):
+    """POST /v1/embeddings: OpenAI's embeddings, floats or base64."""
+
+    async def post(self, request):
+        return await serve(EMBEDDINGS, request)
+
+
+def model_entry(m) -> dict:
+    """A model as /v1/models lists it: OpenAI's fields, with the gateway's `mode`
+    (chat | embedding), context window and, for embeddings, the dimensions."""
+    entry = {
+        "id": m.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.provider.name,
+        "mode": m.mode,
+        "context_window": m.context_window,
+    }
+    if m.dimensions:
+        entry["dimensions"] = m.dimensions
+    return entry
 
 
 class ModelsView(InlineAPIView):
@@ -149,14 +166,50 @@ class ModelsView(InlineAPIView):
             )
         except GatewayError as error:
             return error_response(error)
-        data = [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.provider.name,
-                "context_window": m.context_window,
-            }
-            for m in snapshot.models.values()
-        ]
+        data = [model_entry(m) for m in snapshot.models.values()]
         return json_response({"object": "list", "data": data}, {})
+
+
+class ModelView(InlineAPIView):
+    """GET /v1/models/{id}: one model, or a 404 in OpenAI's envelope for a model the key
+    cannot ask for (unknown or disabled: the same answer, so nothing leaks)."""
+
+    async def get(self, request, model_id: str):
+        try:
+            _key, _team, snapshot = await authenticate(
+                request.META.get("HTTP_AUTHORIZATION"), request.META
+            )
+            model = snapshot.models.get(model_id)
+            if model is None:
+                raise ModelNotFound(
+                    f"The model '{model_id}' does not exist or you do not have access to it.",
+                    param="model",
+                )
+        except GatewayError as error:
+            return error_response(error)
+        return json_response(model_entry(model), {})
+
+
+class NotServed(GatewayError):
+    status = 404
+    code = "unknown_url"
+
+
+def unknown_path(request, *args, **kwargs):
+    """Any other path under /v1/: a JSON 404 in OpenAI's envelope, never Django's page."""
+    return error_response(
+        NotServed(
+            f"Unknown request URL: {request.method} {request.path}. See /v1/models and docs/."
+        )
+    )
+
+
+def legacy_completions(request):
+    """POST /v1/completions (the legacy text completions API) is not served."""
+    return error_response(
+        NotServed(
+            "Legacy completions (/v1/completions) are not served by this gateway; "
+            "use /v1/chat/completions.",
+            code="legacy_completions_not_served",
+        )
+    )

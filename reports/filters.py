@@ -1,5 +1,5 @@
-"""The filters every report page shares (team, feature, date range), read from the
-querystring and kept across pages."""
+"""The filters every report page shares (team, feature, endpoint, date range), read from
+the querystring and kept across pages."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ EARLIEST_DATE = dt.date(2000, 1, 1)
 MAX_FUTURE_DAYS = 366
 MAX_NAME = 64  # Team and Feature names are slugs of at most 64 characters
 HOURLY_UP_TO = dt.timedelta(hours=48)
+# The API operations the ledger records (UsageRecord.endpoint), as the filter offers them.
+ENDPOINTS = ("chat.completions", "embeddings", "responses", "messages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class ReportFilters:
     feature: str  # selected feature name (across teams), "" for all
     team_ids: frozenset[int] | None  # the teams to read; None for every team
     feature_keys: frozenset[int] | None  # rollup feature keys to read; None for all
+    endpoint: str = ""  # the API operation (UsageRecord.endpoint), "" for all
 
     @property
     def hourly(self) -> bool:
@@ -50,7 +53,12 @@ class ReportFilters:
 
     @property
     def querystring(self) -> str:
-        params = {"range": self.range_key, "team": self.team, "feature": self.feature}
+        params = {
+            "range": self.range_key,
+            "team": self.team,
+            "feature": self.feature,
+            "endpoint": self.endpoint,
+        }
         if self.range_key == "custom":
             params["start"] = self.start.date().isoformat()
             params["end"] = self.last_day.isoformat()
@@ -63,6 +71,7 @@ class ReportFilters:
             "range": self.range_key,
             "team": self.team,
             "feature": self.feature,
+            "endpoint": self.endpoint,
             "granularity": "hour" if self.hourly else "day",
         }
 
@@ -93,7 +102,11 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
         if team_ids is not None:
             feature_qs = feature_qs.filter(team_id__in=team_ids)
         feature_keys = frozenset(feature_qs.values_list("id", flat=True))
-    return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys)
+    endpoint = query.get("endpoint", "").strip()
+    if endpoint and endpoint not in ENDPOINTS:
+        shown = ", ".join(ENDPOINTS)
+        raise FilterError("endpoint", f"endpoint must be one of {shown}; got {endpoint[:40]!r}.")
+    return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys, endpoint)
 
 
 def _name(query: QueryDict, param: str) -> str:
@@ -153,7 +166,7 @@ def _custom_window(start: str, end: str, now: dt.datetime) -> tuple[dt.datetime,
 
 
 def filter_choices(allowed: frozenset[int] | None) -> dict[str, list[str]]:
-    """Team and feature names a reader may pick."""
+    """Team and feature names a reader may pick, and the endpoints."""
     teams = Team.objects.all() if allowed is None else Team.objects.filter(id__in=allowed)
     features = (
         Feature.objects.filter(team__in=teams).order_by("name").values_list("name", flat=True)
@@ -161,4 +174,5 @@ def filter_choices(allowed: frozenset[int] | None) -> dict[str, list[str]]:
     return {
         "teams": list(teams.order_by("name").values_list("name", flat=True)),
         "features": sorted(set(features)),
+        "endpoints": list(ENDPOINTS),
     }

@@ -51,7 +51,13 @@ COUNTER_FIELDS: tuple[str, ...] = (
     *LATENCY_FIELDS,
 )
 # The key of a rollup after its period (`hour` or `day`).
-DIMENSION_FIELDS: tuple[str, ...] = ("team_id", "feature_key", "served_model", "provider")
+DIMENSION_FIELDS: tuple[str, ...] = (
+    "team_id",
+    "feature_key",
+    "served_model",
+    "provider",
+    "endpoint",
+)
 
 
 class RollupQuerySet(models.QuerySet):
@@ -62,6 +68,10 @@ class RollupQuerySet(models.QuerySet):
     def for_teams(self, team_ids: frozenset[int] | None) -> RollupQuerySet:
         """None means every team."""
         return self if team_ids is None else self.filter(team_id__in=team_ids)
+
+    def for_endpoint(self, endpoint: str) -> RollupQuerySet:
+        """ "" means every endpoint."""
+        return self.filter(endpoint=endpoint) if endpoint else self
 
     def for_features(self, feature_keys: frozenset[int] | None) -> RollupQuerySet:
         """None means every feature (and requests with none)."""
@@ -83,6 +93,8 @@ class Rollup(models.Model):
     feature_key = models.BigIntegerField(default=0)
     served_model = models.CharField(max_length=128, blank=True)
     provider = models.CharField(max_length=64, blank=True)
+    # UsageRecord.endpoint: chat.completions, embeddings... (the dashboards filter on it)
+    endpoint = models.CharField(max_length=32, default="chat.completions")
 
     requests = models.BigIntegerField(default=0)
     cache_hits = models.BigIntegerField(default=0)

@@ -46,6 +46,7 @@ def rollups(f: ReportFilters) -> QuerySet[Rollup]:
         model.objects.in_window(f.start, f.end)
         .for_teams(f.team_ids)
         .for_features(f.feature_keys)
+        .for_endpoint(f.endpoint)
         .order_by()
     )
 

@@ -59,6 +59,7 @@ LEDGER_FIELDS = (
     "estimated",
     "unpriced",
     "latency_ms",
+    "endpoint",
 )
 _LAT0 = COUNTER_FIELDS.index("lat_b0")
 _INDEX = {name: i for i, name in enumerate(COUNTER_FIELDS)}
@@ -124,8 +125,8 @@ def _days_from_hours(start: dt.datetime, end: dt.datetime) -> dict[Key, list[int
 def by_day(hourly: dict[Key, list[int]]) -> dict[Key, list[int]]:
     """Fold hourly sums into daily sums."""
     daily: dict[Key, list[int]] = {}
-    for (hour, team_id, feature_id, model, status), counters in hourly.items():
-        key = (floor_day(hour), team_id, feature_id, model, status)
+    for (hour, *dimensions), counters in hourly.items():
+        key = (floor_day(hour), *dimensions)
         row = daily.get(key)
         if row is None:
             daily[key] = list(counters)
@@ -150,7 +151,8 @@ def accumulate(facts: Iterable[tuple], book: PriceBook) -> dict[Key, list[int]]:
 
 def _key_of(fact: tuple) -> Key:
     created_at, team_id, feature_id, served_model, provider = fact[:5]
-    return (floor_hour(created_at), team_id, feature_id or 0, served_model, provider)
+    endpoint = fact[-1] or "chat.completions"
+    return (floor_hour(created_at), team_id, feature_id or 0, served_model, provider, endpoint)
 
 
 def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
@@ -173,6 +175,7 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
         estimated,
         unpriced,
         latency,
+        _,
     ) = fact
     i = _INDEX
     hit = cache == UsageRecord.Cache.HIT

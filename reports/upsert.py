@@ -16,9 +16,11 @@ from django.db import connection
 
 from reports.models import COUNTER_FIELDS, DIMENSION_FIELDS, Rollup
 
-Key = tuple[dt.datetime, int, int, str, str]  # period start, team, feature key, model, provider
+# period start, team, feature key, model, provider, endpoint
+Key = tuple[dt.datetime, int, int, str, str, str]
 BATCH = 5000
-_TYPES = ("timestamptz", "bigint", "bigint", "text", "text") + ("bigint",) * len(COUNTER_FIELDS)
+_TYPES = ("timestamptz", "bigint", "bigint", "text", "text", "text")
+_TYPES += ("bigint",) * len(COUNTER_FIELDS)
 
 
 def upsert(model: type[Rollup], sums: dict[Key, list[int]]) -> None:

@@ -214,6 +214,18 @@ class LoopbackServer:
         behaviour = self._script.popleft() if self._script else Behaviour()
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        other = self.wire.other_paths.get(path) if method == "POST" else None
+        if other is not None:  # e.g. OpenAI's /v1/embeddings: JSON in, JSON out
+            invalid = self.wire.check_other(path, headers, body, self.api_key)
+            if invalid is not None:
+                return await self._error(writer, replace(behaviour, status=invalid[0]), invalid[1])
+            if behaviour.status >= 400:
+                return await self._error(writer, behaviour)
+            if behaviour.garbage:
+                await _send(writer, 200, _GARBAGE, content_type="text/html")
+                return True
+            await _send(writer, 200, orjson.dumps(getattr(self.wire, other)(body, behaviour)))
+            return True
         if method != "POST" or path != self.wire.path:
             return await self._error(
                 writer, replace(behaviour, status=404), f"Unknown request URL: {method} {path}"

@@ -1,7 +1,12 @@
-"""The loopback OpenAI server's wire format: /v1/chat/completions, JSON and SSE."""
+"""The loopback OpenAI server's wire format: /v1/chat/completions, JSON and SSE, and
+/v1/embeddings (floats or base64, `dimensions`)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import math
+import struct
 import time
 from typing import Any
 
@@ -22,6 +27,38 @@ class OpenAIWire(Wire):
         503: "server_error",
     }
     _codes = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+    other_paths = {"/v1/embeddings": "embeddings"}
+
+    def check_other(
+        self, path: str, headers: dict[str, str], body: Any, api_key: str | None
+    ) -> tuple[int, str] | None:
+        if api_key is not None and headers.get("authorization") != f"Bearer {api_key}":
+            return 401, "Incorrect API key provided."
+        if not isinstance(body, dict) or "input" not in body or "model" not in body:
+            return 400, "Missing required parameter: 'input'."
+        return None
+
+    def embeddings(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
+        """OpenAI's embeddings answer: one vector per input (a function of the input), usage
+        as prompt tokens: ceil(characters / 4) of a string, the length of a token array."""
+        value = body["input"]
+        inputs = [value] if isinstance(value, str) or isinstance(value[0], int) else value
+        size = body.get("dimensions") or b.dimensions
+        data, prompt = [], 0
+        for index, item in enumerate(inputs):
+            prompt += math.ceil(len(item) / 4) if isinstance(item, str) else len(item)
+            seed = hashlib.sha256(orjson.dumps(item)).digest()
+            vector = [round((seed[i % 32] + i) % 251 / 125.5 - 1, 6) for i in range(size)]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        if b.prompt_tokens is not None:
+            prompt = b.prompt_tokens
+        out: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
+        if b.usage:
+            out["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        return out
 
     def check(
         self, headers: dict[str, str], body: Any, api_key: str | None

@@ -42,6 +42,7 @@ class Behaviour:
     error_type: str | None = None  # override the error type of `status` / `error_after`
     message: str | None = None  # override the error message
     retry_after: float | None = None  # Retry-After header on an error answer
+    dimensions: int = 1536  # OpenAI embeddings: a vector's length when `dimensions` is not sent
 
 
 def new_id(prefix: str) -> str:
@@ -80,6 +81,13 @@ class Wire:
     path = ""
     base_path = ""
     error_types: dict[int, str] = {}
+    # Other POST paths this provider answers with JSON: path -> the method that answers.
+    other_paths: dict[str, str] = {}
+
+    def check_other(
+        self, path: str, headers: dict[str, str], body: Any, api_key: str | None
+    ) -> tuple[int, str] | None:
+        return None
 
     def counts(self, body: dict[str, Any], b: Behaviour) -> tuple[int, int]:
         prompt = (

@@ -30,6 +30,9 @@ LAYERS = {
     "gateway.urls": "api",
     "gateway.health": "api",
     "gateway.services": "pipeline",
+    "gateway.admission": "pipeline",
+    "gateway.records": "pipeline",
+    "gateway.operations": "pipeline",  # what differs between endpoints (base.Operation)
     "gateway.streaming": "pipeline",
     "gateway.routing": "pipeline",
     "gateway.cache": "pipeline",

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from budgets.models import Reservation, default_thresholds
-from gateway.models import RouteRule, Team, validate_drop_params
+from gateway.models import LanguageModel, RouteRule, Team, validate_drop_params
 from gateway.providers import kind_choices
 
 
@@ -174,6 +174,8 @@ MODEL_FIELDS = (
     Field("context_window", "context_window", _count, 128000),
     Field("max_output_tokens", "max_output_tokens", _count, 4096),
     Field("drop_params", "drop_params", _drop_params, []),
+    Field("mode", "mode", _choice(LanguageModel.Mode), LanguageModel.Mode.CHAT.value),
+    Field("dimensions", "dimensions", _count, None),
     Field("enabled", "enabled", _flag, True),
 )
 

@@ -426,6 +426,9 @@ class ProviderAdapter(abc.ABC):
     # streams end with `data: [DONE]`, which `sse` always knows); `sse` then reads on only
     # until the body ends, so the connection goes back to the pool.
     final_events: ClassVar[frozenset[str]] = frozenset()
+    # Whether `embed` is implemented (gateway/providers/embeddings.py): /v1/embeddings skips
+    # a model whose provider does not serve them.
+    serves_embeddings: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -445,6 +448,11 @@ class ProviderAdapter(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: ChatRequest, result: StreamResult) -> AsyncIterator[dict[str, Any]]:
         """Send one streamed request; yield OpenAI chunk dicts and fill `result`."""
+
+    async def embed(self, request: Any) -> Any:
+        """Embed `request` (an EmbeddingRequest); return `Embeddings`. Only when
+        `serves_embeddings` is set."""
+        raise NotImplementedError
 
     def url(self, path: str) -> str:
         base = (self.config.base_url or self.default_base_url).rstrip("/")

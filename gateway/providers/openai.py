@@ -23,6 +23,7 @@ from gateway.providers.base import (
     stream_cut,
     token_count,
 )
+from gateway.providers.embeddings import EmbeddingRequest, Embeddings, embeddings_from_openai
 from gateway.redaction import scrub_provider_text
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -53,6 +54,7 @@ class OpenAIAdapter(ProviderAdapter):
     default_base_url = "https://api.openai.com/v1"
     # OpenAI's current name (its reasoning models reject `max_tokens`).
     max_tokens_param = "max_completion_tokens"
+    serves_embeddings = True
 
     def headers(self) -> dict[str, str]:
         if not self.config.api_key:
@@ -83,6 +85,19 @@ class OpenAIAdapter(ProviderAdapter):
         except _PARSE_ERRORS as exc:
             raise self.fail(exc) from exc
         return Completion(body=data, usage=usage or Usage(reported=False))
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """POST /embeddings, always as floats (see gateway/providers/embeddings.py)."""
+        body = {
+            **request.body,
+            "model": request.upstream_model or request.body.get("model"),
+            "encoding_format": "float",
+        }
+        data = await self.post_json(self.url("/embeddings"), body, self.headers())
+        try:
+            return embeddings_from_openai(data, len(request.inputs))
+        except _PARSE_ERRORS as exc:
+            raise self.fail(exc) from exc
 
     async def stream(
         self, request: ChatRequest, result: StreamResult

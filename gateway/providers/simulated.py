@@ -29,6 +29,7 @@ from gateway.providers.base import (
     asked,
     error_from_response,
 )
+from gateway.providers.embeddings import EmbeddingRequest, Embeddings
 from gateway.tokens import estimate_text, prompt_text
 
 _WORDS = (
@@ -41,6 +42,7 @@ _WORDS = (
 class SimulatedAdapter(ProviderAdapter):
     kind = "simulated"
     label = "Simulated (built in, no network)"
+    serves_embeddings = True
 
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
         """Its answer is a few words: no JSON, no log probabilities."""
@@ -136,3 +138,22 @@ class SimulatedAdapter(ProviderAdapter):
             yield {**base, "choices": [choice]}
         result.usage = usage
         result.finish_reason = finish
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Deterministic vectors: a function of each input (its SHA-256 stretched to the
+        length asked for, option `dimensions` else 8), unit length. Tokens: ceil(chars / 4)
+        of a string, the length of a token array."""
+        await self._start()
+        size = request.dimensions or int(self._option("dimensions", 8))
+        vectors, used = [], 0
+        for item in request.inputs:
+            seed = orjson.dumps(item)
+            used += estimate_text(item) if isinstance(item, str) else len(item)
+            raw = b"".join(
+                hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(size // 32 + 1)
+            )
+            vector = [b / 127.5 - 1.0 for b in raw[:size]]
+            norm = sum(x * x for x in vector) ** 0.5 or 1.0
+            vectors.append([round(x / norm, 6) for x in vector])
+        model = request.upstream_model or str(request.body.get("model"))
+        return Embeddings(vectors=vectors, usage=Usage(input_tokens=max(1, used)), model=model)

@@ -15,6 +15,7 @@ import pytest
 from budgets import services
 from budgets.keys import budget_keys
 from budgets.ratelimit import rate_check
+from gateway.admission import queue_admission
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.money import usd_to_units
 from gateway.roundtrip import RoundTrip
@@ -44,7 +45,7 @@ def admit(team, units, *, request_id="r1", cache_key=CACHE_KEY, key=None):
     async def run(redis):
         trip = RoundTrip(redis)
         rate = rate_check(key=key, team=team, tokens=10) if key else None
-        admission = services.queue_admission(
+        admission = queue_admission(
             trip,
             rate=rate,
             cache_key=cache_key,

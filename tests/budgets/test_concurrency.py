@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from budgets import services
 from budgets.keys import budget_keys
+from gateway.admission import queue_admission
 from gateway.config import TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
@@ -32,7 +33,7 @@ async def _hold(redis: Redis, team: TeamSnap, request_id: str, via: str):
             redis=redis, team=team, budgets=list(team.budgets), request_id=request_id, units=COST
         )
     trip = RoundTrip(redis)
-    admission = services.queue_admission(
+    admission = queue_admission(
         trip,
         rate=None,
         cache_key=f"gw:cache:test:{request_id}",

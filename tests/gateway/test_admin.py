@@ -231,6 +231,7 @@ def test_a_models_drop_params_are_set_and_checked_in_the_admin(staff, typed, sav
             "enabled": "on",
             "context_window": 200000,
             "max_output_tokens": 8192,
+            "mode": "chat",  # the select's default, as a browser sends it
             "drop_params": typed,
             "fallback_links-TOTAL_FORMS": 0,
             "fallback_links-INITIAL_FORMS": 0,
@@ -242,3 +243,35 @@ def test_a_models_drop_params_are_set_and_checked_in_the_admin(staff, typed, sav
         assert response.status_code == 302
     else:
         assert response.status_code == 200 and message in response.content
+
+
+def test_an_embedding_model_is_added_in_the_admin_with_its_mode_and_dimensions(staff):
+    from gateway.models import LanguageModel
+
+    provider = Provider.objects.create(name="openai", kind="openai")
+    url = reverse("admin:gateway_languagemodel_add")
+    page = staff.get(url).content.decode()
+    assert '<option value="embedding">' in page and 'name="dimensions"' in page
+    response = staff.post(
+        url,
+        {
+            "name": "embed-small",
+            "provider": provider.pk,
+            "upstream_id": "text-embedding-3-small",
+            "mode": "embedding",
+            "dimensions": 1536,
+            "input_per_mtok": "0.02",
+            "output_per_mtok": "0",
+            "enabled": "on",
+            "context_window": 8191,
+            "max_output_tokens": 1,
+            "drop_params": "[]",
+            "fallback_links-TOTAL_FORMS": 0,
+            "fallback_links-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 302
+    model = LanguageModel.objects.get(name="embed-small")
+    assert (model.mode, model.dimensions) == ("embedding", 1536)
+    listing = staff.get(reverse("admin:gateway_languagemodel_changelist") + "?mode=embedding")
+    assert b"embed-small" in listing.content

@@ -211,3 +211,24 @@ def test_drop_params_are_read_written_and_checked():
     assert "drop_params" not in mini  # the default (nothing dropped) is left out
     with pytest.raises(ConfigFileError, match=r"drop_params: Unknown parameter\(s\) sed"):
         import_config(load(text.replace("[seed]", "[sed]")))
+
+
+def test_an_embedding_model_is_read_and_written_with_its_mode_and_dimensions():
+    text = BASE.replace(
+        "routes:",
+        "  - {name: embed-small, provider: openai, upstream: text-embedding-3-small,\n"
+        '     mode: embedding, dimensions: 1536, input_per_mtok: "0.02", output_per_mtok: "0"}\n'
+        "routes:",
+    )
+    import_config(load(text))
+    model = LanguageModel.objects.get(name="embed-small")
+    assert (model.mode, model.dimensions) == ("embedding", 1536)
+    assert LanguageModel.objects.get(name="gpt-4o-mini").mode == "chat"  # the default
+    exported = {m["name"]: m for m in export_config()["models"]}
+    assert (exported["embed-small"]["mode"], exported["embed-small"]["dimensions"]) == (
+        "embedding",
+        1536,
+    )
+    assert "mode" not in exported["gpt-4o-mini"]  # the default (chat) is left out
+    with pytest.raises(ConfigFileError, match="mode: 'embeddings' is not one of chat, embedding"):
+        import_config(load(text.replace("mode: embedding", "mode: embeddings")))

@@ -14,10 +14,11 @@ from django.db import connection
 from django.test import AsyncClient
 
 from budgets.services import budget_status
-from gateway import inflight, ledger, runtime, services
+from gateway import admission, inflight, ledger, runtime, services
 from gateway.config import store
 from gateway.models import UsageRecord
 from gateway.money import Cost, cost_of
+from gateway.operations.chat import CHAT
 from gateway.providers.base import Usage
 from tests.factories import (
     make_budget,
@@ -66,14 +67,14 @@ async def test_settled_cached_and_refused_requests_leave_nothing_in_flight():
 
 async def admitted_then_dead(secret: str) -> services.Call:
     """A request admitted by the real pipeline whose process then died (nothing more ran)."""
-    call = services.new_call()
+    call = services.new_call(CHAT)
     await services.prepare(
         call,
         headers={"authorization": f"Bearer {secret}", "x-gateway-feature": "chatbot",
                  "x-gateway-cache-ttl": "0"},
         raw_body=orjson.dumps({**BODY, "max_tokens": 100}),
     )  # fmt: skip
-    assert await services.admit(call) is None
+    assert await admission.admit(call) is None
     return call
 
 

@@ -33,7 +33,9 @@ CHECKS = [
 ]
 OPERATIONS = [
     "POST /v1/chat/completions",
+    "POST /v1/embeddings",
     "GET /v1/models",
+    "GET /v1/models/{model_id}",
     "GET /v1/budget",
     "GET /healthz",
     "GET /readyz",
@@ -46,7 +48,9 @@ def fuzz_key() -> str:
     team = make_team("fuzz")
     make_budget(team, daily_limit_usd=100)
     _, secret = make_key(team)
-    make_model("gpt-4o-mini", make_provider("sim"), input_price="0.15", output_price="0.6")
+    sim = make_provider("sim")
+    make_model("gpt-4o-mini", sim, input_price="0.15", output_price="0.6")
+    make_model("text-embedding-3-small", sim, output_price="0", mode="embedding", dimensions=8)
     return secret
 
 

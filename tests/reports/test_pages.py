@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -185,3 +186,29 @@ def test_the_model_mix_gives_shares_of_requests_and_spend(reader, traffic):
 
 def test_an_unknown_api_page_is_404(reader):
     assert reader.get("/reports/api/nothing").status_code == 404
+
+
+def test_the_endpoint_filter_splits_chat_from_embeddings(reader, world):
+    now = timezone.now()
+    write_ledger(
+        [
+            make_record(world["acme"], world["acme_chat"], created_at=now, cost_usd="0.5"),
+            make_record(
+                world["acme"],
+                world["acme_search"],
+                created_at=now,
+                cost_usd="0.01",
+                output_tokens=0,
+                endpoint="embeddings",
+            ),
+        ]
+    )
+    for endpoint, spend in [("", "0.51"), ("embeddings", "0.01"), ("chat.completions", "0.5")]:
+        body = reader.get(f"/reports/api/overview?endpoint={endpoint}").json()
+        assert Decimal(body["totals"]["spend_usd"]) == Decimal(spend)
+        assert body["filters"]["endpoint"] == endpoint
+    page = reader.get("/reports/?endpoint=embeddings").content.decode()
+    assert '<option value="embeddings" selected>' in page
+    assert 'href="/reports/spend/?range=7d&amp;endpoint=embeddings"' in page
+    bad = reader.get("/reports/api/overview?endpoint=nope")
+    assert bad.status_code == 400

@@ -21,8 +21,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway import ledger, services, streaming
+from gateway import ledger, streaming
 from gateway.models import UsageRecord
+from gateway.operations import chat
 from tests.factories import (
     make_budget,
     make_key,
@@ -516,7 +517,7 @@ def test_whatever_is_raised_in_the_pipeline_releases_the_hold_and_is_recorded(
     def broken(*args, **kwargs):
         raise RuntimeError("pricing exploded")
 
-    monkeypatch.setattr(services, "cost_of", broken)
+    monkeypatch.setattr(chat, "cost_of", broken)
     answer = post(gateway_server, secret, model="good")
     assert assert_envelope(answer, 500)["code"] == "internal_error"
     assert "exploded" not in answer.text

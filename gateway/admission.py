@@ -1,0 +1,178 @@
+"""Admission: the one module that owns a request's way past the rate limits, the cache and
+the budget hold, as ONE atomic Redis script (ADMIT) on ONE round trip.
+
+The script runs, in this order: the rate-limit buckets (APPROXIMATE, see budgets/lua.py),
+the cache lookup (a hit is served and reserves nothing), then the budget hold (EXACT). Its
+building blocks (PRELUDE, TAKE_TOKENS, HOLD) are the budgets app's, shared with its other
+scripts, so a hold taken here is the same hold `budgets.services.reserve` takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from budgets import lua, ratelimit
+from budgets import services as _budgets
+from budgets.ratelimit import RateCheck
+from gateway import cache, circuit, inflight, runtime
+from gateway.config import BudgetSnap, TeamSnap
+from gateway.errors import ServiceUnavailable
+from gateway.money import worst_case_units
+from gateway.roundtrip import RoundTrip
+
+if TYPE_CHECKING:
+    from gateway.services import Call
+
+log = logging.getLogger(__name__)
+
+# A request's admission in one round trip, in the order the pipeline needs: the rate limits,
+# then the cache (a hit is served and reserves nothing), then the budget reservation.
+# KEYS: the rate buckets (ARGV[1] of them), the cache key when ARGV[2] is '1', then 4 per
+#       budget window.
+# ARGV: n buckets, '1'/'0', capacity and cost per bucket, the buckets' TTL ms, then the
+#       request id, units, reservation TTL ms and one limit per budget window.
+# Returns {'rate', i, ms}, {'hit', answer}, {'budget', i, spent, reserved} or {'ok'}.
+ADMIT = (
+    lua.PRELUDE
+    + lua.TAKE_TOKENS
+    + lua.HOLD
+    + """
+local nb, k, a = tonumber(ARGV[1]), 1, 3
+if nb > 0 then
+  local r = take_tokens(slice(KEYS, 1, nb), slice(ARGV, a, a + 2 * nb - 1), ARGV[a + 2 * nb])
+  if r[1] ~= 0 then
+    return {'rate', r[1], r[2]}
+  end
+end
+k, a = nb + 1, a + 2 * nb + 1
+if ARGV[2] == '1' then
+  local answer = redis.call('GET', KEYS[k])
+  if answer then
+    return {'hit', answer}
+  end
+  k = k + 1
+end
+local r = hold(slice(KEYS, k, #KEYS), ARGV[a], ARGV[a + 1], ARGV[a + 2], slice(ARGV, a + 3, #ARGV))
+if r[1] ~= 0 then
+  return {'budget', r[1], r[2], r[3]}
+end
+return {'ok'}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Rate limits, cache lookup and reservation as one script on a round trip (ADMIT):
+    atomic, in that order, and a cache hit reserves nothing. Read the script's reply with
+    `outcome`."""
+
+    index: int
+    rate: RateCheck | None
+    team: TeamSnap
+    reservation: _budgets.Reservation
+    now: datetime
+
+    def cache_checked(self, reply) -> bool:
+        """Whether the script got as far as the cache (it stops at a rate limit)."""
+        return reply[0] != b"rate"
+
+    def outcome(self, reply) -> bytes | None:
+        """The cached answer on a hit, else None (the reservation is held). Raises
+        RateLimited or BudgetExceeded."""
+        verdict = reply[0]
+        if verdict == b"hit":
+            return reply[1]
+        if verdict == b"rate":
+            raise self.rate.refusal(reply[1:])
+        if verdict == b"budget":
+            raise _budgets.refused(
+                team=self.team, reservation=self.reservation, reply=reply[1:], now=self.now
+            )
+        return None
+
+
+def queue_admission(
+    trip: RoundTrip,
+    *,
+    rate: RateCheck | None,
+    cache_key: str | None,
+    team: TeamSnap,
+    budgets: list[BudgetSnap],
+    request_id: str,
+    units: int,
+    now: datetime | None = None,
+) -> Admission:
+    """Queue a request's admission (see `Admission`); `budgets.services.reserve` is the same
+    reservation on its own."""
+    now = now or timezone.now()
+    reservation, hold_keys, hold_args = _budgets.hold_script_args(
+        budgets=budgets, request_id=request_id, units=units, now=now
+    )
+    keys = rate.keys() if rate else []
+    args: list[str | int] = [len(keys), 1 if cache_key else 0, *(rate.args() if rate else [0])]
+    if cache_key:
+        keys.append(cache_key)
+    index = trip.script(ADMIT, keys + hold_keys, args + hold_args)
+    return Admission(index, rate, team, reservation, now)
+
+
+async def admit(call: Call) -> cache.CachedAnswer | None:
+    """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any.
+
+    One Redis round trip: the admission script (ADMIT, read by `Admission`), the in-flight
+    registration and the first provider's circuit state.
+    """
+    redis = runtime.aredis()
+    try:
+        trip = RoundTrip(redis)
+        units = worst_case_units(
+            input_tokens=call.operation.input_upper_bound(call),
+            output_tokens=call.max_output,
+            prices=[m.prices for m in call.chain],
+        )
+        admission = queue_admission(
+            trip,
+            rate=ratelimit.rate_check(
+                key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
+            ),
+            cache_key=call.cache_key,
+            team=call.team,
+            budgets=call.budgets,
+            request_id=call.request_id,
+            units=units,
+        )
+        # In flight until its record is written (a refusal or a cache hit writes one at
+        # once); a process that dies first leaves it for the lost-request sweep.
+        inflight.queue_register(trip, call, units)
+        first = call.chain[0].provider.name
+        circuit_reply = circuit.queue_read(trip, first)
+        replies = await trip.send()
+        call.circuit_states[first] = replies[circuit_reply]
+        reply = replies[admission.index]
+        if call.cache_key and admission.cache_checked(reply):
+            call.cache_status = "miss"
+        hit = admission.outcome(reply)
+        if hit is not None:
+            call.cache_status = "hit"
+            return cache.CachedAnswer.loads(hit)
+        call.reservation = admission.reservation
+    except (RedisError, OSError) as exc:
+        call.cache_key, call.cache_status = None, "bypass"
+        if call.budgets and not call.team.budget_fail_open:
+            raise ServiceUnavailable(
+                "Budget counters are unreachable, so spending cannot be checked; try again "
+                "shortly.",
+                code="budget_store_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
+        log.warning(
+            "redis unreachable; serving %s without cache or limits (fail open)", call.request_id
+        )
+    return None
