@@ -26,13 +26,14 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from gateway import keyvars, runtime
+from gateway import ceiling, keyvars, runtime
 from gateway.errors import ServiceUnavailable
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
@@ -77,6 +78,7 @@ class TeamSnap:
     tpm_limit: int | None
     features: dict[str, FeatureSnap]
     budgets: tuple[BudgetSnap, ...]
+    fallback_ceiling: Decimal | None = None  # gateway/ceiling.py
 
     def budgets_for(self, feature: FeatureSnap | None) -> list[BudgetSnap]:
         """Every budget that covers a request of this team and feature."""
@@ -97,6 +99,11 @@ class ModelSnap:
     # Parameters dropped on purpose for this model (LanguageModel.drop_params).
     drop_params: frozenset[str] = frozenset()
 
+    @property
+    def chain_names(self) -> tuple[str, ...]:
+        """The chain a request naming this model follows: itself, then its fallbacks."""
+        return (self.name, *(name for name in self.fallbacks if name != self.name))
+
 
 @dataclass(frozen=True, slots=True)
 class RouteSnap:
@@ -105,6 +112,8 @@ class RouteSnap:
     max_prompt_tokens: int | None
     max_output_tokens: int | None
     chain: tuple[str, ...]
+    fallback_ceiling: Decimal | None = None  # None: the team's
+    allow_above_ceiling: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,10 @@ class Snapshot:
     routes: tuple[RouteSnap, ...]
     keys: dict[str, KeySnap] = field(default_factory=dict)  # by SHA-256 of the secret
     loaded_at: float = field(default_factory=time.monotonic)  # when its load started
+    # (ceiling, chain's model names) -> {fallback above that ceiling: why}; gateway/ceiling.py
+    ceiling_skips: dict[tuple[Decimal, tuple[str, ...]], dict[str, str]] = field(
+        default_factory=dict
+    )
 
 
 def load_snapshot() -> Snapshot:
@@ -214,6 +227,7 @@ def _load_snapshot(started: float) -> Snapshot:
             tpm_limit=t.tpm_limit,
             features=features.get(t.id, {}),
             budgets=tuple(budgets.get(t.id, ())),
+            fallback_ceiling=t.fallback_ceiling,
         )
         for t in Team.objects.all()
     }
@@ -257,10 +271,22 @@ def _load_snapshot(started: float) -> Snapshot:
             max_prompt_tokens=r.max_prompt_tokens,
             max_output_tokens=r.max_output_tokens,
             chain=tuple(s.model.name for s in r.steps.all()),
+            fallback_ceiling=r.fallback_ceiling,
+            allow_above_ceiling=r.allow_above_ceiling,
         )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )
-    return Snapshot(teams=teams, models=models, routes=routes, keys=keys, loaded_at=started)
+    ceilings = [t.fallback_ceiling for t in teams.values() if t.fallback_ceiling is not None]
+    ceilings += [r.fallback_ceiling for r in routes if r.fallback_ceiling is not None]
+    chains = [r.chain for r in routes] + [m.chain_names for m in models.values()]
+    return Snapshot(
+        teams=teams,
+        models=models,
+        routes=routes,
+        keys=keys,
+        loaded_at=started,
+        ceiling_skips=ceiling.precompute(models, chains, ceilings) if ceilings else {},
+    )
 
 
 NEGATIVE_CACHE_MAX = 10_000  # unknown key hashes remembered at most (oldest dropped first)

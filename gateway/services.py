@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 
 from budgets import ratelimit
 from budgets import services as budgets
-from gateway import cache, circuit, inflight, ledger, metrics, runtime, tokens
+from gateway import cache, ceiling, circuit, inflight, ledger, metrics, runtime, tokens
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
@@ -46,7 +47,7 @@ from gateway.providers.base import (
 )
 from gateway.redaction import redact, scrub_provider_text
 from gateway.roundtrip import RoundTrip
-from gateway.routing import resolve_chain
+from gateway.routing import chain_for, resolve_chain
 from gateway.serializers import parse_json, upstream_body, validate_chat
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Call:
     sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
     legacy_functions: bool = False  # asked with `functions`: answered with `function_call`
+    # Fallbacks above the price ceiling, by model name, with why (gateway/ceiling.py).
+    ceiling_skips: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def requested_model(self) -> str:
@@ -154,13 +157,22 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         ) from None
     call.prompt_tokens = tokens.estimate_prompt(call.body)
     max_tokens = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
-    chain = resolve_chain(
+    names, route = chain_for(
         snapshot,
         model=call.requested_model,
         priority=priority,
         prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
     )
+    chain = resolve_chain(
+        snapshot,
+        model=call.requested_model,
+        priority=priority,
+        prompt_tokens=call.prompt_tokens,
+        max_tokens=max_tokens,
+        names=names,
+    )
+    call.ceiling_skips = ceiling.skips_for(snapshot, call.team, route, names, priority)
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
     call.max_output, call.output_cap = output_limits(call, max_tokens)
@@ -222,7 +234,12 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
         units = worst_case_units(
             input_tokens=tokens.prompt_upper_bound(call.body),
             output_tokens=call.max_output,
-            prices=[m.prices for m in call.chain],
+            # A fallback the price ceiling skips can never spend: nothing held for it.
+            prices=[
+                m.prices
+                for i, m in enumerate(call.chain)
+                if not i or m.name not in call.ceiling_skips
+            ],
         )
         admission = budgets.queue_admission(
             trip,
@@ -282,6 +299,11 @@ async def attempt_models(call: Call, start):
         if refusal is not None:  # skipped, and said so; a 400 when no model can serve
             refused.append(refusal)
             call.attempts.append(_attempt(model, f"cannot serve: {refusal[1]}", ""))
+            continue
+        if index and model.name in call.ceiling_skips:  # a fallback too dear: said so
+            call.attempts.append(
+                _attempt(model, ceiling.SKIP_ERROR, call.ceiling_skips[model.name])
+            )
             continue
         try:
             state, dirty = await circuit.check(
