@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
-from reports import health, queries
+from reports import availability, health, queries
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import FilterError, ReportFilters, filter_choices, parse_filters
 
@@ -44,6 +44,7 @@ PAGES: dict[str, tuple[str, Callable[[ReportFilters, HttpRequest], dict]]] = {
     "cache": ("Cache", lambda f, r: health.cache(f)),
     "providers": ("Providers", lambda f, r: health.providers(f)),
     "models": ("Model mix", lambda f, r: queries.model_mix(f)),
+    "availability": ("Availability", lambda f, r: availability.availability(f)),
 }
 
 
