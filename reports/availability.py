@@ -133,8 +133,8 @@ def _ledger(f: ReportFilters):
     )
 
 
-def availability(f: ReportFilters) -> dict:
-    now = timezone.now()
+def availability(f: ReportFilters, now: dt.datetime | None = None) -> dict:
+    now = now or timezone.now()
     windows = outage_windows(f, now)
     prices = {
         m.name: Prices(m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok)
