@@ -196,3 +196,22 @@ def test_a_budget_with_room_for_an_hour_of_outage_is_not_warned_about():
     from gateway import fallbackcheck
 
     assert fallbackcheck.outage_budgets(load_snapshot()) == []
+
+
+def test_the_admin_warns_after_a_team_is_given_a_ceiling_its_chains_jump_over(world, admin_client):
+    team = world["team"]
+    form = {
+        "name": team.name,
+        "timezone": "UTC",
+        "cache_scope": "team",
+        "fallback_ceiling": "20",
+        "features-TOTAL_FORMS": "0",
+        "features-INITIAL_FORMS": "0",
+    }
+    saved = admin_client.post(f"/admin/gateway/team/{team.pk}/change/", form, follow=True)
+    assert saved.status_code == 200
+    warnings = [str(m) for m in saved.context["messages"] if m.level_tag == "warning"]
+    assert warnings == [
+        "model gpt-4o-mini: claude-sonnet costs 25.0× the price of gpt-4o-mini; the ceiling is "
+        "20× (for acme); it is skipped as a fallback except for high-priority requests."
+    ]

@@ -171,3 +171,8 @@ def test_a_feature_spending_at_its_usual_rate_opens_no_spike(world, settings):
 def test_an_empty_range_says_why_there_is_no_incident(world, staff):
     html = signed_in("boss", "pw-boss-123").get("/reports/incidents/").content.decode()
     assert "No incident in this range" in html
+
+
+def test_incidents_are_read_only_in_the_admin(admin_client):
+    assert admin_client.get("/admin/reports/incident/").status_code == 200
+    assert admin_client.get("/admin/reports/incident/add/").status_code == 403
