@@ -224,6 +224,11 @@ def outages(since: dt.datetime, now: dt.datetime) -> list[tuple[str, dict]]:
     from reports import availability
 
     f = ReportFilters(since, now, "custom", "", "", None, None)
+    windows = availability.outage_windows(f, now)
+    if not windows:
+        return []
+    # An outage that began before the lookback is measured from its start, not from `since`.
+    f = ReportFilters(min(w.lead_in for w in windows), now, "custom", "", "", None, None)
     found = []
     for o in availability.availability(f, now=now)["outages"]:
         end = o["end"]

@@ -176,3 +176,31 @@ def test_an_empty_range_says_why_there_is_no_incident(world, staff):
 def test_incidents_are_read_only_in_the_admin(admin_client):
     assert admin_client.get("/admin/reports/incident/").status_code == 200
     assert admin_client.get("/admin/reports/incident/add/").status_code == 403
+
+
+def test_an_outage_longer_than_the_lookback_is_measured_from_its_start(world):
+    from reports.models import CircuitEvent
+
+    now = timezone.now()
+    start = now - dt.timedelta(hours=5)
+    CircuitEvent.objects.create(provider="sim", opened_at=start)
+    failed = {"model": "small", "provider": "sim", "error": "circuit open"}
+    served = {"model": "large", "provider": "other", "error": ""}
+    write_ledger(
+        [
+            make_record(
+                world["acme"],
+                created_at=start + dt.timedelta(minutes=10 + i),
+                attempts=2,
+                attempt_log=[failed, served],
+                served_model="large",
+                provider="other",
+                cost_usd="0.01",
+            )
+            for i in range(3)
+        ]
+    )
+    incidents.detect(now)
+    outage = Incident.objects.get(kind="outage")
+    assert (outage.started_at, outage.ended_at, outage.requests) == (start, None, 3)
+    assert outage.spend_usd == Decimal("0.03")
