@@ -215,3 +215,21 @@ def test_the_admin_warns_after_a_team_is_given_a_ceiling_its_chains_jump_over(wo
         "model gpt-4o-mini: claude-sonnet costs 25.0× the price of gpt-4o-mini; the ceiling is "
         "20× (for acme); it is skipped as a fallback except for high-priority requests."
     ]
+
+
+@pytest.mark.parametrize("ceiling_x, answered", [("20", True), (None, False)], ids=["20x", "none"])
+def test_a_hard_budget_holds_nothing_for_a_fallback_the_ceiling_skips(
+    gateway_server, world, ceiling_x, answered
+):
+    """$0.012 a day; max_tokens 1000 holds $0.010 at gpt-4o's output price but $0.015 at
+    claude-sonnet's: with the ceiling the request fits, without it it is refused."""
+    team = world["team"]
+    team.fallback_ceiling = Decimal(ceiling_x) if ceiling_x else None
+    team.save()
+    make_budget(team, daily_limit_usd="0.012", hard=True)
+    call = sdk(gateway_server, world).chat.completions.with_raw_response.create
+    if answered:
+        assert call(model="gpt-4o-mini", messages=HELLO, max_tokens=1000).http_response.is_success
+    else:
+        with pytest.raises(openai.RateLimitError):
+            call(model="gpt-4o-mini", messages=HELLO, max_tokens=1000)
