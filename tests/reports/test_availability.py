@@ -87,3 +87,12 @@ def test_an_empty_range_says_why_it_is_empty(world, staff):
     html = signed_in("boss", "pw-boss-123").get("/reports/availability/").content.decode()
     assert "No request reached a provider in this range." in html
     assert "No circuit breaker opened in this range" in html
+
+
+def test_the_json_twin_gives_the_same_figures(outage, staff):
+    reader = signed_in("boss", "pw-boss-123")
+    body = reader.get("/reports/api/availability?range=24h").json()
+    assert body["clients"]["answered"] == 7 and body["clients"]["refused"] == 1
+    (window,) = body["outages"]
+    assert window["provider"] == "openai" and window["rescued"] == 6
+    assert Decimal(window["extra_cost_usd"]) > 0
