@@ -32,12 +32,7 @@ def main() -> None:
     chain = tuple(models)
     team = TeamSnap(1, "acme", "UTC", "team", False, False, None, None, {}, (), Decimal(20))
     route = RouteSnap("catch-all", "", None, None, chain)
-    snapshot = Snapshot(
-        teams={1: team},
-        models=models,
-        routes=(route,),
-        ceiling_skips=ceiling.precompute(models, [chain], [Decimal(20)]),
-    )
+    snapshot = Snapshot(teams={1: team}, models=models, routes=(route,))
     bare = TeamSnap(2, "b", "UTC", "team", False, False, None, None, {}, ())
     n = 1_000_000
     for label, t in (("ceiling 20x", team), ("no ceiling", bare)):

@@ -10,8 +10,9 @@ ratios (a model dearer on either side can cost that much more). An unpriced fall
 known multiple and counts as above any ceiling; an unpriced (or free) first choice gives no
 reference, so nothing is skipped.
 
-Everything is computed when the configuration snapshot loads (`precompute`): per request the
-check is one dict lookup for the chain and one per fallback tried.
+Everything is computed when a configuration snapshot is built (`table`, from
+`Snapshot.__post_init__`): per request the check is one dict lookup for the chain and one per
+fallback tried.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def precompute(
             if skips:
                 table[(ceiling, names)] = skips
     return table
+
+
+def table(
+    teams: Mapping[int, TeamSnap], models: Mapping[str, ModelSnap], routes: Iterable[RouteSnap]
+) -> dict[tuple[Decimal, tuple[str, ...]], dict[str, str]]:
+    """`precompute` for a snapshot: its routes' and models' chains under every ceiling its
+    teams and routes set (nothing to compute when none does)."""
+    routes = tuple(routes)
+    ceilings = [t.fallback_ceiling for t in teams.values() if t.fallback_ceiling is not None]
+    ceilings += [r.fallback_ceiling for r in routes if r.fallback_ceiling is not None]
+    if not ceilings:
+        return {}
+    chains = [r.chain for r in routes] + [m.chain_names for m in models.values()]
+    return precompute(models, chains, ceilings)
 
 
 def ceiling_for(team: TeamSnap, route: RouteSnap | None) -> Decimal | None:

@@ -140,10 +140,16 @@ class Snapshot:
     routes: tuple[RouteSnap, ...]
     keys: dict[str, KeySnap] = field(default_factory=dict)  # by SHA-256 of the secret
     loaded_at: float = field(default_factory=time.monotonic)  # when its load started
-    # (ceiling, chain's model names) -> {fallback above that ceiling: why}; gateway/ceiling.py
+    # (ceiling, chain's model names) -> {fallback above that ceiling: why}; gateway/ceiling.py.
+    # Computed whenever a snapshot is built (in the background), never per request.
     ceiling_skips: dict[tuple[Decimal, tuple[str, ...]], dict[str, str]] = field(
-        default_factory=dict
+        init=False, default_factory=dict
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "ceiling_skips", ceiling.table(self.teams, self.models, self.routes)
+        )
 
 
 def load_snapshot() -> Snapshot:
@@ -276,17 +282,7 @@ def _load_snapshot(started: float) -> Snapshot:
         )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )
-    ceilings = [t.fallback_ceiling for t in teams.values() if t.fallback_ceiling is not None]
-    ceilings += [r.fallback_ceiling for r in routes if r.fallback_ceiling is not None]
-    chains = [r.chain for r in routes] + [m.chain_names for m in models.values()]
-    return Snapshot(
-        teams=teams,
-        models=models,
-        routes=routes,
-        keys=keys,
-        loaded_at=started,
-        ceiling_skips=ceiling.precompute(models, chains, ceilings) if ceilings else {},
-    )
+    return Snapshot(teams=teams, models=models, routes=routes, keys=keys, loaded_at=started)
 
 
 NEGATIVE_CACHE_MAX = 10_000  # unknown key hashes remembered at most (oldest dropped first)
