@@ -46,6 +46,11 @@ DEFAULTS = {
 }
 
 
+def _usd(amount: Decimal) -> str:
+    """Cents from a dollar up, four decimals below (a runaway's first dollars matter)."""
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.4f}"
+
+
 def option(name: str):
     return getattr(settings, "INCIDENTS", {}).get(name, DEFAULTS[name])
 
@@ -165,8 +170,8 @@ def spend_spikes(now: dt.datetime) -> list[tuple[str, dict]]:
                         "requests": row["n"] or 0,
                         "requests_refused": row["refused"] or 0,
                         "spend_usd": spend,
-                        "summary": f"${spend:.2f} spent in the hour from {hour:%H:00} UTC, "
-                        f"against a usual ${usual:.2f} for that hour.",
+                        "summary": f"{_usd(spend)} spent in the hour from {hour:%H:00} UTC, "
+                        f"against a usual {_usd(usual)} for that hour.",
                         "detail": {"usual_usd": f"{usual:.4f}", "factor": str(factor)},
                     },
                 )
@@ -212,7 +217,7 @@ def identical_bursts(since: dt.datetime, now: dt.datetime) -> list[tuple[str, di
                         "spend_usd": Decimal(0),
                         "summary": f"{len(run)} repeated requests from one key in "
                         f"{max(1, round((last - start).total_seconds()))} s, answered from the "
-                        f"cache (${saved:.4f} not spent): a client retrying in a loop?",
+                        f"cache ({_usd(saved)} not spent): a client retrying in a loop?",
                         "detail": {"saved_usd": f"{saved:.4f}"},
                     },
                 )
@@ -245,7 +250,7 @@ def outages(since: dt.datetime, now: dt.datetime) -> list[tuple[str, dict]]:
                     "spend_usd": o["fallback_cost_usd"],
                     "summary": f"{o['provider']} unavailable for {o['minutes_long']} min: "
                     f"{o['rescued']} requests rescued by fallbacks for "
-                    f"${o['fallback_cost_usd']:.4f} (${o['extra_cost_usd']:.4f} more than the "
+                    f"{_usd(o['fallback_cost_usd'])} ({_usd(o['extra_cost_usd'])} more than the "
                     f"first choices), {o['failed']} failed.",
                     "detail": {"extra_cost_usd": f"{o['extra_cost_usd']:.6f}"},
                 },
