@@ -233,3 +233,16 @@ def test_a_hard_budget_holds_nothing_for_a_fallback_the_ceiling_skips(
     else:
         with pytest.raises(openai.RateLimitError):
             call(model="gpt-4o-mini", messages=HELLO, max_tokens=1000)
+
+
+def test_ceilings_survive_an_export_and_a_reimport():
+    import yaml
+
+    from gateway.configfile import export_config, import_config
+
+    import_config(yaml.safe_load(CONFIG))
+    exported = export_config()
+    (route,) = exported["routes"]
+    assert route["fallback_ceiling"] == "20"
+    assert exported["teams"][0]["fallback_ceiling"] == "30"
+    assert import_config(exported).total("updated") == 0
