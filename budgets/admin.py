@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from budgets.keys import budget_keys
 from budgets.models import Budget, BudgetAlert, default_thresholds, validate_thresholds
 from budgets.windows import current_windows
-from gateway.admin import FeatureSelect
+from gateway.admin import FeatureSelect, show_fallback_warnings
 from gateway.models import Feature
 from gateway.money import format_usd, units_to_usd
 from gateway.runtime import sync_redis
@@ -145,6 +145,11 @@ class BudgetAdmin(admin.ModelAdmin):
         ("Limits (USD)", {"fields": ["daily_limit_usd", "monthly_limit_usd"]}),
         ("Alerts", {"fields": ["alert_thresholds", "alert_emails", "webhook_url"]}),
     ]
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # Could this budget pay for an hour of outage at the fallback's price?
+        show_fallback_warnings(request, f"budget of {form.instance.team.name}")
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "feature":

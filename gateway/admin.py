@@ -76,6 +76,23 @@ class Labelled:
         return field
 
 
+class FallbackWarnings:
+    """Mixin for the admins whose edits change fallback prices or budgets: after a save, the
+    warnings of gateway/fallbackcheck.py that name the saved record, as warning messages."""
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # type: ignore[misc]
+        show_fallback_warnings(request, str(getattr(form.instance, "name", form.instance)))
+
+
+def show_fallback_warnings(request: HttpRequest, name: str) -> None:
+    from gateway import fallbackcheck
+
+    for line in fallbackcheck.warnings():
+        if name in line:
+            messages.warning(request, line)
+
+
 def labelled_column(name: str, label: str):
     """A list column showing a model field under a readable heading."""
 
@@ -102,7 +119,7 @@ class FeatureInline(Labelled, admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(Labelled, admin.ModelAdmin):
+class TeamAdmin(FallbackWarnings, Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "timezone",
@@ -485,7 +502,7 @@ class FallbackInline(Labelled, admin.TabularInline):
 
 
 @admin.register(LanguageModel)
-class LanguageModelAdmin(Labelled, admin.ModelAdmin):
+class LanguageModelAdmin(FallbackWarnings, Labelled, admin.ModelAdmin):
     list_display = (
         "name",
         "provider",
@@ -542,7 +559,7 @@ class RouteStepInline(Labelled, admin.TabularInline):
 
 
 @admin.register(RouteRule)
-class RouteRuleAdmin(Labelled, admin.ModelAdmin):
+class RouteRuleAdmin(FallbackWarnings, Labelled, admin.ModelAdmin):
     list_display = (
         "position",
         "name",

@@ -135,7 +135,12 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
         units = worst_case_units(
             input_tokens=call.operation.input_upper_bound(call),
             output_tokens=call.max_output,
-            prices=[m.prices for m in call.chain],
+            # A fallback the price ceiling skips can never spend: nothing held for it.
+            prices=[
+                m.prices
+                for i, m in enumerate(call.chain)
+                if not i or m.name not in call.ceiling_skips
+            ],
         )
         admission = queue_admission(
             trip,

@@ -79,6 +79,9 @@ async def record_success(redis, provider: str, state: State, dirty: bool) -> Non
     """Close the circuit after a successful probe, and reset the failure count."""
     if state is State.HALF_OPEN:
         await redis.delete(_key(provider), _key(provider) + ":probe")
+        # The outage's end, for the availability report (reports/availability.py).
+        event = {"provider": provider, "opened_at_ms": _now_ms(), "kind": "closed"}
+        await redis.rpush(EVENTS_KEY, orjson.dumps(event))
     elif dirty:
         await redis.hset(_key(provider), "fails", 0)
 
@@ -99,13 +102,16 @@ async def record_failure(redis, provider: str) -> bool:
 
 
 def parse_event(raw: bytes) -> dict:
-    """One opening pushed to EVENTS_KEY by the failure script, as the ledger's drain hands
-    it on (gateway/ledger.py `on_circuit_events`): provider, opened_at (ISO 8601, UTC) and
+    """One event pushed to EVENTS_KEY (an opening by the failure script, a closing by a
+    successful probe), as the ledger's drain hands it on (gateway/ledger.py
+    `on_circuit_events`): provider, opened_at (when it happened; ISO 8601, UTC), kind and
     the reason."""
     event = orjson.loads(raw)
     opened = datetime.fromtimestamp(event["opened_at_ms"] / 1000, tz=UTC)
+    closed = event.get("kind") == "closed"
     return {
         "provider": event["provider"],
         "opened_at": opened.isoformat(),
-        "reason": "consecutive_failures",
+        "kind": "closed" if closed else "opened",
+        "reason": "probe_succeeded" if closed else "consecutive_failures",
     }

@@ -26,13 +26,14 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from gateway import keyvars, runtime
+from gateway import ceiling, keyvars, runtime
 from gateway.errors import ServiceUnavailable
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
@@ -77,6 +78,7 @@ class TeamSnap:
     tpm_limit: int | None
     features: dict[str, FeatureSnap]
     budgets: tuple[BudgetSnap, ...]
+    fallback_ceiling: Decimal | None = None  # gateway/ceiling.py
 
     def budgets_for(self, feature: FeatureSnap | None) -> list[BudgetSnap]:
         """Every budget that covers a request of this team and feature."""
@@ -99,6 +101,11 @@ class ModelSnap:
     mode: str = "chat"  # LanguageModel.mode: the endpoint it serves (chat | embedding)
     dimensions: int | None = None  # embedding models: the vector's length, if known
 
+    @property
+    def chain_names(self) -> tuple[str, ...]:
+        """The chain a request naming this model follows: itself, then its fallbacks."""
+        return (self.name, *(name for name in self.fallbacks if name != self.name))
+
 
 @dataclass(frozen=True, slots=True)
 class RouteSnap:
@@ -107,6 +114,8 @@ class RouteSnap:
     max_prompt_tokens: int | None
     max_output_tokens: int | None
     chain: tuple[str, ...]
+    fallback_ceiling: Decimal | None = None  # None: the team's
+    allow_above_ceiling: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,16 @@ class Snapshot:
     routes: tuple[RouteSnap, ...]
     keys: dict[str, KeySnap] = field(default_factory=dict)  # by SHA-256 of the secret
     loaded_at: float = field(default_factory=time.monotonic)  # when its load started
+    # (ceiling, chain's model names) -> {fallback above that ceiling: why}; gateway/ceiling.py.
+    # Computed whenever a snapshot is built (in the background), never per request.
+    ceiling_skips: dict[tuple[Decimal, tuple[str, ...]], dict[str, str]] = field(
+        init=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "ceiling_skips", ceiling.table(self.teams, self.models, self.routes)
+        )
 
 
 def load_snapshot() -> Snapshot:
@@ -216,6 +235,7 @@ def _load_snapshot(started: float) -> Snapshot:
             tpm_limit=t.tpm_limit,
             features=features.get(t.id, {}),
             budgets=tuple(budgets.get(t.id, ())),
+            fallback_ceiling=t.fallback_ceiling,
         )
         for t in Team.objects.all()
     }
@@ -261,6 +281,8 @@ def _load_snapshot(started: float) -> Snapshot:
             max_prompt_tokens=r.max_prompt_tokens,
             max_output_tokens=r.max_output_tokens,
             chain=tuple(s.model.name for s in r.steps.all()),
+            fallback_ceiling=r.fallback_ceiling,
+            allow_above_ceiling=r.allow_above_ceiling,
         )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )

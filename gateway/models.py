@@ -51,6 +51,16 @@ class Team(models.Model):
     )
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    fallback_ceiling = models.DecimalField(
+        max_digits=8,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("1"))],
+        help_text="The most a fallback may cost, as a multiple of the first choice's price "
+        "(e.g. 5: up to five times its price per token). A dearer fallback is skipped unless "
+        "the request is high priority. Blank: no ceiling (a route's own ceiling still applies).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -340,6 +350,20 @@ class RouteRule(models.Model):
         null=True,
         blank=True,
         help_text="Match only requests whose max_tokens is set and at most this.",
+    )
+    fallback_ceiling = models.DecimalField(
+        max_digits=8,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("1"))],
+        help_text="The most a fallback may cost, as a multiple of the first choice's price "
+        "(e.g. 5: up to five times its price per token). A dearer fallback is skipped unless "
+        "the request is high priority. Blank: the team's ceiling.",
+    )
+    allow_above_ceiling = models.BooleanField(
+        default=False,
+        help_text="Let this route's fallbacks run whatever their price (no ceiling applies).",
     )
     enabled = models.BooleanField(default=True)
 

@@ -27,31 +27,51 @@ def rule_matches(
     return True
 
 
-def chain_names(
+def chain_for(
     snapshot: Snapshot, *, model: str, priority: str, prompt_tokens: int, max_tokens: int | None
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], RouteSnap | None]:
+    """The chain's model names, and the routing rule that gave it (None for a named model)."""
     if model != AUTO:
         if model not in snapshot.models:
             raise ModelNotFound(
                 f"The model '{model}' does not exist or is not enabled.", param="model"
             )
-        first = snapshot.models[model]
-        return (model, *(name for name in first.fallbacks if name != model))
+        return snapshot.models[model].chain_names, None
     for rule in snapshot.routes:
         if rule_matches(
             rule, priority=priority, prompt_tokens=prompt_tokens, max_tokens=max_tokens
         ):
-            return rule.chain
+            return rule.chain, rule
     raise ModelNotFound("No routing rule matches this request; name a model.", param="model")
 
 
-def resolve_chain(
+def chain_names(
     snapshot: Snapshot, *, model: str, priority: str, prompt_tokens: int, max_tokens: int | None
-) -> list[ModelSnap]:
-    """The models to try, in order, each at most once, all able to hold the prompt."""
-    names = chain_names(
+) -> tuple[str, ...]:
+    return chain_for(
         snapshot, model=model, priority=priority, prompt_tokens=prompt_tokens, max_tokens=max_tokens
-    )
+    )[0]
+
+
+def resolve_chain(
+    snapshot: Snapshot,
+    *,
+    model: str,
+    priority: str,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    names: tuple[str, ...] | None = None,
+) -> list[ModelSnap]:
+    """The models to try, in order, each at most once, all able to hold the prompt.
+    `names`: the chain `chain_for` gave, when the caller already has it."""
+    if names is None:
+        names = chain_names(
+            snapshot,
+            model=model,
+            priority=priority,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
     seen: set[str] = set()
     chain: list[ModelSnap] = []
     for name in names:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +24,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from budgets import services as budgets
-from gateway import admission, cache, circuit, inflight, ledger, runtime
+from gateway import admission, cache, ceiling, circuit, inflight, ledger, runtime
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
@@ -43,7 +43,7 @@ from gateway.providers.base import ProviderError, Usage, error_from_exception
 from gateway.records import ledger_entry, record, refusal_record
 from gateway.redaction import scrub_provider_text
 from gateway.roundtrip import RoundTrip
-from gateway.routing import resolve_chain
+from gateway.routing import chain_for, resolve_chain
 from gateway.serializers import parse_json
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class Call:
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
     legacy_functions: bool = False  # asked with `functions`: answered with `function_call`
     operation: Operation | None = None  # the endpoint being served (gateway/operations/)
+    # Fallbacks above the price ceiling, by model name, with why (gateway/ceiling.py).
+    ceiling_skips: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def requested_model(self) -> str:
@@ -193,14 +195,23 @@ async def prepare(
         ) from None
     call.prompt_tokens = operation.estimate(call)
     max_tokens = operation.max_tokens(call)
-    chain = resolve_chain(
+    names, route = chain_for(
         snapshot,
         model=call.requested_model,
         priority=priority,
         prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
     )
+    chain = resolve_chain(
+        snapshot,
+        model=call.requested_model,
+        priority=priority,
+        prompt_tokens=call.prompt_tokens,
+        max_tokens=max_tokens,
+        names=names,
+    )
     chain = operation.fit_chain(call, chain)
+    call.ceiling_skips = ceiling.skips_for(snapshot, call.team, route, names, priority)
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
     call.max_output, call.output_cap = operation.output_limits(call, max_tokens)
@@ -241,6 +252,11 @@ async def attempt_models(call: Call, start):
         if refusal is not None:  # skipped, and said so; a 400 when no model can serve
             refused.append(refusal)
             call.attempts.append(_attempt(model, f"cannot serve: {refusal[1]}", ""))
+            continue
+        if index and model.name in call.ceiling_skips:  # a fallback too dear: said so
+            call.attempts.append(
+                _attempt(model, ceiling.SKIP_ERROR, call.ceiling_skips[model.name])
+            )
             continue
         try:
             state, dirty = await circuit.check(

@@ -263,6 +263,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-lost-requests": _every(30.0, "gateway.tasks.sweep_lost_requests"),
     "reconcile-budget-counters": _every(300.0, "budgets.tasks.reconcile_counters"),
     "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
+    "detect-incidents": _every(60.0, "reports.tasks.detect_incidents"),
     "learn-output-caps": _every(3600.0, "gateway.tasks.learn_output_caps"),
     "daily-spend-digest": {
         "task": "budgets.tasks.send_daily_digests",

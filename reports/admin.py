@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
-from reports.models import CircuitEvent, ManagerScope
+from reports.models import CircuitEvent, Incident, ManagerScope
 
 
 @admin.register(ManagerScope)
@@ -63,3 +63,23 @@ class CircuitEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
+
+
+@admin.register(Incident)
+class IncidentAdmin(CircuitEventAdmin):
+    """Written by the detector task (reports/incidents.py): read-only, like circuit events."""
+
+    list_display = [
+        "started_at",
+        "ended_at",
+        "kind",
+        "team",
+        "feature",
+        "provider",
+        "requests_refused",
+        "spend_usd",
+        "alerted_at",
+    ]
+    list_filter = ["kind", "team"]
+    list_select_related = ["team", "feature"]
+    date_hierarchy = "started_at"

@@ -214,3 +214,57 @@ class ManagerScope(models.Model):
 
     def __str__(self) -> str:
         return f"Report scope of {self.user}"
+
+
+class Incident(models.Model):
+    """Something that went wrong long enough to tell a person: a hard budget's first refusal
+    in a window, a feature spending far above its usual for the hour, a burst of identical
+    requests from one key, a provider outage. Written by the detector task from the ledger
+    and the circuit events (reports/incidents.py), never on the request path; one record per
+    occurrence (`dedupe`), updated while it lasts."""
+
+    class Kind(models.TextChoices):
+        BUDGET_STOP = "budget_stop", "hard budget stopped a feature"
+        SPEND_SPIKE = "spend_spike", "spend far above the usual for the hour"
+        IDENTICAL_BURST = "identical_burst", "burst of identical requests from one key"
+        OUTAGE = "outage", "provider outage"
+
+    kind = models.CharField(max_length=16, choices=Kind)
+    dedupe = models.CharField(max_length=200, unique=True, editable=False)
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Blank: still going on.")
+    team = models.ForeignKey(
+        Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    feature = models.ForeignKey(
+        "gateway.Feature", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "gateway.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    budget = models.ForeignKey(
+        "budgets.Budget", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    provider = models.CharField(max_length=64, blank=True)
+    requests = models.PositiveIntegerField(default=0, help_text="Requests it covers.")
+    requests_refused = models.PositiveIntegerField(
+        default=0, help_text="Requests refused (budget) or failed (outage) during it."
+    )
+    spend_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=0,
+        help_text="What was spent until the stop (budget: the window's spend at the first "
+        "refusal; outage: the fallbacks' cost).",
+    )
+    summary = models.TextField()
+    detail = models.JSONField(default=dict, blank=True)
+    alerted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was sent to the alert channels."
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} from {self.started_at:%Y-%m-%d %H:%M}"

@@ -21,3 +21,14 @@ def roll_up_recent() -> int:
     """
     now = timezone.now()
     return rollups.rebuild(now - RECENT, now)
+
+
+@shared_task(name="reports.tasks.detect_incidents", time_limit=120, soft_time_limit=100)
+def detect_incidents() -> int:
+    """Find incidents in the recent ledger and circuit events, and announce the new ones
+    (reports/incidents.py). Idempotent: a second run updates the same records."""
+    from reports import incident_alerts, incidents
+
+    created = incidents.detect()
+    incident_alerts.send_pending()
+    return len(created)

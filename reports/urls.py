@@ -41,5 +41,7 @@ urlpatterns = [
     path("cache/", views.page, {"page": "cache"}, name="cache"),
     path("providers/", views.page, {"page": "providers"}, name="providers"),
     path("models/", views.page, {"page": "models"}, name="models"),
+    path("availability/", views.page, {"page": "availability"}, name="availability"),
+    path("incidents/", views.page, {"page": "incidents"}, name="incidents"),
     path("api/<slug:page>", views.api, name="api"),
 ]

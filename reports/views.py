@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
-from reports import health, queries
+from reports import availability, health, incidents, queries
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import FilterError, ReportFilters, filter_choices, parse_filters
 
@@ -39,11 +39,13 @@ def _spend(f: ReportFilters, request: HttpRequest) -> dict:
 
 # page slug -> (title, selector)
 PAGES: dict[str, tuple[str, Callable[[ReportFilters, HttpRequest], dict]]] = {
-    "overview": ("Overview", lambda f, r: queries.overview(f)),
+    "overview": ("Overview", lambda f, r: {**queries.overview(f), **incidents.page(f)}),
     "spend": ("Spend over time", _spend),
     "cache": ("Cache", lambda f, r: health.cache(f)),
     "providers": ("Providers", lambda f, r: health.providers(f)),
     "models": ("Model mix", lambda f, r: queries.model_mix(f)),
+    "availability": ("Availability", lambda f, r: availability.availability(f)),
+    "incidents": ("Incidents", lambda f, r: incidents.page(f)),
 }
 
 

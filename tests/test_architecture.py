@@ -50,6 +50,8 @@ LAYERS = {
     "gateway.management": "config",
     "gateway.keyvars": "config",
     "gateway.outputcaps": "config",
+    "gateway.ceiling": "config",  # fallback price ceilings, computed with the snapshot
+    "gateway.fallbackcheck": "config",
     "gateway.metrics": "ops",
     "gateway.logs": "ops",
     "gateway.loginguard": "ops",

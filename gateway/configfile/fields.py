@@ -97,6 +97,21 @@ def _drop_params(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+def _multiple(value: Any, where: str) -> Decimal | None:
+    """A price ceiling: how many times the first choice's price, e.g. 5 or "2.5"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigFileError(f'{where}: expected a multiple such as 5 or "2.5", got {value!r}')
+    try:
+        multiple = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConfigFileError(f"{where}: {value!r} is not a number") from None
+    if not multiple.is_finite() or multiple < 1:
+        raise ConfigFileError(f"{where}: {value!r} must be at least 1 (the first choice's price)")
+    return multiple
+
+
 def _percentages(value: Any, where: str) -> list[int]:
     if not isinstance(value, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
@@ -183,6 +198,8 @@ ROUTE_FIELDS = (
     Field("priority", "priority", _choice(RouteRule.Priority), ""),
     Field("max_prompt_tokens", "max_prompt_tokens", _count, None),
     Field("max_output_tokens", "max_output_tokens", _count, None),
+    Field("fallback_ceiling", "fallback_ceiling", _multiple, None, dump_decimal),
+    Field("allow_above_ceiling", "allow_above_ceiling", _flag, False),
     Field("enabled", "enabled", _flag, True),
 )
 
@@ -193,6 +210,7 @@ TEAM_FIELDS = (
     Field("store_content", "store_content", _flag, False),
     Field("rpm_limit", "rpm_limit", _count, None),
     Field("tpm_limit", "tpm_limit", _count, None),
+    Field("fallback_ceiling", "fallback_ceiling", _multiple, None, dump_decimal),
 )
 
 

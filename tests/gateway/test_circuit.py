@@ -120,14 +120,30 @@ async def test_each_opening_pushes_an_event(redis, clock):
         {
             "provider": "openai",
             "opened_at": "2027-01-15T08:00:00+00:00",  # T0
+            "kind": "opened",
             "reason": "consecutive_failures",
         },
         {
             "provider": "openai",
             "opened_at": "2027-01-15T08:00:10+00:00",  # T0 + the cooldown
+            "kind": "opened",
             "reason": "consecutive_failures",
         },
     ]
+
+
+async def test_a_successful_probe_pushes_the_closing(redis, clock):
+    await fail(redis, FAILURES)
+    clock.ms = T0 + COOLDOWN_S * 1000 + 5
+    state, dirty = await check(redis, "openai")
+    await record_success(redis, "openai", state, dirty)
+    *_, closing = [circuit.parse_event(raw) for raw in await redis.lrange(EVENTS_KEY, 0, -1)]
+    assert closing == {
+        "provider": "openai",
+        "opened_at": "2027-01-15T08:00:10.005000+00:00",
+        "kind": "closed",
+        "reason": "probe_succeeded",
+    }
 
 
 async def test_failures_below_the_threshold_push_no_event(redis):

@@ -52,6 +52,45 @@ def demo_world() -> None:
     rollups.record_circuit_events(
         [{"provider": "sim-openai", "opened_at": now.isoformat(), "reason": "consecutive_failures"}]
     )
+    outage_and_incidents(product, chatbot, now)
+
+
+def outage_and_incidents(product, chatbot, now) -> None:
+    """A 20-minute Anthropic outage three hours ago that gpt-4o rescued (the availability
+    page), and the incidents the detector finds in it (the incidents page)."""
+    from reports import incidents, rollups
+    from tests.reports.conftest import make_record, write_ledger
+
+    start = now - dt.timedelta(hours=3)
+    rollups.record_circuit_events(
+        [
+            {"provider": "sim-anthropic", "opened_at": start.isoformat(), "reason": "x"},
+            {
+                "provider": "sim-anthropic",
+                "opened_at": (start + dt.timedelta(minutes=20)).isoformat(),
+                "kind": "closed",
+            },
+        ]
+    )
+    failed = {"model": "claude-sonnet-4", "provider": "sim-anthropic", "error": "provider error"}
+    served = {"model": "gpt-4o", "provider": "sim-openai", "error": ""}
+    write_ledger(
+        [
+            make_record(
+                product,
+                chatbot,
+                created_at=start + dt.timedelta(minutes=i // 3, seconds=i),
+                requested_model="claude-sonnet-4",
+                served_model="gpt-4o",
+                provider="sim-openai",
+                attempts=2,
+                attempt_log=[failed, served],
+                cost_usd="0.004",
+            )
+            for i in range(40)
+        ]
+    )
+    incidents.detect(now)
 
 
 def main() -> None:

@@ -123,6 +123,20 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser, debug):
     page.goto(f"{server.url}/reports/")
     assert page.evaluate(FITS) == "ok"
 
+    # Availability and incidents, at both widths: the outage, its rescues and its cost.
+    for width, height in ((1280, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.goto(f"{server.url}/reports/availability/").status == 200
+        assert page.evaluate(FITS) == "ok", f"availability at {width} px"
+        outage = page.locator("#outages table tbody tr").first.inner_text()
+        assert "sim-anthropic" in outage and "20" in outage and "40" in outage, outage
+        screenshot(page, folder, f"reports-availability-{width}")
+        assert page.goto(f"{server.url}/reports/incidents/").status == 200
+        assert page.evaluate(FITS) == "ok", f"incidents at {width} px"
+        assert "provider outage: sim-anthropic" in page.locator("#incidents-table").inner_text()
+        screenshot(page, folder, f"reports-incidents-{width}")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
     # The charts: donuts name each slice with its share, count axes have whole ticks, the
     # latency line has no 0 for an unanswered bucket, and an empty chart says why.
     page.goto(f"{server.url}/reports/models/")

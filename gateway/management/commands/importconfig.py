@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from gateway import fallbackcheck
 from gateway.config import store
 from gateway.configfile import ConfigFileError, import_config, read_config_file
 
@@ -23,4 +24,6 @@ class Command(BaseCommand):
         store().invalidate()
         for line in report.lines():
             self.stdout.write(line)
+        for line in fallbackcheck.warnings():
+            self.stdout.write(self.style.WARNING(f"Warning: {line}"))
         self.stdout.write(self.style.SUCCESS(f"Imported {file}."))
