@@ -171,5 +171,5 @@ def cacheable(body: dict[str, Any], request: dict[str, Any] | None = None) -> bo
 
 def queue_put(trip, key: str, answer: CachedAnswer, ttl: int) -> int:
     """Store a whole answer for `ttl` seconds, as part of a round trip (gateway/roundtrip.py).
-    The pipeline reads it back in the admission script (budgets/lua.py ADMIT)."""
+    The pipeline reads it back in the admission script (gateway/admission.py ADMIT)."""
     return trip.add("SET", key, answer.dumps(), "EX", ttl)
