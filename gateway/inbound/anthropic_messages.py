@@ -112,7 +112,7 @@ def _no_cache_control(value: Any, where: str = "") -> None:
             _no_cache_control(inner, f"{where}.{key}")
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            _no_cache_control(inner, f"{where}[{i}]")
+            _no_cache_control(inner, f"{where}.{i}")
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
