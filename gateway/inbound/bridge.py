@@ -1,7 +1,8 @@
 """The one seam between the inbound formats and the chat pipeline.
 
 `run_chat` runs a translated chat request exactly as `ChatCompletionsView.post` does:
-services.prepare → admit → serve_cached | attempt_models + streaming.live_events |
+(gateway.auth.authenticate, so that a request refused in translation is recorded against its
+team) services.prepare → admit → serve_cached | attempt_models + streaming.live_events |
 complete, and services.fail on any error. What comes back is a whole chat.completion, or
 the stream's chat.completion.chunk dicts (read back from the SSE bytes the chat stream
 produces, so its settling, ledger record and disconnect handling are the chat stream's own),
@@ -11,7 +12,7 @@ or the GatewayError to answer in the endpoint's own envelope.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway import runtime, services, streaming
+from gateway.auth import authenticate
 from gateway.errors import ClientDisconnected, GatewayError
 
 _DATA = b"data: "
@@ -64,15 +66,21 @@ def mark_endpoint(call: services.Call, endpoint: str) -> None:
     setattr(call, "endpoint", endpoint)  # noqa: B010 (a field the pipeline branch declares)
 
 
-async def run_chat(*, headers, chat: dict[str, Any], endpoint: str) -> ChatAnswer:
-    """Serve one chat request (already translated from the inbound format) through the
-    pipeline. A stream must ask for `stream_options.include_usage`: its last chunk carries
-    the billed usage, which every inbound stream format reports at its end."""
+async def run_chat(
+    *, headers, translate: Callable[[], dict[str, Any]], endpoint: str
+) -> ChatAnswer:
+    """Serve one request through the chat pipeline. `translate()` reads the inbound request
+    and returns its chat request (or raises a GatewayError); it runs once the key is known,
+    so a refused translation is recorded against the team like any refused chat request.
+    A stream must ask for `stream_options.include_usage`: its last chunk carries the billed
+    usage, which every inbound stream format reports at its end."""
     call = services.new_call()
     mark_endpoint(call, endpoint)
+    inbound = InboundHeaders(headers)
     try:
-        raw = orjson.dumps(chat)
-        await services.prepare(call, headers=InboundHeaders(headers), raw_body=raw)
+        call.key, call.team, _ = await authenticate(inbound.get("authorization"), inbound.meta)
+        raw = orjson.dumps(translate())
+        await services.prepare(call, headers=inbound, raw_body=raw)
         hit = await services.admit(call)
         if hit is not None:
             cost = await services.serve_cached(call, hit)

@@ -1,11 +1,12 @@
-"""POST /v1/messages, /v1/messages/count_tokens and /v1/responses: read the request,
-translate it, run it through the chat pipeline (bridge.run_chat) and shape the answer in the
+"""POST /v1/messages, /v1/messages/count_tokens and /v1/responses: run the request through
+the chat pipeline with its translation (bridge.run_chat) and shape the answer in the
 endpoint's own format. Errors on /v1/messages are in Anthropic's shape, on /v1/responses in
 OpenAI's."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.http import HttpResponse, JsonResponse
 
@@ -32,12 +33,9 @@ def anthropic_error(error: GatewayError, request_id: str, headers: dict[str, str
     return response
 
 
-def _read(request) -> object:
-    return parse_json(read_body(request._request))
-
-
-def _anthropic_version(headers: RequestHeaders) -> None:
-    """Anthropic's API requires the header; so does this endpoint, as its clients send it."""
+def _anthropic_headers(headers: RequestHeaders) -> None:
+    """Anthropic's API requires `anthropic-version`; so does this endpoint, as every
+    Anthropic client sends it. Beta features (`anthropic-beta`) are not translated."""
     if not headers.get("anthropic-version"):
         raise InvalidRequest("anthropic-version: header is required.", param="anthropic-version")
     if headers.get("anthropic-beta"):
@@ -51,12 +49,12 @@ class MessagesView(InlineAPIView):
 
     async def post(self, request):
         headers = RequestHeaders(request)
-        try:
-            _anthropic_version(headers)
-            chat = anthropic_messages.to_chat(_read(request))
-        except GatewayError as error:  # refused before the pipeline: no call, no record
-            return anthropic_error(error, "req_" + uuid.uuid4().hex, {})
-        answer = await bridge.run_chat(headers=headers, chat=chat, endpoint="messages")
+
+        def translate() -> dict[str, Any]:
+            _anthropic_headers(headers)
+            return anthropic_messages.to_chat(parse_json(read_body(request._request)))
+
+        answer = await bridge.run_chat(headers=headers, translate=translate, endpoint="messages")
         call = answer.call
         message_id = "msg_" + call.request_id[4:]
         if answer.error is not None:
@@ -65,7 +63,7 @@ class MessagesView(InlineAPIView):
             events = anthropic_stream.events(
                 answer.chunks,
                 message_id=message_id,
-                model=call.served.upstream_id if call.served else chat["model"],
+                model=call.served.upstream_id if call.served else call.requested_model,
                 input_estimate=call.prompt_tokens,
             )
             return sse_response(events, answer.headers)
@@ -81,9 +79,10 @@ class CountTokensView(InlineAPIView):
         headers = bridge.InboundHeaders(RequestHeaders(request))
         request_id = "req_" + uuid.uuid4().hex
         try:
-            _anthropic_version(RequestHeaders(request))
             await authenticate(headers.get("authorization"), headers.meta)
-            chat = anthropic_messages.to_chat(_read(request), count_only=True)
+            _anthropic_headers(RequestHeaders(request))
+            data = parse_json(read_body(request._request))
+            chat = anthropic_messages.to_chat(data, count_only=True)
         except GatewayError as error:
             return anthropic_error(error, request_id, {})
         return json_response(
@@ -97,25 +96,24 @@ class ResponsesView(InlineAPIView):
 
     async def post(self, request):
         headers = RequestHeaders(request)
-        try:
-            data = _read(request)
-            chat = responses.to_chat(data)
-        except GatewayError as error:
-            return error_response(error)
-        assert isinstance(data, dict)  # to_chat refuses anything else
-        answer = await bridge.run_chat(headers=headers, chat=chat, endpoint="responses")
+        data: dict[str, Any] = {}
+
+        def translate() -> dict[str, Any]:
+            parsed = parse_json(read_body(request._request))
+            chat = responses.to_chat(parsed)  # refuses anything but an object
+            data.update(parsed)
+            return chat
+
+        answer = await bridge.run_chat(headers=headers, translate=translate, endpoint="responses")
         call = answer.call
         response_id = "resp_" + call.request_id[4:]
         if answer.error is not None:
             return error_response(answer.error, extra_headers=answer.headers)
         if answer.chunks is not None:
-            model = call.served.upstream_id if call.served else chat["model"]
+            model = call.served.upstream_id if call.served else call.requested_model
             events = responses_stream.events(
                 answer.chunks, data, response_id=response_id, model=model
             )
             return sse_response(events, answer.headers)
         body = responses.from_chat(answer.body or {}, data, response_id=response_id)
         return json_response(body, answer.headers)
-
-
-__all__ = ["CountTokensView", "MessagesView", "ResponsesView"]

@@ -212,6 +212,12 @@ def test_anthropic_only_fields_are_refused_with_a_400_naming_them(
     assert refused.value.body["error"]["type"] == "invalid_request_error"
     assert f"`{param}`" in refused.value.body["error"]["message"]
     assert openai_server.requests == []
+    (record,) = drained()  # refused like any chat request, on the team's record
+    assert (record.status, record.http_status, record.error_type) == (
+        "error",
+        400,
+        "unsupported_parameter",
+    )
 
 
 def test_the_anthropic_version_header_is_required(gateway_server, world):
