@@ -271,7 +271,11 @@ def _output_config(config: Any, chat: dict[str, Any]) -> None:
             continue
         if name != "format":
             raise unsupported(f"output_config.{name}", "it has no chat equivalent")
-        if not (value.get("type") == "json_schema" and isinstance(value.get("schema"), dict)):
+        if not (
+            isinstance(value, dict)
+            and value.get("type") == "json_schema"
+            and isinstance(value.get("schema"), dict)
+        ):
             raise InvalidRequest(
                 "output_config.format: an object of type 'json_schema' with a 'schema'.",
                 param="output_config.format",
@@ -323,7 +327,9 @@ def _tool(tool: Any, at: str) -> dict[str, Any]:
             f"{at}.input_schema: a JSON Schema object.", param=f"{at}.input_schema"
         )
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
-    if isinstance(tool.get("description"), str):
+    if tool.get("description") is not None:
+        if not isinstance(tool["description"], str):
+            raise InvalidRequest(f"{at}.description: a string.", param=f"{at}.description")
         fn["description"] = tool["description"]
     return {"type": "function", "function": fn}
 

@@ -61,7 +61,12 @@ def to_chat(data: Any) -> dict[str, Any]:
         chat["messages"].append({"role": "system", "content": instructions})
     chat["messages"] += _input(data.get("input"))
     if "max_output_tokens" in data:
-        chat["max_completion_tokens"] = data["max_output_tokens"]
+        limit = data["max_output_tokens"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidRequest(
+                "'max_output_tokens' must be a positive integer.", param="max_output_tokens"
+            )
+        chat["max_completion_tokens"] = limit
     for name in ("temperature", "top_p", "parallel_tool_calls", "metadata", "user"):
         if name in data:
             chat[name] = data[name]
@@ -198,7 +203,11 @@ def _tools(tools: Any, choice: Any, chat: dict[str, Any]) -> None:
         return
     if choice in ("auto", "none", "required"):
         chat["tool_choice"] = choice
-    elif isinstance(choice, dict) and choice.get("type") == "function":
+    elif (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("name"), str)
+    ):
         chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
     else:
         raise unsupported("tool_choice", "only auto, none, required or a function is served")
@@ -207,10 +216,14 @@ def _tools(tools: Any, choice: Any, chat: dict[str, Any]) -> None:
 def _text(text: Any, chat: dict[str, Any]) -> None:
     if text is None:
         return
-    fmt = text.get("format") if isinstance(text, dict) else None
-    extra = [k for k in (text if isinstance(text, dict) else {}) if k != "format"]
+    if not isinstance(text, dict):
+        raise InvalidRequest("'text' must be an object.", param="text")
+    extra = [k for k in text if k != "format"]
     if extra:
         raise unsupported(f"text.{extra[0]}", "only text.format is passed on")
+    fmt = text.get("format")
+    if fmt is not None and not isinstance(fmt, dict):
+        raise InvalidRequest("'text.format' must be an object.", param="text.format")
     if fmt is None or fmt.get("type") == "text":
         return
     if fmt.get("type") == "json_object":

@@ -20,6 +20,7 @@ from gateway.inbound import (
     responses,
     responses_stream,
 )
+from gateway.inbound.openapi import count_tokens_doc, messages_doc, responses_doc
 from gateway.serializers import parse_json
 from gateway.views import InlineAPIView, RequestHeaders, json_response, read_body, sse_response
 
@@ -47,6 +48,7 @@ def _anthropic_headers(headers: RequestHeaders) -> None:
 class MessagesView(InlineAPIView):
     """POST /v1/messages: Anthropic's Messages API, JSON or SSE."""
 
+    @messages_doc
     async def post(self, request):
         headers = RequestHeaders(request)
 
@@ -75,6 +77,7 @@ class CountTokensView(InlineAPIView):
     """POST /v1/messages/count_tokens: the gateway's estimate of the prompt's tokens
     (about 4 characters a token; no provider is asked and nothing is billed)."""
 
+    @count_tokens_doc
     async def post(self, request):
         headers = bridge.InboundHeaders(RequestHeaders(request))
         request_id = "req_" + uuid.uuid4().hex
@@ -94,6 +97,7 @@ class CountTokensView(InlineAPIView):
 class ResponsesView(InlineAPIView):
     """POST /v1/responses: OpenAI's Responses API, JSON or SSE (nothing is stored)."""
 
+    @responses_doc
     async def post(self, request):
         headers = RequestHeaders(request)
         data: dict[str, Any] = {}

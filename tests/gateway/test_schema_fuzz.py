@@ -35,6 +35,9 @@ OPERATIONS = [
     "POST /v1/chat/completions",
     "GET /v1/models",
     "GET /v1/budget",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
+    "POST /v1/responses",
     "GET /healthz",
     "GET /readyz",
 ]
