@@ -187,7 +187,8 @@ def _part(block: dict[str, Any], kind: str, at: str) -> dict[str, Any]:
         if not isinstance(block.get("text"), str):
             raise InvalidRequest(f"{at}.text: a string is required.", param=f"{at}.text")
         return {"type": "text", "text": block["text"]}
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    given = block.get("source")
+    source: dict[str, Any] = given if isinstance(given, dict) else {}
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
         url = f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
     elif source.get("type") == "url" and isinstance(source.get("url"), str):

@@ -8,7 +8,7 @@ started ends with Anthropic's `error` event instead of message_delta/message_sto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -74,12 +74,16 @@ def _delta(index: int | None, delta: dict[str, Any]) -> bytes:
 
 
 async def events(
-    chunks: AsyncIterator[dict[str, Any]], *, message_id: str, model: str, input_estimate: int
+    chunks: AsyncGenerator[dict[str, Any], None],
+    *,
+    message_id: str,
+    model: str,
+    input_estimate: int,
 ) -> AsyncIterator[bytes]:
     """Anthropic's event sequence for a chat stream. `input_estimate`: the prompt tokens
     message_start reports (the gateway's estimate; message_delta carries the billed count,
     which the anthropic SDK takes over)."""
-    start = {
+    start: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",

@@ -12,10 +12,10 @@ or the GatewayError to answer in the endpoint's own envelope.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -53,7 +53,7 @@ class ChatAnswer:
     call: services.Call
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
-    chunks: AsyncIterator[dict[str, Any]] | None = None
+    chunks: AsyncGenerator[dict[str, Any], None] | None = None
     error: GatewayError | None = None
 
 
@@ -98,19 +98,19 @@ async def run_chat(
         await services.fail(call, error)
         return ChatAnswer(call, call.headers(None), error=error)
     except Exception as exc:  # never a bare 500: the hold is released, a record written
-        error = services.internal_error(exc)
-        await services.fail(call, error)
-        return ChatAnswer(call, call.headers(None), error=error)
+        internal = services.internal_error(exc)
+        await services.fail(call, internal)
+        return ChatAnswer(call, call.headers(None), error=internal)
     except asyncio.CancelledError:
         runtime.spawn(services.fail(call, ClientDisconnected("The client disconnected.")))
         raise
 
 
-async def _chunks(events: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(events: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:
     """The chat stream's SSE frames as dicts, up to `[DONE]`. An interrupted stream ends
     with its `{"error": ...}` frame and no `[DONE]`. Closing this closes the chat stream,
     so a client that goes away is accounted for there."""
-    async with aclosing(events):
+    async with aclosing(cast(AsyncGenerator[bytes, None], events)):  # generators, both
         async for frame in events:
             if frame == streaming.DONE:
                 return

@@ -10,7 +10,7 @@ stream that failed after it started ends with response.failed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -123,7 +123,11 @@ class _Writer:
 
 
 async def events(
-    chunks: AsyncIterator[dict[str, Any]], request: dict[str, Any], *, response_id: str, model: str
+    chunks: AsyncGenerator[dict[str, Any], None],
+    request: dict[str, Any],
+    *,
+    response_id: str,
+    model: str,
 ) -> AsyncIterator[bytes]:
     """The Responses API's event sequence for a chat stream."""
     w = _Writer(request, response_id, model)
