@@ -21,7 +21,7 @@ import orjson
 
 from gateway import runtime, services, streaming
 from gateway.auth import authenticate
-from gateway.errors import ClientDisconnected, GatewayError
+from gateway.errors import AuthenticationFailed, ClientDisconnected, GatewayError
 
 _DATA = b"data: "
 
@@ -78,7 +78,13 @@ async def run_chat(
     mark_endpoint(call, endpoint)
     inbound = InboundHeaders(headers)
     try:
-        call.key, call.team, _ = await authenticate(inbound.get("authorization"), inbound.meta)
+        authorization = inbound.get("authorization")
+        if not authorization:
+            raise AuthenticationFailed(
+                "No API key: send your gateway key as 'x-api-key: <key>' or "
+                "'Authorization: Bearer <key>'."
+            )
+        call.key, call.team, _ = await authenticate(authorization, inbound.meta)
         raw = orjson.dumps(translate())
         await services.prepare(call, headers=inbound, raw_body=raw)
         hit = await services.admit(call)

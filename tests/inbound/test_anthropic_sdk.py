@@ -220,6 +220,17 @@ def test_anthropic_only_fields_are_refused_with_a_400_naming_them(
     )
 
 
+def test_a_request_without_a_key_is_told_both_ways_to_send_one(gateway_server, world):
+    response = httpx.post(
+        gateway_server.base_url + "/messages",
+        headers={"anthropic-version": "2023-06-01"},
+        json={"model": "gpt-4o-mini", "max_tokens": 10, "messages": HELLO},
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+    assert "x-api-key" in response.json()["error"]["message"]
+
+
 def test_the_anthropic_version_header_is_required(gateway_server, world):
     response = httpx.post(
         gateway_server.base_url + "/messages",
