@@ -327,14 +327,17 @@ class ConfigStore:
         """One load at a time: the running one, or a new one; its result is stored when it
         completes."""
         with self._lock:
-            if self._inflight is None:
+            entry = self._inflight
+            if entry is None:
                 started = time.monotonic()
                 future = runtime.submit_db("config", load_snapshot)
-                self._inflight = (future, started)
+                entry = self._inflight = (future, started)
                 self._last_load = started
                 generation = self._generation
+                # A load already done runs `_store` right here (the lock is re-entrant),
+                # which clears `_inflight`: hence `entry`, not `self._inflight`, is returned.
                 future.add_done_callback(lambda f: self._store(f, generation))
-            return self._inflight
+            return entry
 
     def _store(self, future: Future, generation: int) -> None:
         with self._lock:

@@ -173,10 +173,11 @@ async def prepare(
     call.key, call.team, snapshot = await authenticate(
         headers.get("authorization"), getattr(headers, "meta", None)
     )
-    call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
     if body is None:
         body = parse_json(raw_body or b"")
+    # The body first: what is wrong with the request itself is said before which feature.
     call.body = operation.parse(call, body)
+    call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
     priority = (headers.get("x-gateway-priority") or "medium").strip().lower()
     if priority not in PRIORITIES:
         raise InvalidRequest(

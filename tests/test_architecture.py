@@ -29,6 +29,7 @@ LAYERS = {
     "gateway.schema": "api",
     "gateway.urls": "api",
     "gateway.health": "api",
+    "gateway.inbound": "api",  # /v1/messages and /v1/responses: formats in and out
     "gateway.services": "pipeline",
     "gateway.admission": "pipeline",
     "gateway.records": "pipeline",

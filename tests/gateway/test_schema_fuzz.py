@@ -37,6 +37,9 @@ OPERATIONS = [
     "GET /v1/models",
     "GET /v1/models/{model_id}",
     "GET /v1/budget",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
+    "POST /v1/responses",
     "GET /healthz",
     "GET /readyz",
 ]

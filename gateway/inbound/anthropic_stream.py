@@ -1,0 +1,133 @@
+"""A chat stream (chat.completion.chunk dicts) as Anthropic's Messages stream events:
+
+message_start, ping, then per content block content_block_start, content_block_delta
+(text_delta / input_json_delta)..., content_block_stop, and at the end message_delta (the
+stop reason and the billed usage) and message_stop. A chat stream that failed after it
+started ends with Anthropic's `error` event instead of message_delta/message_stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+
+from gateway.inbound.anthropic_messages import STOP_REASONS, usage
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class _Blocks:
+    """The content blocks opened so far: the open one, and the chat tool index of each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.open: int | None = None
+        self.text_open = False
+        self.tools: dict[int, int] = {}  # chat tool_calls index -> block index
+
+    def close(self) -> list[bytes]:
+        if self.open is None:
+            return []
+        index, self.open, self.text_open = self.open, None, False
+        return [event("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def start(self, block: dict[str, Any]) -> list[bytes]:
+        out = self.close()
+        self.open, self.count = self.count, self.count + 1
+        out.append(
+            event(
+                "content_block_start",
+                {"type": "content_block_start", "index": self.open, "content_block": block},
+            )
+        )
+        return out
+
+    def text(self, text: str) -> list[bytes]:
+        out = [] if self.text_open else self.start({"type": "text", "text": ""})
+        self.text_open = True
+        delta = {"type": "text_delta", "text": text}
+        return out + [_delta(self.open, delta)]
+
+    def tool(self, call: dict[str, Any]) -> list[bytes]:
+        out: list[bytes] = []
+        index = call.get("index", 0)
+        fn = call.get("function") or {}
+        if index not in self.tools:
+            block = {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or ""}
+            out += self.start({**block, "input": {}})
+            self.tools[index] = self.open  # type: ignore[assignment]
+        if fn.get("arguments"):
+            delta = {"type": "input_json_delta", "partial_json": fn["arguments"]}
+            out.append(_delta(self.tools[index], delta))
+        return out
+
+
+def _delta(index: int | None, delta: dict[str, Any]) -> bytes:
+    return event(
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    )
+
+
+async def events(
+    chunks: AsyncGenerator[dict[str, Any], None],
+    *,
+    message_id: str,
+    model: str,
+    input_estimate: int,
+) -> AsyncIterator[bytes]:
+    """Anthropic's event sequence for a chat stream. `input_estimate`: the prompt tokens
+    message_start reports (the gateway's estimate; message_delta carries the billed count,
+    which the anthropic SDK takes over)."""
+    start: dict[str, Any] = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_estimate, "output_tokens": 0},
+    }
+    yield event("message_start", {"type": "message_start", "message": start})
+    yield event("ping", {"type": "ping"})
+    blocks = _Blocks()
+    finish, final_usage = "stop", None
+    async with aclosing(chunks):  # closing this stream closes the chat stream (accounting)
+        async for chunk in chunks:
+            if "error" in chunk:
+                for frame in blocks.close():
+                    yield frame
+                error = chunk["error"] or {}
+                message = str(error.get("message") or "The stream failed.")
+                yield event(
+                    "error", {"type": "error", "error": {"type": "api_error", "message": message}}
+                )
+                return
+            if chunk.get("usage"):
+                final_usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    for frame in blocks.text(delta["content"]):
+                        yield frame
+                for call in delta.get("tool_calls") or []:
+                    for frame in blocks.tool(call):
+                        yield frame
+                finish = choice.get("finish_reason") or finish
+    for frame in blocks.close():
+        yield frame
+    counts = usage(final_usage or {})
+    yield event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"), "stop_sequence": None},
+            "usage": counts,
+        },
+    )
+    yield event("message_stop", {"type": "message_stop"})
