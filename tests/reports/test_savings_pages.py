@@ -1,0 +1,116 @@
+"""The savings a manager reads, proven on their path: sign in through the real form at
+/reports/login/ (CSRF enforced), open the pages, and compare every figure with a count made
+request by request from the ledger rows, to the cent. The world is the founding scenario's
+(tests/reports/scenario.py), whose route named `default` starts with gpt-4o-mini: the
+figures must not depend on that name."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from gateway.models import Baseline, RouteRule, Team
+from reports.templatetags.report_format import usd
+from tests.reports.scenario import independent_count, make_scenario_config, scenario_records
+
+pytestmark = pytest.mark.django_db
+
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def sign_in(username: str, password: str) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    form = client.get("/reports/login/")
+    token = CSRF.search(form.content.decode()).group(1)
+    answer = client.post(
+        "/reports/login/",
+        {"username": username, "password": password, "csrfmiddlewaretoken": token},
+    )
+    assert answer.status_code == 302, answer.content[:300]
+    return client
+
+
+@pytest.fixture
+def scenario(db):
+    config = make_scenario_config()
+    Baseline.objects.create(model=config["models"]["gpt-4o"], cache=False)
+    return {**config, "records": scenario_records(config["features"])}
+
+
+@pytest.fixture
+def manager(staff):
+    return sign_in("boss", "pw-boss-123")
+
+
+def card(html: str, element_id: str) -> str:
+    return re.search(rf'id="{element_id}">([^<]+)<', html).group(1)
+
+
+def test_the_overview_shows_positive_savings_that_match_an_independent_count(scenario, manager):
+    expected = independent_count(scenario["records"])
+    assert expected["routing"] > 0 and expected["cache"] > 0
+
+    html = manager.get("/reports/").content.decode()
+
+    assert card(html, "saved-routing") == usd(expected["routing"])
+    assert card(html, "saved-cache") == usd(expected["cache"])
+    assert card(html, "saved-total") == usd(expected["total"])
+    assert card(html, "spend-in-range") == usd(expected["spend"])
+    assert card(html, "fallback-extra") == usd(expected["fallback"])
+    assert not card(html, "saved-routing").startswith("-")
+    percent = (expected["total"] * 100 / expected["baseline"]).quantize(Decimal("0.1"))
+    headline = re.sub(r"<[^>]+>", "", re.search(r'id="headline">(.*?)</p>', html, re.S).group(1))
+    assert headline.startswith(
+        f"This month: {usd(expected['spend'])} spent, {usd(expected['total'])} ({percent} %) "
+        "less than the baseline"
+    )
+    # Each figure's definition is one click away, on the page itself.
+    for anchor in ("def-routing", "def-cache", "def-total", "def-baseline", "def-requests"):
+        assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
+
+
+def test_the_json_twin_agrees_to_the_unit_of_account(scenario, manager):
+    expected = independent_count(scenario["records"])
+    savings = manager.get("/reports/api/overview").json()["savings"]
+    # Summed tokens are priced once: at most 1e-10 USD per request from the per-row sum.
+    tolerance = Decimal("1e-10") * len(scenario["records"])
+    for key in ("routing", "cache", "total", "spend"):
+        assert abs(Decimal(savings[f"{key}_usd"]) - expected[key]) <= tolerance, key
+
+
+def test_renaming_the_default_route_changes_nothing(scenario, manager):
+    before = manager.get("/reports/api/overview").json()["savings"]
+    RouteRule.objects.filter(name="default").update(name="anything-else")
+    assert manager.get("/reports/api/overview").json()["savings"] == before
+
+
+def test_a_team_baseline_overrides_the_global_default(scenario, manager):
+    chat = Team.objects.get(name="chat")
+    Baseline.objects.create(team=chat, model=scenario["models"]["gpt-4o-mini"])
+    chat_records = [r for r in scenario["records"] if r.team_id == chat.id]
+    others = [r for r in scenario["records"] if r.team_id != chat.id]
+    expected = independent_count(chat_records, "gpt-4o-mini")["total"]
+    expected += independent_count(others)["total"]
+
+    html = manager.get("/reports/").content.decode()
+
+    assert card(html, "saved-total") == usd(expected)
+    chat_only = manager.get("/reports/?team=chat").content.decode()
+    assert "gpt-4o-mini, no cache" in chat_only
+
+
+def test_the_month_table_names_features_by_team_and_projects_month_end(scenario, manager):
+    html = manager.get("/reports/").content.decode()
+    table = re.search(r'id="month-table">(.*?)</section>', html, re.S).group(1)
+    # Two teams have a feature called `search`: each keeps its own row.
+    assert "chat/search" in table and "data/search" in table
+    assert "Projected month-end" in table
+
+
+def test_every_page_defines_requests_once(scenario, manager):
+    for url in ("/reports/", "/reports/spend/", "/reports/models/", "/reports/cache/"):
+        html = manager.get(url).content.decode()
+        assert html.count('id="def-requests"') == 1, url
