@@ -20,6 +20,13 @@ RANGES = {
     "30d": 30,
     "90d": 90,
 }
+MONTH_RANGES = ("this-month", "last-month")  # calendar months (UTC), always per day
+RANGE_LABELS = {
+    **{key: f"Last {key}" for key in RANGES},
+    "this-month": "This month",
+    "last-month": "Last month",
+    "custom": "Custom",
+}
 DEFAULT_RANGE = "7d"
 MAX_CUSTOM_DAYS = 400
 # Custom dates outside these bounds are refused (9999-12-31 + 1 day used to overflow: a 500).
@@ -38,10 +45,11 @@ class ReportFilters:
     feature: str  # selected feature name (across teams), "" for all
     team_ids: frozenset[int] | None  # the teams to read; None for every team
     feature_keys: frozenset[int] | None  # rollup feature keys to read; None for all
+    per_day: bool = False  # days asked for (a month, a custom range of days): never hourly
 
     @property
     def hourly(self) -> bool:
-        return self.end - self.start <= HOURLY_UP_TO
+        return not self.per_day and self.end - self.start <= HOURLY_UP_TO
 
     @property
     def last_day(self) -> dt.date:
@@ -78,7 +86,7 @@ class FilterError(ValueError):
 
 def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> ReportFilters:
     """Read filters; a missing one takes its default, a malformed one raises FilterError."""
-    start, end, range_key = _window(query)
+    start, end, range_key, per_day = _window(query)
     team = _name(query, "team")
     team_ids = allowed
     if team:
@@ -93,7 +101,7 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
         if team_ids is not None:
             feature_qs = feature_qs.filter(team_id__in=team_ids)
         feature_keys = frozenset(feature_qs.values_list("id", flat=True))
-    return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys)
+    return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys, per_day)
 
 
 def _name(query: QueryDict, param: str) -> str:
@@ -107,20 +115,29 @@ def _name(query: QueryDict, param: str) -> str:
     return value
 
 
-def _window(query: QueryDict) -> tuple[dt.datetime, dt.datetime, str]:
+def _window(query: QueryDict) -> tuple[dt.datetime, dt.datetime, str, bool]:
+    """(start, end, range key, per day). No range ends after the current hour."""
     now = timezone.now()
     end = floor_hour(now) + dt.timedelta(hours=1)
     range_key = query.get("range", "").strip() or DEFAULT_RANGE
     if range_key == "custom":
-        return (*_custom_window(query.get("start", ""), query.get("end", ""), now), "custom")
+        start, last = _custom_window(query.get("start", ""), query.get("end", ""), now)
+        # A range reaching into the future stops at the current hour; it keeps the
+        # granularity of the days asked for.
+        return start, max(start, min(last, end)), "custom", last - start > HOURLY_UP_TO
+    if range_key in MONTH_RANGES:
+        this_month = floor_hour(now).replace(day=1, hour=0)
+        if range_key == "this-month":
+            return this_month, end, range_key, True
+        return (this_month - dt.timedelta(days=1)).replace(day=1), this_month, range_key, True
     span = RANGES.get(range_key)
     if span is None:
-        shown = ", ".join([*RANGES, "custom"])
+        shown = ", ".join([*RANGES, *MONTH_RANGES, "custom"])
         raise FilterError("range", f"range must be one of {shown}; got {range_key[:40]!r}.")
     if isinstance(span, dt.timedelta):
-        return end - span, end, range_key
+        return end - span, end, range_key, False
     today = floor_hour(now).replace(hour=0)
-    return today - dt.timedelta(days=span - 1), end, range_key
+    return today - dt.timedelta(days=span - 1), end, range_key, False
 
 
 def _date(value: str, param: str, latest: dt.date) -> dt.date:

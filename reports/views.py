@@ -15,7 +15,13 @@ from django.utils.html import json_script
 from gateway.csvexport import csv_writer
 from reports import health, queries
 from reports.access import allowed_team_ids, reader_required
-from reports.filters import FilterError, ReportFilters, filter_choices, parse_filters
+from reports.filters import (
+    RANGE_LABELS,
+    FilterError,
+    ReportFilters,
+    filter_choices,
+    parse_filters,
+)
 
 SPEND_DIMENSIONS = tuple(queries.DIMENSIONS)
 
@@ -91,7 +97,7 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
         ],
         "filters": filters,
         "choices": filter_choices(allowed_team_ids(request.user)),
-        "ranges": ["24h", "48h", "7d", "30d", "90d", "custom"],
+        "ranges": list(RANGE_LABELS.items()),
         "data": data,
         "data_json": json_script(data, "report-data", encoder=ReportJSONEncoder),
         "spend_dimensions": SPEND_DIMENSIONS,

@@ -6,11 +6,13 @@ figures must not depend on that name."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from gateway.models import Baseline, RouteRule, Team
 from reports.templatetags.report_format import usd
@@ -114,3 +116,29 @@ def test_every_page_defines_requests_once(scenario, manager):
     for url in ("/reports/", "/reports/spend/", "/reports/models/", "/reports/cache/"):
         html = manager.get(url).content.decode()
         assert html.count('id="def-requests"') == 1, url
+
+
+def test_this_month_and_last_month_are_per_day_and_never_reach_the_future(scenario, manager):
+    now = timezone.now().astimezone(dt.UTC)
+    this = manager.get("/reports/api/overview?range=this-month").json()
+    assert this["filters"]["granularity"] == "day"
+    assert this["labels"][0] == f"{now:%Y-%m}-01"
+    assert this["labels"][-1] == f"{now:%Y-%m-%d}"  # today, and no day after it
+    last = manager.get("/reports/api/overview?range=last-month").json()
+    first_of_month = now.replace(day=1).date()
+    last_month_end = first_of_month - dt.timedelta(days=1)
+    assert len(last["labels"]) == last_month_end.day
+    assert last["labels"][-1] == last_month_end.isoformat()
+    page = manager.get("/reports/?range=this-month").content.decode()
+    assert '<option value="this-month" selected>This month</option>' in page
+
+
+def test_a_custom_range_reaching_into_the_future_stops_at_the_current_hour(scenario, manager):
+    today = timezone.now().astimezone(dt.UTC).date()
+    url = f"/reports/api/spend?range=custom&start={today}&end={today + dt.timedelta(days=5)}"
+    body = manager.get(url).json()
+    assert body["filters"]["granularity"] == "day"  # six days asked: per day
+    assert body["labels"][-1] == today.isoformat()
+    one_day = manager.get(f"/reports/api/spend?range=custom&start={today}&end={today}").json()
+    current_hour = timezone.now().astimezone(dt.UTC).strftime("%Y-%m-%d %H:00")
+    assert one_day["labels"][-1] == current_hour
