@@ -94,22 +94,26 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
         if allowed is not None:
             team_qs = team_qs.filter(id__in=allowed)
         team_ids = frozenset(team_qs.values_list("id", flat=True))
-    feature = _name(query, "feature")
+    feature = _name(query, "feature", longest=2 * MAX_NAME + 1)
     feature_keys = None
     if feature:
-        feature_qs = Feature.objects.filter(name=feature)
+        # "team/feature" names one feature; a bare name, that feature in every team picked.
+        team_part, _, feature_part = feature.rpartition("/")
+        feature_qs = Feature.objects.filter(name=feature_part)
+        if team_part:
+            feature_qs = feature_qs.filter(team__name=team_part)
         if team_ids is not None:
             feature_qs = feature_qs.filter(team_id__in=team_ids)
         feature_keys = frozenset(feature_qs.values_list("id", flat=True))
     return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys, per_day)
 
 
-def _name(query: QueryDict, param: str) -> str:
+def _name(query: QueryDict, param: str, longest: int = MAX_NAME) -> str:
     """A team or feature name: printable text no longer than a name can be (PostgreSQL text
     cannot even hold a NUL: such a value used to reach the query and fail as a 500)."""
     value = query.get(param, "").strip()
-    if len(value) > MAX_NAME:
-        raise FilterError(param, f"{param} must be a name of at most {MAX_NAME} characters.")
+    if len(value) > longest:
+        raise FilterError(param, f"{param} must be a name of at most {longest} characters.")
     if any(not ch.isprintable() for ch in value):
         raise FilterError(param, f"{param} must not contain control characters.")
     return value
@@ -170,12 +174,10 @@ def _custom_window(start: str, end: str, now: dt.datetime) -> tuple[dt.datetime,
 
 
 def filter_choices(allowed: frozenset[int] | None) -> dict[str, list[str]]:
-    """Team and feature names a reader may pick."""
+    """Team names and team/feature names a reader may pick."""
     teams = Team.objects.all() if allowed is None else Team.objects.filter(id__in=allowed)
-    features = (
-        Feature.objects.filter(team__in=teams).order_by("name").values_list("name", flat=True)
-    )
+    features = Feature.objects.filter(team__in=teams).values_list("team__name", "name")
     return {
         "teams": list(teams.order_by("name").values_list("name", flat=True)),
-        "features": sorted(set(features)),
+        "features": sorted(f"{team}/{name}" for team, name in features),
     }

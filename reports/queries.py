@@ -81,9 +81,16 @@ def normalise(moment: dt.datetime) -> dt.datetime:
 def dimension_names(by: str) -> dict:
     if by == "team":
         return dict(Team.objects.values_list("id", "name"))
-    if by == "feature":
-        return {0: NO_FEATURE, **dict(Feature.objects.values_list("id", "name"))}
+    if by == "feature":  # always team/feature: two teams' "search" are two features
+        return {0: NO_FEATURE, **feature_names()}
     return {}
+
+
+def feature_names() -> dict[int, str]:
+    return {
+        pk: f"{team}/{name}"
+        for pk, team, name in Feature.objects.values_list("id", "team__name", "name")
+    }
 
 
 def summarise(totals: dict) -> dict:
@@ -148,13 +155,14 @@ def spend(f: ReportFilters, *, by: str) -> dict:
     """Spend per bucket stacked by team, feature or served model, and the table behind it."""
     column = DIMENSIONS[by]
     names = dimension_names(by)
+    teams = dimension_names("team")
     starts = bucket_starts(f)
     index = {b: i for i, b in enumerate(starts)}
     cost: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
-    table: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    table: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     query = (
         by_bucket(rollups(f), f)
-        .values("bucket", column)
+        .values(*dict.fromkeys(["bucket", "team_id", column]))
         .annotate(
             requests=Sum("requests"),
             cost=Sum("cost_units"),
@@ -168,7 +176,7 @@ def spend(f: ReportFilters, *, by: str) -> dict:
             continue
         name = names.get(row[column], row[column]) or NOT_SERVED
         cost[name][i] += row["cost"] or 0
-        cell = table[(i, name)]
+        cell = table[(i, teams.get(row["team_id"], ""), name)]
         for j, field in enumerate(("requests", "cost", "input_tokens", "output_tokens")):
             cell[j] += row[field] or 0
     ordered = sorted(cost, key=lambda n: (-sum(cost[n]), n))
@@ -182,13 +190,14 @@ def spend(f: ReportFilters, *, by: str) -> dict:
         "rows": [
             {
                 "bucket": bucket_label(starts[i], f),
+                "team": team,
                 "name": name,
                 "requests": c[0],
                 "cost_usd": usd(c[1]),
                 "input_tokens": c[2],
                 "output_tokens": c[3],
             }
-            for (i, name), c in sorted(table.items(), key=lambda item: (item[0][0], item[0][1]))
+            for (i, team, name), c in sorted(table.items())
         ],
         "pivot": [
             {

@@ -141,12 +141,17 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="spend-by-{data["by"]}.csv"'
     writer = csv_writer(response)  # cells that would start a formula are escaped
-    writer.writerow(["bucket", data["by"], "requests", "input_tokens", "output_tokens", "cost_usd"])
+    # Every CSV has the team column (by team, it is the grouped column itself).
+    named = [] if data["by"] == "team" else [data["by"]]
+    writer.writerow(
+        ["bucket", "team", *named, "requests", "input_tokens", "output_tokens", "cost_usd"]
+    )
     for row in data["rows"]:
         writer.writerow(
             [
                 row["bucket"],
-                row["name"],
+                row["team"],
+                *([row["name"]] if named else []),
                 row["requests"],
                 row["input_tokens"],
                 row["output_tokens"],

@@ -6,7 +6,9 @@ figures must not depend on that name."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from decimal import Decimal
 
@@ -142,3 +144,20 @@ def test_a_custom_range_reaching_into_the_future_stops_at_the_current_hour(scena
     one_day = manager.get(f"/reports/api/spend?range=custom&start={today}&end={today}").json()
     current_hour = timezone.now().astimezone(dt.UTC).strftime("%Y-%m-%d %H:00")
     assert one_day["labels"][-1] == current_hour
+
+
+def test_features_of_the_same_name_stay_apart_and_the_csv_has_a_team_column(scenario, manager):
+    body = manager.get("/reports/api/spend?by=feature").json()
+    names = {s["name"] for s in body["series"]}
+    assert {"chat/search", "data/search"} <= names and "search" not in names
+    rows = list(csv.reader(io.StringIO(manager.get("/reports/spend.csv?by=feature").text)))
+    assert rows[0][:3] == ["bucket", "team", "feature"]
+    assert {(r[1], r[2]) for r in rows[1:] if r[2].endswith("/search")} == {
+        ("chat", "chat/search"),
+        ("data", "data/search"),
+    }
+    page = manager.get("/reports/").content.decode()
+    assert '<option value="data/search">data/search</option>' in page
+    only = manager.get("/reports/api/overview?feature=data/search").json()["totals"]["requests"]
+    both = manager.get("/reports/api/overview?feature=search").json()["totals"]["requests"]
+    assert 0 < only < both
