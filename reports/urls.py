@@ -41,5 +41,6 @@ urlpatterns = [
     path("cache/", views.page, {"page": "cache"}, name="cache"),
     path("providers/", views.page, {"page": "providers"}, name="providers"),
     path("models/", views.page, {"page": "models"}, name="models"),
+    path("whatif/", views.whatif_page, name="whatif"),
     path("api/<slug:page>", views.api, name="api"),
 ]

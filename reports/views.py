@@ -10,10 +10,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
-from reports import health, queries
+from reports import candidate, health, queries, whatif
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import (
     RANGE_LABELS,
@@ -61,12 +62,21 @@ def _report(request: HttpRequest, page: str) -> tuple[ReportFilters, dict]:
     return filters, PAGES[page][1](filters, request)
 
 
+def nav_links(querystring: str = "") -> list[tuple[str, str, str]]:
+    """The reports' pages (filters kept), then the what-if page."""
+    suffix = f"?{querystring}" if querystring else ""
+    links = [
+        (slug, title, f"{reverse(f'reports:{slug}')}{suffix}") for slug, (title, _) in PAGES.items()
+    ]
+    return [*links, ("whatif", "What-if", reverse("reports:whatif"))]
+
+
 def _bad_filter_page(request: HttpRequest, page: str, error: FilterError) -> HttpResponse:
     """A filter that cannot be applied: 400, with the message, in the reports' layout."""
     context = {
         "title": PAGES[page][0],
         "message": error.message,
-        "nav": [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()],
+        "nav": nav_links(),
         "reset_href": reverse(f"reports:{page}"),
     }
     return render(request, "reports/bad_filter.html", context, status=400)
@@ -81,8 +91,7 @@ def _bad_filter_json(error: FilterError) -> JsonResponse:
 def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
     if page in PAGES and allowed_team_ids(request.user) == frozenset():
         # Least privilege: a reader given no team sees no figure, and is told why.
-        nav = [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()]
-        context = {"page": page, "title": PAGES[page][0], "nav": nav}
+        context = {"page": page, "title": PAGES[page][0], "nav": nav_links()}
         return render(request, "reports/no_teams.html", context)
     try:
         filters, data = _report(request, page)
@@ -91,10 +100,7 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
     context = {
         "page": page,
         "title": PAGES[page][0],
-        "nav": [
-            (slug, title, f"{reverse(f'reports:{slug}')}?{filters.querystring}")
-            for slug, (title, _) in PAGES.items()
-        ],
+        "nav": nav_links(filters.querystring),
         "filters": filters,
         "choices": filter_choices(allowed_team_ids(request.user)),
         "ranges": list(RANGE_LABELS.items()),
@@ -159,3 +165,26 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
             ]
         )
     return response
+
+
+@reader_required(api=False)
+def whatif_page(request: HttpRequest) -> HttpResponse:
+    """A candidate policy (prefilled with the admin's routes) replayed over past traffic of
+    the teams the reader may see."""
+    allowed = allowed_team_ids(request.user)
+    context = {"page": "whatif", "title": "What-if", "nav": nav_links()}
+    if allowed == frozenset():
+        return render(request, "reports/no_teams.html", context)
+    text = request.POST.get("candidate") or candidate.current_policy_text()
+    since = request.POST.get("since") or "30d"
+    context.update(candidate_text=text, since=since, choices=candidate.SINCE_CHOICES)
+    if request.method != "POST":
+        return render(request, "reports/whatif.html", context)
+    try:
+        policy = candidate.candidate_from_text(text)
+        start, end = candidate.since_window(since, timezone.now())
+    except candidate.CandidateError as error:
+        context["error"] = str(error)
+        return render(request, "reports/whatif.html", context, status=400)
+    context["result"] = whatif.replay(start=start, end=end, team_ids=allowed, candidate=policy)
+    return render(request, "reports/whatif.html", context)

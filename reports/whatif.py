@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db.models import Case, Count, IntegerField, Sum, Value, When
 from django.db.models.functions import TruncDay
 
-from gateway.models import Feature, LanguageModel, RouteRule, Team, UsageRecord
-from gateway.money import Prices, cost_of, units_to_usd
-from gateway.pricehistory import BaselineSnap, PriceHistory
+from gateway.models import Feature, LanguageModel, Team, UsageRecord
+from gateway.money import cost_of, units_to_usd
+from gateway.pricehistory import PriceHistory
 from gateway.providers.base import Usage
+from reports.candidate import Candidate, Rule
 from reports.models import DailyRollup, HourlyRollup
 
 AUTO = frozenset({"", "auto"})
-PRIORITIES = ("low", "medium", "high")
 CAVEATS = (
     "The ledger does not record priority: features listed under `priorities` take theirs, "
     "every other request is replayed as medium priority.",
@@ -49,109 +48,6 @@ CAVEATS = (
     "scaled by the candidate's token_ratios (1 when unset), so cross-provider figures are "
     "estimates.",
 )
-
-
-class CandidateError(ValueError):
-    """A candidate policy that cannot be replayed; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    chain: tuple[str, ...]
-    priority: str = ""
-    max_prompt_tokens: int | None = None
-    max_output_tokens: int | None = None
-
-
-@dataclass
-class Candidate:
-    rules: list[Rule]
-    baseline: BaselineSnap | None = None  # None: each team's configured baseline
-    prices: dict[str, Prices] = field(default_factory=dict)  # overrides, every day
-    priorities: dict[str, str] = field(default_factory=dict)  # "team/feature" or "team"
-    token_ratios: dict[str, Decimal] = field(default_factory=dict)  # provider name or kind
-
-
-def current_rules() -> list[Rule]:
-    """The admin's enabled routes, in order: the policy in force."""
-    rules = RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
-    return [
-        Rule(
-            r.name,
-            tuple(s.model.name for s in r.steps.all()),
-            r.priority,
-            r.max_prompt_tokens,
-            r.max_output_tokens,
-        )
-        for r in rules
-    ]
-
-
-def candidate_from_data(data: Any) -> Candidate:
-    """A candidate from parsed YAML: routes (as in the configuration file), and optionally
-    baseline, models (price overrides), priorities and token_ratios."""
-    if not isinstance(data, dict):
-        raise CandidateError("the candidate must be a mapping with at least `routes`")
-    unknown = sorted(set(data) - {"routes", "baseline", "models", "priorities", "token_ratios"})
-    if unknown:
-        raise CandidateError(f"unknown key(s) {unknown}")
-    known = set(LanguageModel.objects.values_list("name", flat=True))
-    rules = [_rule(entry, i, known) for i, entry in enumerate(data.get("routes") or [])]
-    if not rules:
-        raise CandidateError("routes: name at least one rule, e.g. {name: all, chain: [gpt-4o]}")
-    candidate = Candidate(rules=rules)
-    if data.get("baseline") is not None:
-        b = data["baseline"]
-        if not isinstance(b, dict) or b.get("model") not in known:
-            raise CandidateError("baseline: expected {model: <a known model>, cache: false}")
-        candidate.baseline = BaselineSnap(b["model"], bool(b.get("cache", False)))
-    for i, m in enumerate(data.get("models") or []):
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
-            raise CandidateError(f"models[{i}]: expected {{name, input_per_mtok, output_per_mtok}}")
-        candidate.prices[m["name"]] = Prices(
-            _usd(m.get("input_per_mtok"), f"models[{i}].input_per_mtok"),
-            _usd(m.get("output_per_mtok"), f"models[{i}].output_per_mtok"),
-            _usd(m.get("cached_input_per_mtok"), f"models[{i}].cached_input_per_mtok", True),
-        )
-    for who, priority in (data.get("priorities") or {}).items():
-        if priority not in PRIORITIES:
-            raise CandidateError(f"priorities.{who}: expected one of {', '.join(PRIORITIES)}")
-        candidate.priorities[str(who)] = priority
-    for who, ratio in (data.get("token_ratios") or {}).items():
-        value = _usd(ratio, f"token_ratios.{who}")
-        if not value:
-            raise CandidateError(f"token_ratios.{who}: expected a number > 0")
-        candidate.token_ratios[str(who)] = value
-    return candidate
-
-
-def _rule(entry: Any, i: int, known: set[str]) -> Rule:
-    where = f"routes[{i}]"
-    if not isinstance(entry, dict) or not entry.get("chain"):
-        raise CandidateError(f"{where}: expected {{name, chain: [models], priority, ...}}")
-    chain = entry["chain"]
-    if not isinstance(chain, list) or any(m not in known for m in chain):
-        raise CandidateError(f"{where}.chain: unknown model(s) in {chain!r}")
-    priority = entry.get("priority") or ""
-    if priority and priority not in PRIORITIES:
-        raise CandidateError(f"{where}.priority: expected one of {', '.join(PRIORITIES)}")
-    limits = [entry.get(k) for k in ("max_prompt_tokens", "max_output_tokens")]
-    if any(v is not None and (not isinstance(v, int) or v < 0) for v in limits):
-        raise CandidateError(f"{where}: token limits must be whole numbers")
-    return Rule(str(entry.get("name") or where), tuple(chain), priority, *limits)
-
-
-def _usd(value: Any, where: str, optional: bool = False) -> Decimal | None:
-    if value is None and optional:
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise CandidateError(f"{where}: {value!r} is not a number") from None
-    if not amount.is_finite() or amount < 0:
-        raise CandidateError(f"{where}: {value!r} is not a number ≥ 0")
-    return amount
 
 
 def _thresholds(rules: list[Rule], attr: str) -> list[int]:

@@ -13,28 +13,14 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from gateway.models import Baseline, RouteRule, Team
 from reports.templatetags.report_format import usd
 from tests.reports.scenario import independent_count, make_scenario_config, scenario_records
+from tests.reports.signin import sign_in
 
 pytestmark = pytest.mark.django_db
-
-CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-def sign_in(username: str, password: str) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    form = client.get("/reports/login/")
-    token = CSRF.search(form.content.decode()).group(1)
-    answer = client.post(
-        "/reports/login/",
-        {"username": username, "password": password, "csrfmiddlewaretoken": token},
-    )
-    assert answer.status_code == 302, answer.content[:300]
-    return client
 
 
 @pytest.fixture

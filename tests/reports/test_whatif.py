@@ -15,7 +15,9 @@ from django.core.management import CommandError, call_command
 from gateway.models import Baseline
 from gateway.money import cost_of
 from gateway.providers.base import Usage
+from reports.templatetags.report_format import usd
 from tests.reports.scenario import make_scenario_config, prices, scenario_records
+from tests.reports.signin import CSRF, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -136,3 +138,22 @@ def test_token_ratios_scale_tokens_moved_to_another_provider(scenario, tmp_path)
 def test_a_bad_candidate_is_refused_with_a_clear_message(scenario, tmp_path, candidate, message):
     with pytest.raises(CommandError, match=message):
         whatif(tmp_path, candidate)
+
+
+def test_the_whatif_page_replays_the_admins_routes_edited(scenario, staff):
+    manager = sign_in("boss", "pw-boss-123")
+    form = manager.get("/reports/whatif/").content.decode()
+    assert "gpt-4o-mini" in form and "name: default" in form  # the admin's routes
+    token = CSRF.search(form).group(1)
+    candidate = "routes:\n  - {name: all, chain: [gpt-4o-mini]}\n"
+    page = manager.post(
+        "/reports/whatif/", {"candidate": candidate, "since": "30d", "csrfmiddlewaretoken": token}
+    ).content.decode()
+    expected = at("gpt-4o-mini", answered(scenario["records"]))
+    assert f'id="whatif-candidate">{usd(expected)}<' in page
+    assert "Tokenizers differ between providers" in page
+    assert "chat/search" in page and "data/search" in page
+    bad = manager.post(
+        "/reports/whatif/", {"candidate": "routes: [", "since": "30d", "csrfmiddlewaretoken": token}
+    )
+    assert bad.status_code == 400 and b"not valid YAML" in bad.content

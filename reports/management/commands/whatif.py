@@ -4,9 +4,7 @@ policy (reports/whatif.py says how it is replayed, and what it assumes)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -15,23 +13,9 @@ from django.utils import timezone
 
 from gateway.csvexport import csv_writer
 from gateway.models import Team
-from reports.rollups import floor_hour
+from reports.candidate import CandidateError, candidate_from_data, since_window
 from reports.templatetags.report_format import usd
-from reports.whatif import CandidateError, candidate_from_data, replay
-
-SINCE = re.compile(r"^(\d{1,4})([dh])$")
-
-
-def window(since: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """`30d`: today and the 29 days before it (whole UTC days); `12h`: the last 12 hours."""
-    match = SINCE.match(since.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise CommandError(f"--since must look like 30d or 12h; got {since!r}")
-    n, unit = int(match.group(1)), match.group(2)
-    end = floor_hour(now) + dt.timedelta(hours=1)
-    if unit == "h":
-        return end - dt.timedelta(hours=n), end
-    return floor_hour(now).replace(hour=0) - dt.timedelta(days=n - 1), end
+from reports.whatif import replay
 
 
 class Command(BaseCommand):
@@ -63,7 +47,10 @@ class Command(BaseCommand):
             team_ids = frozenset(Team.objects.filter(name=team).values_list("id", flat=True))
             if not team_ids:
                 raise CommandError(f"--team: no team named {team!r}")
-        start, end = window(since, timezone.now())
+        try:
+            start, end = since_window(since, timezone.now())
+        except CandidateError as exc:
+            raise CommandError(f"--{exc}") from None
         result = replay(start=start, end=end, team_ids=team_ids, candidate=candidate)
         {"table": self.table, "csv": self.csv, "json": self.json}[format](result)
 
