@@ -219,12 +219,14 @@ def model_mix(f: ReportFilters) -> dict:
         .values("served_model")
         .annotate(
             requests=Sum("requests"),
+            cache_hits=Sum("cache_hits"),
             cost=Sum("cost_units"),
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
         )
         .order_by("-requests", "served_model")
     )
+    saved = savings_by(rollups(f).exclude(served_model=""), ["served_model"])
     total_requests = sum(r["requests"] or 0 for r in rows)
     total_cost = sum(r["cost"] or 0 for r in rows)
     return {
@@ -232,7 +234,10 @@ def model_mix(f: ReportFilters) -> dict:
             {
                 "model": r["served_model"],
                 "requests": r["requests"],
+                "cache_hits": r["cache_hits"],
                 "request_share": rate(r["requests"], total_requests),
+                "saved_by_routing_usd": usd(saved[(r["served_model"],)].routing),
+                "saved_by_cache_usd": usd(saved[(r["served_model"],)].baseline_hits),
                 "cost_usd": usd(r["cost"]),
                 "cost_share": rate(r["cost"], total_cost),
                 "input_tokens": r["input_tokens"],

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
+from gateway.pricehistory import PriceHistory
 from reports import candidate, health, queries, whatif
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import (
@@ -23,6 +24,7 @@ from reports.filters import (
     filter_choices,
     parse_filters,
 )
+from reports.savings import baseline_label
 
 SPEND_DIMENSIONS = tuple(queries.DIMENSIONS)
 
@@ -108,6 +110,7 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
         "data_json": json_script(data, "report-data", encoder=ReportJSONEncoder),
         "spend_dimensions": SPEND_DIMENSIONS,
         "refused_url": refused_records_url(request, filters),
+        "baseline_text": baseline_label(PriceHistory.load(), filters.team_ids),
     }
     return render(request, f"reports/{page}.html", context)
 

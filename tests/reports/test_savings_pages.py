@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from gateway.models import Baseline, RouteRule, Team
 from reports.templatetags.report_format import usd
+from tests.factories import make_budget
 from tests.reports.scenario import independent_count, make_scenario_config, scenario_records
 from tests.reports.signin import sign_in
 
@@ -147,3 +148,36 @@ def test_features_of_the_same_name_stay_apart_and_the_csv_has_a_team_column(scen
     only = manager.get("/reports/api/overview?feature=data/search").json()["totals"]["requests"]
     both = manager.get("/reports/api/overview?feature=search").json()["totals"]["requests"]
     assert 0 < only < both
+
+
+def test_the_model_mix_splits_the_same_savings_per_model(scenario, manager):
+    overview = manager.get("/reports/api/overview").json()["savings"]
+    mix = manager.get("/reports/api/models").json()["models"]
+    assert sum(Decimal(m["saved_by_routing_usd"]) for m in mix) == Decimal(overview["routing_usd"])
+    assert sum(Decimal(m["saved_by_cache_usd"]) for m in mix) == Decimal(overview["cache_usd"])
+    page = manager.get("/reports/models/").content.decode()
+    assert 'href="#def-routing">Saved by routing</a>' in page
+    assert "gpt-4o, no cache" in page  # the baseline, named in the definitions
+
+
+@pytest.mark.parametrize(
+    "amount, shown",
+    [
+        ("1.35", "$1.35"),
+        ("0.7643", "$0.76"),  # cents everywhere, never "$0.7643" beside "$1.35"
+        ("0", "$0.00"),
+        ("0.00002", "$0.00002"),  # a tiny limit is readable, not "$0.00"
+        ("0.0000213", "$0.000021"),  # a tiny amount is never "$0.0000"
+        ("-6.1", "-$6.10"),
+        ("1234.5", "$1,234.50"),
+    ],
+)
+def test_money_has_one_precision_and_never_reads_as_zero_when_it_is_not(amount, shown):
+    assert usd(Decimal(amount)) == shown
+
+
+def test_a_tiny_budget_limit_is_readable_on_the_overview(scenario, manager):
+    # Limits are stored to 4 decimals (budgets/models.py): the smallest is $0.0001.
+    make_budget(Team.objects.get(name="data"), daily_limit_usd="0.0004")
+    html = manager.get("/reports/?team=data").content.decode()
+    assert "/ $0.0004" in html and "/ $0.00<" not in html
