@@ -4,8 +4,6 @@ a baseline, price overrides, feature priorities and token ratios; read from YAML
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -15,27 +13,13 @@ import yaml
 from gateway.models import LanguageModel, RouteRule
 from gateway.money import Prices
 from gateway.pricehistory import BaselineSnap, PriceHistory
-from reports.rollups import floor_hour
 
 PRIORITIES = ("low", "medium", "high")
-SINCE = re.compile(r"^(\d{1,3})([dh])$")
 SINCE_CHOICES = ("7d", "30d", "90d")
 
 
 class CandidateError(ValueError):
     """A candidate policy that cannot be replayed; the message names the key."""
-
-
-def since_window(since: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """`30d`: today and the 29 days before it (whole UTC days); `12h`: the last 12 hours."""
-    match = SINCE.match(since.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise CandidateError(f"since must look like 30d or 12h; got {since[:20]!r}")
-    n, unit = int(match.group(1)), match.group(2)
-    end = floor_hour(now) + dt.timedelta(hours=1)
-    if unit == "h":
-        return end - dt.timedelta(hours=n), end
-    return floor_hour(now).replace(hour=0) - dt.timedelta(days=n - 1), end
 
 
 def candidate_from_text(text: str) -> Candidate:

@@ -4,6 +4,7 @@ querystring and kept across pages."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -34,6 +35,7 @@ EARLIEST_DATE = dt.date(2000, 1, 1)
 MAX_FUTURE_DAYS = 366
 MAX_NAME = 64  # Team and Feature names are slugs of at most 64 characters
 HOURLY_UP_TO = dt.timedelta(hours=48)
+SINCE = re.compile(r"^(\d{1,3})([dh])$")  # what-if and rebuild windows: 30d, 12h
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,18 @@ def _custom_window(start: str, end: str, now: dt.datetime) -> tuple[dt.datetime,
         dt.datetime.combine(first, midnight),
         dt.datetime.combine(last + dt.timedelta(days=1), midnight),
     )
+
+
+def since_window(since: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """`30d`: today and the 29 days before it (whole UTC days); `12h`: the last 12 hours."""
+    match = SINCE.match(since.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise FilterError("since", f"since must look like 30d or 12h; got {since[:20]!r}")
+    n, unit = int(match.group(1)), match.group(2)
+    end = floor_hour(now) + dt.timedelta(hours=1)
+    if unit == "h":
+        return end - dt.timedelta(hours=n), end
+    return floor_hour(now).replace(hour=0) - dt.timedelta(days=n - 1), end
 
 
 def filter_choices(allowed: frozenset[int] | None) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from reports.filters import (
     ReportFilters,
     filter_choices,
     parse_filters,
+    since_window,
 )
 from reports.savings import baseline_label
 
@@ -185,8 +186,8 @@ def whatif_page(request: HttpRequest) -> HttpResponse:
         return render(request, "reports/whatif.html", context)
     try:
         policy = candidate.candidate_from_text(text)
-        start, end = candidate.since_window(since, timezone.now())
-    except candidate.CandidateError as error:
+        start, end = since_window(since, timezone.now())
+    except (candidate.CandidateError, FilterError) as error:
         context["error"] = str(error)
         return render(request, "reports/whatif.html", context, status=400)
     context["result"] = whatif.replay(start=start, end=end, team_ids=allowed, candidate=policy)

@@ -4,14 +4,16 @@ changes, and the price history a model's prices keep."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from gateway.models import Baseline, ModelPrice
 from gateway.pricehistory import EARLIEST, PriceHistory
-from reports.models import DailyRollup
+from reports.models import DailyRollup, HourlyRollup
 from reports.savings import total_savings
 from tests.reports.conftest import make_record, write_ledger
 
@@ -111,3 +113,16 @@ def test_a_team_baseline_applies_to_that_team_only(world):
         ]
     )
     assert savings()["baseline_usd"] == Decimal("0.001") + Decimal("0.01")
+
+
+def test_rebuildrollups_restores_the_token_counts_of_rollups_written_before_the_upgrade(world):
+    Baseline.objects.create(model=world["large"])
+    write_ledger([make_record(world["acme"], input_tokens=1000, output_tokens=0, cost_usd="0.001")])
+    before = savings()
+    for model in (HourlyRollup, DailyRollup):  # rollups as reports 0005 left them
+        model.objects.update(billed_input_tokens=0)
+    assert savings()["baseline_usd"] == 0
+    out = io.StringIO()
+    call_command("rebuildrollups", "--since", "2d", stdout=out)
+    assert "hourly rollups rebuilt" in out.getvalue()
+    assert savings() == before

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from gateway.csvexport import csv_writer
 from gateway.models import Team
-from reports.candidate import CandidateError, candidate_from_data, since_window
+from reports.candidate import CandidateError, candidate_from_data
+from reports.filters import FilterError, since_window
 from reports.templatetags.report_format import usd
 from reports.whatif import replay
 
@@ -49,8 +50,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--team: no team named {team!r}")
         try:
             start, end = since_window(since, timezone.now())
-        except CandidateError as exc:
-            raise CommandError(f"--{exc}") from None
+        except FilterError as exc:
+            raise CommandError(f"--{exc.message}") from None
         result = replay(start=start, end=end, team_ids=team_ids, candidate=candidate)
         {"table": self.table, "csv": self.csv, "json": self.json}[format](result)
 
