@@ -10,12 +10,12 @@ from django.test import Client
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
-def sign_in(username: str, password: str) -> Client:
+def sign_in(username: str, password: str, *, path: str = "/reports/login/") -> Client:
     client = Client(enforce_csrf_checks=True)
-    form = client.get("/reports/login/")
+    form = client.get(path)
     token = CSRF.search(form.content.decode()).group(1)
     answer = client.post(
-        "/reports/login/",
+        path,
         {"username": username, "password": password, "csrfmiddlewaretoken": token},
     )
     assert answer.status_code == 302, answer.content[:300]

@@ -19,7 +19,7 @@ from gateway.models import Baseline, RouteRule, Team
 from reports.templatetags.report_format import usd
 from tests.factories import make_budget
 from tests.reports.scenario import independent_count, make_scenario_config, scenario_records
-from tests.reports.signin import sign_in
+from tests.reports.signin import CSRF, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +181,23 @@ def test_a_tiny_budget_limit_is_readable_on_the_overview(scenario, manager):
     make_budget(Team.objects.get(name="data"), daily_limit_usd="0.0004")
     html = manager.get("/reports/?team=data").content.decode()
     assert "/ $0.0004" in html and "/ $0.00<" not in html
+
+
+def test_an_admin_sets_the_baseline_in_the_admin_and_the_overview_follows(scenario, db):
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    admin = sign_in("root", "pw-root-123", path="/admin/login/")
+    Baseline.objects.all().delete()
+    form = admin.get("/admin/gateway/baseline/add/").content.decode()
+    token = CSRF.search(form).group(1)
+    mini = scenario["models"]["gpt-4o-mini"]
+    answer = admin.post(
+        "/admin/gateway/baseline/add/",
+        {"team": "", "model": mini.pk, "cache": "", "csrfmiddlewaretoken": token},
+    )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    expected = independent_count(scenario["records"], "gpt-4o-mini")
+    html = admin.get("/reports/").content.decode()
+    assert card(html, "saved-total") == usd(expected["total"])
+    assert "gpt-4o-mini, no cache" in html
