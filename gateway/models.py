@@ -305,6 +305,12 @@ class LanguageModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        """Saving also keeps the price history (a changed price appends a dated row), so
+        past requests are repriced at the price of their own day (gateway/pricehistory.py)."""
+        super().save(*args, **kwargs)
+        ModelPrice.record(self)
+
     @property
     def is_priced(self) -> bool:
         return self.input_per_mtok is not None and self.output_per_mtok is not None
@@ -522,3 +528,7 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return self.request_id or self.digest[:12]
+
+
+# Defined apart to keep this module short; imported here so Django registers them.
+from gateway.pricehistory import Baseline, ModelPrice  # noqa: E402, F401

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
+from gateway.models import Baseline, ModelPrice
 from reports.models import CircuitEvent, Incident, ManagerScope
 
 
@@ -83,3 +84,29 @@ class IncidentAdmin(CircuitEventAdmin):
     list_filter = ["kind", "team"]
     list_select_related = ["team", "feature"]
     date_hierarchy = "started_at"
+
+
+@admin.register(Baseline)
+class BaselineAdmin(admin.ModelAdmin):
+    """What the reports' savings are measured against (registered here, next to the pages
+    that use it). The row without a team is the default for every team without its own."""
+
+    list_display = ["__str__", "team", "model", "cache"]
+    list_select_related = ["team", "model"]
+    autocomplete_fields = ["team", "model"]
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """Kept by saving a model (a changed price appends a dated row); read-only here so the
+    history stays a record of what was charged."""
+
+    list_display = ["model", "valid_from", "input_per_mtok", "output_per_mtok", "recorded_at"]
+    list_filter = ["model"]
+    date_hierarchy = "valid_from"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

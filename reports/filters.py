@@ -4,6 +4,7 @@ the querystring and kept across pages."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -20,6 +21,13 @@ RANGES = {
     "30d": 30,
     "90d": 90,
 }
+MONTH_RANGES = ("this-month", "last-month")  # calendar months (UTC), always per day
+RANGE_LABELS = {
+    **{key: f"Last {key}" for key in RANGES},
+    "this-month": "This month",
+    "last-month": "Last month",
+    "custom": "Custom",
+}
 DEFAULT_RANGE = "7d"
 MAX_CUSTOM_DAYS = 400
 # Custom dates outside these bounds are refused (9999-12-31 + 1 day used to overflow: a 500).
@@ -29,6 +37,7 @@ MAX_NAME = 64  # Team and Feature names are slugs of at most 64 characters
 HOURLY_UP_TO = dt.timedelta(hours=48)
 # The API operations the ledger records (UsageRecord.endpoint), as the filter offers them.
 ENDPOINTS = ("chat.completions", "embeddings", "responses", "messages")
+SINCE = re.compile(r"^(\d{1,3})([dh])$")  # what-if and rebuild windows: 30d, 12h
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +50,11 @@ class ReportFilters:
     team_ids: frozenset[int] | None  # the teams to read; None for every team
     feature_keys: frozenset[int] | None  # rollup feature keys to read; None for all
     endpoint: str = ""  # the API operation (UsageRecord.endpoint), "" for all
+    per_day: bool = False  # days asked for (a month, a custom range of days): never hourly
 
     @property
     def hourly(self) -> bool:
-        return self.end - self.start <= HOURLY_UP_TO
+        return not self.per_day and self.end - self.start <= HOURLY_UP_TO
 
     @property
     def last_day(self) -> dt.date:
@@ -87,7 +97,7 @@ class FilterError(ValueError):
 
 def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> ReportFilters:
     """Read filters; a missing one takes its default, a malformed one raises FilterError."""
-    start, end, range_key = _window(query)
+    start, end, range_key, per_day = _window(query)
     team = _name(query, "team")
     team_ids = allowed
     if team:
@@ -95,10 +105,14 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
         if allowed is not None:
             team_qs = team_qs.filter(id__in=allowed)
         team_ids = frozenset(team_qs.values_list("id", flat=True))
-    feature = _name(query, "feature")
+    feature = _name(query, "feature", longest=2 * MAX_NAME + 1)
     feature_keys = None
     if feature:
-        feature_qs = Feature.objects.filter(name=feature)
+        # "team/feature" names one feature; a bare name, that feature in every team picked.
+        team_part, _, feature_part = feature.rpartition("/")
+        feature_qs = Feature.objects.filter(name=feature_part)
+        if team_part:
+            feature_qs = feature_qs.filter(team__name=team_part)
         if team_ids is not None:
             feature_qs = feature_qs.filter(team_id__in=team_ids)
         feature_keys = frozenset(feature_qs.values_list("id", flat=True))
@@ -106,34 +120,45 @@ def parse_filters(query: QueryDict, *, allowed: frozenset[int] | None) -> Report
     if endpoint and endpoint not in ENDPOINTS:
         shown = ", ".join(ENDPOINTS)
         raise FilterError("endpoint", f"endpoint must be one of {shown}; got {endpoint[:40]!r}.")
-    return ReportFilters(start, end, range_key, team, feature, team_ids, feature_keys, endpoint)
+    return ReportFilters(
+        start, end, range_key, team, feature, team_ids, feature_keys, endpoint, per_day
+    )
 
 
-def _name(query: QueryDict, param: str) -> str:
+def _name(query: QueryDict, param: str, longest: int = MAX_NAME) -> str:
     """A team or feature name: printable text no longer than a name can be (PostgreSQL text
     cannot even hold a NUL: such a value used to reach the query and fail as a 500)."""
     value = query.get(param, "").strip()
-    if len(value) > MAX_NAME:
-        raise FilterError(param, f"{param} must be a name of at most {MAX_NAME} characters.")
+    if len(value) > longest:
+        raise FilterError(param, f"{param} must be a name of at most {longest} characters.")
     if any(not ch.isprintable() for ch in value):
         raise FilterError(param, f"{param} must not contain control characters.")
     return value
 
 
-def _window(query: QueryDict) -> tuple[dt.datetime, dt.datetime, str]:
+def _window(query: QueryDict) -> tuple[dt.datetime, dt.datetime, str, bool]:
+    """(start, end, range key, per day). No range ends after the current hour."""
     now = timezone.now()
     end = floor_hour(now) + dt.timedelta(hours=1)
     range_key = query.get("range", "").strip() or DEFAULT_RANGE
     if range_key == "custom":
-        return (*_custom_window(query.get("start", ""), query.get("end", ""), now), "custom")
+        start, last = _custom_window(query.get("start", ""), query.get("end", ""), now)
+        # A range reaching into the future stops at the current hour; it keeps the
+        # granularity of the days asked for.
+        return start, max(start, min(last, end)), "custom", last - start > HOURLY_UP_TO
+    if range_key in MONTH_RANGES:
+        this_month = floor_hour(now).replace(day=1, hour=0)
+        if range_key == "this-month":
+            return this_month, end, range_key, True
+        return (this_month - dt.timedelta(days=1)).replace(day=1), this_month, range_key, True
     span = RANGES.get(range_key)
     if span is None:
-        shown = ", ".join([*RANGES, "custom"])
+        shown = ", ".join([*RANGES, *MONTH_RANGES, "custom"])
         raise FilterError("range", f"range must be one of {shown}; got {range_key[:40]!r}.")
     if isinstance(span, dt.timedelta):
-        return end - span, end, range_key
+        return end - span, end, range_key, False
     today = floor_hour(now).replace(hour=0)
-    return today - dt.timedelta(days=span - 1), end, range_key
+    return today - dt.timedelta(days=span - 1), end, range_key, False
 
 
 def _date(value: str, param: str, latest: dt.date) -> dt.date:
@@ -165,14 +190,24 @@ def _custom_window(start: str, end: str, now: dt.datetime) -> tuple[dt.datetime,
     )
 
 
+def since_window(since: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """`30d`: today and the 29 days before it (whole UTC days); `12h`: the last 12 hours."""
+    match = SINCE.match(since.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise FilterError("since", f"since must look like 30d or 12h; got {since[:20]!r}")
+    n, unit = int(match.group(1)), match.group(2)
+    end = floor_hour(now) + dt.timedelta(hours=1)
+    if unit == "h":
+        return end - dt.timedelta(hours=n), end
+    return floor_hour(now).replace(hour=0) - dt.timedelta(days=n - 1), end
+
+
 def filter_choices(allowed: frozenset[int] | None) -> dict[str, list[str]]:
-    """Team and feature names a reader may pick, and the endpoints."""
+    """Team names, team/feature names a reader may pick, and the endpoints."""
     teams = Team.objects.all() if allowed is None else Team.objects.filter(id__in=allowed)
-    features = (
-        Feature.objects.filter(team__in=teams).order_by("name").values_list("name", flat=True)
-    )
+    features = Feature.objects.filter(team__in=teams).values_list("team__name", "name")
     return {
         "teams": list(teams.order_by("name").values_list("name", flat=True)),
-        "features": sorted(set(features)),
+        "features": sorted(f"{team}/{name}" for team, name in features),
         "endpoints": list(ENDPOINTS),
     }

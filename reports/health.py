@@ -23,6 +23,7 @@ from reports.queries import (
     rollups,
     usd,
 )
+from reports.savings import savings_by
 
 _LATENCY_SUMS = {name: Sum(name) for name in LATENCY_FIELDS}
 
@@ -37,8 +38,13 @@ def cache(f: ReportFilters) -> dict:
     rows = (
         by_bucket(rollups(f), f)
         .values("bucket", "feature_key")
-        .annotate(requests=Sum("requests"), hits=Sum("cache_hits"), saved=Sum("saved_units"))
+        .annotate(requests=Sum("requests"), hits=Sum("cache_hits"))
     )
+    # Each hit priced at the baseline (reports/savings.py), as on every page.
+    for key, saved in savings_by(rollups(f), ["bucket"]).items():
+        i = index.get(normalise(key[0]))
+        if i is not None:
+            overall[i][2] += saved.baseline_hits
     for row in rows:
         i = index.get(normalise(row["bucket"]))
         if i is None:
@@ -47,7 +53,6 @@ def cache(f: ReportFilters) -> dict:
         for cell in cells:
             cell[0] += row["requests"] or 0
             cell[1] += row["hits"] or 0
-        overall[i][2] += row["saved"] or 0
     per_feature = []
     for name in sorted(features):
         cells = features[name]

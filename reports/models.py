@@ -43,7 +43,14 @@ COUNTER_FIELDS: tuple[str, ...] = (
     "cached_tokens",
     "cost_units",
     "saved_units",
-    "routing_saved_units",
+    "billed_input_tokens",
+    "billed_output_tokens",
+    "billed_cached_tokens",
+    "billed_cache_write_tokens",
+    "hit_input_tokens",
+    "hit_output_tokens",
+    "hit_cached_tokens",
+    "fallback_extra_units",
     "latency_count",
     "latency_ms_sum",
     "estimated",
@@ -107,8 +114,19 @@ class Rollup(models.Model):
     cached_tokens = models.BigIntegerField(default=0)
     cost_units = models.BigIntegerField(default=0)
     saved_units = models.BigIntegerField(default=0, help_text="Saved by the response cache.")
-    routing_saved_units = models.BigIntegerField(
-        default=0, help_text="Requested (or default strong) model's cost minus actual cost."
+    # Token counts the savings are repriced from (reports/savings.py): "billed" are the
+    # requests a provider answered at a known price, "hit" the cache hits.
+    billed_input_tokens = models.BigIntegerField(default=0)
+    billed_output_tokens = models.BigIntegerField(default=0)
+    billed_cached_tokens = models.BigIntegerField(default=0)
+    billed_cache_write_tokens = models.BigIntegerField(default=0)
+    hit_input_tokens = models.BigIntegerField(default=0)
+    hit_output_tokens = models.BigIntegerField(default=0)
+    hit_cached_tokens = models.BigIntegerField(default=0)
+    fallback_extra_units = models.BigIntegerField(
+        default=0,
+        help_text="Fallbacks: what the served model cost minus the route's first model's "
+        "price for the same tokens, on the day of the request.",
     )
     latency_count = models.BigIntegerField(default=0, help_text="Requests that reached a provider.")
     latency_ms_sum = models.BigIntegerField(default=0)

@@ -12,12 +12,16 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import F, QuerySet, Sum
+from django.utils import timezone
 
 from gateway.models import Feature, Team
 from gateway.money import units_to_usd
+from gateway.pricehistory import PriceHistory
+from reports import month
 from reports.budget_status import budget_status
 from reports.filters import ReportFilters
 from reports.models import DailyRollup, HourlyRollup, Rollup
+from reports.savings import Savings, baseline_label, savings_by, total_savings
 
 TOTALS = (
     "requests",
@@ -29,8 +33,6 @@ TOTALS = (
     "input_tokens",
     "output_tokens",
     "cost_units",
-    "saved_units",
-    "routing_saved_units",
     "unpriced",
     "estimated",
 )
@@ -80,17 +82,29 @@ def normalise(moment: dt.datetime) -> dt.datetime:
 def dimension_names(by: str) -> dict:
     if by == "team":
         return dict(Team.objects.values_list("id", "name"))
-    if by == "feature":
-        return {0: NO_FEATURE, **dict(Feature.objects.values_list("id", "name"))}
+    if by == "feature":  # always team/feature: two teams' "search" are two features
+        return {0: NO_FEATURE, **feature_names()}
     return {}
+
+
+def feature_names() -> dict[int, str]:
+    return {
+        pk: f"{team}/{name}"
+        for pk, team, name in Feature.objects.values_list("id", "team__name", "name")
+    }
 
 
 def summarise(totals: dict) -> dict:
     requests = totals.get("requests") or 0
     failures = (totals.get("errors") or 0) + (totals.get("stream_errors") or 0)
+    hits, refused = totals.get("cache_hits") or 0, totals.get("refused") or 0
     return {
+        # One meaning on every page (templates/reports/_definitions.html): requests =
+        # served + cache hits + refused + failed.
         "requests": requests,
-        "cache_hits": totals.get("cache_hits") or 0,
+        "served": requests - hits - refused - failures,
+        "failed": failures,
+        "cache_hits": hits,
         "cache_hit_rate": rate(totals.get("cache_hits"), requests),
         "error_rate": rate(failures, requests),
         "fallback_rate": rate(totals.get("fallbacks"), requests),
@@ -98,47 +112,58 @@ def summarise(totals: dict) -> dict:
         "input_tokens": totals.get("input_tokens") or 0,
         "output_tokens": totals.get("output_tokens") or 0,
         "spend_usd": usd(totals.get("cost_units")),
-        "saved_by_cache_usd": usd(totals.get("saved_units")),
-        "saved_by_routing_usd": usd(totals.get("routing_saved_units")),
         "unpriced": totals.get("unpriced") or 0,
         "estimated": totals.get("estimated") or 0,
     }
 
 
 def overview(f: ReportFilters) -> dict:
-    """Totals over the range, spend per bucket, and today's and this month's spend vs budgets."""
+    """Totals over the range, spend and savings per bucket, this month's headline, and
+    today's and this month's spend vs budgets."""
     totals = rollups(f).aggregate(**{name: Sum(name) for name in TOTALS})
     per_bucket = {
-        normalise(row["bucket"]): row
-        for row in by_bucket(rollups(f), f)
-        .values("bucket")
-        .annotate(
-            cost=Sum("cost_units"), saved=Sum("saved_units"), routing=Sum("routing_saved_units")
-        )
+        normalise(row["bucket"]): row["cost"]
+        for row in by_bucket(rollups(f), f).values("bucket").annotate(cost=Sum("cost_units"))
     }
+    book = PriceHistory.load()
+    saved = {normalise(k[0]): v for k, v in savings_by(rollups(f), ["bucket"], book=book).items()}
     starts = bucket_starts(f)
-    rows = [per_bucket.get(b, {}) for b in starts]
+    in_range = Savings()
+    for s in saved.values():
+        in_range.add(s)
     return {
         "totals": summarise(totals),
+        "savings": in_range.as_dict(),
+        "month": month_headline(f, book),
+        "month_table": month.month_table(f, book=book),
+        "baseline": baseline_label(book, f.team_ids),
         "labels": [bucket_label(b, f) for b in starts],
-        "spend_usd": [usd(r.get("cost")) for r in rows],
-        "saved_by_cache_usd": [usd(r.get("saved")) for r in rows],
-        "saved_by_routing_usd": [usd(r.get("routing")) for r in rows],
+        "spend_usd": [usd(per_bucket.get(b)) for b in starts],
+        "saved_by_cache_usd": [usd(saved[b].baseline_hits if b in saved else 0) for b in starts],
+        "saved_by_routing_usd": [usd(saved[b].routing if b in saved else 0) for b in starts],
         **budget_status(f),
     }
+
+
+def month_headline(f: ReportFilters, book: PriceHistory) -> dict:
+    """This calendar month (UTC) so far, for the teams and features picked."""
+    start, end = month.month_bounds(timezone.now())
+    qs = DailyRollup.objects.in_window(start, end).for_teams(f.team_ids)
+    return {"start": start, **total_savings(qs.for_features(f.feature_keys), book=book).as_dict()}
 
 
 def spend(f: ReportFilters, *, by: str) -> dict:
     """Spend per bucket stacked by team, feature or served model, and the table behind it."""
     column = DIMENSIONS[by]
     names = dimension_names(by)
+    teams = dimension_names("team")
     starts = bucket_starts(f)
     index = {b: i for i, b in enumerate(starts)}
     cost: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
-    table: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    table: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     query = (
         by_bucket(rollups(f), f)
-        .values("bucket", column)
+        .values(*dict.fromkeys(["bucket", "team_id", column]))
         .annotate(
             requests=Sum("requests"),
             cost=Sum("cost_units"),
@@ -152,7 +177,7 @@ def spend(f: ReportFilters, *, by: str) -> dict:
             continue
         name = names.get(row[column], row[column]) or NOT_SERVED
         cost[name][i] += row["cost"] or 0
-        cell = table[(i, name)]
+        cell = table[(i, teams.get(row["team_id"], ""), name)]
         for j, field in enumerate(("requests", "cost", "input_tokens", "output_tokens")):
             cell[j] += row[field] or 0
     ordered = sorted(cost, key=lambda n: (-sum(cost[n]), n))
@@ -166,13 +191,14 @@ def spend(f: ReportFilters, *, by: str) -> dict:
         "rows": [
             {
                 "bucket": bucket_label(starts[i], f),
+                "team": team,
                 "name": name,
                 "requests": c[0],
                 "cost_usd": usd(c[1]),
                 "input_tokens": c[2],
                 "output_tokens": c[3],
             }
-            for (i, name), c in sorted(table.items(), key=lambda item: (item[0][0], item[0][1]))
+            for (i, team, name), c in sorted(table.items())
         ],
         "pivot": [
             {
@@ -194,12 +220,14 @@ def model_mix(f: ReportFilters) -> dict:
         .values("served_model")
         .annotate(
             requests=Sum("requests"),
+            cache_hits=Sum("cache_hits"),
             cost=Sum("cost_units"),
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
         )
         .order_by("-requests", "served_model")
     )
+    saved = savings_by(rollups(f).exclude(served_model=""), ["served_model"])
     total_requests = sum(r["requests"] or 0 for r in rows)
     total_cost = sum(r["cost"] or 0 for r in rows)
     return {
@@ -207,7 +235,10 @@ def model_mix(f: ReportFilters) -> dict:
             {
                 "model": r["served_model"],
                 "requests": r["requests"],
+                "cache_hits": r["cache_hits"],
                 "request_share": rate(r["requests"], total_requests),
+                "saved_by_routing_usd": usd(saved[(r["served_model"],)].routing),
+                "saved_by_cache_usd": usd(saved[(r["served_model"],)].baseline_hits),
                 "cost_usd": usd(r["cost"]),
                 "cost_share": rate(r["cost"], total_cost),
                 "input_tokens": r["input_tokens"],

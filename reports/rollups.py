@@ -25,7 +25,8 @@ from django.db.models.functions import TruncDay
 from django.utils.dateparse import parse_datetime
 
 from gateway.models import UsageRecord
-from gateway.money import usd_to_units
+from gateway.money import cost_of, usd_to_units
+from gateway.pricehistory import PriceHistory
 from gateway.providers.base import Usage
 from reports.models import (
     COUNTER_FIELDS,
@@ -35,7 +36,6 @@ from reports.models import (
     DailyRollup,
     HourlyRollup,
 )
-from reports.savings import PriceBook, load_price_book
 from reports.upsert import Key, upsert
 
 # Arbitrary constant naming the rollup lock among PostgreSQL advisory locks.
@@ -59,6 +59,7 @@ LEDGER_FIELDS = (
     "estimated",
     "unpriced",
     "latency_ms",
+    "attempt_log",
     "endpoint",
 )
 _LAT0 = COUNTER_FIELDS.index("lat_b0")
@@ -71,7 +72,7 @@ def apply(records: list[UsageRecord]) -> None:
     """Add ledger records to the hourly rollups. Call it in the transaction that inserts them."""
     if not records:
         return
-    book = load_price_book()
+    book = PriceHistory.load()
     facts = (tuple(getattr(r, f) for f in LEDGER_FIELDS) for r in records)
     hourly = accumulate(facts, book)
     with transaction.atomic():
@@ -89,7 +90,7 @@ def rebuild(start: dt.datetime, end: dt.datetime) -> int:
     start, end = floor_hour(start), _ceil_hour(end)
     first_day, end_day = floor_day(start), floor_day(end - dt.timedelta(microseconds=1))
     end_day += dt.timedelta(days=1)
-    book = load_price_book()
+    book = PriceHistory.load()
     with transaction.atomic():
         _lock(shared=False)
         HourlyRollup.objects.in_window(start, end).delete()
@@ -136,7 +137,7 @@ def by_day(hourly: dict[Key, list[int]]) -> dict[Key, list[int]]:
     return daily
 
 
-def accumulate(facts: Iterable[tuple], book: PriceBook) -> dict[Key, list[int]]:
+def accumulate(facts: Iterable[tuple], book: PriceHistory) -> dict[Key, list[int]]:
     """Sum ledger facts (tuples in LEDGER_FIELDS order) per rollup key."""
     sums: dict[Key, list[int]] = {}
     width = len(COUNTER_FIELDS)
@@ -155,14 +156,14 @@ def _key_of(fact: tuple) -> Key:
     return (floor_hour(created_at), team_id, feature_id or 0, served_model, provider, endpoint)
 
 
-def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
+def _add(row: list[int], fact: tuple, book: PriceHistory) -> None:
     (
-        _,
+        created_at,
         _,
         _,
         served,
         _,
-        requested,
+        _,
         attempts,
         status,
         cache,
@@ -175,6 +176,7 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
         estimated,
         unpriced,
         latency,
+        attempt_log,
         _,
     ) = fact
     i = _INDEX
@@ -186,7 +188,8 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
     row[i["stream_errors"]] += status == UsageRecord.Status.STREAM_ERROR
     # A fallback is a request a later model rescued; one that failed on every model is an
     # error (counted above), not a fallback.
-    row[i["fallbacks"]] += attempts > 1 and status in _RESCUED
+    rescued = attempts > 1 and status in _RESCUED
+    row[i["fallbacks"]] += rescued
     row[i["input_tokens"]] += input_tokens
     row[i["output_tokens"]] += output_tokens
     row[i["cached_tokens"]] += cached_tokens
@@ -194,16 +197,47 @@ def _add(row: list[int], fact: tuple, book: PriceBook) -> None:
     row[i["saved_units"]] += usd_to_units(Decimal(saved_usd))
     row[i["estimated"]] += bool(estimated)
     row[i["unpriced"]] += bool(unpriced)
-    if hit or status == UsageRecord.Status.REFUSED:
-        return  # neither reached a provider: no latency, no routing
+    if hit:  # repriced at the baseline by the reports (reports/savings.py)
+        row[i["hit_input_tokens"]] += input_tokens
+        row[i["hit_output_tokens"]] += output_tokens
+        row[i["hit_cached_tokens"]] += cached_tokens
+        return
+    if status == UsageRecord.Status.REFUSED:
+        return  # never reached a provider: no latency, no tokens
     row[i["latency_count"]] += 1
     row[i["latency_ms_sum"]] += latency
     row[_LAT0 + bisect_left(LATENCY_BOUNDS_MS, latency)] += 1
-    if status == UsageRecord.Status.OK and not unpriced:
+    if unpriced:
+        return  # its cost is unknown: neither it nor its baseline is counted
+    row[i["billed_input_tokens"]] += input_tokens
+    row[i["billed_output_tokens"]] += output_tokens
+    row[i["billed_cached_tokens"]] += cached_tokens
+    row[i["billed_cache_write_tokens"]] += cache_write_tokens
+    if rescued and attempt_log:
         usage = Usage(input_tokens, output_tokens, cached_tokens, cache_write_tokens)
-        row[i["routing_saved_units"]] += book.routing_saved_units(
-            requested=requested, served=served, usage=usage, cost_usd=Decimal(cost_usd)
+        row[i["fallback_extra_units"]] += fallback_extra_units(
+            book,
+            intended=attempt_log[0].get("model", ""),
+            day=_day(created_at),
+            usage=usage,
+            cost_usd=Decimal(cost_usd),
         )
+
+
+def fallback_extra_units(
+    book: PriceHistory, *, intended: str, day: dt.date, usage: Usage, cost_usd: Decimal
+) -> int:
+    """What a fallback cost beyond the route's first model: the served model's actual cost
+    minus the first model's price (on the request's day) for the same tokens. Negative when
+    the fallback was cheaper; 0 when the first model has no price."""
+    prices = book.prices(intended, day)
+    if prices is None or not prices.known:
+        return 0
+    return usd_to_units(cost_usd - cost_of(usage, prices).usd)
+
+
+def _day(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(dt.UTC).date()
 
 
 def _lock(*, shared: bool) -> None:

@@ -1,71 +1,150 @@
-""" "Saved by routing": what the same tokens would have cost on the model the caller asked for
-(or on the default strong model, for `auto`) minus what they cost on the model that served
-them. Computed when a record is rolled up, with the prices of that moment."""
+"""Savings against the baseline (gateway/pricehistory.py): what the same traffic would have
+cost on the baseline model, repriced from the rollups' token counts at the baseline's price
+on the day of each request, minus what it cost.
+
+Definitions (the pages link to them, see templates/reports/_definitions.html):
+- baseline: every request that reached a provider at a known price, and every cache hit,
+  priced on the baseline model (a baseline with `cache: true` prices the hits at $0);
+- routing savings: the baseline price of the requests a provider answered minus what they
+  cost (the served model against the baseline model; negative when a dearer model served);
+- cache savings: the cache hits priced at the baseline;
+- total savings = routing + cache = baseline − spend;
+- fallback extra cost: what fallbacks cost beyond the model their route would have used
+  (already inside the routing figure; shown so that an outage's price is visible).
+
+Money is summed in integer units (1e-10 USD, gateway/money.py) and leaves as Decimal USD.
+Repricing works on sums of tokens per (period, team): a few rows per day, whatever the
+traffic. Pricing a sum instead of each request differs by at most 1e-10 USD per request.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway.models import LanguageModel, RouteStep
-from gateway.money import Prices, cost_of, usd_to_units
+from django.db.models import QuerySet, Sum
+
+from gateway.money import cost_of, units_to_usd
+from gateway.pricehistory import PriceHistory
 from gateway.providers.base import Usage
+from reports.models import Rollup
 
-AUTO_NAMES = frozenset({"", "auto"})
-DEFAULT_ROUTE = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class PriceBook:
-    """Prices of every model by client-facing name, and the model `auto` is compared with."""
-
-    prices: dict[str, Prices]
-    default_model: str | None
-
-    def reference_for(self, *, requested: str, served: str) -> Prices | None:
-        """The prices to compare with, or None when there is nothing to compare."""
-        name = self.default_model if requested in AUTO_NAMES else requested
-        if name is None or name == served or name not in self.prices:
-            return None
-        reference = self.prices[name]
-        return reference if reference.known else None
-
-    def routing_saved_units(
-        self, *, requested: str, served: str, usage: Usage, cost_usd: Decimal
-    ) -> int:
-        """Reference cost minus actual cost, in units. Negative when routing cost more
-        (a fallback to a dearer model): the report shows that honestly rather than hiding it."""
-        reference = self.reference_for(requested=requested, served=served)
-        if reference is None:
-            return 0
-        return usd_to_units(cost_of(usage, reference).usd - cost_usd)
+SUMMED = (
+    "cost_units",
+    "fallback_extra_units",
+    "billed_input_tokens",
+    "billed_output_tokens",
+    "billed_cached_tokens",
+    "billed_cache_write_tokens",
+    "hit_input_tokens",
+    "hit_output_tokens",
+    "hit_cached_tokens",
+)
 
 
-def _prices_of(model: LanguageModel) -> Prices:
-    return Prices(
-        input=model.input_per_mtok,
-        output=model.output_per_mtok,
-        cached_input=model.cached_input_per_mtok,
-        cache_write=model.cache_write_per_mtok,
+@dataclass(slots=True)
+class Savings:
+    """Sums in units. `complete` is False when some team has no (priced) baseline."""
+
+    spend: int = 0
+    baseline_billed: int = 0
+    baseline_hits: int = 0
+    fallback_extra: int = 0
+    complete: bool = True
+
+    @property
+    def baseline(self) -> int:
+        return self.baseline_billed + self.baseline_hits
+
+    @property
+    def routing(self) -> int:
+        return self.baseline_billed - self.spend
+
+    @property
+    def total(self) -> int:
+        return self.baseline - self.spend
+
+    def add(self, other: Savings) -> None:
+        self.spend += other.spend
+        self.baseline_billed += other.baseline_billed
+        self.baseline_hits += other.baseline_hits
+        self.fallback_extra += other.fallback_extra
+        self.complete = self.complete and other.complete
+
+    def as_dict(self) -> dict:
+        percent = None
+        if self.baseline:
+            percent = (Decimal(self.total) * 100 / Decimal(self.baseline)).quantize(Decimal("0.1"))
+        return {
+            "spend_usd": units_to_usd(self.spend),
+            "baseline_usd": units_to_usd(self.baseline),
+            "routing_usd": units_to_usd(self.routing),
+            "cache_usd": units_to_usd(self.baseline_hits),
+            "fallback_extra_usd": units_to_usd(self.fallback_extra),
+            "total_usd": units_to_usd(self.total),
+            "percent": percent,
+            "complete": self.complete,
+        }
+
+
+def reprice(row: dict, *, day: dt.date, book: PriceHistory, team_id: int) -> Savings:
+    """One aggregated rollup row (SUMMED keys) against the baseline of its team and day."""
+    result = Savings(spend=int(row["cost_units"] or 0))
+    result.fallback_extra = int(row["fallback_extra_units"] or 0)
+    baseline = book.baseline(team_id)
+    prices = book.prices(baseline.model, day) if baseline else None
+    if baseline is None or prices is None or not prices.known:
+        result.complete = False
+        result.baseline_billed = result.spend  # no baseline: no savings claimed
+        return result
+
+    def tokens(prefix: str, *names: str) -> Usage:
+        return Usage(*(int(row[f"{prefix}_{n}_tokens"] or 0) for n in names))
+
+    billed = tokens("billed", "input", "output", "cached", "cache_write")
+    result.baseline_billed = cost_of(billed, prices).units
+    if not baseline.cache:
+        result.baseline_hits = cost_of(tokens("hit", "input", "output", "cached"), prices).units
+    return result
+
+
+def savings_by(
+    qs: QuerySet[Rollup], by: Iterable[str] = (), *, book: PriceHistory | None = None
+) -> dict[tuple, Savings]:
+    """Savings per value of the `by` fields ("bucket" is the rollup's period)."""
+    book = book or PriceHistory.load()
+    period = qs.model.PERIOD_FIELD
+    fields = [period if f == "bucket" else f for f in by]
+    rows = (
+        qs.order_by()
+        .values(*dict.fromkeys([period, "team_id", *fields]))
+        .annotate(**{f"s_{name}": Sum(name) for name in SUMMED})
     )
+    out: dict[tuple, Savings] = {}
+    for row in rows:
+        sums = {name: row[f"s_{name}"] for name in SUMMED}
+        day = row[period].astimezone(dt.UTC).date()
+        key = tuple(row[f] for f in fields)
+        out.setdefault(key, Savings()).add(
+            reprice(sums, day=day, book=book, team_id=row["team_id"])
+        )
+    return out
 
 
-def load_price_book() -> PriceBook:
-    """Two queries: every model's prices, and the first step of the route named "default".
+def total_savings(qs: QuerySet[Rollup], *, book: PriceHistory | None = None) -> Savings:
+    return savings_by(qs, book=book).get((), Savings())
 
-    Without such a route the default strong model is the dearest enabled, priced model
-    (by input + output price per Mtok).
-    """
-    models = list(LanguageModel.objects.all())
-    prices = {m.name: _prices_of(m) for m in models}
-    default = (
-        RouteStep.objects.filter(rule__name=DEFAULT_ROUTE)
-        .order_by("position", "id")
-        .values_list("model__name", flat=True)
-        .first()
+
+def baseline_label(book: PriceHistory, team_ids: Iterable[int] | None) -> str:
+    """The baseline(s) the figures are measured against, in words."""
+    ids = list(book.baselines) if team_ids is None else list(team_ids)
+    names = sorted(
+        {
+            f"{b.model}{' with cache' if b.cache else ', no cache'}"
+            for b in (book.baseline(t) for t in ids)
+            if b is not None
+        }
     )
-    if default is None:
-        priced = [m for m in models if m.enabled and m.is_priced]
-        if priced:
-            default = max(priced, key=lambda m: m.input_per_mtok + m.output_per_mtok).name
-    return PriceBook(prices=prices, default_model=default)
+    return " / ".join(names) or "no baseline set"

@@ -43,5 +43,6 @@ urlpatterns = [
     path("models/", views.page, {"page": "models"}, name="models"),
     path("availability/", views.page, {"page": "availability"}, name="availability"),
     path("incidents/", views.page, {"page": "incidents"}, name="incidents"),
+    path("whatif/", views.whatif_page, name="whatif"),
     path("api/<slug:page>", views.api, name="api"),
 ]

@@ -10,12 +10,22 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
-from reports import availability, health, incidents, queries
+from gateway.pricehistory import PriceHistory
+from reports import availability, candidate, health, incidents, queries, whatif
 from reports.access import allowed_team_ids, reader_required
-from reports.filters import FilterError, ReportFilters, filter_choices, parse_filters
+from reports.filters import (
+    RANGE_LABELS,
+    FilterError,
+    ReportFilters,
+    filter_choices,
+    parse_filters,
+    since_window,
+)
+from reports.savings import baseline_label
 
 SPEND_DIMENSIONS = tuple(queries.DIMENSIONS)
 
@@ -57,12 +67,21 @@ def _report(request: HttpRequest, page: str) -> tuple[ReportFilters, dict]:
     return filters, PAGES[page][1](filters, request)
 
 
+def nav_links(querystring: str = "") -> list[tuple[str, str, str]]:
+    """The reports' pages (filters kept), then the what-if page."""
+    suffix = f"?{querystring}" if querystring else ""
+    links = [
+        (slug, title, f"{reverse(f'reports:{slug}')}{suffix}") for slug, (title, _) in PAGES.items()
+    ]
+    return [*links, ("whatif", "What-if", reverse("reports:whatif"))]
+
+
 def _bad_filter_page(request: HttpRequest, page: str, error: FilterError) -> HttpResponse:
     """A filter that cannot be applied: 400, with the message, in the reports' layout."""
     context = {
         "title": PAGES[page][0],
         "message": error.message,
-        "nav": [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()],
+        "nav": nav_links(),
         "reset_href": reverse(f"reports:{page}"),
     }
     return render(request, "reports/bad_filter.html", context, status=400)
@@ -77,8 +96,7 @@ def _bad_filter_json(error: FilterError) -> JsonResponse:
 def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
     if page in PAGES and allowed_team_ids(request.user) == frozenset():
         # Least privilege: a reader given no team sees no figure, and is told why.
-        nav = [(slug, title, reverse(f"reports:{slug}")) for slug, (title, _) in PAGES.items()]
-        context = {"page": page, "title": PAGES[page][0], "nav": nav}
+        context = {"page": page, "title": PAGES[page][0], "nav": nav_links()}
         return render(request, "reports/no_teams.html", context)
     try:
         filters, data = _report(request, page)
@@ -87,17 +105,15 @@ def page(request: HttpRequest, page: str = "overview") -> HttpResponse:
     context = {
         "page": page,
         "title": PAGES[page][0],
-        "nav": [
-            (slug, title, f"{reverse(f'reports:{slug}')}?{filters.querystring}")
-            for slug, (title, _) in PAGES.items()
-        ],
+        "nav": nav_links(filters.querystring),
         "filters": filters,
         "choices": filter_choices(allowed_team_ids(request.user)),
-        "ranges": ["24h", "48h", "7d", "30d", "90d", "custom"],
+        "ranges": list(RANGE_LABELS.items()),
         "data": data,
         "data_json": json_script(data, "report-data", encoder=ReportJSONEncoder),
         "spend_dimensions": SPEND_DIMENSIONS,
         "refused_url": refused_records_url(request, filters),
+        "baseline_text": baseline_label(PriceHistory.load(), filters.team_ids),
     }
     return render(request, f"reports/{page}.html", context)
 
@@ -137,12 +153,17 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="spend-by-{data["by"]}.csv"'
     writer = csv_writer(response)  # cells that would start a formula are escaped
-    writer.writerow(["bucket", data["by"], "requests", "input_tokens", "output_tokens", "cost_usd"])
+    # Every CSV has the team column (by team, it is the grouped column itself).
+    named = [] if data["by"] == "team" else [data["by"]]
+    writer.writerow(
+        ["bucket", "team", *named, "requests", "input_tokens", "output_tokens", "cost_usd"]
+    )
     for row in data["rows"]:
         writer.writerow(
             [
                 row["bucket"],
-                row["name"],
+                row["team"],
+                *([row["name"]] if named else []),
                 row["requests"],
                 row["input_tokens"],
                 row["output_tokens"],
@@ -150,3 +171,26 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
             ]
         )
     return response
+
+
+@reader_required(api=False)
+def whatif_page(request: HttpRequest) -> HttpResponse:
+    """A candidate policy (prefilled with the admin's routes) replayed over past traffic of
+    the teams the reader may see."""
+    allowed = allowed_team_ids(request.user)
+    context = {"page": "whatif", "title": "What-if", "nav": nav_links()}
+    if allowed == frozenset():
+        return render(request, "reports/no_teams.html", context)
+    text = request.POST.get("candidate") or candidate.current_policy_text()
+    since = request.POST.get("since") or "30d"
+    context.update(candidate_text=text, since=since, choices=candidate.SINCE_CHOICES)
+    if request.method != "POST":
+        return render(request, "reports/whatif.html", context)
+    try:
+        policy = candidate.candidate_from_text(text)
+        start, end = since_window(since, timezone.now())
+    except (candidate.CandidateError, FilterError) as error:
+        context["error"] = str(error)
+        return render(request, "reports/whatif.html", context, status=400)
+    context["result"] = whatif.replay(start=start, end=end, team_ids=allowed, candidate=policy)
+    return render(request, "reports/whatif.html", context)

@@ -46,6 +46,7 @@ LAYERS = {
     "gateway.config": "config",
     "gateway.configfile": "config",
     "gateway.prices": "config",
+    "gateway.pricehistory": "config",
     "gateway.models": "config",
     "gateway.admin": "config",
     "gateway.management": "config",

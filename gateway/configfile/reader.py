@@ -27,10 +27,16 @@ from gateway.configfile.fields import (
     Field,
     parse_fields,
 )
-from gateway.configfile.sections import entries, sync_ordered, team_budgets, team_features
+from gateway.configfile.sections import (
+    entries,
+    import_baseline,
+    sync_ordered,
+    team_budgets,
+    team_features,
+)
 from gateway.models import Fallback, LanguageModel, Provider, RouteRule, RouteStep, Team
 
-SECTIONS = ("version", "providers", "models", "routes", "teams")
+SECTIONS = ("version", "providers", "models", "routes", "baseline", "teams")
 
 
 @dataclass
@@ -81,6 +87,7 @@ def import_config(data: dict[str, Any]) -> ImportReport:
         _import_providers(data.get("providers"), report)
         _import_models(data.get("models"), report)
         _import_routes(data.get("routes"), report)
+        import_baseline(data.get("baseline"), None, "baseline", report)
         _import_teams(data.get("teams"), report)
     return report
 
@@ -171,7 +178,8 @@ def _import_routes(section: Any, report: ImportReport) -> None:
 
 
 def _import_teams(section: Any, report: ImportReport) -> None:
-    for where, name, entry in entries(section, "teams", TEAM_FIELDS, ("features", "budgets")):
+    extra = ("features", "budgets", "baseline")
+    for where, name, entry in entries(section, "teams", TEAM_FIELDS, extra):
         values = parse_fields(entry, TEAM_FIELDS, where)
         team, status = upsert(Team, {"name": name}, values, where=where, fields=TEAM_FIELDS)
         report.note("teams", status)
@@ -186,6 +194,7 @@ def _import_teams(section: Any, report: ImportReport) -> None:
             )
             report.note("features", f_status)
         _import_budgets(team, entry.get("budgets"), where, report)
+        import_baseline(entry.get("baseline"), team, f"{where}.baseline", report)
 
 
 def _import_budgets(team: Team, section: Any, team_where: str, report: ImportReport) -> None:

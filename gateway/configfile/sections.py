@@ -9,6 +9,7 @@ from typing import Any
 from django.db import models
 
 from gateway.configfile.fields import ConfigFileError, Field
+from gateway.models import Baseline, LanguageModel
 
 
 def entries(
@@ -72,6 +73,30 @@ def team_budgets(
         if feature is not None and not isinstance(feature, str):
             raise ConfigFileError(f"{where}.feature: expected a feature name")
         yield where, feature, entry
+
+
+def import_baseline(entry: Any, team: Any, where: str, report: Any) -> None:
+    """`baseline: {model: gpt-4o, cache: false}`: at the top level the global default, in
+    a team that team's own (gateway/pricehistory.py says what it is for)."""
+    if entry is None:
+        return
+    if not isinstance(entry, dict):
+        raise ConfigFileError(
+            f"{where}: expected a mapping such as {{model: gpt-4o, cache: false}}"
+        )
+    check_keys(entry, {"model", "cache"}, where)
+    model = LanguageModel.objects.filter(name=entry.get("model")).first()
+    if model is None:
+        raise ConfigFileError(f"{where}.model: unknown model {entry.get('model')!r}")
+    cache = entry.get("cache", False)
+    if not isinstance(cache, bool):
+        raise ConfigFileError(f"{where}.cache: expected true or false, got {cache!r}")
+    current = Baseline.objects.filter(team=team).first()
+    if current is not None and (current.model_id, current.cache) == (model.id, cache):
+        report.note("baselines", "unchanged")
+        return
+    Baseline.objects.update_or_create(team=team, defaults={"model": model, "cache": cache})
+    report.note("baselines", "created" if current is None else "updated")
 
 
 def check_keys(entry: dict, allowed: set[str], where: str) -> None:

@@ -18,7 +18,7 @@ from gateway.configfile.fields import (
     TEAM_FIELDS,
     dump_fields,
 )
-from gateway.models import LanguageModel, Provider, RouteRule, Team
+from gateway.models import Baseline, LanguageModel, Provider, RouteRule, Team
 
 HEADER = (
     "# LLM gateway configuration (python manage.py importconfig FILE).\n"
@@ -40,8 +40,17 @@ def export_config() -> dict[str, Any]:
             )
         ],
         "routes": [_route(r) for r in RouteRule.objects.prefetch_related("steps__model")],
+        **({"baseline": _baseline(b)} if (b := _baseline_of(None)) else {}),
         "teams": [_team(t) for t in Team.objects.prefetch_related("features", "budgets__feature")],
     }
+
+
+def _baseline_of(team: Team | None) -> Baseline | None:
+    return Baseline.objects.select_related("model").filter(team=team).first()
+
+
+def _baseline(b: Baseline) -> dict[str, Any]:
+    return {"model": b.model.name, "cache": b.cache}
 
 
 def dump_config(data: dict[str, Any]) -> str:
@@ -79,6 +88,9 @@ def _team(t: Team) -> dict[str, Any]:
     budgets = sorted(t.budgets.all(), key=lambda b: (b.feature_id is not None, b.id))
     if budgets:
         out["budgets"] = [_budget(b) for b in budgets]
+    baseline = _baseline_of(t)
+    if baseline is not None:
+        out["baseline"] = _baseline(baseline)
     return out
 
 

@@ -9,16 +9,40 @@ from django import template
 register = template.Library()
 
 
+CENT = Decimal("0.01")
+
+
 @register.filter
 def usd(value) -> str:
-    """Whole cents, or four decimals under a dollar so that small costs do not read as $0.00."""
+    """Whole cents everywhere, so a row never mixes "$1.35" with "$0.7643". A non-zero amount
+    under half a cent, which cents would show as $0.00, keeps two significant digits
+    ("$0.000021"): an amount that is not zero never reads as zero."""
     if value is None or value == "":
         return "—"
     amount = Decimal(value)
-    places = Decimal("0.0001") if 0 < abs(amount) < 1 else Decimal("0.01")
-    rounded = amount.quantize(places, rounding=ROUND_HALF_UP)
+    rounded = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    if amount and not rounded:
+        digits = 1 - amount.adjusted()  # 2 significant digits
+        rounded = amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+        rounded = rounded.normalize() if rounded.as_tuple().exponent < -2 else rounded
     sign = "-" if rounded < 0 else ""
-    return f"{sign}${abs(rounded):,}"
+    return f"{sign}${abs(rounded):,f}"
+
+
+@register.filter
+def usd_abs(value) -> str:
+    """An amount without its sign, for sentences that say "more" or "less"."""
+    if value is None or value == "":
+        return "—"
+    return usd(abs(Decimal(value)))
+
+
+@register.filter
+def percent_abs(value) -> str:
+    """A percentage already in 0..100 (Decimal), without its sign; None as a dash."""
+    if value is None or value == "":
+        return "—"
+    return f"{abs(Decimal(value)):.1f} %"
 
 
 @register.filter

@@ -11,7 +11,12 @@
   function num(v) { return v === null || v === undefined ? null : Number(v); }
   function nums(list) { return list.map(num); }
   function pct(list) { return list.map(function (v) { return v === null ? null : Number(v) * 100; }); }
-  function money(v) { return "$" + Number(v).toLocaleString(undefined, {maximumFractionDigits: 4}); }
+  // Cents, as on the pages; under half a cent two significant digits, never "$0.00".
+  function money(v) {
+    var n = Number(v);
+    if (n && Math.abs(n) < 0.005) { return (n < 0 ? "-$" : "$") + Number(Math.abs(n).toPrecision(2)); }
+    return (n < 0 ? "-$" : "$") + Math.abs(n).toLocaleString(undefined, {minimumFractionDigits: 2, maximumFractionDigits: 2});
+  }
 
   function count(v) { return Number(v).toLocaleString(); }
   // A latency of 0 means no answer in that bucket yet (the current, partial day), not 0 ms.

@@ -30,8 +30,14 @@ GATEWAY_MODELS = (
     "routerule",
     "usagerecord",
     "deadletter",
+    "baseline",
+    "modelprice",
 )
-READ_ONLY = ("usagerecord", "deadletter")  # no add page; the demo makes no dead letter
+READ_ONLY = (
+    "usagerecord",
+    "deadletter",
+    "modelprice",
+)  # no add page; the demo makes no dead letter
 
 
 @pytest.fixture

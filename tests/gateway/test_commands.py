@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from budgets.models import Budget
-from gateway.models import ApiKey, Feature, LanguageModel, Provider, RouteRule, Team
+from gateway.models import ApiKey, Baseline, Feature, LanguageModel, Provider, RouteRule, Team
 from tests.factories import make_feature, make_team
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def counts() -> dict[str, int]:
 
 
 def wipe() -> None:
-    for model in (Budget, Feature, Team, RouteRule, LanguageModel, Provider):
+    for model in (Budget, Feature, Baseline, Team, RouteRule, LanguageModel, Provider):
         model.objects.all().delete()
 
 

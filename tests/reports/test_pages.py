@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from gateway.models import Baseline
 from reports import rollups
 from tests.factories import make_budget
 from tests.reports.conftest import make_record, write_ledger
@@ -82,11 +83,16 @@ def test_each_page_renders_its_chart_and_data(reader, traffic, url, expected):
 
 
 def test_the_overview_totals_come_from_the_rollups(reader, traffic):
+    Baseline.objects.create(model=traffic["large"])
     body = reader.get("/reports/api/overview").json()
     totals = body["totals"]
     assert totals["requests"] == 4
     assert totals["spend_usd"] == "0.8000000000"
-    assert totals["saved_by_cache_usd"] == "0.6000000000"
+    # The hit (100 in, 50 out) at the baseline's prices (10 and 30 per Mtok), not at the
+    # model that first answered it; the three answered requests' tokens likewise.
+    assert body["savings"]["cache_usd"] == "0.0025000000"
+    assert body["savings"]["baseline_usd"] == "0.0100000000"
+    assert body["savings"]["routing_usd"] == "-0.7925000000"
     assert (totals["cache_hit_rate"], totals["error_rate"], totals["fallback_rate"]) == (
         0.25,
         0.25,
@@ -125,7 +131,8 @@ def test_ranges_up_to_48_hours_are_hourly(reader, traffic):
     body = reader.get("/reports/api/spend?range=48h&by=feature").json()
     assert body["filters"]["granularity"] == "hour"
     assert len(body["labels"]) == 48
-    assert {s["name"] for s in body["series"]} == {"chatbot"}  # search was 2 days ago
+    # search was 2 days ago; each team's chatbot is its own feature, never merged
+    assert {s["name"] for s in body["series"]} == {"acme/chatbot", "globex/chatbot"}
 
 
 def test_a_custom_range_and_the_feature_filter_apply(reader, traffic):
@@ -159,11 +166,12 @@ def test_the_csv_is_the_table_behind_the_chart(reader, traffic):
 
 
 def test_the_cache_api_gives_hit_rates_and_savings(reader, traffic):
+    Baseline.objects.create(model=traffic["large"])
     body = reader.get("/reports/api/cache").json()
     assert (body["requests"], body["hits"], body["overall_hit_rate"]) == (4, 1, 0.25)
-    assert body["total_saved_usd"] == "0.6000000000"
-    chat = next(f for f in body["features"] if f["feature"] == "chatbot")
-    assert (chat["requests"], chat["hits"]) == (3, 1)
+    assert body["total_saved_usd"] == "0.0025000000"  # the hit at the baseline's prices
+    chat = next(f for f in body["features"] if f["feature"] == "acme/chatbot")
+    assert (chat["requests"], chat["hits"]) == (2, 1)
 
 
 def test_the_providers_api_gives_rates_percentiles_and_circuit_openings(reader, traffic):

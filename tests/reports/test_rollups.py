@@ -10,13 +10,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from gateway.models import UsageRecord
-from gateway.money import Prices, cost_of, units_to_usd
-from gateway.providers.base import Usage
+from gateway.money import units_to_usd
 from reports import rollups
 from reports.histogram import percentile
 from reports.models import COUNTER_FIELDS, LATENCY_FIELDS, CircuitEvent, DailyRollup, HourlyRollup
 from reports.tasks import roll_up_recent
-from tests.factories import make_route
 from tests.reports.conftest import make_record, write_ledger
 
 pytestmark = pytest.mark.django_db
@@ -208,75 +206,40 @@ def test_cache_hits_and_refusals_stay_out_of_the_latency_histogram(world):
     assert (row.latency_count, row.latency_ms_sum, row.lat_b7) == (1, 480, 1)
 
 
-def test_routing_savings_compare_with_the_requested_model(world):
-    large = Prices(Decimal("10"), Decimal("30"))
-    usage = Usage(input_tokens=1000, output_tokens=500)
-    actual = Decimal("0.002")  # 1000 × $1 + 500 × $2 per Mtok on the small model
+def test_answered_requests_and_cache_hits_keep_their_tokens_apart_for_repricing(world):
     write_ledger(
         [
-            make_record(
-                world["acme"],
-                requested_model="large",
-                served_model="small",
-                input_tokens=1000,
-                output_tokens=500,
-                cost_usd=actual,
-            )
+            make_record(world["acme"], input_tokens=1000, output_tokens=500, cached_tokens=200),
+            make_record(world["acme"], input_tokens=30, output_tokens=20, cache="hit"),
+            make_record(world["acme"], input_tokens=7, output_tokens=7, unpriced=True),
+            make_record(world["acme"], input_tokens=9, output_tokens=9, status="refused"),
         ]
     )
-
     row = HourlyRollup.objects.get()
-    assert units_to_usd(row.routing_saved_units) == cost_of(usage, large).usd - actual
+    billed = (row.billed_input_tokens, row.billed_output_tokens, row.billed_cached_tokens)
+    assert billed == (1000, 500, 200)  # neither the unpriced nor the refused request
+    assert (row.hit_input_tokens, row.hit_output_tokens) == (30, 20)
 
 
-def test_auto_requests_compare_with_the_first_model_of_the_default_route(world):
-    make_route("default", [world["small"], world["large"]])
+def test_a_fallback_records_its_extra_cost_over_the_routes_first_model(world):
     write_ledger(
         [
             make_record(
                 world["acme"],
                 requested_model="auto",
                 served_model="large",
+                attempts=2,
+                attempt_log=[{"model": "small", "error": "timeout"}, {"model": "large"}],
                 input_tokens=1000,
                 output_tokens=500,
-                cost_usd="0.025",
+                cost_usd="0.025",  # 1000 × $10 + 500 × $30 per Mtok
             )
         ]
     )
-
+    # The route's first model (small: $1 and $2 per Mtok) would have cost $0.002.
     row = HourlyRollup.objects.get()
-    assert units_to_usd(row.routing_saved_units) == Decimal("0.002") - Decimal("0.025")
-
-
-def test_auto_requests_compare_with_the_dearest_model_without_a_default_route(world):
-    write_ledger(
-        [
-            make_record(
-                world["acme"],
-                requested_model="auto",
-                served_model="small",
-                input_tokens=1000,
-                output_tokens=500,
-                cost_usd="0.002",
-            )
-        ]
-    )
-
-    row = HourlyRollup.objects.get()
-    assert units_to_usd(row.routing_saved_units) == Decimal("0.025") - Decimal("0.002")
-
-
-def test_no_routing_saving_for_unknown_models_errors_or_cache_hits(world):
-    write_ledger(
-        [
-            make_record(world["acme"], requested_model="mystery", served_model="small"),
-            make_record(
-                world["acme"], requested_model="large", served_model="small", status="error"
-            ),
-            make_record(world["acme"], requested_model="large", served_model="small", cache="hit"),
-        ]
-    )
-    assert HourlyRollup.objects.get().routing_saved_units == 0
+    assert units_to_usd(row.fallback_extra_units) == Decimal("0.023")
+    assert row.fallbacks == 1
 
 
 def test_circuit_events_are_stored_once_however_often_delivered(db):

@@ -31,7 +31,11 @@ BAD = [
     ("range=custom&start=2025-03-01", "end", "end must be a date"),
     ("range=custom&start=2025-03-10&end=2025-03-01", "end", "is before start"),
     ("range=custom&start=2020-01-01&end=2025-01-01", "end", "a custom range covers at most"),
-    ("range=1y", "range", "range must be one of 24h, 48h, 7d, 30d, 90d, custom"),
+    (
+        "range=1y",
+        "range",
+        "range must be one of 24h, 48h, 7d, 30d, 90d, this-month, last-month, custom",
+    ),
     ("range=7d%00", "range", "range must be one of"),
 ]
 PAGES = ["/reports/", "/reports/spend/", "/reports/cache/", "/reports/spend.csv"]

@@ -1,0 +1,101 @@
+"""This month so far, per team and per team/feature: spend, baseline, savings, the month-end
+projected at the current run rate, and the monthly budget it may cross.
+
+Months are UTC calendar months (the rollups are per UTC day); budgets themselves are
+enforced in each team's time zone by the gateway, not here.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+
+from django.db.models import Q
+from django.utils import timezone
+
+from budgets.models import Budget
+from gateway.models import Feature, Team
+from gateway.money import QUANTUM, units_to_usd
+from gateway.pricehistory import PriceHistory
+from reports.filters import ReportFilters
+from reports.models import DailyRollup
+from reports.savings import Savings, savings_by
+
+
+def month_bounds(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC month containing `now`: [first day 00:00, first day of next month 00:00)."""
+    start = now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    days = calendar.monthrange(start.year, start.month)[1]
+    return start, start + dt.timedelta(days=days)
+
+
+def projection(spend: Decimal, limit: Decimal | None, now: dt.datetime) -> dict:
+    """Month-end spend at the run rate so far (today counted as a whole day), and the day of
+    the month the monthly limit is crossed at that rate (None when it is not)."""
+    start, end = month_bounds(now)
+    days, elapsed = (end - start).days, now.astimezone(dt.UTC).day
+    daily = spend / elapsed
+    projected = (daily * days).quantize(QUANTUM, rounding=ROUND_HALF_UP)
+    crosses = None
+    if limit is not None and projected > limit:
+        if spend >= limit:
+            crosses = elapsed if spend else None
+        elif daily:
+            crosses = int((limit / daily).to_integral_value(rounding=ROUND_CEILING))
+            crosses = max(min(crosses, days), elapsed)
+    return {
+        "projected_usd": projected,
+        "limit_usd": limit,
+        "over": limit is not None and projected > limit,
+        "crosses_on": start.date().replace(day=crosses) if crosses else None,
+    }
+
+
+def _limits(team_ids: set[int]) -> dict[tuple[int, int], Decimal]:
+    """Monthly limits by (team, feature id or 0 for the team's own budget); several budgets
+    on one target: the smallest limit binds."""
+    out: dict[tuple[int, int], Decimal] = {}
+    budgets = Budget.objects.filter(enabled=True, team_id__in=team_ids).filter(
+        ~Q(monthly_limit_usd=None)
+    )
+    for b in budgets.values("team_id", "feature_id", "monthly_limit_usd"):
+        key = (b["team_id"], b["feature_id"] or 0)
+        limit = b["monthly_limit_usd"]
+        out[key] = min(limit, out.get(key, limit))
+    return out
+
+
+def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
+    """Rows per team, each followed by its features (named team/feature)."""
+    now = timezone.now()
+    start, end = month_bounds(now)
+    qs = DailyRollup.objects.in_window(start, end).for_teams(f.team_ids)
+    qs = qs.for_features(f.feature_keys)
+    per_feature = savings_by(qs, ["team_id", "feature_key"], book=book)
+    teams = dict(Team.objects.filter(id__in={k[0] for k in per_feature}).values_list("id", "name"))
+    features = dict(Feature.objects.filter(team_id__in=teams).values_list("id", "name"))
+    limits = _limits(set(teams))
+    rows = []
+    for team_id in sorted(teams, key=teams.get):
+        team_total = Savings()
+        feature_rows = []
+        for (t, key), s in sorted(per_feature.items(), key=lambda kv: features.get(kv[0][1], "")):
+            if t != team_id:
+                continue
+            team_total.add(s)
+            name = f"{teams[team_id]}/{features.get(key, '(no feature)')}"
+            feature_rows.append(_row(name, s, limits.get((team_id, key)), now, team=False))
+        rows.append(_row(teams[team_id], team_total, limits.get((team_id, 0)), now, team=True))
+        rows.extend(feature_rows)
+    return {"start": start.date(), "end": (end - dt.timedelta(days=1)).date(), "rows": rows}
+
+
+def _row(name: str, s: Savings, limit: Decimal | None, now: dt.datetime, *, team: bool) -> dict:
+    figures = s.as_dict()
+    return {
+        "name": name,
+        "is_team": team,
+        **figures,
+        **projection(units_to_usd(s.spend), limit, now),
+    }
