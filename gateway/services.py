@@ -77,7 +77,7 @@ class Call:
     served: ModelSnap | None = None
     budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
     prompt_tokens: int = 0  # the typical estimate (routing, rate limits, missing usage)
-    max_output: int = 0  # what the reservation holds: max_tokens, else the cap, else the max
+    max_output: int = 0  # what the reservation holds: max_tokens, else the cap, else the max; × n
     output_cap: int | None = None  # set when the request sent no max_tokens and is capped
     sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
@@ -163,7 +163,9 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
     )
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
+    _check_output_limit(call, max_tokens)
     call.max_output, call.output_cap = output_limits(call, max_tokens)
+    call.max_output *= call.body.get("n") or 1  # every choice may use all of it
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
     if call.cache_ttl > 0 and cache.may_cache(call.body, call.feature):
         # A capped answer differs from an uncapped one: the cap is part of the key.
@@ -193,6 +195,19 @@ def output_limits(call: Call, max_tokens: int | None) -> tuple[int, int | None]:
     )
     cap = min(int(cap), chain_max)
     return cap, cap
+
+
+def _check_output_limit(call: Call, max_tokens: int | None) -> None:
+    """A max_tokens no model in the chain can produce is refused, naming the largest limit."""
+    largest = max(call.chain, key=lambda m: m.max_output_tokens)
+    if max_tokens and max_tokens > largest.max_output_tokens:
+        param = "max_completion_tokens" if call.body.get("max_completion_tokens") else "max_tokens"
+        raise InvalidRequest(
+            f"'{param}' is {max_tokens}, more than model {largest.name} can produce: its "
+            f"limit is {largest.max_output_tokens} output tokens.",
+            param=param,
+            code="max_tokens_exceeded",
+        )
 
 
 def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:
