@@ -160,10 +160,10 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         priority=priority,
         prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
+        max_tokens_param="max_completion_tokens" if "max_completion_tokens" in call.body else None,
     )
     call.budgets = call.team.budgets_for(call.feature)
     call.chain = _priced_under_hard_budget(call, chain)
-    _check_output_limit(call, max_tokens)
     call.max_output, call.output_cap = output_limits(call, max_tokens)
     call.max_output *= call.body.get("n") or 1  # every choice may use all of it
     call.deadline = call.started + settings.GATEWAY["REQUEST_DEADLINE_S"]
@@ -195,19 +195,6 @@ def output_limits(call: Call, max_tokens: int | None) -> tuple[int, int | None]:
     )
     cap = min(int(cap), chain_max)
     return cap, cap
-
-
-def _check_output_limit(call: Call, max_tokens: int | None) -> None:
-    """A max_tokens no model in the chain can produce is refused, naming the largest limit."""
-    largest = max(call.chain, key=lambda m: m.max_output_tokens)
-    if max_tokens and max_tokens > largest.max_output_tokens:
-        param = "max_completion_tokens" if call.body.get("max_completion_tokens") else "max_tokens"
-        raise InvalidRequest(
-            f"'{param}' is {max_tokens}, more than model {largest.name} can produce: its "
-            f"limit is {largest.max_output_tokens} output tokens.",
-            param=param,
-            code="max_tokens_exceeded",
-        )
 
 
 def _priced_under_hard_budget(call: Call, chain: list[ModelSnap]) -> list[ModelSnap]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def describe(error: jsonschema.ValidationError) -> Problem:
                 return Problem(param, f"Missing required parameter: '{param}'.")
             if key in error.instance:
                 param = param_of([*path, key])
-                value = orjson.dumps(error.instance[key]).decode()[:MAX_DETAIL]
+                value = json.dumps(error.instance[key], default=str)[:MAX_DETAIL]
                 return Problem(param, f"Invalid value for '{param}': {value} is not one allowed.")
     param = param_of(path) or "body"
     types = [c.validator_value for c in error.context if c.validator == "type" and not c.path]

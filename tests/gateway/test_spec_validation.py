@@ -38,7 +38,11 @@ def test_nullable_is_read_as_json_schemas_null():
         chat(USER, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}),
         chat(USER, {"role": "assistant", "tool_calls": []}),
         chat(USER, {"role": "function", "name": "f", "content": None}),
-        chat(USER, {"role": "assistant", "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": "c1", "content": "4"}),  # fmt: skip
+        chat(
+            USER,
+            {"role": "assistant", "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "c1", "content": "4"},
+        ),
         chat(stream=None),
         chat(n=128),
         chat(max_tokens=2_000_000),
