@@ -125,8 +125,8 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         headers.get("authorization"), getattr(headers, "meta", None)
     )
     call.feature = resolve_feature(call.key, call.team, headers.get("x-gateway-feature"))
-    data = parse_json(raw_body)
-    if isinstance(data, dict) and legacy.uses_functions(data):
+    data = validate_chat(parse_json(raw_body))  # OpenAI's spec, legacy fields included
+    if legacy.uses_functions(data):
         # Translated once, here: every provider sees tools; the answer goes back in the
         # legacy shape (`client_body`, `client_chunk`).
         try:
@@ -134,7 +134,7 @@ async def prepare(call: Call, *, headers: Headers, raw_body: bytes) -> None:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="functions") from None
         call.legacy_functions = True
-    call.body = validate_chat(data)
+    call.body = data
     call.stream = bool(call.body.get("stream"))
     priority = (headers.get("x-gateway-priority") or "medium").strip().lower()
     if priority not in PRIORITIES:
