@@ -62,7 +62,7 @@ def validate_chat(data: Any) -> dict[str, Any]:
     Valid per `CreateChatCompletionRequest` (gateway/spec) is accepted, with two additions
     of the gateway's: `model` may be left out (it means "auto", the routing rules), and the
     strings it stores or sends on as headers (`model`, `user`, metadata...) may hold no
-    control characters. Then a null in a field the spec makes nullable is dropped ("not
+    control characters. A null in a field the spec makes nullable is dropped first ("not
     sent": providers that do not take null, and the cache key, see it absent), and an integer
     written as a float (`100.0`, an integer in JSON Schema) becomes an int. Unknown fields
     pass through. The model's own limits (max output tokens) are checked once routed.
@@ -72,11 +72,11 @@ def validate_chat(data: Any) -> dict[str, Any]:
     if data.get("model") is None:
         data["model"] = "auto"
     openai = spec()
+    for name in [k for k, v in data.items() if v is None and k in openai.nullable]:
+        del data[name]
     problem = openai.request.problem(data)
     if problem is not None:
         raise InvalidRequest(problem.message, param=problem.param)
-    for name in [k for k, v in data.items() if v is None and k in openai.nullable]:
-        del data[name]
     for name in INTEGERS:
         if isinstance(data.get(name), float):
             data[name] = int(data[name])

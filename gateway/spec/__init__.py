@@ -89,21 +89,35 @@ class Spec:
         return Schema(self.document, name)
 
     def _nullable_fields(self) -> frozenset[str]:
-        """The request's top-level fields where null is valid: null there means "not sent"."""
-        minimal = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-        names = _properties(self.document, REQUEST)
-        return frozenset(n for n in names if self.request.is_valid({**minimal, n: None}))
+        """The request's top-level fields where null is valid: null there means "not sent".
+
+        A field counts when any schema declaring it admits null: the spec composes the chat
+        request from shared parts (allOf) that sometimes disagree (`top_logprobs` is
+        nullable in the chat request's own properties, not in the Responses API's part)."""
+        declared = _properties(self.document, REQUEST)
+        return frozenset(
+            name
+            for name, schemas in declared.items()
+            if any(_admits_null(self.document, schema) for schema in schemas)
+        )
 
 
-def _properties(document: dict[str, Any], name: str) -> set[str]:
-    """Every property name a schema declares, through its allOf and $refs."""
+def _properties(document: dict[str, Any], name: str) -> dict[str, list[Any]]:
+    """Every property a schema declares, through its allOf and $refs: name -> its schemas."""
     schemas = document["components"]["schemas"]
-    schema, names = schemas[name], set()
+    schema, found = schemas[name], {}
     for part in [schema, *schema.get("allOf", [])]:
         if "$ref" in part:
-            names |= _properties(document, part["$ref"].rsplit("/", 1)[1])
-        names |= set(part.get("properties", {}))
-    return names
+            for key, subs in _properties(document, part["$ref"].rsplit("/", 1)[1]).items():
+                found.setdefault(key, []).extend(subs)
+        for key, sub in part.get("properties", {}).items():
+            found.setdefault(key, []).append(sub)
+    return found
+
+
+def _admits_null(document: dict[str, Any], schema: Any) -> bool:
+    root = {**document, **schema} if isinstance(schema, dict) else schema
+    return jsonschema_rs.Draft202012Validator(root, validate_formats=False).is_valid(None)
 
 
 @functools.cache

@@ -61,6 +61,11 @@ def test_a_request_valid_per_the_spec_is_accepted(body):
     assert validate_chat(body)["messages"]
 
 
+def test_a_null_the_spec_allows_anywhere_is_not_sent():
+    # Nullable in the chat request's own properties, not in a shared part it is built from.
+    assert "top_logprobs" not in validate_chat(chat(top_logprobs=None))
+
+
 def test_null_means_not_sent_and_a_whole_float_is_an_integer():
     body = validate_chat(chat(stream=None, n=None, max_tokens=100.0, seed=7.0))
     assert "stream" not in body and "n" not in body
