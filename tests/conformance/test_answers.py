@@ -56,6 +56,14 @@ def test_tool_calls_conform_plain_and_streamed(client, openai_server):
     streamed(client, OPENAI_MODEL, tools=[WEATHER])
 
 
+def test_legacy_function_calls_conform_plain_and_streamed(client, openai_server):
+    openai_server.script(tool_call("weather", {"city": "Paris"}), tool_call("weather", {}))
+    functions = [WEATHER["function"]]
+    answer = plain(client, OPENAI_MODEL, functions=functions)
+    assert answer["choices"][0]["message"]["function_call"]["name"] == "weather"
+    streamed(client, OPENAI_MODEL, functions=functions)
+
+
 def test_custom_tool_calls_conform_plain_and_streamed(client, openai_server):
     """The spec's stream chunk knows only function tool calls: a custom tool call's delta
     (as OpenAI streams it, and as the gateway passes it on) is the one chunk not checked."""
