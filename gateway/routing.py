@@ -61,9 +61,13 @@ def resolve_chain(
     prompt_tokens: int,
     max_tokens: int | None,
     names: tuple[str, ...] | None = None,
+    max_tokens_param: str | None = None,
 ) -> list[ModelSnap]:
     """The models to try, in order, each at most once, all able to hold the prompt.
-    `names`: the chain `chain_for` gave, when the caller already has it."""
+    `names`: the chain `chain_for` gave, when the caller already has it.
+
+    A max_tokens beyond every model's max output is refused, naming the largest limit
+    (`max_tokens_param`: the name the client used, max_tokens by default)."""
     if names is None:
         names = chain_names(
             snapshot,
@@ -82,6 +86,14 @@ def resolve_chain(
         chain.append(m)
     if not chain:
         raise ModelNotFound(f"No enabled model can serve '{model}'.", param="model")
+    largest = max(chain, key=lambda m: m.max_output_tokens)
+    if max_tokens and max_tokens > largest.max_output_tokens:
+        param = max_tokens_param or "max_tokens"
+        raise InvalidRequest(
+            f"'{param}' is {max_tokens}, more than model {largest.name} can produce: its "
+            f"limit is {largest.max_output_tokens} output tokens.",
+            param=param,
+        )
     fitting = [m for m in chain if prompt_tokens + (max_tokens or 0) <= m.context_window]
     if not fitting:
         largest = max(m.context_window for m in chain)

@@ -76,7 +76,9 @@ MESSAGE = {
 CHAT_REQUEST = {
     "type": "object",
     "required": ["messages"],
-    "description": "OpenAI's chat completion request; unknown fields are passed to the provider.",
+    "description": "OpenAI's chat completion request, validated against OpenAI's own "
+    "CreateChatCompletionRequest (openai-openapi f85dbe2, docs/openai-spec.md); the fields "
+    "the gateway reads are listed here; unknown fields are passed to the provider.",
     "properties": {
         "model": {
             "type": "string",
@@ -87,9 +89,13 @@ CHAT_REQUEST = {
         "top_p": {"type": "number", "minimum": 0, "maximum": 1},
         "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
-        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "n": {"type": "integer", "enum": [1]},
+        "max_tokens": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "At most the largest max output of the models that may serve it.",
+        },
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "n": {"type": "integer", "minimum": 1, "maximum": 128, "nullable": True},
         "seed": {"type": "integer"},
         "stop": {
             "oneOf": [

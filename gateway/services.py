@@ -74,7 +74,7 @@ class Call:
     served: ModelSnap | None = None
     budgets: list[BudgetSnap] = field(default_factory=list)  # every budget covering the request
     prompt_tokens: int = 0  # the typical estimate (routing, rate limits, missing usage)
-    max_output: int = 0  # what the reservation holds: max_tokens, else the cap, else the max
+    max_output: int = 0  # what the reservation holds: max_tokens, else the cap, else the max; × n
     output_cap: int | None = None  # set when the request sent no max_tokens and is capped
     sent_cap: int | None = None  # the cap sent to the model that served (≤ its max output)
     circuit_states: dict[str, list] = field(default_factory=dict)  # read ahead by `admit`
@@ -210,6 +210,7 @@ async def prepare(
         prompt_tokens=call.prompt_tokens,
         max_tokens=max_tokens,
         names=names,
+        max_tokens_param="max_completion_tokens" if "max_completion_tokens" in call.body else None,
     )
     chain = operation.fit_chain(call, chain)
     call.ceiling_skips = ceiling.skips_for(snapshot, call.team, route, names, priority)

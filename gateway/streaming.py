@@ -79,14 +79,18 @@ class _Choice:
         if delta.get("refusal"):
             self.refusal.append(delta["refusal"])
         for call in delta.get("tool_calls") or []:
+            # A function call's name and arguments, or a custom tool's name and input.
+            kind = "custom" if call.get("type") == "custom" or "custom" in call else "function"
+            text = "input" if kind == "custom" else "arguments"
             slot = self.tool_calls.setdefault(
-                call.get("index", 0),
-                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                call.get("index", 0), {"id": "", "type": kind, kind: {"name": "", text: ""}}
             )
             slot["id"] = call.get("id") or slot["id"]
-            fn = call.get("function") or {}
-            slot["function"]["name"] += fn.get("name") or ""
-            slot["function"]["arguments"] += fn.get("arguments") or ""
+            kind = slot["type"]
+            text = "input" if kind == "custom" else "arguments"
+            part = call.get(kind) or {}
+            slot[kind]["name"] += part.get("name") or ""
+            slot[kind][text] += part.get(text) or ""
         logprobs = choice.get("logprobs")
         if isinstance(logprobs, dict):
             if self.logprobs is None:
@@ -97,15 +101,21 @@ class _Choice:
             self.finish_reason = choice["finish_reason"]
 
     def whole(self, index: int) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
-        if self.refusal:
-            message["refusal"] = "".join(self.refusal)
+        # `refusal` and `logprobs` are required by OpenAI's spec, null when the stream had none.
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(self.content) or None,
+            "refusal": "".join(self.refusal) or None,
+        }
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-        out: dict[str, Any] = {"index": index, "message": message}
-        if self.logprobs is not None:
-            out["logprobs"] = {k: v or None for k, v in self.logprobs.items()}
-        out["finish_reason"] = self.finish_reason
+        logprobs = self.logprobs
+        out: dict[str, Any] = {
+            "index": index,
+            "message": message,
+            "logprobs": {k: v or None for k, v in logprobs.items()} if logprobs else None,
+            "finish_reason": self.finish_reason,
+        }
         return out
 
 
@@ -132,7 +142,7 @@ class Accumulator:
 
     def text(self) -> str:
         return "".join(
-            "".join(c.content) + "".join(t["function"]["arguments"] for t in c.tool_calls.values())
+            "".join(c.content) + "".join(_call_text(t) for t in c.tool_calls.values())
             for c in self.choices.values()
         )
 
@@ -144,6 +154,12 @@ class Accumulator:
             "choices": [choices[i].whole(i) for i in sorted(choices)],
             "usage": openai_usage(usage, details=details),
         }
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    """What a tool call generated: a function's arguments or a custom tool's input."""
+    part = call.get("custom") or call.get("function") or {}
+    return part.get("input") or part.get("arguments") or ""
 
 
 def replay_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -85,6 +85,7 @@ class OpenAIWire(Wire):
 
     def _usage(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         prompt, completion = self.counts(body, b)
+        completion *= body.get("n") or 1  # every choice is the same answer
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -145,15 +146,21 @@ class OpenAIWire(Wire):
                 }
             ]
             finish = "tool_calls"
+        if b.custom_call:
+            name, text = b.custom_call
+            custom = {"name": name, "input": text}
+            message["tool_calls"] = [{"id": "call_loop1", "type": "custom", "custom": custom}]
+            finish = "tool_calls"
         out = {
             **self._base(body, "chat.completion"),
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "message": message,
                     "logprobs": self._logprobs(body, b, part, pieces(said or "")),
                     "finish_reason": finish,
                 }
+                for i in range(body.get("n") or 1)
             ],
         }
         if b.usage:
@@ -167,13 +174,17 @@ class OpenAIWire(Wire):
             base["usage"] = None
 
         def chunk(delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
-            return sse(
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
-                    ],
-                }
+            # One chunk per choice (n > 1), as OpenAI interleaves them.
+            return b"".join(
+                sse(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}
+                        ],
+                    }
+                )
+                for i in range(body.get("n") or 1)
             )
 
         part, said = ("refusal", b.refusal) if b.refusal else ("content", b.text)
@@ -199,6 +210,14 @@ class OpenAIWire(Wire):
             out += [
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
                 for p in args_pieces(args)
+            ]
+            finish = "tool_calls"
+        if b.custom_call:
+            name, text = b.custom_call
+            call = {"index": 0, "id": "call_loop1", "type": "custom"}
+            out.append(chunk({"tool_calls": [{**call, "custom": {"name": name, "input": ""}}]}))
+            out += [
+                chunk({"tool_calls": [{"index": 0, "custom": {"input": p}}]}) for p in pieces(text)
             ]
             finish = "tool_calls"
         out.append(chunk({}, finish))

@@ -32,6 +32,7 @@ class Behaviour:
     cache_write_tokens: int = 0  # Anthropic only
     reasoning_tokens: int = 0  # OpenAI only: usage.completion_tokens_details.reasoning_tokens
     tool_call: tuple[str, dict[str, Any]] | None = None  # (function name, arguments)
+    custom_call: tuple[str, str] | None = None  # OpenAI only: (custom tool name, input)
     logprobs: bool = True  # OpenAI only: answer `logprobs` when the request asks for them
     refusal: str | None = None  # OpenAI only: refuse with this text instead of answering
     garbage: bool = False  # a 200 whose body is an HTML page, not JSON nor SSE

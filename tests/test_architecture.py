@@ -65,6 +65,7 @@ LAYERS = {
     "gateway.errors": "kernel",
     "gateway.tokens": "kernel",
     "gateway.csvexport": "kernel",
+    "gateway.spec": "kernel",  # OpenAI's vendored spec and its compiled validators
     "budgets": "budgets",
     "reports": "reports",
 }

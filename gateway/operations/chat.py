@@ -42,15 +42,15 @@ class ChatOperation(Operation):
 
     # -- the request -----------------------------------------------------------------
     def parse(self, call: Call, data: Any) -> dict[str, Any]:
-        if isinstance(data, dict) and legacy.uses_functions(data):
+        body = validate_chat(data)  # OpenAI's spec, legacy fields included
+        if legacy.uses_functions(body):
             # Translated once, here: every provider sees tools; the answer goes back in the
             # legacy shape (`client_body`, `client_chunk`).
             try:
-                data = legacy.request_to_tools(data)
+                body = legacy.request_to_tools(body)
             except ValueError as exc:
                 raise InvalidRequest(str(exc), param="functions") from None
             call.legacy_functions = True
-        body = validate_chat(data)
         call.stream = bool(body.get("stream"))
         return body
 
@@ -70,19 +70,21 @@ class ChatOperation(Operation):
         holds the chain's largest max output and nothing is sent (the model may use all of
         it); else the cap applies: the key's, else the feature's (the admin's or the learned
         one), else GATEWAY["OUTPUT_CAP_DEFAULT"], never above the chain's largest max output.
+        With `n` choices the hold is n times that: every choice may use all of it.
         """
+        choices = call.body.get("n") or 1
         chain_max = max(m.max_output_tokens for m in call.chain)
         if max_tokens:
-            return max_tokens, None
+            return max_tokens * choices, None
         if any(b.reservation == "strict" for b in call.budgets):
-            return chain_max, None
+            return chain_max * choices, None
         cap = (
             (call.key.output_cap if call.key else None)
             or (call.feature.output_cap if call.feature else None)
             or settings.GATEWAY["OUTPUT_CAP_DEFAULT"]
         )
         cap = min(int(cap), chain_max)
-        return cap, cap
+        return cap * choices, cap
 
     def cache_key(self, call: Call, chain: list[ModelSnap]) -> str | None:
         if not cache.may_cache(call.body, call.feature):

@@ -128,6 +128,13 @@ def refusals(body: dict[str, Any]) -> dict[str, str]:
     Nothing is dropped or clamped here: the gateway refuses, skips the model, or drops the
     parameters the model's `drop_params` lists before asking."""
     out = {name: "" for name in UNSUPPORTED if asked(body, name)}
+    if (body.get("n") or 1) > 1:
+        out["n"] = f" {body['n']} (more than one choice) is not supported"
+    if any(t.get("type") != "function" for t in body.get("tools") or []):
+        out["tools"] = " other than function tools (custom tools) are not supported"
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") != "function":
+        out["tool_choice"] = f" of type {choice.get('type')!r} is not supported"
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and temperature > 1:
         out["temperature"] = f" {temperature} is outside the range 0..1 accepted"
@@ -174,6 +181,7 @@ def response_to_openai(data: dict[str, Any], structured: str | None = None) -> d
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text) or (None if calls else ""),
+        "refusal": None,  # required by OpenAI's spec; Claude's refusals are content_filter
     }
     if calls:
         message["tool_calls"] = calls

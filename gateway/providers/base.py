@@ -163,6 +163,13 @@ def _tool_calls(calls: Any, *, streamed: bool) -> None:
         if streamed and not isinstance(call.get("index", 0), int):
             raise TypeError("a tool call's index is not an integer")
         _text_or_none(call.get("id"), "a tool call's id")
+        if call.get("type") == "custom":  # a custom tool's call: free-form `input` text
+            custom = call.get("custom")
+            if not isinstance(custom, dict):
+                raise TypeError("a custom tool call's custom is not an object")
+            _text_or_none(custom.get("name"), "a custom tool call's name")
+            _text_or_none(custom.get("input"), "a custom tool call's input")
+            continue
         fn = call.get("function")
         if fn is None and streamed:
             continue

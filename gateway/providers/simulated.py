@@ -45,9 +45,12 @@ class SimulatedAdapter(ProviderAdapter):
     serves_embeddings = True
 
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
-        """Its answer is a few words: no JSON, no log probabilities."""
+        """Its answer is a few words: no JSON, no log probabilities, one choice."""
         names = ("response_format", "logprobs", "top_logprobs")
-        return {name: "" for name in names if asked(body, name)}
+        out = {name: "" for name in names if asked(body, name)}
+        if (body.get("n") or 1) > 1:
+            out["n"] = f" {body['n']} (more than one choice) is not supported"
+        return out
 
     def _option(self, key: str, default: float) -> float:
         return float(self.config.options.get(key, default))
@@ -100,7 +103,11 @@ class SimulatedAdapter(ProviderAdapter):
                     "index": 0,
                     "logprobs": None,
                     "finish_reason": finish,
-                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(pieces),
+                        "refusal": None,
+                    },
                 }
             ],
             "usage": {

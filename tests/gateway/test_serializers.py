@@ -11,14 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.serializers import (
-    MAX_NESTING,
-    MAX_TOKENS_LIMIT,
-    ROLES,
-    parse_json,
-    upstream_body,
-    validate_chat,
-)
+from gateway.serializers import MAX_NESTING, parse_json, upstream_body, validate_chat
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 def chat(**fields):
@@ -74,11 +69,11 @@ def test_it_accepts_an_assistant_tool_call_message_without_content():
         ),
         (
             chat(messages=[{"role": "user", "content": [{"type": "video"}]}]),
-            "messages[0].content[0]",
+            "messages[0].content[0].type",
         ),
         (
             chat(messages=[{"role": "user", "content": [{"type": ["text"]}]}]),
-            "messages[0].content[0]",
+            "messages[0].content[0].type",
         ),
         (
             chat(messages=[{"role": "user", "content": "ok"}, {"role": "x", "content": "y"}]),
@@ -100,27 +95,28 @@ def test_a_bad_message_list_is_refused_naming_the_field(body, param):
         ("top_p", 1.5),
         ("presence_penalty", -3),
         ("frequency_penalty", False),
-        ("max_tokens", MAX_TOKENS_LIMIT + 1),
         ("max_tokens", -1),
         ("max_tokens", 0),
         ("max_tokens", 1.5),
         ("max_tokens", True),
-        ("max_completion_tokens", 10**12),
-        ("n", 2),
         ("n", True),
-        ("seed", 2**63),
+        ("n", 0),
+        ("n", 129),
+        ("seed", 2**64),
         ("seed", "42"),
         ("stop", 3),
         ("stop", ["a", "b", "c", "d", "e"]),
-        ("stop", ["a", 1]),
         ("stream", "yes"),
         ("stream_options", []),
         ("response_format", "json"),
-        ("response_format", {"schema": {}}),
     ],
 )
 def test_a_bad_parameter_is_refused_naming_it(field, value):
     assert refusal(chat(**{field: value})).param == field
+
+
+def test_a_bad_item_of_a_list_is_refused_naming_the_item():
+    assert refusal(chat(stop=["a", 1])).param == "stop[1]"
 
 
 @pytest.mark.parametrize(
@@ -128,9 +124,10 @@ def test_a_bad_parameter_is_refused_naming_it(field, value):
     [
         ({"type": "function"}, "tools"),
         (["f"], "tools[0]"),
-        ([{"type": "function"}], "tools[0]"),
-        ([{"type": "function", "function": {"name": 7}}], "tools[0]"),
-        ([{"type": "function", "function": {"name": "ok"}}, {"function": {}}], "tools[1]"),
+        ([{"type": "function"}], "tools[0].function"),
+        ([{"type": "function", "function": {"name": 7}}], "tools[0].function.name"),
+        ([{"type": "function", "function": {"name": "ok"}}, {"function": {}}], "tools[1].type"),
+        ([{"type": "function", "function": {"name": "ok"}}, {"type": "x"}], "tools[1].type"),
     ],
 )
 def test_bad_tools_are_refused_naming_the_tool(tools, param):

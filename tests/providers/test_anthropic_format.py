@@ -202,7 +202,7 @@ async def test_the_answer_becomes_an_openai_chat_completion():
             "index": 0,
             "logprobs": None,
             "finish_reason": "stop",
-            "message": {"role": "assistant", "content": "Hello!"},
+            "message": {"role": "assistant", "content": "Hello!", "refusal": None},
         }
     ]
 
@@ -238,6 +238,7 @@ async def test_tool_use_blocks_become_tool_calls():
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"] == {
         "role": "assistant",
+        "refusal": None,
         "content": None,
         "tool_calls": [
             {
@@ -313,7 +314,11 @@ async def test_the_forced_tools_input_comes_back_as_json_content_and_stop():
         )
     ).body
     choice = answer["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": '{"city":"Rome"}'}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": '{"city":"Rome"}',
+        "refusal": None,
+    }
     assert choice["finish_reason"] == "stop"
 
 

@@ -38,7 +38,7 @@ MALFORMED = [
     (parts({"type": "image_url", "image_url": {"u": 1}}), "messages[0].content[0].image_url.url"),
     (tool(parameters="junk"), "tools[0].function.parameters"),
     (body(logit_bias="x"), "logit_bias"),
-    (body(logit_bias={"50256": "x"}), "logit_bias"),
+    (body(logit_bias={"50256": "x"}), "logit_bias.50256"),
     (body(top_logprobs=-5), "top_logprobs"),
     (body(top_logprobs=21), "top_logprobs"),
     (body(tool_choice=123), "tool_choice"),

@@ -1,0 +1,59 @@
+"""Regenerate `openapi-chat.json` from OpenAI's full OpenAPI description.
+
+    python -m gateway.spec.extract /path/to/openai-openapi/openapi.json
+
+Keeps `info` and the component schemas the gateway validates against (ROOTS) with every
+schema they reference, unchanged: the vendored file is OpenAI's text, only smaller (3.4 MB
+for the whole API, most of it endpoints the gateway does not serve).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOTS = (
+    "CreateChatCompletionRequest",
+    "CreateChatCompletionResponse",
+    "CreateChatCompletionStreamResponse",
+    "ErrorResponse",
+    "ListModelsResponse",
+)
+OUT = Path(__file__).with_name("openapi-chat.json")
+PREFIX = "#/components/schemas/"
+
+
+def _refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {value["$ref"][len(PREFIX) :]} if isinstance(value.get("$ref"), str) else set()
+        for item in value.values():
+            found |= _refs(item)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_refs(item) for item in value)) if value else set()
+    return set()
+
+
+def subset(spec: dict[str, Any]) -> dict[str, Any]:
+    schemas = spec["components"]["schemas"]
+    kept: dict[str, Any] = {}
+    todo = list(ROOTS)
+    while todo:
+        name = todo.pop()
+        if name in kept:
+            continue
+        kept[name] = schemas[name]
+        todo.extend(_refs(schemas[name]) - kept.keys())
+    return {
+        "openapi": spec["openapi"],
+        "info": spec["info"],
+        "components": {"schemas": dict(sorted(kept.items()))},
+    }
+
+
+if __name__ == "__main__":
+    source = json.loads(Path(sys.argv[1]).read_text())
+    OUT.write_text(json.dumps(subset(source), indent=1, ensure_ascii=False) + "\n")
+    print(f"{OUT}: {len(subset(source)['components']['schemas'])} schemas")
