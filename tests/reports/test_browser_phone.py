@@ -144,7 +144,7 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser, debug):
         "() => Chart.getChart('chart-mix-requests').legend.legendItems.map(i => i.text)"
     )
     assert legend and all(re.search(r" \(\d+\.\d %\)$", t) for t in legend), legend
-    assert "," in page.locator("table tbody td.num").nth(7).inner_text()  # 1,234 input tokens
+    assert "," in page.locator("table tbody td.num").nth(8).inner_text()  # 1,234 tokens
     page.goto(f"{server.url}/reports/providers/")
     ticks = page.evaluate("() => Chart.getChart('chart-circuit').scales.y.ticks.map(t => t.value)")
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
