@@ -23,8 +23,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from gateway import keyvars, outputcaps
-from gateway.config import store
+from gateway import configversion, keyvars, outputcaps
 from gateway.models import (
     ApiKey,
     DeadLetter,
@@ -247,7 +246,8 @@ def revoke(keys: QuerySet) -> tuple[list[ApiKey], list[ApiKey]]:
         ApiKey.objects.filter(pk__in=[k.pk for k in fresh], revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
-        store().invalidate()  # other processes see it within GATEWAY["CONFIG_TTL_S"]
+        # Every process refuses them as soon as the version's message reaches it.
+        configversion.changed(*(f"k:{k.pk}" for k in fresh))
     return fresh, already
 
 
