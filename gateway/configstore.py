@@ -22,6 +22,7 @@ milliseconds for a key, so a revoked key is refused as soon as the message arriv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -53,17 +54,31 @@ def _unavailable() -> ServiceUnavailable:
     )
 
 
-def load(base: Snapshot | None, scopes: set[str], lookups: set[str], full: bool) -> Snapshot:
+def load(
+    base: Snapshot | None,
+    scopes: set[str],
+    lookups: set[str],
+    full: bool,
+    asked: float = math.inf,
+) -> Snapshot:
     """A new snapshot: `base` with what changed read again, or everything (see the module's
-    docstring for when). Runs in the database thread."""
+    docstring for when). Runs in the database thread. `asked`: when the scopes and key
+    hashes were taken; the snapshot says it was loaded then if that is earlier than its
+    read (a request that arrived in between has its hash in the next refresh, not this one)."""
     from gateway import config as _config  # the loaders (which import this module)
 
     version = configversion.read()
+    snap = None
     if not full and base is not None and version is not None:
         changes = configversion.changes_between(base.version, version)
         if changes is not None and "*" not in changes and "*" not in scopes:
-            return _config.refresh_snapshot(base, scopes | changes, lookups, version)
-    return _config.load_snapshot(version)
+            snap = _config.refresh_snapshot(base, scopes | changes, lookups, version)
+    if snap is None:
+        snap = _config.load_snapshot(version)
+    if snap.loaded_at > asked:
+        full_at = asked if snap.full_at == snap.loaded_at else snap.full_at
+        snap = dataclasses.replace(snap, loaded_at=asked, full_at=full_at)
+    return snap
 
 
 class ConfigStore:
@@ -131,7 +146,7 @@ class ConfigStore:
                 pending, self._pending = self._pending, set()
                 lookups, self._lookups = self._lookups, set()
                 full = self._full_due(base, started)
-                future = runtime.submit_db("config", load, base, pending, lookups, full)
+                future = runtime.submit_db("config", load, base, pending, lookups, full, started)
                 entry = self._inflight = (future, started)
                 self._last_load = started
                 generation = self._generation
