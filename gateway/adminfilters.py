@@ -59,8 +59,10 @@ class KeyAutocompleteFilter(AutocompleteFilter):
 
 def autocomplete_media(field, admin_site) -> Media:
     """What an `AutocompleteFilter` needs on the page: the admin's select2 and our script."""
-    widget = AutocompleteSelect(field, admin_site)
-    return widget.media + Media(js=["gateway/autocomplete_filter.js"])
+    widget = AutocompleteSelect(field, admin_site).media
+    # After the admin's jQuery (django.jQuery) and select2 in the merged order: listed after
+    # them in one list, not merged as a separate one.
+    return Media(css=widget._css, js=[*widget._js, "gateway/autocomplete_filter.js"])
 
 
 class ChoicesFilter(admin.SimpleListFilter):
