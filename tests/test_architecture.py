@@ -40,10 +40,13 @@ LAYERS = {
     "gateway.serializers": "pipeline",  # the request's parsing and validation
     "gateway.providers": "providers",
     "gateway.config": "config",
+    "gateway.configstore": "config",
+    "gateway.configversion": "config",
     "gateway.configfile": "config",
     "gateway.prices": "config",
     "gateway.models": "config",
     "gateway.admin": "config",
+    "gateway.adminfilters": "config",
     "gateway.management": "config",
     "gateway.keyvars": "config",
     "gateway.outputcaps": "config",
