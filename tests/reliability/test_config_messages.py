@@ -15,7 +15,12 @@ import pytest
 
 from gateway import configversion, runtime
 from tests.factories import make_key, make_team
-from tests.processes import requires_postgres, requires_real_redis, wait_for
+from tests.processes import (
+    requires_postgres,
+    requires_real_redis,
+    requires_redis_server,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -94,4 +99,32 @@ def test_a_missed_message_is_caught_by_the_version_poll(gateways):
         lambda: not lists_models(gateway.base_url, secret),
         timeout=10,
         what="the version poll to catch the unannounced change",
+    )
+
+
+@requires_redis_server
+def test_messages_are_heard_again_after_a_redis_restart(gateways, own_redis):
+    """Redis restarts empty (no persistence): the subscriber reconnects by itself, and the
+    next change, published as version 1 of a new epoch, reaches the process."""
+    team = make_team("acme")
+    key, secret = make_key(team)
+    (gateway,) = gateways(1, redis_url=own_redis.url, **STEADY)
+    assert lists_models(gateway.base_url, secret)
+    own_redis.stop()
+    own_redis.start()
+    wait_for(
+        lambda: own_redis.client().pubsub_numsub(configversion.CHANNEL)[0][1] >= 1,
+        timeout=15,
+        what="the subscriber to reconnect to the restarted Redis",
+    )
+    type(key).objects.filter(pk=key.pk).update(revoked_at=key.created_at)
+    own_redis.client().eval(
+        configversion.BUMP, 3, configversion.VERSION_KEY, configversion.EPOCH_KEY,
+        configversion.CHANGES_KEY, "new-epoch", f"k:{key.pk}", configversion.CHANGES_KEPT,
+        configversion.CHANNEL,
+    )  # fmt: skip
+    wait_for(
+        lambda: not lists_models(gateway.base_url, secret),
+        timeout=5,
+        what="the process to hear the change on the restarted Redis (its TTL is 600 s)",
     )
