@@ -23,8 +23,16 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from gateway import keyvars, outputcaps
-from gateway.config import store
+from gateway import configversion, keyvars, outputcaps
+from gateway.adminfilters import (
+    AutocompleteFilter,
+    CappedCountPaginator,
+    EndpointFilter,
+    KeyAutocompleteFilter,
+    ProviderFilter,
+    ServedModelFilter,
+    autocomplete_media,
+)
 from gateway.models import (
     ApiKey,
     DeadLetter,
@@ -105,13 +113,6 @@ def labelled_column(name: str, label: str):
     return column
 
 
-class FeatureChoicesFilter(admin.RelatedFieldListFilter):
-    """Features are shown as team/feature: load the teams with them (one query, not N)."""
-
-    def field_choices(self, field, request, model_admin):
-        return [(f.pk, str(f)) for f in Feature.objects.select_related("team")]
-
-
 class FeatureInline(Labelled, admin.TabularInline):
     model = Feature
     fields = ("name", "default_cache_ttl", "cache_sampled", "output_cap")
@@ -133,6 +134,7 @@ class TeamAdmin(FallbackWarnings, Labelled, admin.ModelAdmin):
     )
     list_filter = ("cache_scope", "budget_fail_open", "store_content")
     search_fields = ("name",)
+    ordering = ("name",)  # also the autocomplete's (the annotation drops Meta.ordering)
     inlines = [FeatureInline]
     rpm_limit_shown = labelled_column("rpm_limit", "requests per minute")
     tpm_limit_shown = labelled_column("tpm_limit", "tokens per minute")
@@ -192,9 +194,14 @@ class FeatureAdmin(Labelled, admin.ModelAdmin):
         "learned_cap",
         "effective_output_cap",
     )
-    list_filter = ("team",)
+    list_filter = (("team", AutocompleteFilter),)  # a search box, not every team
     search_fields = ("name", "team__name")
     list_select_related = ("team",)
+
+    @property
+    def media(self):
+        return super().media + autocomplete_media(Feature._meta.get_field("team"), self.admin_site)
+
     fields = (
         "team",
         "name",
@@ -264,7 +271,8 @@ def revoke(keys: QuerySet) -> tuple[list[ApiKey], list[ApiKey]]:
         ApiKey.objects.filter(pk__in=[k.pk for k in fresh], revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
-        store().invalidate()  # other processes see it within GATEWAY["CONFIG_TTL_S"]
+        # Every process refuses them as soon as the version's message reaches it.
+        configversion.changed(*(f"k:{k.pk}" for k in fresh))
     return fresh, already
 
 
@@ -285,7 +293,8 @@ class ApiKeyAdmin(Labelled, admin.ModelAdmin):
         "last_used_at",
         "active",
     )
-    list_filter = (ActiveKeyFilter, "team", ("feature", FeatureChoicesFilter))
+    # Search boxes, not a list of every team and feature (adminfilters.AutocompleteFilter).
+    list_filter = (ActiveKeyFilter, ("team", AutocompleteFilter), ("feature", AutocompleteFilter))
     search_fields = ("prefix", "name", "team__name", "feature__name")
     list_select_related = ("team", "feature__team")
     actions = ["revoke_keys"]
@@ -300,8 +309,11 @@ class ApiKeyAdmin(Labelled, admin.ModelAdmin):
     )
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
 
-    class Media:
-        js = ("gateway/apikey_form.js",)
+    @property
+    def media(self):
+        team = ApiKey._meta.get_field("team")
+        form = forms.Media(js=["gateway/apikey_form.js"])
+        return super().media + autocomplete_media(team, self.admin_site) + form
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None):
         return self.key_fields if obj is None else self.key_fields + self.readonly_fields
@@ -660,17 +672,6 @@ class ReasonFilter(admin.SimpleListFilter):
         return queryset
 
 
-class KeyChoicesFilter(admin.RelatedFieldListFilter):
-    """Keys are shown as prefix (team): load the teams with them (one query, not N)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.title = "API key"
-
-    def field_choices(self, field, request, model_admin):
-        return [(k.pk, str(k)) for k in ApiKey.objects.select_related("team")]
-
-
 @admin.register(UsageRecord)
 class UsageRecordAdmin(Labelled, admin.ModelAdmin):
     """The ledger: read-only, because budgets and reports are rebuilt from it. The list shows
@@ -687,22 +688,41 @@ class UsageRecordAdmin(Labelled, admin.ModelAdmin):
         "latency_ms",
     )
     list_display_links = ("created_at",)
+    # Nothing here reads the whole ledger or lists every team, feature or key: those three
+    # are search boxes (adminfilters.AutocompleteFilter), the models and providers come from
+    # their own small tables, dates are links (no DISTINCT over the ledger as a date
+    # hierarchy needs), and the count stops at adminfilters.COUNT_CAP.
     list_filter = (
         "status",
         ReasonFilter,
-        "team",
-        ("feature", FeatureChoicesFilter),
-        ("api_key", KeyChoicesFilter),
-        "served_model",
-        "provider",
+        ("created_at", admin.DateFieldListFilter),
+        ("team", AutocompleteFilter),
+        ("feature", AutocompleteFilter),
+        ("api_key", KeyAutocompleteFilter),
+        ServedModelFilter,
+        ProviderFilter,
         "cache",
-        "endpoint",
+        EndpointFilter,
         "stream",
     )
-    date_hierarchy = "created_at"
-    search_fields = ("request_id", "requested_model", "served_model")
+    search_fields = ("request_id",)
+    search_help_text = "The exact request id (a response's X-Request-ID header)."
     list_select_related = ("team", "feature__team")
     show_full_result_count = False  # no second COUNT(*) over a large ledger
+    paginator = CappedCountPaginator
+
+    @property
+    def media(self):
+        team = UsageRecord._meta.get_field("team")
+        return super().media + autocomplete_media(team, self.admin_site)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """An exact match on the unique request id (its index), not a case-insensitive
+        substring scan of the whole ledger."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(request_id=term), False
 
     @admin.display(description="outcome", ordering="status")
     def outcome(self, obj: UsageRecord) -> str:

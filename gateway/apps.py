@@ -9,3 +9,7 @@ class GatewayConfig(AppConfig):
         from gateway.spec import spec
 
         spec()  # compile OpenAI's schema once, at startup, not on the first request
+
+        from gateway import configversion
+
+        configversion.connect()  # every config save bumps the version (gateway/configversion.py)

@@ -100,7 +100,7 @@ async def _unknown_key(hashed: str, meta: dict | None, arrived: float) -> tuple[
     _refuse_if_blocked(client)
     config = store()
     if not config.recently_unknown(hashed):
-        snapshot = await config.fresh_snapshot(after=arrived)
+        snapshot = await config.fresh_snapshot(after=arrived, hashed=hashed)
         key = snapshot.keys.get(hashed)
         if key is not None:
             return snapshot, key

@@ -1,40 +1,40 @@
 """The hot path's in-process copy of what admins edit: teams, features, budgets, providers,
-models, routes and keys.
+models, routes and keys, and how it is read from the database.
 
 The hot path never queries the database on a steady state: it reads an immutable `Snapshot`
-loaded in one transaction of a few queries and refreshed in the background once older than
-`GATEWAY["CONFIG_TTL_S"]` seconds (5 by default). That TTL plus one refresh is the bound on
-how long an edit (a revoked key, a new price) takes to reach every process.
+loaded in one transaction of a few queries. How the process keeps it fresh (a version
+published in Redis on every change, a message to every process, a partial refresh of what
+changed) is in gateway/configstore.py and gateway/configversion.py.
 
 Keys are part of the snapshot (by the SHA-256 of their secret), so a key the snapshot does
 not hold costs no query of its own: the caller asks for a snapshot loaded after its request
-arrived (`fresh_snapshot`), and every such request shares one reload, at most one per
-`GATEWAY["AUTH_RELOAD_INTERVAL_S"]`. A key created in another process therefore works on
-its first request here, and a flood of random keys costs at most one reload per interval,
-not a query per key. Hashes still unknown after such a reload are remembered for
-`GATEWAY["AUTH_NEGATIVE_TTL_S"]` (bounded in number, forgotten whenever a new snapshot is
-stored) and refused without waiting for another reload (gateway/auth.py).
+arrived (`fresh_snapshot`), and every such request shares one refresh (which looks up every
+waiting hash in one query), at most one per `GATEWAY["AUTH_RELOAD_INTERVAL_S"]`. A key
+created in another process therefore works on its first request here, and a flood of
+random keys costs at most one query per interval, not a query per key. Hashes still
+unknown after such a refresh are remembered for `GATEWAY["AUTH_NEGATIVE_TTL_S"]` (bounded
+in number, forgotten whenever a new snapshot is stored) and refused without waiting for
+another refresh (gateway/auth.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
 
-from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from gateway import ceiling, keyvars, runtime
-from gateway.errors import ServiceUnavailable
+from gateway import ceiling, keyvars
+
+# The process's copy of the snapshot and how it is refreshed, re-exported: callers import
+# `store` from here.
+from gateway.configstore import NEGATIVE_CACHE_MAX, ConfigStore, store
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
 
@@ -142,6 +142,11 @@ class Snapshot:
     routes: tuple[RouteSnap, ...]
     keys: dict[str, KeySnap] = field(default_factory=dict)  # by SHA-256 of the secret
     loaded_at: float = field(default_factory=time.monotonic)  # when its load started
+    # The config version (gateway/configversion.py) read before the load: every change
+    # published up to it is in this copy. None: Redis could not be read.
+    version: tuple[str, int] | None = None
+    key_ids: dict[int, str] = field(default_factory=dict)  # key id -> its hash in `keys`
+    full_at: float = -math.inf  # when the full load this copy derives from started
     # (ceiling, chain's model names) -> {fallback above that ceiling: why}; gateway/ceiling.py.
     # Computed whenever a snapshot is built (in the background), never per request.
     ceiling_skips: dict[tuple[Decimal, tuple[str, ...]], dict[str, str]] = field(
@@ -154,22 +159,73 @@ class Snapshot:
         )
 
 
-def load_snapshot() -> Snapshot:
+def load_snapshot(version: tuple[str, int] | None = None) -> Snapshot:
     """Read everything the hot path needs from the database: a handful of queries in one
     transaction. `loaded_at` is when the load started, so a snapshot sees every row that
     was committed before that instant."""
     started = time.monotonic()
     with transaction.atomic():
-        return _load_snapshot(started)
+        # Keys first: a key's team and feature were committed before it, so every key read
+        # here finds them in the queries below (each statement sees what was committed when
+        # it began).
+        keys = _load_keys(None)
+        teams = _load_teams(None)
+        llms, routes = _load_models(), _load_routes()
+    key_ids = {k.id: hashed for hashed, k in keys.items()}
+    return Snapshot(teams, llms, routes, keys, started, version, key_ids, started)
 
 
-def _load_snapshot(started: float) -> Snapshot:
-    from budgets.models import Budget
-    from gateway.models import ApiKey, Feature, LanguageModel, RouteRule, Team
+def refresh_snapshot(
+    base: Snapshot, scopes: set[str], lookups: set[str], version: tuple[str, int] | None
+) -> Snapshot:
+    """`base` with what `scopes` name read again (gateway/configversion.py: "k:<key id>",
+    "t:<team id>", "t:*" every team), the key hashes in `lookups` looked up in one query, and
+    the small tables (providers, models, routes: a provider key rotated in its file) always
+    read again. The 100,000 keys and 5,000 teams are not read when nothing names them."""
+    started = time.monotonic()
+    key_ids = {int(s[2:]) for s in scopes if s.startswith("k:")}
+    team_ids = {int(s[2:]) for s in scopes if s.startswith("t:") and s != "t:*"}
+    with transaction.atomic():
+        found: dict[str, KeySnap] = {}
+        if key_ids:
+            found.update(_load_keys(Q(id__in=key_ids)))
+        for chunk in _chunks(sorted(lookups), 500):
+            found.update(_load_keys(Q(hashed_secret__in=chunk)))
+        teams = base.teams
+        if "t:*" in scopes:
+            teams = _load_teams(None)
+        elif team_ids:
+            teams = {i: t for i, t in base.teams.items() if i not in team_ids}
+            teams.update(_load_teams(team_ids))
+        llms, routes = _load_models(), _load_routes()
+    keys, ids = base.keys, base.key_ids
+    if found or key_ids:
+        keys, ids = dict(keys), dict(ids)
+        for key_id in key_ids:  # deleted ones are not found again
+            hashed = ids.pop(key_id, None)
+            if hashed is not None:
+                keys.pop(hashed, None)
+        for hashed, key in found.items():
+            old = ids.get(key.id)
+            if old is not None and old != hashed:
+                keys.pop(old, None)
+            keys[hashed], ids[key.id] = key, hashed
+    return Snapshot(teams, llms, routes, keys, started, version, ids, base.full_at)
 
-    # Keys first: a key's team and feature were committed before it, so every key read here
-    # finds them in the queries below (each statement sees what was committed when it began).
-    keys = {
+
+def _chunks(items: list[str], size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _load_keys(where: Q | None) -> dict[str, KeySnap]:
+    """Keys by hash: every key, or those `where` selects (one query either way)."""
+    from gateway.models import ApiKey
+
+    rows = ApiKey.objects.order_by()
+    if where is not None:
+        rows = rows.filter(where)
+    return {
         row[0]: KeySnap(
             id=row[1],
             prefix=row[2],
@@ -181,7 +237,7 @@ def _load_snapshot(started: float) -> Snapshot:
             tpm_limit=row[8],
             output_cap=row[9],
         )
-        for row in ApiKey.objects.order_by().values_list(
+        for row in rows.values_list(
             "hashed_secret",
             "id",
             "prefix",
@@ -194,8 +250,21 @@ def _load_snapshot(started: float) -> Snapshot:
             "output_cap",
         )
     }
+
+
+def _load_teams(ids: set[int] | None) -> dict[int, TeamSnap]:
+    """Teams with their features and enabled budgets: every team, or those of `ids`."""
+    from budgets.models import Budget
+    from gateway.models import Feature, Team
+
+    team_rows, feature_rows = Team.objects.all(), Feature.objects.order_by()
+    budget_rows = Budget.objects.filter(enabled=True).order_by()
+    if ids is not None:
+        team_rows = team_rows.filter(id__in=ids)
+        feature_rows = feature_rows.filter(team_id__in=ids)
+        budget_rows = budget_rows.filter(team_id__in=ids)
     features: dict[int, dict[str, FeatureSnap]] = {}
-    for f in Feature.objects.all():
+    for f in feature_rows:
         features.setdefault(f.team_id, {})[f.name] = FeatureSnap(
             f.id,
             f.name,
@@ -203,9 +272,10 @@ def _load_snapshot(started: float) -> Snapshot:
             f.output_cap or f.learned_output_cap,
             f.cache_sampled,
         )
-    teams_tz = dict(Team.objects.values_list("id", "timezone"))
+    team_list = list(team_rows)
+    teams_tz = {t.id: t.timezone for t in team_list}
     budgets: dict[int, list[BudgetSnap]] = {}
-    for b in Budget.objects.filter(enabled=True):
+    for b in budget_rows:
         budgets.setdefault(b.team_id, []).append(
             BudgetSnap(
                 id=b.id,
@@ -223,7 +293,7 @@ def _load_snapshot(started: float) -> Snapshot:
                 reservation=b.reservation,
             )
         )
-    teams = {
+    return {
         t.id: TeamSnap(
             id=t.id,
             name=t.name,
@@ -237,9 +307,14 @@ def _load_snapshot(started: float) -> Snapshot:
             budgets=tuple(budgets.get(t.id, ())),
             fallback_ceiling=t.fallback_ceiling,
         )
-        for t in Team.objects.all()
+        for t in team_list
     }
-    models: dict[str, ModelSnap] = {}
+
+
+def _load_models() -> dict[str, ModelSnap]:
+    from gateway.models import LanguageModel
+
+    found: dict[str, ModelSnap] = {}
     qs = (
         LanguageModel.objects.filter(enabled=True, provider__enabled=True)
         .select_related("provider")
@@ -250,7 +325,7 @@ def _load_snapshot(started: float) -> Snapshot:
         # A refused name (a row from before the allowlist, or written by SQL) is never read:
         # the provider's calls fail instead (ProviderAdapter._send).
         api_key, key_error = keyvars.provider_key(p.name, p.api_key_env)
-        models[m.name] = ModelSnap(
+        found[m.name] = ModelSnap(
             id=m.id,
             name=m.name,
             upstream_id=m.upstream_id,
@@ -274,7 +349,13 @@ def _load_snapshot(started: float) -> Snapshot:
             mode=m.mode,
             dimensions=m.dimensions,
         )
-    routes = tuple(
+    return found
+
+
+def _load_routes() -> tuple[RouteSnap, ...]:
+    from gateway.models import RouteRule
+
+    return tuple(
         RouteSnap(
             name=r.name,
             priority=r.priority,
@@ -286,148 +367,13 @@ def _load_snapshot(started: float) -> Snapshot:
         )
         for r in RouteRule.objects.filter(enabled=True).prefetch_related("steps__model")
     )
-    return Snapshot(teams=teams, models=models, routes=routes, keys=keys, loaded_at=started)
 
 
-NEGATIVE_CACHE_MAX = 10_000  # unknown key hashes remembered at most (oldest dropped first)
-
-
-class ConfigStore:
-    """The process's snapshot, and the key hashes it recently found unknown.
-
-    Stale-while-revalidate: past the TTL a request still gets the copy it has while one
-    refresh runs in the background (however many requests ask at once), so neither a TTL
-    expiry under load nor a database outage stalls the hot path. Only a first load waits,
-    and if the database cannot answer it the request gets a 503. A request that needs a
-    copy newer than itself (an unknown key) waits for one with `fresh_snapshot`.
-    """
-
-    def __init__(self) -> None:
-        # Re-entrant: a future that is already done runs its callback (which takes the lock)
-        # inside add_done_callback, while _reload still holds it.
-        self._lock = threading.RLock()
-        self._generation = 0
-        self._snapshot: Snapshot | None = None
-        self._inflight: tuple[Future, float] | None = None  # the load running, when it began
-        self._last_load = -math.inf  # when the latest load was started (any reason)
-        self._unknown: dict[str, float] = {}  # key hash -> when it was found unknown
-
-    @property
-    def ttl(self) -> float:
-        return float(settings.GATEWAY["CONFIG_TTL_S"])
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._snapshot = None
-            self._inflight = None
-            self._unknown.clear()
-
-    def _reload(self) -> tuple[Future, float]:
-        """One load at a time: the running one, or a new one; its result is stored when it
-        completes."""
-        with self._lock:
-            entry = self._inflight
-            if entry is None:
-                started = time.monotonic()
-                future = runtime.submit_db("config", load_snapshot)
-                entry = self._inflight = (future, started)
-                self._last_load = started
-                generation = self._generation
-                # A load already done runs `_store` right here (the lock is re-entrant),
-                # which clears `_inflight`: hence `entry`, not `self._inflight`, is returned.
-                future.add_done_callback(lambda f: self._store(f, generation))
-            return entry
-
-    def _store(self, future: Future, generation: int) -> None:
-        with self._lock:
-            if self._inflight is not None and self._inflight[0] is future:
-                self._inflight = None
-            if generation != self._generation:
-                return  # invalidated meanwhile: this result may predate the edit
-            if future.exception() is not None:
-                log.warning("config refresh failed: %r", future.exception())
-                return
-            snapshot = future.result()
-            if self._snapshot is None or snapshot.loaded_at >= self._snapshot.loaded_at:
-                self._snapshot = snapshot
-                self._unknown.clear()  # a hash unknown to the old copy may be in this one
-
-    async def _first_load(self, future: Future):
-        try:
-            return await asyncio.wrap_future(future)
-        except DatabaseError as exc:
-            raise ServiceUnavailable(
-                "The gateway's configuration database is unreachable; try again shortly.",
-                code="config_unavailable",
-                headers={"Retry-After": "5"},
-            ) from exc
-
-    async def snapshot(self) -> Snapshot:
-        snap = self._snapshot
-        if snap is not None and time.monotonic() - snap.loaded_at <= self.ttl:
-            return snap
-        future, _ = self._reload()
-        if snap is not None:
-            return snap
-        return await self._first_load(future)
-
-    def snapshot_sync(self) -> Snapshot:
-        snap = self._snapshot
-        if snap is None or time.monotonic() - snap.loaded_at > self.ttl:
-            snap = self._snapshot = load_snapshot()
-        return snap
-
-    async def fresh_snapshot(self, after: float) -> Snapshot:
-        """A snapshot whose load started at or after `after` (monotonic): it holds every
-        row committed before then. Single-flight and rate-limited: callers share the load
-        that is running if it began late enough, else wait for the next one, and loads
-        start at most once per `AUTH_RELOAD_INTERVAL_S`, however many callers wait."""
-        interval = float(settings.GATEWAY["AUTH_RELOAD_INTERVAL_S"])
-        for _ in range(5):  # an old load to wait out, the rate limit, our load: 3 suffice
-            snap = self._snapshot
-            if snap is not None and snap.loaded_at >= after:
-                return snap
-            entry = self._inflight
-            if entry is None:
-                wait = self._last_load + interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
-                entry = self._reload()
-            future, started = entry
-            try:
-                result = await asyncio.wrap_future(future)
-            except DatabaseError:
-                raise ServiceUnavailable(
-                    "The gateway's configuration database is unreachable; try again shortly.",
-                    code="config_unavailable",
-                    headers={"Retry-After": "5"},
-                ) from None
-            if started >= after:
-                return result
-        return self._snapshot or await self.snapshot()
-
-    def recently_unknown(self, hashed_secret: str) -> bool:
-        """Was this hash missing from a snapshot loaded after it was first asked for, less
-        than `AUTH_NEGATIVE_TTL_S` ago and since the current snapshot was stored?"""
-        seen = self._unknown.get(hashed_secret)
-        if seen is None:
-            return False
-        if time.monotonic() - seen <= float(settings.GATEWAY["AUTH_NEGATIVE_TTL_S"]):
-            return True
-        self._unknown.pop(hashed_secret, None)
-        return False
-
-    def remember_unknown(self, hashed_secret: str) -> None:
-        with self._lock:  # `_store` clears it from the database thread
-            unknown = self._unknown
-            unknown.pop(hashed_secret, None)
-            while len(unknown) >= NEGATIVE_CACHE_MAX:
-                del unknown[next(iter(unknown))]  # the oldest first
-            unknown[hashed_secret] = time.monotonic()
-
-
-@cache
-def store() -> ConfigStore:
-    return ConfigStore()
+__all__ = [
+    "NEGATIVE_CACHE_MAX",
+    "ConfigStore",
+    "Snapshot",
+    "load_snapshot",
+    "refresh_snapshot",
+    "store",
+]

@@ -8,7 +8,7 @@ import logging
 
 from django.conf import settings
 
-from gateway import drain, health, ledger, runtime
+from gateway import configversion, drain, health, ledger, runtime
 
 log = logging.getLogger(__name__)
 # Why every counter is below the ledger when an embedded process starts: not lost spend.
@@ -20,6 +20,7 @@ class LifespanApp:
         self.app = app
         self.stop = asyncio.Event()
         self.flusher: asyncio.Task | None = None
+        self.watcher: asyncio.Task | None = None
         self.restore_signal = lambda: None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -34,6 +35,10 @@ class LifespanApp:
                     await self.restore_counters()
                 else:
                     await health.warn_at_start()
+                if settings.REDIS_URL:  # embedded: one process, told of changes directly
+                    self.watcher = asyncio.get_running_loop().create_task(
+                        configversion.watch(self.stop)
+                    )
                 if settings.GATEWAY["LEDGER_IN_PROCESS"]:
                     self.flusher = asyncio.get_running_loop().create_task(
                         ledger.run_flusher(self.stop)
@@ -57,6 +62,9 @@ class LifespanApp:
     async def shutdown(self) -> None:
         self.restore_signal()
         self.stop.set()
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         await runtime.close_loop_clients()  # waits for background accounting tasks first
         if self.flusher is not None:
             await self.flusher  # its last drain runs after the stop event

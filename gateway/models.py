@@ -403,6 +403,11 @@ class UsageRecordQuerySet(models.QuerySet):
 COST_FIELD: dict[str, Any] = {"max_digits": 20, "decimal_places": 10, "default": Decimal("0")}
 
 
+# The API operations the ledger records (UsageRecord.endpoint; gateway/operations/ and the
+# inbound formats), as the admin's and the dashboards' filters offer them.
+ENDPOINTS = ("chat.completions", "embeddings", "messages", "responses")
+
+
 class UsageRecord(models.Model):
     """One row per request (the ledger, and the truth budgets are rebuilt from)."""
 

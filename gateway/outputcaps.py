@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db.models import F, Max
 from django.utils import timezone
 
+from gateway import configversion
 from gateway.models import Feature, LanguageModel, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def learn_all(now=None) -> dict[int, int | None]:
         Feature.objects.filter(pk=feature.pk).update(
             learned_output_cap=cap, learned_output_cap_at=now
         )
+    if learned:
+        configversion.changed("t:*")  # the caps are in every team's features
     return learned
 
 

@@ -301,7 +301,11 @@ GATEWAY = {
     # The hot path's uses of library internals (gateway/fastpath/README.md). 0 serves /v1
     # with Django's stock handler, redis-py's pipelines and httpx's own transport instead.
     "FAST_PATH": env_bool("GATEWAY_FAST_PATH", True),
+    # How often a worker checks the config version (its refresh reads only what changed;
+    # changes also arrive at once by pub/sub), and how often it reads everything again
+    # whatever the version says (writes that bypass the ORM's signals). gateway/configstore.py
     "CONFIG_TTL_S": env_float("GATEWAY_CONFIG_TTL_S", 5.0),
+    "CONFIG_FULL_RELOAD_S": env_float("GATEWAY_CONFIG_FULL_RELOAD_S", 300.0),
     "CIRCUIT_FAILURES": env_int("GATEWAY_CIRCUIT_FAILURES", 5),
     "CIRCUIT_COOLDOWN_S": env_int("GATEWAY_CIRCUIT_COOLDOWN_S", 30),
     "DEFAULT_CACHE_TTL_S": env_int("GATEWAY_DEFAULT_CACHE_TTL_S", 3600),

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.http import QueryDict
 from django.utils import timezone
 
-from gateway.models import Feature, Team
+from gateway.models import ENDPOINTS, Feature, Team
 from reports.rollups import floor_hour
 
 RANGES = {
@@ -35,8 +35,6 @@ EARLIEST_DATE = dt.date(2000, 1, 1)
 MAX_FUTURE_DAYS = 366
 MAX_NAME = 64  # Team and Feature names are slugs of at most 64 characters
 HOURLY_UP_TO = dt.timedelta(hours=48)
-# The API operations the ledger records (UsageRecord.endpoint), as the filter offers them.
-ENDPOINTS = ("chat.completions", "embeddings", "responses", "messages")
 SINCE = re.compile(r"^(\d{1,3})([dh])$")  # what-if and rebuild windows: 30d, 12h
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from gateway.auth import authenticate, resolve_feature
 from gateway.config import store
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.models import ApiKey
 from tests.factories import make_feature, make_key, make_team
 
 # The key and snapshot loaders run in a worker thread (sync_to_async, thread_sensitive=False),
@@ -78,17 +79,28 @@ def test_a_key_not_yet_expired_works():
     assert auth(f"Bearer {secret}")[0].expires_at is not None
 
 
-def test_a_revoked_key_keeps_working_only_until_the_config_ttl_has_passed(settings):
+def test_a_revoked_key_is_refused_at_once_when_its_save_announces_it(settings):
     settings.GATEWAY = {**settings.GATEWAY, "CONFIG_TTL_S": 60}
     key, secret = make_key(make_team())
     auth(f"Bearer {secret}")
     key.revoked_at = timezone.now()
-    key.save(update_fields=["revoked_at"])
-    assert auth(f"Bearer {secret}")[0].id == key.id  # the process's copy, trusted for the TTL
-    settings.GATEWAY = {**settings.GATEWAY, "CONFIG_TTL_S": 0.05}
+    key.save(update_fields=["revoked_at"])  # the signal bumps the config version
+    assert refused(f"Bearer {secret}").code == "revoked_api_key"  # no waiting for the TTL
+
+
+def test_a_write_that_bypasses_the_signals_is_read_at_the_next_full_reload(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "CONFIG_TTL_S": 0.05, "CONFIG_FULL_RELOAD_S": 60}
+    key, secret = make_key(make_team())
+    auth(f"Bearer {secret}")
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())  # no signal, no bump
     time.sleep(0.1)
-    auth(f"Bearer {secret}")  # past the TTL: served from the copy while it is refreshed
-    time.sleep(0.2)  # the refresh has landed (TTL + one refresh is the documented bound)
+    auth(f"Bearer {secret}")  # past the TTL: the version has not moved, keys are not read
+    time.sleep(0.2)
+    assert auth(f"Bearer {secret}")[0].id == key.id
+    settings.GATEWAY = {**settings.GATEWAY, "CONFIG_FULL_RELOAD_S": 0}
+    time.sleep(0.2)  # the refresh the line above started has landed
+    auth(f"Bearer {secret}")  # the safety net's full reload starts
+    time.sleep(0.2)
     assert refused(f"Bearer {secret}").code == "revoked_api_key"
 
 

@@ -33,6 +33,7 @@ async def test_a_stale_copy_is_served_while_the_database_is_away(monkeypatch, se
     first = await store().snapshot()
     settings.GATEWAY = {**settings.GATEWAY, "CONFIG_TTL_S": 0}
     monkeypatch.setattr(config, "load_snapshot", broken)
+    monkeypatch.setattr(config, "refresh_snapshot", broken)  # nothing changed: the usual path
     for _ in range(3):
         assert (await store().snapshot()).teams[team.id].name == team.name
         await asyncio.sleep(0.01)
@@ -44,14 +45,14 @@ async def test_many_requests_past_the_ttl_start_one_refresh(monkeypatch, setting
     await store().snapshot()
     settings.GATEWAY = {**settings.GATEWAY, "CONFIG_TTL_S": 0}
     calls, gate = [], threading.Event()
-    real = config.load_snapshot
+    real = config.refresh_snapshot  # nothing changed: the refresh reads only the small tables
 
-    def slow_load():
+    def slow_load(*args):
         calls.append(1)
         gate.wait(5)
-        return real()
+        return real(*args)
 
-    monkeypatch.setattr(config, "load_snapshot", slow_load)
+    monkeypatch.setattr(config, "refresh_snapshot", slow_load)
     await asyncio.gather(*(store().snapshot() for _ in range(200)))
     await asyncio.gather(*(store().snapshot() for _ in range(200)))  # still the one refresh
     for _ in range(100):

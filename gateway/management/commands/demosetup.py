@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.config import store
+from gateway import configversion
 from gateway.configfile import ConfigFileError, import_config, read_config_file
 from gateway.models import ApiKey, Team
 
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             report = import_config(data)
         except ConfigFileError as exc:
             raise CommandError(str(exc)) from None
-        store().invalidate()
+        configversion.changed("*")  # every process reads it all again
         self.stdout.write(f"Imported {config}: " + "; ".join(report.lines()))
         self._ensure_admin()
         teams = data.get("teams") or []

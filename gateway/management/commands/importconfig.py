@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import fallbackcheck
-from gateway.config import store
+from gateway import configversion, fallbackcheck
 from gateway.configfile import ConfigFileError, import_config, read_config_file
 
 
@@ -21,7 +20,7 @@ class Command(BaseCommand):
             report = import_config(read_config_file(file))
         except ConfigFileError as exc:
             raise CommandError(f"{exc}\nNothing was imported.") from None
-        store().invalidate()
+        configversion.changed("*")  # every process reads it all again
         for line in report.lines():
             self.stdout.write(line)
         for line in fallbackcheck.warnings():

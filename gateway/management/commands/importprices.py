@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.config import store
+from gateway import configversion
 from gateway.configfile.fields import dump_decimal
 from gateway.prices import PriceReport, PriceTableError, import_prices, load_price_table
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"Dry run: {n} model(s) would change; nothing was saved.")
         else:
-            store().invalidate()
+            configversion.changed("*")  # every process reads it all again
             self.stdout.write(self.style.SUCCESS(f"Updated {n} model(s)."))
 
     def _print(self, report: PriceReport) -> None:
