@@ -12,9 +12,12 @@ never count more rows than a page needs to say "more than N".
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.forms import Media
 from django.utils.functional import cached_property
 
@@ -62,7 +65,9 @@ def autocomplete_media(field, admin_site) -> Media:
     widget = AutocompleteSelect(field, admin_site).media
     # After the admin's jQuery (django.jQuery) and select2 in the merged order: listed after
     # them in one list, not merged as a separate one.
-    return Media(css=widget._css, js=[*widget._js, "gateway/autocomplete_filter.js"])
+    # `_css`/`_js`: Media's own lists (Django has no public reader of them).
+    css, js = widget._css, widget._js  # type: ignore[attr-defined]
+    return Media(css=css, js=[*js, "gateway/autocomplete_filter.js"])
 
 
 class ChoicesFilter(admin.SimpleListFilter):
@@ -76,7 +81,7 @@ class ChoicesFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         value = self.value()
-        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+        return queryset.filter(**{str(self.parameter_name): value}) if value else queryset
 
 
 class ServedModelFilter(ChoicesFilter):
@@ -123,4 +128,5 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        rows = cast(QuerySet, self.object_list)  # the admin's changelist: a QuerySet
+        return rows.order_by()[: COUNT_CAP + 1].count()

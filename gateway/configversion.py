@@ -27,6 +27,7 @@ import logging
 import math
 import time
 import uuid
+from typing import cast
 
 import redis.asyncio as redis_async
 from django.conf import settings
@@ -68,8 +69,9 @@ def parse(token: bytes | str) -> tuple[str, int] | None:
     return (epoch, int(number)) if number.isdigit() else None
 
 
-def _pair(epoch: bytes | None, number: bytes | None) -> tuple[str, int]:
-    return ((epoch or b"").decode(), int(number or 0))
+def _pair(epoch: bytes | str | None, number: bytes | str | None) -> tuple[str, int]:
+    text = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
+    return (text, int(number or 0))
 
 
 def read() -> tuple[str, int] | None:
@@ -96,7 +98,7 @@ def changes_between(old: tuple[str, int] | None, new: tuple[str, int]) -> set[st
     seen: set[str] = set()
     scopes: set[str] = set()
     for row in rows:
-        number, _, named = row.decode().partition("|")
+        number, _, named = cast(bytes, row).decode().partition("|")
         seen.add(number)
         scopes.update(s for s in named.split(",") if s)
     return scopes if len(seen) == new[1] - old[1] else None

@@ -103,7 +103,7 @@ class Baseline(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.team.name if self.team_id else "every team (default)"
+        who = self.team.name if self.team is not None else "every team (default)"
         return f"{who}: {self.model}{' with cache' if self.cache else ', no cache'}"
 
     def validate_constraints(self, exclude=None) -> None:

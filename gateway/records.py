@@ -46,10 +46,12 @@ def ledger_entry(
     refusal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The call's ledger record; also counted in the metrics."""
+    team = call.team
+    assert team is not None  # a call is recorded once its key is known
     entry = {
         "request_id": call.request_id,
         "created_at": call.created_at.isoformat(),
-        "team_id": call.team.id,
+        "team_id": team.id,
         "feature_id": call.feature.id if call.feature else None,
         "api_key_id": call.key.id if call.key else None,
         "requested_model": call.requested_model[:128],
@@ -75,10 +77,10 @@ def ledger_entry(
         "output_cap": call.sent_cap if call.served else call.output_cap,
         "refusal": refusal,
     }
-    if call.team.store_content:
+    if team.store_content:
         content = call.operation.ledger_content(call) if call.operation else None
         entry["content"] = redact({"messages": content, "response": response})
     metrics.observe(
-        entry, team_name=call.team.name, feature_name=call.feature.name if call.feature else ""
+        entry, team_name=team.name, feature_name=call.feature.name if call.feature else ""
     )
     return entry

@@ -96,10 +96,10 @@ def resolve_chain(
         )
     fitting = [m for m in chain if prompt_tokens + (max_tokens or 0) <= m.context_window]
     if not fitting:
-        largest = max(m.context_window for m in chain)
+        widest = max(m.context_window for m in chain)
         raise InvalidRequest(
             f"The prompt (about {prompt_tokens} tokens) plus max_tokens does not fit the context "
-            f"window of any model in the chain (largest: {largest} tokens).",
+            f"window of any model in the chain (largest: {widest} tokens).",
             param="messages",
             code="context_length_exceeded",
         )

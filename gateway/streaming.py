@@ -226,11 +226,14 @@ async def live_events(
     settled = False
     # What has been delivered, for the lost-request sweep should this process die: a dict
     # write per chunk, sent by a per-process ticker (gateway/inflight.py).
-    served, provider = call.served.name, call.served.provider.name
+    model = call.served
+    assert model is not None and call.operation is not None  # set by attempt_models
+    operation = call.operation
+    served, provider = model.name, model.provider.name
     delivered = inflight.delta_chars(first)
     inflight.progress(call.request_id, delivered, served, provider)
     try:
-        yield sse(call.operation.client_chunk(call, first))
+        yield sse(operation.client_chunk(call, first))
         while True:
             try:
                 async with asyncio.timeout_at(call.deadline):
@@ -240,10 +243,10 @@ async def live_events(
             acc.add(chunk)
             delivered += inflight.delta_chars(chunk)
             inflight.progress(call.request_id, delivered, served, provider)
-            yield sse(call.operation.client_chunk(call, chunk))
-        problem = usage_problem(result.usage, services.usage_ceiling(call.served))
+            yield sse(operation.client_chunk(call, chunk))
+        problem = usage_problem(result.usage, services.usage_ceiling(model))
         if problem is not None:
-            raise bad_usage(call.served.provider.name, problem)
+            raise bad_usage(provider, problem)
     except Exception as exc:  # ProviderError, TimeoutError, or anything nobody foresaw
         if isinstance(exc, ProviderError):
             reason, kind = exc.public, exc.kind
@@ -323,6 +326,7 @@ async def _account(
     error_type: str = "",
 ) -> tuple[Usage, Cost]:
     usage = result.usage
+    assert call.served is not None  # a stream is accounted once a model answered
     ceiling = services.usage_ceiling(call.served)
     if usage is None or not usage.reported or usage_problem(usage, ceiling) is not None:
         usage = Usage(
@@ -341,6 +345,7 @@ async def _account(
 
 async def cached_events(call: services.Call, hit: CachedAnswer) -> AsyncIterator[bytes]:
     request_id_var.set(call.request_id)
+    assert call.operation is not None
     for chunk in replay_chunks(hit.body):
         yield sse(call.operation.client_chunk(call, chunk))
     if (call.body.get("stream_options") or {}).get("include_usage"):

@@ -90,7 +90,7 @@ def read_body(request) -> bytes:
     """The body, up to GATEWAY_MAX_BODY_BYTES. Django's own DATA_UPLOAD_MAX_MEMORY_SIZE is
     derived from the same setting (settings.py), so whichever check sees a body too large,
     the limit and the message are the same."""
-    limit = settings.GATEWAY["MAX_BODY_BYTES"]
+    limit = int(settings.GATEWAY["MAX_BODY_BYTES"])
     content_type = request.content_type or ""
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType(f"Send the request as application/json, not {content_type}.")
@@ -109,14 +109,14 @@ def read_body(request) -> bytes:
     return raw
 
 
-def to_response(answer: Answer) -> HttpResponse:
+def to_response(answer: Answer) -> HttpResponse | StreamingHttpResponse:
     """An `Answer` of the pipeline as Django's response: SSE or JSON."""
     if answer.events is not None:
         return sse_response(answer.events, answer.headers)
     return json_response(answer.body or {}, answer.headers, answer.status)
 
 
-async def serve(operation: Operation, request) -> HttpResponse:
+async def serve(operation: Operation, request) -> HttpResponse | StreamingHttpResponse:
     """Run `operation` on a DRF request through the one pipeline (services.run)."""
     answer = await services.run(
         operation,

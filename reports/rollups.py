@@ -126,8 +126,8 @@ def _days_from_hours(start: dt.datetime, end: dt.datetime) -> dict[Key, list[int
 def by_day(hourly: dict[Key, list[int]]) -> dict[Key, list[int]]:
     """Fold hourly sums into daily sums."""
     daily: dict[Key, list[int]] = {}
-    for (hour, *dimensions), counters in hourly.items():
-        key = (floor_day(hour), *dimensions)
+    for (hour, team, feature, model, provider, endpoint), counters in hourly.items():
+        key = (floor_day(hour), team, feature, model, provider, endpoint)
         row = daily.get(key)
         if row is None:
             daily[key] = list(counters)

@@ -19,7 +19,7 @@ from reports.models import COUNTER_FIELDS, DIMENSION_FIELDS, Rollup
 # period start, team, feature key, model, provider, endpoint
 Key = tuple[dt.datetime, int, int, str, str, str]
 BATCH = 5000
-_TYPES = ("timestamptz", "bigint", "bigint", "text", "text", "text")
+_TYPES: tuple[str, ...] = ("timestamptz", "bigint", "bigint", "text", "text", "text")
 _TYPES += ("bigint",) * len(COUNTER_FIELDS)
 
 

@@ -109,6 +109,10 @@ class Operation:
         """Whether this whole answer may be stored under `call.cache_key`."""
         return True
 
+    def client_chunk(self, call: Call, chunk: dict[str, Any]) -> dict[str, Any]:
+        """A stream chunk as the client asked for it (as it came, by default)."""
+        return chunk
+
     def ledger_content(self, call: Call) -> Any:
         """What the ledger stores of the request when the team keeps content."""
         return call.body.get("messages")

@@ -91,6 +91,7 @@ class ChatOperation(Operation):
             return None
         # A capped answer differs from an uncapped one: the cap is part of the key.
         keyed = {**call.body, "max_tokens": call.output_cap} if call.output_cap else call.body
+        assert call.team is not None  # authenticated first
         return cache.key_for(team=call.team, body=keyed, chain=tuple(m.name for m in chain))
 
     def cacheable(self, call: Call, body: dict[str, Any]) -> bool:
@@ -120,6 +121,7 @@ class ChatOperation(Operation):
             return Answer(events=events, headers=call.headers(None))
         completion: Completion = await attempt_models(call, _complete_checked)
         usage = _usage_or_estimate(call, completion.usage, completion.body)
+        assert call.served is not None  # attempt_models returned: a model answered
         cost = cost_of(usage, call.served.prices)
         await finish(call, usage=usage, cost=cost, body=completion.body)
         return Answer(body=self.client_body(call, completion.body), headers=call.headers(cost))

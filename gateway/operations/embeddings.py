@@ -86,6 +86,7 @@ class EmbeddingsOperation(Operation):
         return [first, *same]
 
     def cache_key(self, call: Call, chain: list[ModelSnap]) -> str | None:
+        assert call.team is not None  # authenticated first
         return cache.embeddings_key_for(
             team=call.team, body=call.body, chain=tuple(m.name for m in chain)
         )
@@ -109,6 +110,7 @@ class EmbeddingsOperation(Operation):
         usage = result.usage
         if not usage.reported:
             usage = Usage(input_tokens=call.prompt_tokens, reported=False)
+        assert call.served is not None  # attempt_models returned: a model answered
         cost = cost_of(usage, call.served.prices)
         body = _answer(result.vectors, result.model, usage)
         await finish(call, usage=usage, cost=cost, body=body)

@@ -105,7 +105,8 @@ class Spec:
 def _properties(document: dict[str, Any], name: str) -> dict[str, list[Any]]:
     """Every property a schema declares, through its allOf and $refs: name -> its schemas."""
     schemas = document["components"]["schemas"]
-    schema, found = schemas[name], {}
+    schema = schemas[name]
+    found: dict[str, list[Any]] = {}
     for part in [schema, *schema.get("allOf", [])]:
         if "$ref" in part:
             for key, subs in _properties(document, part["$ref"].rsplit("/", 1)[1]).items():
