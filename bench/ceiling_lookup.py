@@ -10,9 +10,9 @@ import timeit
 from decimal import Decimal
 
 from gateway import ceiling
-from gateway.config import ModelSnap, RouteSnap, Snapshot, TeamSnap
 from gateway.money import Prices
 from gateway.providers.base import ProviderConfig
+from gateway.snapshot import ModelSnap, RouteSnap, Snapshot, TeamSnap
 
 
 def model(name: str, i: str, o: str) -> ModelSnap:

@@ -38,7 +38,8 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from budgets.models import Budget  # noqa: E402
-from gateway import config, configstore, configversion  # noqa: E402
+from gateway import configstore, configversion  # noqa: E402
+from gateway import snapshot as snapshots  # noqa: E402
 from gateway.models import ApiKey, Feature, LanguageModel, Provider, Team  # noqa: E402
 
 FEATURES_PER_TEAM = 4
@@ -119,7 +120,7 @@ def main() -> None:
     }
     ttl = 5.0
     version = configversion.read()
-    full_ms, full_cpu, base = timed(lambda: config.load_snapshot(version), args.runs)
+    full_ms, full_cpu, base = timed(lambda: snapshots.load_snapshot(version), args.runs)
     same_ms, same_cpu, _ = timed(lambda: configstore.load(base, set(), set(), False), args.runs)
 
     key = ApiKey.objects.order_by("?").first()
@@ -149,10 +150,10 @@ def main() -> None:
     assert edited.teams[team.pk].rpm_limit == 100
     hashes = list(ApiKey.objects.order_by("?").values_list("hashed_secret", flat=True)[:100])
     one_ms, one_cpu, _ = timed(
-        lambda: [config._load_keys(config.Q(hashed_secret=h)) for h in hashes], args.runs
+        lambda: [snapshots._load_keys(snapshots.Q(hashed_secret=h)) for h in hashes], args.runs
     )
     batch_ms, batch_cpu, _ = timed(
-        lambda: config._load_keys(config.Q(hashed_secret__in=hashes)), args.runs
+        lambda: snapshots._load_keys(snapshots.Q(hashed_secret__in=hashes)), args.runs
     )
     engine = connection.vendor
     lines = [

@@ -93,9 +93,9 @@ def setup(ports: dict[str, int]) -> dict[str, str]:
 
 def status(team_name: str) -> list[dict[str, str]]:
     from budgets.services import budget_status
-    from gateway.config import store
     from gateway.money import units_to_usd
     from gateway.runtime import aredis
+    from gateway.snapshot import store
 
     team = Team.objects.get(name=team_name)
     snap = store().snapshot_sync().teams[team.id]

@@ -1,10 +1,10 @@
 """What validating a chat request costs, per request: parse_json + validate_chat, the work
-gateway/serializers.py does on every request, on typical bodies. No server, no database.
+gateway/validation.py does on every request, on typical bodies. No server, no database.
 
     PYTHONPATH=$PWD .venv/bin/python bench/spec_validation.py                  # this checkout
     PYTHONPATH=$PWD .venv/bin/python bench/spec_validation.py --baseline b86d808
 
-`--baseline REV` also times gateway/serializers.py as it was at git revision REV (loaded from
+`--baseline REV` also times gateway/validation.py as it was at git revision REV (loaded from
 `git show`, beside this checkout's), interleaved with this checkout's, best of `--rounds`.
 The baseline's hand-written validator refuses some of these bodies (n > 1, custom tools): a
 refusal is timed like an acceptance, since either is the work done per request.
@@ -76,7 +76,7 @@ BODIES = {
 
 
 def load(source: str, name: str):
-    """gateway/serializers.py from `source` text, as module `name` (imports resolve here)."""
+    """gateway/validation.py from `source` text, as module `name` (imports resolve here)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location(name, f.name)
@@ -109,10 +109,10 @@ def main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
     django.setup()
-    modules = {"this checkout": load((ROOT / "gateway/serializers.py").read_text(), "now")}
+    modules = {"this checkout": load((ROOT / "gateway/validation.py").read_text(), "now")}
     if args.baseline:
         old = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{args.baseline}:gateway/serializers.py"],
+            ["git", "-C", str(ROOT), "show", f"{args.baseline}:gateway/validation.py"],
             check=True,
             capture_output=True,
             text=True,

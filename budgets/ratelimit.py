@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from budgets import lua
 from budgets.keys import RATE_BUCKET_TTL_MS, rate_bucket_key
-from gateway.config import KeySnap, TeamSnap
 from gateway.errors import RateLimited
 from gateway.roundtrip import RoundTrip
+from gateway.snapshot import KeySnap, TeamSnap
 
 _METRICS = {"rpm": "requests", "tpm": "tokens"}
 

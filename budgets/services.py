@@ -21,10 +21,10 @@ from budgets import exhaustion, lua
 from budgets.keys import SPENT_GRACE_S, BudgetKeys, budget_keys
 from budgets.windows import Window, current_windows
 from gateway import runtime
-from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
 from gateway.roundtrip import RoundTrip, ScriptQueue
+from gateway.snapshot import BudgetSnap, TeamSnap
 
 log = logging.getLogger(__name__)
 

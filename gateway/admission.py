@@ -21,10 +21,10 @@ from budgets import lua, ratelimit
 from budgets import services as _budgets
 from budgets.ratelimit import RateCheck
 from gateway import cache, circuit, inflight, runtime
-from gateway.config import BudgetSnap, TeamSnap
 from gateway.errors import ServiceUnavailable
 from gateway.money import worst_case_units
 from gateway.roundtrip import RoundTrip
+from gateway.snapshot import BudgetSnap, TeamSnap
 
 if TYPE_CHECKING:
     from gateway.services import Call

@@ -1,5 +1,5 @@
 """Who is calling: the team key in `Authorization: Bearer …`, resolved without the database
-on a steady state (see gateway.config for the snapshot that holds the keys and its bound).
+on a steady state (see gateway.snapshot for the snapshot that holds the keys and its bound).
 
 A key the process's snapshot does not hold waits for a snapshot loaded after the request
 arrived (one shared reload, rate-limited) before it is refused, so a key created a moment
@@ -28,10 +28,10 @@ from redis.exceptions import RedisError
 
 from budgets.keys import auth_failures_key
 from gateway import runtime
-from gateway.config import FeatureSnap, KeySnap, Snapshot, TeamSnap, store
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
 from gateway.models import ApiKey
 from gateway.roundtrip import RoundTrip
+from gateway.snapshot import FeatureSnap, KeySnap, Snapshot, TeamSnap, store
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from redis.exceptions import RedisError
 
 from budgets.services import WindowStatus, budget_status
 from gateway.auth import authenticate
-from gateway.config import BudgetSnap, KeySnap, TeamSnap
 from gateway.errors import GatewayError, ServiceUnavailable, error_response
 from gateway.money import format_usd, units_to_usd
 from gateway.runtime import aredis
+from gateway.snapshot import BudgetSnap, KeySnap, TeamSnap
 
 
 @csrf_exempt

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from gateway.config import FeatureSnap, TeamSnap
 from gateway.providers.base import Usage
+from gateway.snapshot import FeatureSnap, TeamSnap
 
 PREFIX = "gw:cache:"
 MAX_TTL_S = 30 * 86400

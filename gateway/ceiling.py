@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from gateway.money import Prices
 
 if TYPE_CHECKING:
-    from gateway.config import ModelSnap, RouteSnap, Snapshot, TeamSnap
+    from gateway.snapshot import ModelSnap, RouteSnap, Snapshot, TeamSnap
 
 NO_SKIPS: Mapping[str, str] = {}
 UNPRICED = Decimal("Infinity")

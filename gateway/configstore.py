@@ -1,4 +1,4 @@
-"""The process's copy of the config snapshot (gateway/config.py), and how it is kept fresh.
+"""The process's copy of the config snapshot (gateway/snapshot.py), and how it is kept fresh.
 
 Stale-while-revalidate: past `GATEWAY["CONFIG_TTL_S"]` a request still gets the copy it has
 while one refresh runs in the background (however many requests ask at once), so neither a
@@ -38,7 +38,7 @@ from gateway import configversion, runtime
 from gateway.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
-    from gateway.config import Snapshot
+    from gateway.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,16 @@ def load(
     docstring for when). Runs in the database thread. `asked`: when the scopes and key
     hashes were taken; the snapshot says it was loaded then if that is earlier than its
     read (a request that arrived in between has its hash in the next refresh, not this one)."""
-    from gateway import config as _config  # the loaders (which import this module)
+    from gateway import snapshot as _snapshot  # the loaders (which import this module)
 
     version = configversion.read()
     snap = None
     if not full and base is not None and version is not None:
         changes = configversion.changes_between(base.version, version)
         if changes is not None and "*" not in changes and "*" not in scopes:
-            snap = _config.refresh_snapshot(base, scopes | changes, lookups, version)
+            snap = _snapshot.refresh_snapshot(base, scopes | changes, lookups, version)
     if snap is None:
-        snap = _config.load_snapshot(version)
+        snap = _snapshot.load_snapshot(version)
     if snap.loaded_at > asked:
         full_at = asked if snap.full_at == snap.loaded_at else snap.full_at
         snap = dataclasses.replace(snap, loaded_at=asked, full_at=full_at)

@@ -1,5 +1,5 @@
 """The config version: one counter in Redis, bumped after every committed change to what the
-hot path's snapshot holds (gateway/config.py), with a log of what each bump changed and a
+hot path's snapshot holds (gateway/snapshot.py), with a log of what each bump changed and a
 message on a pub/sub channel.
 
 - Writers: every ORM save and delete of a team, feature, key, budget, provider, model,
@@ -108,7 +108,7 @@ def publish(scopes: set[str]) -> tuple[str, int] | None:
     """Bump the version with `scopes` in its log entry and tell every process. If Redis is
     unreachable the other processes learn of it at their next full reload (they reload
     everything while they cannot read the version)."""
-    from gateway.config import store
+    from gateway.snapshot import store
 
     version = None
     try:
@@ -133,7 +133,7 @@ def publish(scopes: set[str]) -> tuple[str, int] | None:
 def changed(*scopes: str) -> None:
     """Announce a change: to this process at once, and to every process (the version bump)
     once the current transaction commits (at once outside one)."""
-    from gateway.config import store
+    from gateway.snapshot import store
 
     named = set(scopes) or {"*"}
     store().changed(named)
@@ -198,7 +198,7 @@ async def watch(stop: asyncio.Event) -> None:
     """Until `stop`: tell the store of every published change as it arrives, and compare the
     version every `CONFIG_TTL_S` (a message missed while Redis was away, or lost). Redis
     errors are logged once per outage and retried with a growing pause (at most 5 s)."""
-    from gateway.config import store
+    from gateway.snapshot import store
 
     pause, down_since = 0.5, -math.inf
     while not stop.is_set():

@@ -21,9 +21,9 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from gateway import ceiling
-from gateway.config import ModelSnap, Snapshot, TeamSnap, load_snapshot
 from gateway.money import cost_of, units_to_usd, usd_to_units
 from gateway.providers.base import Usage
+from gateway.snapshot import ModelSnap, Snapshot, TeamSnap, load_snapshot
 
 LOOKBACK = timedelta(days=7)
 

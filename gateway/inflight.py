@@ -294,7 +294,7 @@ def sweep(limit: int = 200) -> int:
     from budgets import services as budgets
     from budgets.tasks import send_budget_alert
     from gateway import ledger
-    from gateway.config import store
+    from gateway.snapshot import store
 
     redis = runtime.sync_redis()
     token = secrets.token_hex(16)

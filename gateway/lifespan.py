@@ -8,7 +8,7 @@ import logging
 
 from django.conf import settings
 
-from gateway import configversion, drain, health, ledger, runtime
+from gateway import configversion, drain, ledger, probes, runtime
 
 log = logging.getLogger(__name__)
 # Why every counter is below the ledger when an embedded process starts: not lost spend.
@@ -34,7 +34,7 @@ class LifespanApp:
                 if not settings.REDIS_URL:
                     await self.restore_counters()
                 else:
-                    await health.warn_at_start()
+                    await probes.warn_at_start()
                 if settings.REDIS_URL:  # embedded: one process, told of changes directly
                     self.watcher = asyncio.get_running_loop().create_task(
                         configversion.watch(self.stop)

@@ -7,8 +7,8 @@ Models whose context window cannot hold the prompt are skipped.
 
 from __future__ import annotations
 
-from gateway.config import ModelSnap, RouteSnap, Snapshot
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.snapshot import ModelSnap, RouteSnap, Snapshot
 
 AUTO = "auto"
 

@@ -1,6 +1,6 @@
 """The OpenAPI description of the public API, served by drf-spectacular at /api/schema/.
 
-The API views parse JSON by hand (see gateway/serializers.py) and /v1/budget is a plain
+The API views parse JSON by hand (see gateway/validation.py) and /v1/budget is a plain
 Django view, so nothing can be inferred from serializers: the schemas are written here as
 JSON Schema, next to each other, and attached from outside. `document_plain_views` (a
 drf-spectacular preprocessing hook) swaps each described route's view for an annotated

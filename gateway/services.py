@@ -26,7 +26,6 @@ from redis.exceptions import RedisError
 from budgets import services as budgets
 from gateway import admission, cache, ceiling, circuit, inflight, ledger, runtime
 from gateway.auth import authenticate, resolve_feature
-from gateway.config import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
 from gateway.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -44,7 +43,8 @@ from gateway.records import ledger_entry, record, refusal_record
 from gateway.redaction import scrub_provider_text
 from gateway.roundtrip import RoundTrip
 from gateway.routing import chain_for, resolve_chain
-from gateway.serializers import parse_json
+from gateway.snapshot import BudgetSnap, FeatureSnap, KeySnap, ModelSnap, TeamSnap
+from gateway.validation import parse_json
 
 log = logging.getLogger(__name__)
 PRIORITIES = ("low", "medium", "high")

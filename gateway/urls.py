@@ -2,8 +2,8 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from gateway import budget_api, views
-from gateway.health import HealthzView, MetricsView, ReadyzView
 from gateway.inbound import views as inbound
+from gateway.probes import HealthzView, MetricsView, ReadyzView
 
 urlpatterns = [
     path("v1/chat/completions", views.ChatCompletionsView.as_view(), name="chat-completions"),

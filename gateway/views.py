@@ -25,7 +25,7 @@ from gateway.fastpath.views import InlineAPIView
 from gateway.operations.base import Answer, Operation
 from gateway.operations.chat import CHAT
 from gateway.operations.embeddings import EMBEDDINGS
-from gateway.serializers import CONTROL
+from gateway.validation import CONTROL
 
 
 def json_response(body: dict, headers: dict[str, str], status: int = 200) -> HttpResponse:

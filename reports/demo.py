@@ -18,8 +18,8 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway.config import store
 from gateway.models import Provider
+from gateway.snapshot import store
 
 
 @dataclass(frozen=True, slots=True)

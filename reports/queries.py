@@ -18,7 +18,7 @@ from gateway.models import Feature, Team
 from gateway.money import units_to_usd
 from gateway.pricehistory import PriceHistory
 from reports import month
-from reports.budget_status import budget_status
+from reports.budget_overview import budget_overview
 from reports.filters import ReportFilters
 from reports.models import DailyRollup, HourlyRollup, Rollup
 from reports.savings import Savings, baseline_label, savings_by, total_savings
@@ -141,7 +141,7 @@ def overview(f: ReportFilters) -> dict:
         "spend_usd": [usd(per_bucket.get(b)) for b in starts],
         "saved_by_cache_usd": [usd(saved[b].baseline_hits if b in saved else 0) for b in starts],
         "saved_by_routing_usd": [usd(saved[b].routing if b in saved else 0) for b in starts],
-        **budget_status(f),
+        **budget_overview(f),
     }
 
 

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from gateway import ledger, runtime
 from gateway.auth import forget_blocked_clients
-from gateway.config import store
+from gateway.snapshot import store
 
 
 def pytest_report_header(config):

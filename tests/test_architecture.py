@@ -28,7 +28,7 @@ LAYERS = {
     "gateway.budget_api": "api",
     "gateway.schema": "api",
     "gateway.urls": "api",
-    "gateway.health": "api",
+    "gateway.probes": "api",
     "gateway.inbound": "api",  # /v1/messages and /v1/responses: formats in and out
     "gateway.services": "pipeline",
     "gateway.admission": "pipeline",
@@ -41,13 +41,13 @@ LAYERS = {
     "gateway.circuit": "pipeline",
     "gateway.ledger": "pipeline",
     "gateway.inflight": "pipeline",
-    "gateway.serializers": "pipeline",  # the request's parsing and validation
+    "gateway.validation": "pipeline",  # the request's parsing and validation
     "gateway.providers": "providers",
-    "gateway.config": "config",
+    "gateway.snapshot": "config",
     "gateway.configstore": "config",
     "gateway.configversion": "config",
     "gateway.configfile": "config",
-    "gateway.prices": "config",
+    "gateway.priceimport": "config",
     "gateway.pricehistory": "config",
     "gateway.models": "config",
     "gateway.admin": "config",

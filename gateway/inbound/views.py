@@ -21,7 +21,7 @@ from gateway.inbound import (
     responses_stream,
 )
 from gateway.inbound.openapi import count_tokens_doc, messages_doc, responses_doc
-from gateway.serializers import parse_json
+from gateway.validation import parse_json
 from gateway.views import InlineAPIView, RequestHeaders, json_response, read_body, sse_response
 
 

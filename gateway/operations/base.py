@@ -16,10 +16,10 @@ from gateway.errors import GatewayError, InvalidRequest
 
 if TYPE_CHECKING:
     from gateway.cache import CachedAnswer
-    from gateway.config import ModelSnap
     from gateway.money import Cost
     from gateway.providers.base import ProviderAdapter
     from gateway.services import Call
+    from gateway.snapshot import ModelSnap
 
 
 @dataclass(slots=True)

@@ -18,7 +18,6 @@ from django.conf import settings
 
 from gateway import cache, streaming, tokens
 from gateway.cache import CachedAnswer
-from gateway.config import ModelSnap
 from gateway.errors import InvalidRequest
 from gateway.money import Cost, cost_of
 from gateway.operations.base import Answer, Operation
@@ -31,8 +30,9 @@ from gateway.providers.base import (
     bad_usage,
     usage_problem,
 )
-from gateway.serializers import upstream_body, validate_chat
 from gateway.services import Call, attempt_models, finish, usage_ceiling
+from gateway.snapshot import ModelSnap
+from gateway.validation import upstream_body, validate_chat
 
 
 class ChatOperation(Operation):

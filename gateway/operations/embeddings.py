@@ -22,14 +22,14 @@ from typing import Any
 
 from gateway import cache, tokens
 from gateway.cache import CachedAnswer
-from gateway.config import ModelSnap
 from gateway.errors import InvalidRequest
 from gateway.money import Cost, cost_of
 from gateway.operations.base import Answer, Operation
 from gateway.providers.base import ProviderAdapter, ProviderError, Usage
 from gateway.providers.embeddings import EmbeddingRequest, Embeddings
-from gateway.serializers import validate_model_name
 from gateway.services import Call, attempt_models, finish
+from gateway.snapshot import ModelSnap
+from gateway.validation import validate_model_name
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 MAX_DIMENSIONS = 16384  # above every embedding model today (3,072 to 8,192)

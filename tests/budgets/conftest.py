@@ -15,7 +15,7 @@ from fakeredis import FakeAsyncRedis
 from redis.asyncio import Redis
 
 from gateway import runtime
-from gateway.config import TeamSnap, store
+from gateway.snapshot import TeamSnap, store
 
 
 def arun(fn, /, *args, **kwargs):

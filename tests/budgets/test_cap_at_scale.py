@@ -34,11 +34,11 @@ from budgets.keys import budget_keys
 from budgets.models import Budget
 from budgets.windows import current_windows
 from gateway import ledger, tokens
-from gateway.config import store
 from gateway.configfile import import_config, read_config_file
 from gateway.models import Feature, LanguageModel, Provider, Team, UsageRecord
 from gateway.money import Prices, usd_to_units, worst_case_units
 from gateway.runtime import sync_redis
+from gateway.snapshot import store
 from tests.factories import make_budget, make_key
 from tests.gateway_server import GatewayServer
 from tests.loopback import fail, ok, slow

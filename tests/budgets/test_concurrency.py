@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from budgets import services
 from budgets.keys import budget_keys
 from gateway.admission import queue_admission
-from gateway.config import TeamSnap
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
 from gateway.roundtrip import RoundTrip
+from gateway.snapshot import TeamSnap
 from tests.budgets.conftest import team_snap
 from tests.factories import make_budget, make_team
 from tests.processes import requires_real_redis

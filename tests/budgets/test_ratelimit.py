@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 
 from budgets.keys import rate_bucket_key
 from budgets.ratelimit import check_rate_limits
-from gateway.config import KeySnap
 from gateway.errors import RateLimited
+from gateway.snapshot import KeySnap
 from tests.budgets.conftest import arun, team_snap
 from tests.factories import make_key, make_team
 from tests.processes import requires_real_redis

@@ -10,9 +10,9 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from gateway.auth import authenticate, resolve_feature
-from gateway.config import store
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.models import ApiKey
+from gateway.snapshot import store
 from tests.factories import make_feature, make_key, make_team
 
 # The key and snapshot loaders run in a worker thread (sync_to_async, thread_sensitive=False),

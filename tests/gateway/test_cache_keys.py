@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from gateway import cache, runtime
 from gateway.cache import MAX_TTL_S, PREFIX, CachedAnswer, cacheable, key_for, ttl_for
-from gateway.config import FeatureSnap, TeamSnap
 from gateway.providers.base import Usage
 from gateway.roundtrip import RoundTrip
+from gateway.snapshot import FeatureSnap, TeamSnap
 
 CHAIN = ("gpt-4o-mini", "claude-haiku")
 # Keys are cheap to compute but there are many properties: a few dozen examples each.

@@ -8,7 +8,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from gateway import config, runtime
+from gateway import runtime
+from gateway import snapshot as snapshots
 
 
 @pytest.mark.django_db
@@ -19,7 +20,7 @@ def test_a_load_done_before_its_callback_is_still_returned(monkeypatch):
         return future
 
     monkeypatch.setattr(runtime, "submit_db", done_at_once)
-    store = config.ConfigStore()
+    store = snapshots.ConfigStore()
     future, started = store._reload()
     assert future.done() and started > 0
     assert store._snapshot is future.result()

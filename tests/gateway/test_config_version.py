@@ -9,9 +9,10 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from gateway import config, configversion, runtime
-from gateway.config import store
+from gateway import configversion, runtime
+from gateway import snapshot as snapshots
 from gateway.models import ApiKey
+from gateway.snapshot import store
 from tests.factories import make_feature, make_key, make_team
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,7 +32,7 @@ def settled():
 
 def count_loads(monkeypatch) -> dict[str, list]:
     calls: dict[str, list] = {"full": [], "partial": []}
-    full, partial = config.load_snapshot, config.refresh_snapshot
+    full, partial = snapshots.load_snapshot, snapshots.refresh_snapshot
 
     def counted_full(*args):
         calls["full"].append(args)
@@ -41,8 +42,8 @@ def count_loads(monkeypatch) -> dict[str, list]:
         calls["partial"].append(args[1])  # the scopes
         return partial(*args)
 
-    monkeypatch.setattr(config, "load_snapshot", counted_full)
-    monkeypatch.setattr(config, "refresh_snapshot", counted_partial)
+    monkeypatch.setattr(snapshots, "load_snapshot", counted_full)
+    monkeypatch.setattr(snapshots, "refresh_snapshot", counted_partial)
     return calls
 
 

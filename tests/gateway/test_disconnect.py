@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 
 from budgets.services import budget_status
 from gateway import ledger, runtime
-from gateway.config import store
 from gateway.models import UsageRecord
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

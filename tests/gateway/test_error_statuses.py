@@ -66,7 +66,7 @@ def test_a_missing_or_unknown_key_is_401(gateway_server, world):
 def test_a_revoked_key_is_401(gateway_server, world):
     from django.utils import timezone
 
-    from gateway.config import store
+    from gateway.snapshot import store
 
     world["key"].revoked_at = timezone.now()
     world["key"].save()

@@ -11,9 +11,9 @@ import pytest
 from django.core.management import call_command
 
 from gateway import ceiling, ledger
-from gateway.config import load_snapshot
 from gateway.models import UsageRecord
 from gateway.money import Prices
+from gateway.snapshot import load_snapshot
 from tests.factories import (
     make_budget,
     make_feature,

@@ -15,11 +15,11 @@ from django.test import AsyncClient
 
 from budgets.services import budget_status
 from gateway import admission, inflight, ledger, runtime, services
-from gateway.config import store
 from gateway.models import UsageRecord
 from gateway.money import Cost, cost_of
 from gateway.operations.chat import CHAT
 from gateway.providers.base import Usage
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

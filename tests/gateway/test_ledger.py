@@ -130,7 +130,7 @@ async def test_shutdown_flushes_what_is_queued(settings):
 @pytest.mark.skipif(bool(django_settings.REDIS_URL), reason="the embedded mode's behaviour")
 async def test_an_embedded_server_starts_with_budget_counters_rebuilt_from_the_ledger(settings):
     from budgets.services import budget_status
-    from gateway.config import store
+    from gateway.snapshot import store
     from tests.factories import make_budget
 
     team = await asyncio.to_thread(make_team)

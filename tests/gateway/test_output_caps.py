@@ -16,8 +16,8 @@ import pytest
 
 from budgets.models import Budget
 from gateway import ledger
-from gateway.config import store
 from gateway.models import Feature, UsageRecord
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

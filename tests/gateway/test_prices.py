@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from gateway.models import LanguageModel
-from gateway.prices import load_price_table, per_million
+from gateway.priceimport import load_price_table, per_million
 from tests.factories import make_model, make_provider
 
 pytestmark = pytest.mark.django_db

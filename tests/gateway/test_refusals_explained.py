@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from gateway import ledger
-from gateway.config import store
 from gateway.models import UsageRecord
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.config import ModelSnap, RouteSnap, Snapshot
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.money import Prices
 from gateway.providers.base import ProviderConfig
 from gateway.routing import resolve_chain
+from gateway.snapshot import ModelSnap, RouteSnap, Snapshot
 
 SIM = ProviderConfig(name="sim", kind="simulated", base_url="", api_key="")
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.serializers import MAX_NESTING, parse_json, upstream_body, validate_chat
+from gateway.validation import MAX_NESTING, parse_json, upstream_body, validate_chat
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 

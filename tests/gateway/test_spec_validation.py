@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.serializers import validate_chat
 from gateway.spec import COMMIT, spec, to_json_schema
+from gateway.validation import validate_chat
 
 USER = {"role": "user", "content": "hi"}
 CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}

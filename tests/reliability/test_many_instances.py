@@ -17,9 +17,9 @@ from django.db.models import Sum
 from budgets.models import BudgetAlert
 from budgets.services import slots_for
 from gateway import ledger, runtime
-from gateway.config import store
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
+from gateway.snapshot import store
 from tests.budgets.conftest import Receiver
 from tests.factories import (
     make_budget,

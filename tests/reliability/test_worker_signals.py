@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from budgets.services import budget_status
 from gateway import ledger, runtime, tokens
-from gateway.config import store
 from gateway.models import UsageRecord
 from gateway.money import Prices, units_to_usd, usd_to_units, worst_case_units
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

@@ -290,13 +290,13 @@ async def test_with_redis_away_failures_are_not_counted_and_still_401(auth_setti
 async def test_a_repeated_unknown_key_is_refused_from_memory(auth_settings, monkeypatch):
     """The negative cache: the same unknown hash waits for one reload, then is refused at
     once until it expires or a new snapshot is stored."""
-    from gateway import config
+    from gateway import snapshot as snapshots
 
     auth_settings(AUTH_FAILURES_PER_MINUTE=0, AUTH_RELOAD_INTERVAL_S=0, AUTH_NEGATIVE_TTL_S=60)
-    await config.store().snapshot()
+    await snapshots.store().snapshot()
     loads = []
-    real = config.refresh_snapshot  # the version has not moved: keys are looked up by hash
-    monkeypatch.setattr(config, "refresh_snapshot", lambda *a: loads.append(1) or real(*a))
+    real = snapshots.refresh_snapshot  # the version has not moved: keys are looked up by hash
+    monkeypatch.setattr(snapshots, "refresh_snapshot", lambda *a: loads.append(1) or real(*a))
     key = random_key()
     for _ in range(20):
         assert (await ask_models(key)).status_code == 401
@@ -306,10 +306,10 @@ async def test_a_repeated_unknown_key_is_refused_from_memory(auth_settings, monk
 async def test_concurrent_random_keys_share_one_reload(auth_settings, monkeypatch):
     """200 random keys at once: the reload they share, and at most one more for those that
     arrived while it ran (main: 200 database jobs)."""
-    from gateway import config
+    from gateway import snapshot as snapshots
 
     auth_settings(AUTH_FAILURES_PER_MINUTE=0, AUTH_RELOAD_INTERVAL_S=1)
-    await config.store().snapshot()
+    await snapshots.store().snapshot()
     await asyncio.sleep(1)  # past the reload interval of that first load
     jobs = []
     real = runtime.submit_db

@@ -22,10 +22,10 @@ from redis.asyncio import Redis
 
 from budgets.services import budget_status
 from gateway import ledger, tokens
-from gateway.config import store
 from gateway.models import UsageRecord
 from gateway.money import Prices, cost_of, units_to_usd, worst_case_units
 from gateway.providers.base import Usage
+from gateway.snapshot import store
 from tests.factories import (
     make_budget,
     make_feature,

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gateway import configversion
 from gateway.configfile.fields import dump_decimal
-from gateway.prices import PriceReport, PriceTableError, import_prices, load_price_table
+from gateway.priceimport import PriceReport, PriceTableError, import_prices, load_price_table
 
 
 class Command(BaseCommand):

@@ -93,7 +93,7 @@ def _window(
     }
 
 
-def budget_status(f: ReportFilters) -> dict:
+def budget_overview(f: ReportFilters) -> dict:
     teams = list(
         Team.objects.all() if f.team_ids is None else Team.objects.filter(id__in=f.team_ids)
     )

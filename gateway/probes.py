@@ -25,8 +25,8 @@ from drf_spectacular.utils import extend_schema
 from redis.exceptions import ResponseError
 
 from gateway import drain, metrics, runtime, schema
-from gateway.config import store
 from gateway.errors import AuthenticationFailed, PermissionDenied, error_response
+from gateway.snapshot import store
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 2.0
