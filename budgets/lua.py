@@ -106,15 +106,6 @@ local function hold(keys, rid, units_arg, ttl_arg, limits)
 end
 """
 
-# KEYS: 4 per budget window. ARGV: request id, units, ttl ms, then one limit per window.
-RESERVE = (
-    PRELUDE
-    + HOLD
-    + """
-return hold(KEYS, ARGV[1], ARGV[2], ARGV[3], slice(ARGV, 4, #ARGV))
-"""
-)
-
 # KEYS: 5 per budget window (spent, reserved, holds, expiries, alerted).
 # ARGV: request id ('' when nothing was reserved), units, then per budget window:
 #   limit (-1: none), spent key lifetime (ms, relative), n thresholds, the n thresholds.
@@ -240,12 +231,3 @@ local function take_tokens(keys, args, ttl)
   return {0}
 end
 """
-
-# KEYS: the buckets. ARGV: capacity and cost per bucket, then the buckets' TTL ms.
-RATE_LIMIT = (
-    PRELUDE
-    + TAKE_TOKENS
-    + """
-return take_tokens(KEYS, slice(ARGV, 1, #ARGV - 1), ARGV[#ARGV])
-"""
-)

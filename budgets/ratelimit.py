@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
-from budgets import lua
 from budgets.keys import RATE_BUCKET_TTL_MS, rate_bucket_key
 from gateway.errors import RateLimited
-from gateway.roundtrip import RoundTrip
 from gateway.snapshot import KeySnap, TeamSnap
 
 _METRICS = {"rpm": "requests", "tpm": "tokens"}
@@ -41,9 +37,6 @@ class RateCheck:
         for *_, limit, cost in self.buckets:
             args += [limit, cost]
         return [*args, RATE_BUCKET_TTL_MS]
-
-    def queue(self, trip: RoundTrip) -> int:
-        return trip.script(lua.RATE_LIMIT, self.keys(), self.args())
 
     def refusal(self, reply) -> RateLimited | None:
         if not int(reply[0]):
@@ -81,16 +74,3 @@ def rate_check(*, key: KeySnap, team: TeamSnap, tokens: int) -> RateCheck | None
         if limit
     )
     return RateCheck(key, team, buckets) if buckets else None
-
-
-async def check_rate_limits(*, redis: Redis, key: KeySnap, team: TeamSnap, tokens: int) -> None:
-    """Take one request and `tokens` tokens from every bucket that applies, or raise
-    RateLimited. One round trip; none at all when no limit applies."""
-    check = rate_check(key=key, team=team, tokens=tokens)
-    if check is None:
-        return
-    trip = RoundTrip(redis)
-    index = check.queue(trip)
-    refusal = check.refusal((await trip.send())[index])
-    if refusal is not None:
-        raise refusal

@@ -23,7 +23,7 @@ from budgets.windows import Window, current_windows
 from gateway import runtime
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
-from gateway.roundtrip import RoundTrip, ScriptQueue
+from gateway.roundtrip import ScriptQueue
 from gateway.snapshot import BudgetSnap, TeamSnap
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What `reserve` held, to be settled or released; empty when no budget covers the request."""
+    """What admission held (gateway/admission.py), to be spent (`queue_spend`) or released;
+    empty when no budget covers the request."""
 
     request_id: str
     units: int
@@ -73,48 +74,6 @@ class WindowStatus:
 def slots_for(budgets: list[BudgetSnap], now: datetime | None = None) -> tuple[Slot, ...]:
     """Each budget's current daily and monthly window, in its team's time zone."""
     return tuple(Slot(b, w) for b in budgets for w in current_windows(b.timezone, now))
-
-
-async def reserve(
-    *,
-    redis: Redis,
-    team: TeamSnap,
-    budgets: list[BudgetSnap],
-    request_id: str,
-    units: int,
-    now: datetime | None = None,
-) -> Reservation:
-    """Hold `units` (the worst-case cost) on every budget window, or refuse.
-
-    Raises BudgetExceeded when spent + reserved + units would pass a hard limit; soft budgets
-    are held (so /v1/budget shows what is in flight) but never refuse. A reservation not
-    settled or released within GATEWAY["RESERVATION_TTL_S"] is dropped by the next script
-    that touches its budget, so a crashed process never locks a budget.
-    """
-    if units < 0:
-        raise ValueError("units must be >= 0")
-    now = now or timezone.now()
-    reservation = Reservation(request_id, units, slots_for(budgets, now))
-    if not reservation.slots:
-        return reservation
-    limits = [_enforced_limit(s) for s in reservation.slots]
-    ttl_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
-    script = redis.register_script(lua.RESERVE)
-    result = await script(
-        keys=_reservation_keys(reservation.slots), args=[request_id, units, ttl_ms, *limits]
-    )
-    if int(result[0]):
-        slot = reservation.slots[int(result[0]) - 1]
-        _note_refusal(redis, slot, int(result[1]), units)
-        raise _refusal(
-            team=team,
-            slot=slot,
-            spent=int(result[1]),
-            reserved=int(result[2]),
-            units=units,
-            now=now,
-        )
-    return reservation
 
 
 def hold_script_args(
@@ -148,37 +107,12 @@ def refused(
     )
 
 
-async def settle(*, redis: Redis, reservation: Reservation, actual_units: int) -> None:
-    """Drop the reservation and add the actual cost to every window, soft budgets too.
-
-    Alerts for the thresholds this spend reached are claimed in the same script (one winner
-    per budget, window and threshold, across every process) and enqueued here.
-    """
-    await _spend(
-        redis=redis, slots=reservation.slots, request_id=reservation.request_id, units=actual_units
-    )
-
-
 async def release(*, redis: Redis, reservation: Reservation) -> None:
     """Drop the reservation and add nothing (the call failed and cost nothing)."""
     if not reservation.slots:
         return
     script = redis.register_script(lua.RELEASE)
     await script(keys=_reservation_keys(reservation.slots), args=[reservation.request_id])
-
-
-async def record_spend(
-    *,
-    redis: Redis,
-    team: TeamSnap,
-    budgets: list[BudgetSnap],
-    units: int,
-    now: datetime | None = None,
-) -> None:
-    """Add spend that was never reserved (e.g. Redis was down at reserve time, failing open)."""
-    await _spend(
-        redis=redis, slots=slots_for(budgets, now or timezone.now()), request_id="", units=units
-    )
 
 
 async def budget_status(
@@ -231,14 +165,6 @@ async def after_spend(*, redis: Redis, slots: tuple[Slot, ...], claimed: list) -
         await _enqueue_alert(
             redis=redis, slot=slot, threshold=int(claimed[i + 1]), spent=int(claimed[i + 2])
         )
-
-
-async def _spend(*, redis: Redis, slots: tuple[Slot, ...], request_id: str, units: int) -> None:
-    trip = RoundTrip(redis)
-    index = queue_spend(trip, slots=slots, request_id=request_id, units=units)
-    if index is not None:
-        claimed = (await trip.send())[index]
-        await after_spend(redis=redis, slots=slots, claimed=claimed)
 
 
 async def _enqueue_alert(*, redis: Redis, slot: Slot, threshold: int, spent: int) -> None:

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 DAILY = "daily"
 MONTHLY = "monthly"
-WINDOWS = (DAILY, MONTHLY)
 
 
 @dataclass(frozen=True, slots=True)

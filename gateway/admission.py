@@ -3,8 +3,9 @@ the budget hold, as ONE atomic Redis script (ADMIT) on ONE round trip.
 
 The script runs, in this order: the rate-limit buckets (APPROXIMATE, see budgets/lua.py),
 the cache lookup (a hit is served and reserves nothing), then the budget hold (EXACT). Its
-building blocks (PRELUDE, TAKE_TOKENS, HOLD) are the budgets app's, shared with its other
-scripts, so a hold taken here is the same hold `budgets.services.reserve` takes.
+building blocks (PRELUDE, TAKE_TOKENS, HOLD) are the budgets app's, and this script is the
+only one that takes rate tokens or holds budget: the spend and release scripts
+(budgets/lua.py) read the holds it leaves.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def queue_admission(
     units: int,
     now: datetime | None = None,
 ) -> Admission:
-    """Queue a request's admission (see `Admission`); `budgets.services.reserve` is the same
-    reservation on its own."""
+    """Queue a request's admission (see `Admission`). With no rate check and no cache key it
+    is a reservation alone."""
     now = now or timezone.now()
     reservation, hold_keys, hold_args = _budgets.hold_script_args(
         budgets=budgets, request_id=request_id, units=units, now=now

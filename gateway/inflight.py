@@ -365,7 +365,3 @@ def sweep(limit: int = 200) -> int:
                 log.exception("could not enqueue a budget alert for lost request %s", rid)
                 redis.hdel(slot.keys.alerted, str(int(claimed[j + 1])))
     return written
-
-
-def pending_count() -> int:
-    return int(runtime.sync_redis().zcard(ZSET))

@@ -4,13 +4,11 @@ on startup; on shutdown stop it, drain what is left and close the per-process cl
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from django.conf import settings
 
 from gateway import configversion, drain, ledger, probes, runtime
 
-log = logging.getLogger(__name__)
 # Why every counter is below the ledger when an embedded process starts: not lost spend.
 EMPTY_AT_START = "the embedded Redis stand-in starts empty with each process"
 

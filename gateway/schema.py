@@ -222,7 +222,6 @@ MODEL_LIST = {
 }
 
 TOKENS = {"type": "array", "items": {"type": "integer"}}
-NUMBERS = {"type": "array", "items": {"type": "number"}}
 EMBEDDINGS_REQUEST = {
     "type": "object",
     "required": ["model", "input"],

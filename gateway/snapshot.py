@@ -19,7 +19,6 @@ another refresh (gateway/auth.py).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,8 +36,6 @@ from gateway import ceiling, keyvars
 from gateway.configstore import NEGATIVE_CACHE_MAX, ConfigStore, store
 from gateway.money import Prices, usd_to_units
 from gateway.providers.base import ProviderConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,7 @@
 """A request's admission in one script: rate limits, then the cache, then the reservation.
 
-The same outcomes as the three steps taken one by one (check_rate_limits, a cache GET,
-reserve), in the same order: a refused rate limit looks at nothing else, a cache hit reserves
-nothing, a budget refusal says what `reserve` says.
+In that order: a refused rate limit looks at nothing else, a cache hit reserves nothing, and
+a budget refusal after a cache miss says what it says for a request that is not cached.
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ from decimal import Decimal
 
 import pytest
 
-from budgets import services
 from budgets.keys import budget_keys
 from budgets.ratelimit import rate_check
 from gateway.admission import queue_admission
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.money import usd_to_units
 from gateway.roundtrip import RoundTrip
+from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap
 from tests.budgets.test_ratelimit import key_snap
 from tests.factories import make_budget, make_team
@@ -70,7 +69,7 @@ def test_a_miss_holds_the_worst_case_on_every_window(team, redis_sync):
     admission, checked, hit = admit(snap, U("0.1"))
     assert (checked, hit) == (True, None)
     assert reserved(redis_sync, budget) == U("0.1")
-    arun(services.settle, reservation=admission.reservation, actual_units=U("0.04"))
+    arun(steps.settle, reservation=admission.reservation, actual_units=U("0.04"))
     assert reserved(redis_sync, budget) == 0
     assert int(redis_sync.get(budget_keys(budget.id, DAY).spent)) == U("0.04")
 
@@ -102,14 +101,14 @@ def test_a_rate_limited_request_looks_at_nothing_else(team, redis_sync):
     assert reserved(redis_sync, budget) == held  # nothing reserved for the refused one
 
 
-def test_a_budget_refusal_says_what_reserve_says(team, redis_sync):
+def test_a_budget_refusal_after_a_miss_says_what_it_says_uncached(team, redis_sync):
     snap, budget = team
     admit(snap, U("0.75"), request_id="a", cache_key=None)
     with pytest.raises(BudgetExceeded) as by_admission:
-        admit(snap, U("0.5"), request_id="b", cache_key=None)
+        admit(snap, U("0.5"), request_id="b")  # a cache miss, then the hold
     with pytest.raises(BudgetExceeded) as by_reserve:
         arun(
-            services.reserve,
+            steps.reserve,  # no cache key
             team=snap,
             budgets=list(snap.budgets),
             request_id="c",

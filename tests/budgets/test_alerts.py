@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from budgets import services
 from budgets.keys import budget_keys
 from budgets.models import BudgetAlert
 from budgets.tasks import send_budget_alert
 from gateway.money import usd_to_units
+from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap
 from tests.factories import make_budget, make_team
 
@@ -37,7 +37,7 @@ def budget(webhook):
 
 async def _settle_many(*, redis, team, count):
     async def one(i):
-        reservation = await services.reserve(
+        reservation = await steps.reserve(
             redis=redis,
             team=team,
             budgets=list(team.budgets),
@@ -46,7 +46,7 @@ async def _settle_many(*, redis, team, count):
             now=NOW,
         )
         await asyncio.sleep(0)
-        await services.settle(redis=redis, reservation=reservation, actual_units=CENTS_4)
+        await steps.settle(redis=redis, reservation=reservation, actual_units=CENTS_4)
 
     await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -111,14 +111,14 @@ def test_a_threshold_not_enqueued_is_claimed_again_by_the_next_spend(
     with monkeypatch.context() as patch:
         patch.setattr(send_budget_alert, "delay", broker_down)
         arun(
-            services.record_spend,
+            steps.record_spend,
             team=team,
             budgets=list(team.budgets),
             units=usd_to_units(Decimal("0.6")),
             now=NOW,
         )
     assert redis_sync.hkeys(budget_keys(budget.id, "2026-11-27").alerted) == []
-    arun(services.record_spend, team=team, budgets=list(team.budgets), units=1, now=NOW)
+    arun(steps.record_spend, team=team, budgets=list(team.budgets), units=1, now=NOW)
     assert [b["text"].split("reached ")[1][:3] for b in webhook.bodies] == ["50%"]
 
 

@@ -15,10 +15,10 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from budgets import services
 from budgets.keys import SPENT_GRACE_S, budget_keys
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
+from tests.budgets import steps
 from tests.budgets.conftest import arun, team_snap
 from tests.factories import make_budget, make_team
 
@@ -55,10 +55,10 @@ def test_a_monthly_budget_resets_at_midnight_in_the_teams_zone(tz_name, redis_sy
     snap = team_snap(team.id)
 
     with time_machine.travel(before, tick=True):
-        arun(services.record_spend, team=snap, budgets=list(snap.budgets), units=U("0.9"))
+        arun(steps.record_spend, team=snap, budgets=list(snap.budgets), units=U("0.9"))
         with pytest.raises(BudgetExceeded) as refused:
             arun(
-                services.reserve,
+                steps.reserve,
                 team=snap,
                 budgets=list(snap.budgets),
                 request_id="late",
@@ -71,13 +71,13 @@ def test_a_monthly_budget_resets_at_midnight_in_the_teams_zone(tz_name, redis_sy
 
     with time_machine.travel(after, tick=True):
         reservation = arun(
-            services.reserve,
+            steps.reserve,
             team=snap,
             budgets=list(snap.budgets),
             request_id="early",
             units=U("0.2"),
         )
-        arun(services.settle, reservation=reservation, actual_units=U("0.15"))
+        arun(steps.settle, reservation=reservation, actual_units=U("0.15"))
 
         old, new = budget_keys(budget.id, old_month), budget_keys(budget.id, new_month)
         assert int(redis_sync.get(old.spent)) == U("0.9")
@@ -98,7 +98,7 @@ def test_counters_written_with_a_clock_days_off_the_stores_survive(redis_sync):
     for days in (-400, 400):
         skewed = datetime.now(UTC) + timedelta(days=days)
         with time_machine.travel(skewed, tick=True):
-            arun(services.record_spend, team=snap, budgets=list(snap.budgets), units=U("0.6"))
+            arun(steps.record_spend, team=snap, budgets=list(snap.budgets), units=U("0.6"))
             day = skewed.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).date().isoformat()
             keys = budget_keys(budget.id, day)
             assert int(redis_sync.get(keys.spent)) == U("0.6")

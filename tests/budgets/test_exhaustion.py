@@ -10,11 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from budgets import exhaustion, services
+from budgets import exhaustion
 from budgets.keys import budget_keys
 from budgets.models import BudgetAlert
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
+from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap
 from tests.factories import make_budget, make_team
 from tests.processes import requires_postgres, requires_real_redis
@@ -50,18 +51,18 @@ def run(budget, *, spent: int = 0, held: int = 0, needs: list[int]) -> int:
 async def _run(*, redis, team, spent: int, held: int, needs: list[int]) -> int:
     budgets = list(team.budgets)
     if spent:
-        first = await services.reserve(
+        first = await steps.reserve(
             redis=redis, team=team, budgets=budgets, request_id="spend", units=spent
         )
-        await services.settle(redis=redis, reservation=first, actual_units=spent)
+        await steps.settle(redis=redis, reservation=first, actual_units=spent)
     if held:
-        await services.reserve(
+        await steps.reserve(
             redis=redis, team=team, budgets=budgets, request_id="in-flight", units=held
         )
     refused = 0
     for i, units in enumerate(needs):
         try:
-            await services.reserve(
+            await steps.reserve(
                 redis=redis, team=team, budgets=budgets, request_id=f"r{i}", units=units
             )
         except BudgetExceeded:

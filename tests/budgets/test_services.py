@@ -15,6 +15,8 @@ from budgets.keys import budget_keys
 from budgets.windows import current_windows
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
+from gateway.roundtrip import RoundTrip
+from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap, wide_client
 from tests.factories import make_budget, make_feature, make_team
 
@@ -42,7 +44,7 @@ def team_budget():
 
 def _reserve(team, units, request_id="r1", budgets=None, now=NOW):
     return arun(
-        services.reserve,
+        steps.reserve,
         team=team,
         budgets=list(budgets or team.budgets),
         request_id=request_id,
@@ -61,7 +63,7 @@ def test_it_holds_the_reservation_on_every_window(team_budget, redis_sync):
 def test_it_settles_the_actual_cost_and_drops_the_hold(team_budget, redis_sync):
     team, budget = team_budget
     reservation = _reserve(team, U("0.3"))
-    arun(services.settle, reservation=reservation, actual_units=U("0.12"))
+    arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
     assert _counters(redis_sync, budget.id, MONTH) == (U("0.12"), 0)
     assert redis_sync.hgetall(budget_keys(budget.id, DAY).holds) == {b"r1": b"settled"}
@@ -71,14 +73,14 @@ def test_a_repeated_settle_adds_the_cost_once(team_budget, redis_sync):
     team, budget = team_budget
     reservation = _reserve(team, U("0.3"))
     for _ in range(2):  # e.g. the client retried after losing the first reply
-        arun(services.settle, reservation=reservation, actual_units=U("0.12"))
+        arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
 
 
 def test_a_settled_reservation_leaves_no_trace_once_expired(team_budget, redis_sync, settings):
     settings.GATEWAY = {**settings.GATEWAY, "RESERVATION_TTL_S": 0.2}
     team, budget = team_budget
-    arun(services.settle, reservation=_reserve(team, U("0.3"), "a"), actual_units=U("0.1"))
+    arun(steps.settle, reservation=_reserve(team, U("0.3"), "a"), actual_units=U("0.1"))
     time.sleep(0.3)
     _reserve(team, U("0.2"), "b")
     assert _counters(redis_sync, budget.id, DAY) == (U("0.1"), U("0.2"))
@@ -102,7 +104,7 @@ def test_it_counts_a_retried_reservation_once(team_budget, redis_sync):
 
 def test_it_refuses_when_spent_plus_reserved_would_pass_the_limit(team_budget, redis_sync):
     team, budget = team_budget
-    arun(services.settle, reservation=_reserve(team, U("0.5"), "a"), actual_units=U("0.5"))
+    arun(steps.settle, reservation=_reserve(team, U("0.5"), "a"), actual_units=U("0.5"))
     _reserve(team, U("0.25"), "b")
     with pytest.raises(BudgetExceeded) as refused:
         _reserve(team, U("0.26"), "c")
@@ -131,7 +133,7 @@ def test_it_refuses_on_the_monthly_window_and_names_it(redis_sync):
     feature = make_feature(team, "search")
     budget = make_budget(team, feature, monthly_limit_usd="2", alert_thresholds=[])
     snap = team_snap(team.id)
-    arun(services.record_spend, team=snap, budgets=list(snap.budgets), units=U("1.5"), now=NOW)
+    arun(steps.record_spend, team=snap, budgets=list(snap.budgets), units=U("1.5"), now=NOW)
     with pytest.raises(BudgetExceeded) as refused:
         _reserve(snap, U("0.6"))
     assert 'monthly feature budget of "acme/search" (2026-11)' in refused.value.message
@@ -145,7 +147,7 @@ def test_soft_budgets_never_block_but_count_spend(redis_sync):
     snap = team_snap(team.id)
     for i in range(3):
         reservation = _reserve(snap, U("0.8"), f"r{i}")
-        arun(services.settle, reservation=reservation, actual_units=U("0.8"))
+        arun(steps.settle, reservation=reservation, actual_units=U("0.8"))
     assert _counters(redis_sync, budget.id, DAY) == (U("2.4"), 0)
 
 
@@ -178,7 +180,7 @@ def test_settling_an_expired_reservation_still_adds_the_cost(team_budget, redis_
     team, budget = team_budget
     reservation = _reserve(team, U("0.5"))
     time.sleep(0.3)
-    arun(services.settle, reservation=reservation, actual_units=U("0.4"))
+    arun(steps.settle, reservation=reservation, actual_units=U("0.4"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.4"), 0)
 
 
@@ -190,10 +192,13 @@ def test_no_budget_costs_no_redis_round_trip(team_budget):
             raise AssertionError(f"Redis used: {name}")
 
     async def run():
-        reservation = await services.reserve(
-            redis=NoRedis(), team=team, budgets=[], request_id="r", units=5, now=NOW
+        reservation, keys, _ = services.hold_script_args(
+            budgets=[], request_id="r", units=5, now=NOW
         )
-        await services.settle(redis=NoRedis(), reservation=reservation, actual_units=5)
+        assert keys == []  # the admission script holds nothing
+        trip = RoundTrip(NoRedis())
+        assert services.queue_spend(trip, slots=(), request_id="r", units=5) is None
+        assert await trip.send() == []  # nothing queued, nothing sent
         await services.release(redis=NoRedis(), reservation=reservation)
         return reservation
 
@@ -208,13 +213,13 @@ def test_concurrent_reservations_in_one_process_never_overspend(redis_sync):
 
     async def one(i, redis):
         try:
-            reservation = await services.reserve(
+            reservation = await steps.reserve(
                 redis=redis, team=snap, budgets=list(snap.budgets), request_id=f"r{i}", units=cost
             )
         except BudgetExceeded:
             return 0
         await asyncio.sleep(0.001 * (i % 7))
-        await services.settle(redis=redis, reservation=reservation, actual_units=cost)
+        await steps.settle(redis=redis, reservation=reservation, actual_units=cost)
         return 1
 
     async def burst():

@@ -9,10 +9,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from budgets import services
 from budgets.windows import current_windows
 from gateway import budget_api
 from gateway.money import usd_to_units
+from tests.budgets import steps
 from tests.budgets.conftest import arun, team_snap
 from tests.factories import make_budget, make_feature, make_key, make_team
 
@@ -38,11 +38,9 @@ def test_it_shows_spent_reserved_limit_remaining_and_reset_per_window(client, te
     _, secret = make_key(team, chat)
     snap = team_snap(team.id)
     chat_budgets = snap.budgets_for(snap.features["chat"])
+    arun(steps.record_spend, team=snap, budgets=chat_budgets, units=usd_to_units(Decimal("0.25")))
     arun(
-        services.record_spend, team=snap, budgets=chat_budgets, units=usd_to_units(Decimal("0.25"))
-    )
-    arun(
-        services.reserve,
+        steps.reserve,
         team=snap,
         budgets=chat_budgets,
         request_id="in-flight",

@@ -12,7 +12,6 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from budgets import services
 from budgets.keys import budget_keys
 from budgets.models import Budget
 from budgets.windows import current_windows
@@ -20,6 +19,7 @@ from gateway import tasks
 from gateway.configfile import ConfigFileError, export_config, import_config
 from gateway.models import Feature, UsageRecord
 from gateway.money import usd_to_units
+from tests.budgets import steps
 from tests.budgets.conftest import arun, team_snap
 from tests.factories import make_budget, make_feature, make_model, make_provider, make_team
 
@@ -167,7 +167,7 @@ def test_what_requests_in_flight_hold_is_shown_beside_spend(client, django_user_
     team = make_team("acme")
     budget = make_budget(team, daily_limit_usd="2", alert_thresholds=[])
     arun(
-        services.reserve,
+        steps.reserve,
         team=team_snap(team.id),
         budgets=list(team_snap(team.id).budgets),
         request_id="r1",
