@@ -29,6 +29,13 @@ class BudgetKeys:
     def reservation_keys(self) -> list[str]:
         return [self.spent, self.reserved, self.holds, self.expiries]
 
+    def settled(self, request_id: str) -> str:
+        """The marker that a request's spend was counted (lua.SPEND): one string key per
+        request, with its own short lifetime, so a repeated settle adds nothing while `holds`
+        and `expiries` keep only the requests in flight. Named after this window's keys so
+        that it lands in their hash slot once they carry a cluster hash tag."""
+        return self.spent.removesuffix(":spent") + ":settled:" + request_id
+
 
 @lru_cache(maxsize=4096)  # a request asks for the same few budgets' keys at admit and settle
 def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:

@@ -37,11 +37,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A settled reservation stays in `holds` as this tombstone until it would have expired, so a
--- settle retried by the client (its reply lost on the wire) does not add the cost twice.
+-- Before issue 23 a settled reservation stayed in `holds` as this tombstone until it would
+-- have expired. Settles now delete the hold and leave a per-request marker key instead; the
+-- value is still recognised so that tombstones written before an upgrade purge cleanly.
 local SETTLED = 'settled'
 
--- Drop reservations whose process died before settling or releasing them (and tombstones).
+-- Drop reservations whose process died before settling or releasing them.
 local function purge(reserved, holds, expiries, now)
   local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now)
   for _, rid in ipairs(dead) do
@@ -56,13 +57,17 @@ local function purge(reserved, holds, expiries, now)
   end
 end
 
+-- Drop a live reservation (release and settle): `holds` and `expiries` only ever hold the
+-- requests in flight. Returns the units it held, or false.
 local function drop(reserved, holds, expiries, rid)
   local units = redis.call('HGET', holds, rid)
   if units and units ~= SETTLED then
     redis.call('DECRBY', reserved, units)
     redis.call('HDEL', holds, rid)
     redis.call('ZREM', expiries, rid)
+    return units
   end
+  return false
 end
 """
 
@@ -106,12 +111,18 @@ local function hold(keys, rid, units_arg, ttl_arg, limits)
 end
 """
 
-# KEYS: 5 per budget window (spent, reserved, holds, expiries, alerted).
-# ARGV: request id ('' when nothing was reserved), units, then per budget window:
-#   limit (-1: none), spent key lifetime (ms, relative), n thresholds, the n thresholds.
-# Turns the reservation into a tombstone (a repeated settle adds nothing), adds the units to
-# spent, and claims each threshold the new spend has reached that nobody claimed before
-# (HSETNX: exactly one caller wins it per window).
+# KEYS: the request's settled marker (budgets/keys.py `settled_key`), then 5 per budget window
+#   (spent, reserved, holds, expiries, alerted).
+# ARGV: request id ('' when nothing was reserved), units, the marker's lifetime (ms), then per
+#   budget window: limit (-1: none), spent key lifetime (ms, relative), n thresholds, the n
+#   thresholds.
+# Idempotent per request id: the first settle drops the holds (so `holds` and `expiries` only
+# ever hold requests in flight, issue 23) and sets the marker with SET NX PX; a repeated
+# settle (a retried round trip whose reply was lost, or a late settle after the lost-request
+# sweep settled it) finds the marker and adds nothing. A request id that holds nothing and has
+# no marker (its hold expired, or it never held) is a plain spend, as before.
+# Claims each threshold the new spend has reached that nobody claimed before (HSETNX: exactly
+# one caller wins it per window).
 # Returns a flat list {i, threshold, spent, ...} of the thresholds this call claimed.
 SPEND = (
     PRELUDE
@@ -119,18 +130,21 @@ SPEND = (
 local rid, units = ARGV[1], ARGV[2]
 local now = now_ms()
 local claimed = {}
-local a = 3
-for i = 1, #KEYS / 5 do
-  local b = (i - 1) * 5
+local repeated = false
+if rid ~= '' then
+  repeated = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) == false
+end
+local a = 4
+for i = 1, (#KEYS - 1) / 5 do
+  local b = 1 + (i - 1) * 5
   purge(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], now)
-  local held = false
   if rid ~= '' then
-    held = redis.call('HGET', KEYS[b + 3], rid)
-  end
-  local repeated = held == SETTLED
-  if held and not repeated then
-    redis.call('DECRBY', KEYS[b + 2], held)
-    redis.call('HSET', KEYS[b + 3], rid, SETTLED)
+    local held = redis.call('HGET', KEYS[b + 3], rid)
+    if held == SETTLED then  -- a tombstone written before the upgrade
+      repeated = true
+    else
+      drop(KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], rid)
+    end
   end
   local after = tonumber(redis.call('GET', KEYS[b + 1]) or '0')
   if not repeated then

@@ -137,18 +137,33 @@ def _reservation_keys(slots: tuple[Slot, ...]) -> list[str]:
     return [key for s in slots for key in s.keys.reservation_keys]
 
 
+def settled_marker_ttl_ms() -> int:
+    """How long a settled request's marker guards against a repeated settle (a retried round
+    trip): GATEWAY["SETTLED_MARKER_TTL_S"]."""
+    return int(float(settings.GATEWAY.get("SETTLED_MARKER_TTL_S", 60)) * 1000)
+
+
 def queue_spend(
-    trip: ScriptQueue, *, slots: tuple[Slot, ...], request_id: str, units: int
+    trip: ScriptQueue,
+    *,
+    slots: tuple[Slot, ...],
+    request_id: str,
+    units: int,
+    marker_ttl_ms: int | None = None,
 ) -> int | None:
     """Queue the spend script (settle when `request_id` holds a reservation, else a plain
     spend) on a round trip; None when no budget covers the request. Hand its reply to
-    `after_spend`."""
+    `after_spend`.
+
+    A request id is counted once: its settled marker lives `marker_ttl_ms` (default
+    `settled_marker_ttl_ms()`; the lost-request sweep passes a longer one)."""
     if units < 0:
         raise ValueError("units must be >= 0")
     if not slots:
         return None
-    keys: list[str] = []
-    args: list[str | int] = [request_id, units]
+    ttl = settled_marker_ttl_ms() if marker_ttl_ms is None else marker_ttl_ms
+    keys: list[str] = [slots[0].keys.settled(request_id)]
+    args: list[str | int] = [request_id, units, max(1, ttl)]
     for s in slots:
         k = s.keys
         keys += [k.spent, k.reserved, k.holds, k.expiries, k.alerted]

@@ -19,7 +19,8 @@ from django.conf import settings
 PREFIX = "gw:cb:"
 EVENTS_KEY = "gw:events:circuit"
 
-# KEYS[1] = state hash, KEYS[2] = events list. ARGV = now_ms, threshold, cooldown_ms, provider.
+# KEYS[1] = state hash, KEYS[2] = events list, KEYS[3] = the probe claim (declared, like every
+# key a script touches: issue 23). ARGV = now_ms, threshold, cooldown_ms, provider.
 _FAIL_SCRIPT = """
 local now = tonumber(ARGV[1])
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
@@ -29,7 +30,7 @@ end
 local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
 if open_until > 0 or fails >= tonumber(ARGV[2]) then  -- a failed probe, or the Nth failure
   redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[3]), 'fails', 0)
-  redis.call('DEL', KEYS[1] .. ':probe')
+  redis.call('DEL', KEYS[3])
   redis.call('RPUSH', KEYS[2], cjson.encode({provider=ARGV[4], opened_at_ms=now}))
   return 1
 end
@@ -90,7 +91,7 @@ async def record_failure(redis, provider: str) -> bool:
     """Count a failure; returns True when this failure opened (or re-opened) the circuit."""
     script = redis.register_script(_FAIL_SCRIPT)
     opened = await script(
-        keys=[_key(provider), EVENTS_KEY],
+        keys=[_key(provider), EVENTS_KEY, _key(provider) + ":probe"],
         args=[
             _now_ms(),
             settings.GATEWAY["CIRCUIT_FAILURES"],

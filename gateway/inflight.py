@@ -21,7 +21,7 @@ delivered were never billed.
   plus the delivered output), billed once, and the reserved worst case kept beside it. The
   claim check, the ledger push, the spend (which settles the hold, releasing it) and the
   removal are one script: exactly once. A settle arriving after the sweep finds the hold
-  already settled (the spend script's tombstone) and its record a repeat of the lost one's
+  already settled (the spend script's settled marker) and its record a repeat of the lost one's
   request id (the drain keeps the first), so nothing is billed twice.
 """
 
@@ -323,7 +323,12 @@ def sweep(limit: int = 200) -> int:
             budget_list = team.budgets_for(feature) if team is not None else []
             slots = budgets.slots_for(budget_list, datetime.fromisoformat(record["created_at"]))
             spend = _ScriptOnly()
-            budgets.queue_spend(spend, slots=slots, request_id=rid, units=units)
+            # The sweep's marker lives as long as the hold would have: the request's own
+            # settle may still come (a stalled process), and must then add nothing.
+            marker_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
+            budgets.queue_spend(
+                spend, slots=slots, request_id=rid, units=units, marker_ttl_ms=marker_ms
+            )
             result = redis.eval(
                 _FINALIZE,
                 3 + len(spend.keys),

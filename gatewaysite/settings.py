@@ -311,6 +311,9 @@ GATEWAY = {
     "DEFAULT_CACHE_TTL_S": env_int("GATEWAY_DEFAULT_CACHE_TTL_S", 3600),
     # How long a budget reservation lives if its process dies before settling it.
     "RESERVATION_TTL_S": env_int("GATEWAY_RESERVATION_TTL_S", 300),
+    # How long a settled request's marker makes a repeated settle (a retried round trip) add
+    # nothing; the lost-request sweep's markers live RESERVATION_TTL_S (docs/operations.md).
+    "SETTLED_MARKER_TTL_S": env_int("GATEWAY_SETTLED_MARKER_TTL_S", 60),
     # A request not settled by its deadline plus this is swept as `lost` (gateway/inflight.py).
     "LOST_GRACE_S": env_float("GATEWAY_LOST_GRACE_S", 30.0),
     # Run the ledger drainer inside the web process (always true in the embedded demo).

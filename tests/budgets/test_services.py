@@ -66,13 +66,28 @@ def test_it_settles_the_actual_cost_and_drops_the_hold(team_budget, redis_sync):
     arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
     assert _counters(redis_sync, budget.id, MONTH) == (U("0.12"), 0)
-    assert redis_sync.hgetall(budget_keys(budget.id, DAY).holds) == {b"r1": b"settled"}
+    # No tombstone in the window's structures: they hold the requests in flight only.
+    assert redis_sync.hgetall(budget_keys(budget.id, DAY).holds) == {}
+    assert redis_sync.zcard(budget_keys(budget.id, DAY).expiries) == 0
+    assert redis_sync.pttl(budget_keys(budget.id, DAY).settled("r1")) > 0
 
 
 def test_a_repeated_settle_adds_the_cost_once(team_budget, redis_sync):
     team, budget = team_budget
     reservation = _reserve(team, U("0.3"))
     for _ in range(2):  # e.g. the client retried after losing the first reply
+        arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
+    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
+
+
+def test_a_late_settle_after_the_hold_expired_is_a_plain_spend(team_budget, redis_sync, settings):
+    """As before the settled marker: a hold that expired (its process seemed dead) is gone,
+    and the settle that comes anyway counts its spend once, even when repeated."""
+    settings.GATEWAY = {**settings.GATEWAY, "RESERVATION_TTL_S": 0.2}
+    team, budget = team_budget
+    reservation = _reserve(team, U("0.3"))
+    time.sleep(0.3)
+    for _ in range(2):
         arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
     assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
 
