@@ -78,6 +78,7 @@ gateway-db:
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy gateway budgets
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 worker: $(VENV)/.installed

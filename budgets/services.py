@@ -86,7 +86,8 @@ def hold_script_args(
         raise ValueError("units must be >= 0")
     reservation = Reservation(request_id, units, slots_for(budgets, now))
     ttl_ms = int(float(settings.GATEWAY["RESERVATION_TTL_S"]) * 1000)
-    args = [request_id, units, ttl_ms, *(_enforced_limit(s) for s in reservation.slots)]
+    args: list[str | int] = [request_id, units, ttl_ms]
+    args += [_enforced_limit(s) for s in reservation.slots]
     return reservation, _reservation_keys(reservation.slots), args
 
 

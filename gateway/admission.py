@@ -91,7 +91,9 @@ class Admission:
         if verdict == b"hit":
             return reply[1]
         if verdict == b"rate":
-            raise self.rate.refusal(reply[1:])
+            refusal = self.rate.refusal(reply[1:]) if self.rate else None
+            assert refusal is not None  # the script refuses on a rate only when given some
+            raise refusal
         if verdict == b"budget":
             raise _budgets.refused(
                 team=self.team, reservation=self.reservation, reply=reply[1:], now=self.now
@@ -131,10 +133,12 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
     registration and the first provider's circuit state.
     """
     redis = runtime.aredis()
+    key, team, operation = call.key, call.team, call.operation
+    assert key and team and operation  # prepared: authenticated and parsed
     try:
         trip = RoundTrip(redis)
         units = worst_case_units(
-            input_tokens=call.operation.input_upper_bound(call),
+            input_tokens=operation.input_upper_bound(call),
             output_tokens=call.max_output,
             # A fallback the price ceiling skips can never spend: nothing held for it.
             prices=[
@@ -146,10 +150,10 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
         admission = queue_admission(
             trip,
             rate=ratelimit.rate_check(
-                key=call.key, team=call.team, tokens=call.prompt_tokens + call.max_output
+                key=key, team=team, tokens=call.prompt_tokens + call.max_output
             ),
             cache_key=call.cache_key,
-            team=call.team,
+            team=team,
             budgets=call.budgets,
             request_id=call.request_id,
             units=units,
@@ -171,7 +175,7 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
         call.reservation = admission.reservation
     except (RedisError, OSError) as exc:
         call.cache_key, call.cache_status = None, "bypass"
-        if call.budgets and not call.team.budget_fail_open:
+        if call.budgets and not team.budget_fail_open:
             raise ServiceUnavailable(
                 "Budget counters are unreachable, so spending cannot be checked; try again "
                 "shortly.",

@@ -148,9 +148,9 @@ async def run(
         await fail(call, error)
         return operation.error_answer(error, call.headers(None))
     except Exception as exc:  # never a bare 500: the hold is released, a record written
-        error = internal_error(exc)
-        await fail(call, error)
-        return operation.error_answer(error, call.headers(None))
+        internal = internal_error(exc)
+        await fail(call, internal)
+        return operation.error_answer(internal, call.headers(None))
     except asyncio.CancelledError:
         # The client went away: release its budget hold now rather than when it expires.
         runtime.spawn(fail(call, ClientDisconnected("The client disconnected.")))
@@ -187,7 +187,7 @@ async def prepare(
         call.cache_ttl = cache.ttl_for(
             header=headers.get("x-gateway-cache-ttl"),
             feature=call.feature,
-            default=settings.GATEWAY["DEFAULT_CACHE_TTL_S"],
+            default=int(settings.GATEWAY["DEFAULT_CACHE_TTL_S"]),
         )
     except ValueError:
         raise InvalidRequest(
@@ -245,6 +245,7 @@ async def attempt_models(call: Call, start):
     """
     redis = runtime.aredis()
     operation = call.operation
+    assert operation is not None  # new_call(operation)
     refused: list[tuple[str, str]] = []  # (parameter, message) of each model that cannot serve
     for index, model in enumerate(call.chain):
         provider = model.provider.name
@@ -355,12 +356,19 @@ async def finish(
     else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
         slots, request_id = (budgets.slots_for(call.budgets) if cost.units else ()), ""
     spend = budgets.queue_spend(trip, slots=slots, request_id=request_id, units=cost.units)
-    cache_it = status == "ok" and call.cache_key and body is not None
-    if cache_it and call.operation.cacheable(call, body):
+    operation, served, cache_key = call.operation, call.served, call.cache_key
+    if (
+        status == "ok"
+        and cache_key
+        and body is not None
+        and served is not None
+        and operation is not None
+        and operation.cacheable(call, body)
+    ):
         answer = cache.CachedAnswer(
-            body=body, usage=usage, model=call.served.name, provider=call.served.provider.name
+            body=body, usage=usage, model=served.name, provider=served.provider.name
         )
-        cache.queue_put(trip, call.cache_key, answer, call.cache_ttl)
+        cache.queue_put(trip, cache_key, answer, call.cache_ttl)
     entry = ledger_entry(
         call, usage=usage, cost=cost, status=status, error_type=error_type, response=body
     )
