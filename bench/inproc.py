@@ -26,6 +26,8 @@ from pathlib import Path
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
+MESSAGES = "/v1/messages"  # Anthropic's format, translated to chat (gateway/inbound/)
+RESPONSES = "/v1/responses"  # OpenAI's Responses format, translated to chat
 
 
 def _scope(key: str, body: bytes, path: str = CHAT) -> dict:
@@ -44,6 +46,7 @@ def _scope(key: str, body: bytes, path: str = CHAT) -> dict:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"authorization", f"Bearer {key}".encode()),
+            (b"anthropic-version", b"2023-06-01"),  # what /v1/messages requires; others ignore it
             (b"x-gateway-feature", b"bench"),
             (b"x-gateway-cache-ttl", b"60"),
         ],
@@ -55,6 +58,14 @@ def _scope(key: str, body: bytes, path: str = CHAT) -> dict:
 def _body(path: str, prompt: str) -> bytes:
     if path == EMBEDDINGS:  # one text, as a search index embeds a query; floats back
         request = {"model": "bench-embed", "input": prompt, "encoding_format": "float"}
+    elif path == MESSAGES:  # the same question as the chat body, in each inbound format
+        request = {
+            "model": "bench-fast",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 64,
+        }
+    elif path == RESPONSES:
+        request = {"model": "bench-fast", "input": prompt, "max_output_tokens": 64}
     else:
         request = {
             "model": "bench-fast",
@@ -109,7 +120,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--path", default=CHAT, choices=[CHAT, EMBEDDINGS])
+    parser.add_argument("--path", default=CHAT, choices=[CHAT, EMBEDDINGS, MESSAGES, RESPONSES])
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     import uvloop

@@ -57,6 +57,12 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="inproc: also run this checkout with this variable set (GATEWAY_FAST_PATH=0)",
     )
+    parser.add_argument(
+        "--also-path",
+        action="append",
+        metavar="PATH",
+        help="inproc: also run this checkout on this endpoint (/v1/messages, /v1/responses)",
+    )
     parser.add_argument("--pairs", type=int, default=3, help="inproc: runs of each checkout")
     args = parser.parse_args()
     out = bench.BENCH / "results" / ("probe-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -122,11 +128,14 @@ def _inproc(run, args) -> None:
     argv += ["--concurrency", str(args.connections)]
     if args.scenario == "inproc-embed":
         argv += ["--path", "/v1/embeddings"]
-    figures: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    for path in args.also_path or ():  # this checkout on other endpoints, interleaved
+        variants.append((f"{bench.ROOT} {path}", bench.ROOT, run.env, path))
+    figures: dict[str, list[float]] = {label: [] for label, *_ in variants}
     for _ in range(args.pairs):
-        for label, root, env in reversed(variants):  # the others first, then this one
+        for label, root, env, *path in reversed(variants):  # the others first, then this one
+            extra = ["--path", path[0]] if path else []
             done = subprocess.run(
-                argv, cwd=root, env=env, check=True, capture_output=True, text=True
+                argv + extra, cwd=root, env=env, check=True, capture_output=True, text=True
             )
             result = json.loads(done.stdout.strip().splitlines()[-1])
             figures[label].append(result["cpu_us_per_req"])
