@@ -9,17 +9,50 @@ Routing, fallback, caching, budgets and pricing live elsewhere and never look at
 from __future__ import annotations
 
 import abc
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, ClassVar
 
 import httpx
 import orjson
 
 from gateway.fastpath import transport
-from gateway.redaction import scrub_provider_text, scrub_provider_value
+from gateway.providers.answers import check_chunk, check_completion
+from gateway.providers.errors import (
+    RETRYABLE_STATUSES,
+    ProviderError,
+    error_from_exception,
+    error_from_response,
+    parsed_url,
+    public_reason,
+    stream_cut,
+)
+from gateway.providers.sse import (
+    MAX_RESPONSE_BYTES,
+    MAX_STREAM_BYTES,
+    sse_events,
+    until_body_ends,
+)
+
+# Re-exported: the adapters and the pipeline import the contract from here.
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "ChatRequest",
+    "Completion",
+    "ProviderAdapter",
+    "ProviderConfig",
+    "ProviderError",
+    "StreamResult",
+    "Usage",
+    "bad_usage",
+    "check_chunk",
+    "check_completion",
+    "error_from_exception",
+    "error_from_response",
+    "public_reason",
+    "stream_cut",
+    "usage_problem",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,234 +180,12 @@ def bad_usage(provider: str, problem: str) -> ProviderError:
     )
 
 
-def _text_or_none(value: Any, what: str) -> None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{what} is not a string")
-
-
-def _tool_calls(calls: Any, *, streamed: bool) -> None:
-    if calls is None:
-        return
-    if not isinstance(calls, list):
-        raise TypeError("tool_calls is not a list")
-    for call in calls:
-        if not isinstance(call, dict):
-            raise TypeError("a tool call is not an object")
-        if streamed and not isinstance(call.get("index", 0), int):
-            raise TypeError("a tool call's index is not an integer")
-        _text_or_none(call.get("id"), "a tool call's id")
-        if call.get("type") == "custom":  # a custom tool's call: free-form `input` text
-            custom = call.get("custom")
-            if not isinstance(custom, dict):
-                raise TypeError("a custom tool call's custom is not an object")
-            _text_or_none(custom.get("name"), "a custom tool call's name")
-            _text_or_none(custom.get("input"), "a custom tool call's input")
-            continue
-        fn = call.get("function")
-        if fn is None and streamed:
-            continue
-        if not isinstance(fn, dict):
-            raise TypeError("a tool call's function is not an object")
-        _text_or_none(fn.get("name"), "a tool call's name")
-        _text_or_none(fn.get("arguments"), "a tool call's arguments")
-
-
-def check_completion(body: Any) -> dict[str, Any]:
-    """An OpenAI chat.completion as the gateway reads it, or TypeError/ValueError (which
-    adapters map to a retryable `bad_response`): the shape is checked once, here, so nothing
-    later (usage estimate, cache, ledger, the client's SDK) meets a surprise."""
-    if not isinstance(body, dict):
-        raise TypeError("the answer is not a JSON object")
-    choices = body.get("choices")
-    if not isinstance(choices, list):
-        raise ValueError("no choices in the answer")
-    for choice in choices:
-        if not isinstance(choice, dict):
-            raise TypeError("a choice is not an object")
-        message = choice.get("message")
-        if not isinstance(message, dict):
-            raise TypeError("a choice has no message object")
-        _text_or_none(message.get("content"), "a message's content")
-        _tool_calls(message.get("tool_calls"), streamed=False)
-        _text_or_none(choice.get("finish_reason"), "a finish_reason")
-        if not isinstance(choice.get("index", 0), int):
-            raise TypeError("a choice's index is not an integer")
-    return body
-
-
-def check_chunk(chunk: Any) -> dict[str, Any]:
-    """An OpenAI chat.completion.chunk as the gateway reads it (see `check_completion`)."""
-    if not isinstance(chunk, dict):
-        raise TypeError("a chunk is not a JSON object")
-    choices = chunk.get("choices")
-    if choices is None:
-        return chunk
-    if not isinstance(choices, list):
-        raise TypeError("a chunk's choices is not a list")
-    for choice in choices:
-        if not isinstance(choice, dict):
-            raise TypeError("a chunk's choice is not an object")
-        delta = choice.get("delta")
-        if delta is not None:
-            if not isinstance(delta, dict):
-                raise TypeError("a chunk's delta is not an object")
-            _text_or_none(delta.get("content"), "a delta's content")
-            _tool_calls(delta.get("tool_calls"), streamed=True)
-        _text_or_none(choice.get("finish_reason"), "a finish_reason")
-        if not isinstance(choice.get("index", 0), int):
-            raise TypeError("a chunk choice's index is not an integer")
-    return chunk
-
-
 @dataclass(slots=True)
 class Completion:
     """A whole non-streamed answer in OpenAI's chat.completion shape (`body`), with its usage."""
 
     body: dict[str, Any]
     usage: Usage
-
-
-class ProviderError(Exception):
-    """Every failure of a provider call, mapped once (see `error_from_response`).
-
-    `retryable` failures move the request to the next model in the chain; the others are the
-    caller's own fault and are returned to it as they are.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        kind: str = "provider_error",
-        body: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason  # a gateway-written public reason, more precise than the kind's
-        self.retryable = retryable
-        self.status = status
-        self.kind = kind  # timeout, connection_error, rate_limited, overloaded, server_error,
-        #                    bad_response, invalid_request, auth_error, stream_cut
-        self.body = body
-        self.retry_after = retry_after
-
-    @property
-    def public(self) -> str:
-        """What a client may read about this failure: a generic reason per kind, never the
-        provider's own text (it can quote our key, name internal hosts or hold a traceback).
-        A caller's-fault refusal keeps its message, already scrubbed (`error_from_response`).
-        """
-        if not self.retryable and self.kind == "invalid_request":
-            return self.message
-        return self.reason or public_reason(self.kind, self.status)
-
-
-_PUBLIC_REASONS = {
-    "auth_error": "upstream authentication failed",
-    "rate_limited": "upstream rate limited",
-    "overloaded": "upstream overloaded",
-    "timeout": "upstream timed out",
-    "connection_error": "upstream connection error",
-    "bad_response": "upstream sent a malformed answer",
-    "stream_cut": "upstream stream ended early",
-}
-
-
-def public_reason(kind: str, status: int | None) -> str:
-    if kind in _PUBLIC_REASONS:
-        return _PUBLIC_REASONS[kind]
-    return f"upstream error {status}" if status else "upstream error"
-
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-_STATUS_KINDS = {429: "rate_limited", 529: "overloaded", 401: "auth_error", 403: "auth_error"}
-
-
-def error_from_response(
-    provider: str,
-    status: int,
-    text: str,
-    headers: httpx.Headers | None = None,
-    *,
-    secret: str = "",
-    base_url: str = "",
-) -> ProviderError:
-    """Map an HTTP error answer from any provider to a ProviderError.
-
-    `secret` (the provider's API key) is blanked out of the text first: some providers echo
-    the key they were given. Then every string of the answer is scrubbed
-    (`redaction.scrub_provider_text`: key-like fragments, URLs, internal hosts, the
-    provider's own host), since the message is kept in the ledger and, for a caller's-fault
-    refusal, returned to the client. Other failures reach clients only as `public`.
-    """
-    if secret and secret in text:
-        text = text.replace(secret, "[redacted]")
-    try:
-        body = orjson.loads(text) if text else None
-    except orjson.JSONDecodeError:
-        body = None
-    host = _parsed(base_url).host if base_url else ""
-    body = scrub_provider_value(body, host=host)
-    text = scrub_provider_text(text, host=host)
-    detail = _error_message(body) or text[:200] or f"HTTP {status}"
-    retry_after = None
-    if headers is not None and headers.get("retry-after"):
-        try:
-            retry_after = float(headers["retry-after"])
-        except ValueError:
-            retry_after = None
-    # A provider answering 401/403 means *our* key is wrong: that is not the caller's fault,
-    # so another provider may still serve the request.
-    retryable = status in RETRYABLE_STATUSES or status >= 500 or status in (401, 403)
-    kind = _STATUS_KINDS.get(status, "server_error" if status >= 500 else "invalid_request")
-    return ProviderError(
-        f"{provider}: HTTP {status}: {detail}",
-        retryable=retryable,
-        status=status,
-        kind=kind,
-        body=body if isinstance(body, dict) else None,
-        retry_after=retry_after,
-    )
-
-
-def error_from_exception(provider: str, exc: Exception) -> ProviderError:
-    """Map a transport exception (timeout, refused connection, bad body) to a ProviderError."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(
-            f"{provider}: timed out ({type(exc).__name__})", retryable=True, kind="timeout"
-        )
-    if isinstance(exc, httpx.TransportError):
-        return ProviderError(
-            f"{provider}: connection error ({type(exc).__name__})",
-            retryable=True,
-            kind="connection_error",
-        )
-    if isinstance(exc, (ValueError, KeyError, TypeError, IndexError, AttributeError)):
-        why = scrub_provider_text(str(exc)[:200])
-        return ProviderError(
-            f"{provider}: malformed response ({type(exc).__name__}: {why})",
-            retryable=True,
-            kind="bad_response",
-        )
-    return ProviderError(f"{provider}: {type(exc).__name__}", retryable=True, kind="provider_error")
-
-
-def _error_message(body: Any) -> str:
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            return str(err.get("message") or err.get("type") or "")
-        if isinstance(err, str):
-            return err
-        if isinstance(body.get("message"), str):
-            return body["message"]
-    return ""
 
 
 class StreamResult:
@@ -393,21 +204,8 @@ class StreamResult:
 USER_AGENT = "llm-gateway"
 
 
-@lru_cache(maxsize=256)
-def _parsed(url: str) -> httpx.URL:
-    """Provider URLs are few and fixed: parse each once (httpx.URL is immutable)."""
-    return httpx.URL(url)
-
-
 DONE: Any = object()
 """Yielded by `ProviderAdapter.sse` for OpenAI's `data: [DONE]` terminator."""
-
-
-def stream_cut(provider: str, why: str) -> ProviderError:
-    """The upstream stream ended before the provider said it was complete."""
-    return ProviderError(
-        f"{provider}: stream ended early ({why})", retryable=True, kind="stream_cut"
-    )
 
 
 class ProviderAdapter(abc.ABC):
@@ -485,7 +283,7 @@ class ProviderAdapter(abc.ABC):
             raise ProviderError(self.config.key_error, retryable=True, kind="auth_error")
         request = httpx.Request(
             "POST",
-            _parsed(url),
+            parsed_url(url),
             headers={
                 **headers,
                 "content-type": "application/json",
@@ -586,10 +384,10 @@ class ProviderAdapter(abc.ABC):
                 limit = self._cap("max_response_bytes", MAX_RESPONSE_BYTES)
                 raise self.error_from(resp, await self._read_capped(resp, limit))
             limit = self._cap("max_stream_bytes", MAX_STREAM_BYTES)
-            events = _sse_events(resp, limit, lambda: self.too_large("the stream", limit))
+            events = sse_events(resp, limit, lambda: self.too_large("the stream", limit))
             async for event, data in events:
                 if data == b"[DONE]" or event in self.final_events:
-                    await _until_body_ends(events)
+                    await until_body_ends(events)
                 try:
                     yield event, (DONE if data == b"[DONE]" else orjson.loads(data))
                 except orjson.JSONDecodeError as exc:
@@ -600,69 +398,3 @@ class ProviderAdapter(abc.ABC):
             raise stream_cut(name, type(exc).__name__) from exc
         finally:
             await resp.aclose()
-
-
-BODY_END_WAIT_S = 0.1
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a provider's `max_response_bytes` option by default
-MAX_STREAM_BYTES = 64 * 1024 * 1024  # a provider's `max_stream_bytes` option by default
-
-
-async def _until_body_ends(events: AsyncIterator[tuple[str, bytes]]) -> None:
-    """Read on after a stream's last event (`[DONE]`, or one of the adapter's
-    `final_events`) until the body itself ends, for at most BODY_END_WAIT_S.
-
-    The adapter stops at that event, and the end of a chunked body (its empty last chunk)
-    often arrives in a read of its own, a moment later. A response closed before its body
-    ended cannot give its connection back to the pool, so every stream cost the next request
-    a new connection: a TCP and a TLS handshake before its first token. Anything after the
-    last event is ignored; a body that does not end in time is closed as before, and the
-    answer, complete already, is not failed for it.
-    """
-    try:
-        async with asyncio.timeout(BODY_END_WAIT_S):
-            async for _ in events:
-                pass
-    except (TimeoutError, httpx.HTTPError):
-        pass
-
-
-async def _sse_events(
-    resp: httpx.Response, limit: int = 0, too_large: Any = None
-) -> AsyncIterator[tuple[str, bytes]]:
-    """The server-sent events of a body, as (event name, data), parsed from its bytes as they
-    arrive: no text decoding or line splitting of httpx's per line, and the data goes to
-    orjson as bytes. Lines end in CRLF, LF or CR (the SSE spec allows all three).
-    Past `limit` bytes in all (0: no limit) raises `too_large()`."""
-    buffer = b""
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if limit and size > limit:
-            raise too_large()
-        buffer = buffer + chunk if buffer else chunk
-        if b"\r" in buffer:
-            held = b""
-            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: wait for the rest
-                buffer, held = buffer[:-1], b"\r"
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
-        if b"\n\n" in buffer:
-            *blocks, buffer = buffer.split(b"\n\n")
-            for block in blocks:
-                if parsed := _sse_event(block):
-                    yield parsed
-    if buffer.endswith(b"\n\r"):  # the stream ended on a CR-terminated blank line
-        if parsed := _sse_event(buffer[:-2]):
-            yield parsed
-    # Any other event the stream ended in the middle of is dropped, as the spec says.
-
-
-def _sse_event(block: bytes) -> tuple[str, bytes] | None:
-    if block.startswith(b"data: ") and b"\n" not in block:  # nearly every event
-        return "", block[6:]
-    event, data = "", []
-    for line in block.split(b"\n"):
-        if line.startswith(b"data:"):
-            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode("utf-8", "replace")
-    return (event, b"\n".join(data)) if data else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.providers.base import _sse_events
+from gateway.providers.sse import sse_events
 
 STREAM = (
     b": a comment, ignored\n"
@@ -34,7 +34,7 @@ class Chunks(httpx.AsyncByteStream):
 
 async def events(*chunks: bytes) -> list[tuple[str, bytes]]:
     response = httpx.Response(200, stream=Chunks(list(chunks)))
-    return [event async for event in _sse_events(response)]
+    return [event async for event in sse_events(response)]
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
