@@ -50,6 +50,7 @@ LAYERS = {
     "gateway.priceimport": "config",
     "gateway.pricehistory": "config",
     "gateway.models": "config",
+    "gateway.usagerecord": "config",  # the ledger's tables, registered through gateway.models
     "gateway.admin": "config",
     "gateway.adminfilters": "config",
     "gateway.management": "config",
