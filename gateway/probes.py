@@ -24,7 +24,7 @@ from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema
 from redis.exceptions import ResponseError
 
-from gateway import drain, metrics, runtime, schema
+from gateway import drain, metrics, runtime, schema_components
 from gateway.errors import AuthenticationFailed, PermissionDenied, error_response
 from gateway.snapshot import store
 
@@ -35,7 +35,7 @@ CHECK_TIMEOUT_S = 2.0
 class HealthzView(APIView):
     @extend_schema(
         summary="Liveness: the process is up (no I/O)",
-        responses={200: schema.HEALTH},
+        responses={200: schema_components.HEALTH},
         auth=[],
         tags=["operations"],
     )
@@ -132,7 +132,7 @@ async def warn_at_start() -> None:
 class ReadyzView(APIView):
     @extend_schema(
         summary="Readiness: Redis and the database answer",
-        responses={200: schema.READINESS, 503: schema.READINESS},
+        responses={200: schema_components.READINESS, 503: schema_components.READINESS},
         auth=[],
         tags=["operations"],
     )

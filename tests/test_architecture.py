@@ -27,6 +27,7 @@ LAYERS = {
     "gateway.views": "api",
     "gateway.budget_api": "api",
     "gateway.schema": "api",
+    "gateway.schema_components": "api",
     "gateway.urls": "api",
     "gateway.probes": "api",
     "gateway.inbound": "api",  # /v1/messages and /v1/responses: formats in and out
