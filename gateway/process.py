@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.configstore import ConfigStore
 
+
 @dataclass
 class Spool:
     """Records that could not reach Redis, waiting in this process for the next drain."""
