@@ -2,8 +2,9 @@
 
 Every piece of memory the gateway keeps across requests (the event loops' clients, the
 shared Redis pipelines, the config snapshot, the ledger's spool, the budget windows and the
-metric children last used, the throttle's blocked clients, the streams' progress) is a field
-of `ProcessState`, built once when the process starts. The modules that own a piece read it
+metric children last used, the throttle's blocked clients, the streams' progress, the key
+variables' refusals already logged) is a field of `ProcessState`, built once when the
+process starts (at this module's import). The modules that own a piece read it
 through `state()` on every use and never keep a reference, so `reset_state()` (what the
 tests do before each test) gives the whole process a clean memory in one call.
 
@@ -52,6 +53,8 @@ class ProcessState:
     # gateway/inflight.py: the streams' progress waiting for the next tick, and the ticker.
     stream_progress: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     progress_ticker: asyncio.Task | None = None
+    # gateway/keyvars.py: (provider, variable) refusals already logged.
+    refused_key_vars: set[tuple[str, str]] = field(default_factory=set)
 
 
 _state = ProcessState()
