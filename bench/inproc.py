@@ -125,7 +125,11 @@ def main() -> None:
     sys.path.insert(0, os.getcwd())
     import uvloop
 
+    from gatewaysite import asgi
     from gatewaysite.asgi import http_application
+
+    # What the server's lifespan startup does first (older checkouts tuned at import).
+    getattr(asgi, "tune_gc", lambda: None)()
 
     async def run() -> dict:
         await _drive(

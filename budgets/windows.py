@@ -18,6 +18,8 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gateway.process import state
+
 DAILY = "daily"
 MONTHLY = "monthly"
 
@@ -49,22 +51,22 @@ def _midnight(day, tz: zoneinfo.ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz)
 
 
-# The windows last computed for each time zone, with the span (epoch seconds) they are current
-# for. Every request needs its budgets' windows; computing them takes ~25 µs (zoneinfo and
-# date arithmetic), looking them up well under 1 µs. Bounded by the number of time zones.
-_current: dict[str, tuple[float, float, tuple[Window, Window]]] = {}
-
-
 def current_windows(tz_name: str, now: datetime | None = None) -> tuple[Window, Window]:
-    """The daily and the monthly window that `now` falls in, in the time zone `tz_name`."""
+    """The daily and the monthly window that `now` falls in, in the time zone `tz_name`.
+
+    The windows last computed for each time zone are kept in the process state
+    (gateway/process.py), with the span (epoch seconds) they are current for. Every request
+    needs its budgets' windows; computing them takes ~25 µs (zoneinfo and date arithmetic),
+    looking them up well under 1 µs. Bounded by the number of time zones."""
     now = now or datetime.now(UTC)
     at = now.timestamp()
-    known = _current.get(tz_name)
+    current = state().windows
+    known = current.get(tz_name)
     if known is not None and known[0] <= at < known[1]:
         return known[2]
     windows = _windows_at(tz_name, now)
     daily = windows[0]
-    _current[tz_name] = (daily.start.timestamp(), daily.end.timestamp(), windows)
+    current[tz_name] = (daily.start.timestamp(), daily.end.timestamp(), windows)
     return windows
 
 

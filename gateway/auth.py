@@ -30,6 +30,7 @@ from budgets.keys import auth_failures_key
 from gateway import runtime
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited
 from gateway.models import ApiKey
+from gateway.process import state
 from gateway.roundtrip import RoundTrip
 from gateway.snapshot import FeatureSnap, KeySnap, Snapshot, TeamSnap, store
 
@@ -49,7 +50,6 @@ end
 return {n, ttl}
 """
 
-_blocked: dict[str, float] = {}  # client -> monotonic instant its window ends
 _redis_down_logged = -math.inf
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
@@ -164,13 +164,14 @@ def _throttled(client: str, seconds: float) -> RateLimited:
 
 
 def _refuse_if_blocked(client: str) -> None:
-    until = _blocked.get(client)
+    blocked = state().blocked_clients
+    until = blocked.get(client)
     if until is None:
         return
     left = until - time.monotonic()
     if left > 0 and settings.GATEWAY["AUTH_FAILURES_PER_MINUTE"] > 0:
         raise _throttled(client, left)
-    _blocked.pop(client, None)
+    blocked.pop(client, None)
 
 
 async def _refuse(meta: dict | None, error: AuthenticationFailed, *, client: str = "") -> NoReturn:
@@ -194,22 +195,18 @@ async def _refuse(meta: dict | None, error: AuthenticationFailed, *, client: str
     if int(count) <= limit:
         raise error
     seconds = max(int(ttl_ms), 1) / 1000
-    if client not in _blocked:
+    blocked = state().blocked_clients  # client -> monotonic instant its window ends
+    if client not in blocked:
         log.warning(
             "client %s refused for %.0f s after %d failed authentications in a minute",
             client,
             seconds,
             int(count),
         )
-    while len(_blocked) >= BLOCKED_MAX:
-        del _blocked[next(iter(_blocked))]
-    _blocked[client] = time.monotonic() + seconds
+    while len(blocked) >= BLOCKED_MAX:
+        del blocked[next(iter(blocked))]
+    blocked[client] = time.monotonic() + seconds
     raise _throttled(client, seconds) from None
-
-
-def forget_blocked_clients() -> None:
-    """Drop this process's memory of throttled clients (tests; Redis keeps the counts)."""
-    _blocked.clear()
 
 
 def resolve_feature(key: KeySnap, team: TeamSnap, header: str | None) -> FeatureSnap | None:

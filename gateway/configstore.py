@@ -28,7 +28,6 @@ import math
 import threading
 import time
 from concurrent.futures import Future
-from functools import cache
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -36,6 +35,7 @@ from django.db import DatabaseError
 
 from gateway import configversion, runtime
 from gateway.errors import ServiceUnavailable
+from gateway.process import state
 
 if TYPE_CHECKING:
     from gateway.snapshot import Snapshot
@@ -267,6 +267,10 @@ class ConfigStore:
             unknown[hashed_secret] = time.monotonic()
 
 
-@cache
 def store() -> ConfigStore:
-    return ConfigStore()
+    """The process's config store, built on first use into the process state."""
+    process = state()
+    found = process.config
+    if found is None:
+        found = process.config = ConfigStore()
+    return found

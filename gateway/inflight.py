@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from budgets import lua as budget_lua
 from gateway import runtime
+from gateway.process import state
 from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
@@ -175,28 +176,26 @@ def queue_register(trip: RoundTrip, call: Any, reserved_units: int) -> None:
 
 def queue_done(trip: RoundTrip, request_id: str) -> None:
     """The request's record is being written: it is no longer in flight."""
-    _pending.pop(request_id, None)
+    state().stream_progress.pop(request_id, None)
     trip.script(_DONE, [ZSET, key(request_id)], [request_id])
 
 
-# Progress of this process's streams, sent by one ticker per process (see the module doc).
-_pending: dict[str, tuple[int, str, str]] = {}
-_ticker: asyncio.Task | None = None
-
-
 def progress(request_id: str, chars: int, model: str = "", provider: str = "") -> None:
-    """Note what a stream has delivered so far (characters of content). No I/O."""
-    global _ticker
-    _pending[request_id] = (chars, model, provider)
-    if _ticker is None or _ticker.done() or _ticker.get_loop() is not asyncio.get_running_loop():
-        _ticker = runtime.spawn(_tick())
+    """Note what a stream has delivered so far (characters of content). No I/O: the progress
+    waits in the process state (gateway/process.py) for the process's one ticker (see the
+    module doc)."""
+    process = state()
+    process.stream_progress[request_id] = (chars, model, provider)
+    ticker = process.progress_ticker
+    if ticker is None or ticker.done() or ticker.get_loop() is not asyncio.get_running_loop():
+        process.progress_ticker = runtime.spawn(_tick(process.stream_progress))
 
 
-async def _tick() -> None:
-    while _pending:
+async def _tick(pending: dict[str, tuple[int, str, str]]) -> None:
+    while pending:
         await asyncio.sleep(PROGRESS_INTERVAL_S)
-        batch = dict(_pending)
-        _pending.clear()
+        batch = dict(pending)
+        pending.clear()
         trip = RoundTrip(runtime.aredis())
         for rid, (chars, model, provider) in batch.items():
             trip.script(_PROGRESS, [key(rid)], [chars, model, provider])

@@ -23,6 +23,8 @@ from fnmatch import fnmatchcase
 
 from django.conf import settings
 
+from gateway.process import state
+
 log = logging.getLogger("gateway.keyvars")
 
 DEFAULT_PATTERNS = ("*_API_KEY",)
@@ -117,9 +119,6 @@ def is_allowed(name: str) -> bool:
     return True
 
 
-_logged: set[tuple[str, str]] = set()
-
-
 def provider_key(provider: str, name: str) -> tuple[str, str]:
     """(the key, "") for an allowed variable; ("", why) for a refused one, whose value is
     never read. Logged at ERROR: a refused name in the database is an operator's problem."""
@@ -128,8 +127,9 @@ def provider_key(provider: str, name: str) -> tuple[str, str]:
     try:
         check(name)
     except KeyVarRefused as exc:
-        if (provider, name) not in _logged:  # once per process, not at every refresh
-            _logged.add((provider, name))
+        logged = state().refused_key_vars  # once per process, not at every refresh
+        if (provider, name) not in logged:
+            logged.add((provider, name))
             log.error("provider %s: api_key_env refused, its calls fail: %s", provider, exc)
         return "", f"{provider}: api_key_env refused ({exc})"
     return provider_secret(name), ""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import cache, partial
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -38,6 +38,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from gateway import circuit, runtime
+from gateway.process import Spool, state
 from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
@@ -79,16 +80,9 @@ def on_circuit_events(hook: Callable[[list[dict]], None]) -> None:
         HOOKS.on_circuit_events.append(hook)
 
 
-@dataclass
-class Spool:
-    """Records that could not reach Redis, waiting in this process for the next drain."""
-
-    items: list[bytes] = field(default_factory=list)
-
-
-@cache
 def spool() -> Spool:
-    return Spool()
+    """Records that could not reach Redis, waiting in this process (gateway/process.py)."""
+    return state().spool
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -14,8 +14,9 @@ EMPTY_AT_START = "the embedded Redis stand-in starts empty with each process"
 
 
 class LifespanApp:
-    def __init__(self, app) -> None:
+    def __init__(self, app, at_startup=lambda: None) -> None:
         self.app = app
+        self.at_startup = at_startup  # the server process's own tuning (gatewaysite/asgi.py)
         self.stop = asyncio.Event()
         self.flusher: asyncio.Task | None = None
         self.watcher: asyncio.Task | None = None
@@ -28,6 +29,7 @@ class LifespanApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.at_startup()
                 self.restore_signal = drain.install(asyncio.get_running_loop())
                 if not settings.REDIS_URL:
                     await self.restore_counters()

@@ -35,6 +35,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from gateway.process import state
+
 __all__ = ["CONTENT_TYPE", "circuit_exposition", "exposition", "observe"]
 
 LABELS = ("team", "feature", "model", "provider")
@@ -101,17 +103,16 @@ def _usd(value: Any) -> float:
         return 0.0
 
 
-# Each metric's child per label values, as `metric.labels(...)` returns it: that call checks
-# and converts the values and takes a lock every time (about half of observe's ~22 us).
-# Bounded like prometheus_client's own children, by the label values that occur.
-_children: dict[tuple, Any] = {}
-
-
 def _child(metric, *values: str):
+    """The metric's child for these label values, as `metric.labels(...)` returns it: that
+    call checks and converts the values and takes a lock every time (about half of observe's
+    ~22 us), so the children are kept in the process state (gateway/process.py). Bounded like
+    prometheus_client's own children, by the label values that occur."""
     key = (metric, values)
-    child = _children.get(key)
+    children = state().metric_children
+    child = children.get(key)
     if child is None:
-        child = _children[key] = metric.labels(*values)
+        child = children[key] = metric.labels(*values)
     return child
 
 

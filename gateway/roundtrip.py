@@ -41,6 +41,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import runtime
+from gateway.process import state
 
 log = logging.getLogger(__name__)
 MAX_SHARED = 512  # commands in one shared pipeline; a larger wave opens the next one
@@ -108,16 +109,15 @@ class _Shared:
     fallbacks: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
 
-_open: dict[tuple[asyncio.AbstractEventLoop, int], _Shared] = {}
-
-
 async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
     loop = asyncio.get_running_loop()
     key = (loop, id(redis))
-    shared = _open.get(key)
+    open_trips = state().shared_trips  # the pipelines joined this turn (gateway/process.py)
+    shared = open_trips.get(key)
     if shared is None or len(shared.calls) >= MAX_SHARED:
-        shared = _open[key] = _Shared(redis)
-        runtime.spawn(_send_shared(key, shared))  # runs once this turn's requests have joined
+        shared = open_trips[key] = _Shared(redis)
+        # runs once this turn's requests have joined
+        runtime.spawn(_send_shared(open_trips, key, shared))
     replies = loop.create_future()
     start = len(shared.calls)
     shared.waiters.append((start, len(calls), replies))
@@ -126,9 +126,9 @@ async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
     return await asyncio.shield(replies)  # a cancelled request does not cancel the others'
 
 
-async def _send_shared(key, shared: _Shared) -> None:
-    if _open.get(key) is shared:
-        del _open[key]  # round trips from now on start the next pipeline
+async def _send_shared(open_trips: dict, key, shared: _Shared) -> None:
+    if open_trips.get(key) is shared:
+        del open_trips[key]  # round trips from now on start the next pipeline
     try:
         replies = await execute(shared.redis, shared.calls)
     except asyncio.CancelledError:  # the loop is shutting down

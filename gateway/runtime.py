@@ -26,6 +26,7 @@ from redis.retry import Retry
 from gateway import fastpath
 from gateway.fastpath.multiplex import Multiplexed
 from gateway.fastpath.transport import AiohttpTransport
+from gateway.process import state
 
 __all__ = [
     "FakeConnection",
@@ -51,29 +52,23 @@ class _LoopClients:
         self.tasks: set[asyncio.Task] = set()  # background work that must not be collected
 
 
-@cache
-def _registry() -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients]:
-    return weakref.WeakKeyDictionary()
-
-
-# The loop asked about last and its clients: a request asks about ten times, always from the
-# same loop, and the weak-keyed registry builds a weak reference for every lookup (2 % of a
-# request's CPU in the profile). Checked against the running loop on every use, so another
-# thread or loop simply misses it.
-_last: tuple[weakref.ref, _LoopClients] | None = None
-
-
 def _loop_clients() -> _LoopClients:
-    global _last
+    """The running loop's clients, kept in the process state (gateway/process.py).
+
+    The loop asked about last is remembered with its clients (`last_loop`): a request asks
+    about ten times, always from the same loop, and the weak-keyed registry builds a weak
+    reference for every lookup (2 % of a request's CPU in the profile). Checked against the
+    running loop on every use, so another thread or loop simply misses it."""
     loop = asyncio.get_running_loop()
-    last = _last
+    process = state()
+    last = process.last_loop
     if last is not None and last[0]() is loop:
         return last[1]
-    registry = _registry()
+    registry = process.loops
     clients = registry.get(loop)
     if clients is None:
         clients = registry[loop] = _LoopClients()
-    _last = (weakref.ref(loop), clients)
+    process.last_loop = (weakref.ref(loop), clients)
     return clients
 
 
@@ -258,12 +253,12 @@ def close_db_threads() -> None:
 
 async def close_loop_clients() -> None:
     """Close the running loop's clients (on shutdown, and between tests)."""
-    global _last
-    clients = _registry().pop(asyncio.get_running_loop(), None)
+    process = state()
+    clients = process.loops.pop(asyncio.get_running_loop(), None)
     if clients is None:
         return
-    if _last is not None and _last[1] is clients:
-        _last = None
+    if process.last_loop is not None and process.last_loop[1] is clients:
+        process.last_loop = None
     if clients.tasks:
         await asyncio.gather(*clients.tasks, return_exceptions=True)
     if clients.http is not None:

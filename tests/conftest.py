@@ -7,9 +7,8 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from gateway import ledger, runtime
-from gateway.auth import forget_blocked_clients
-from gateway.snapshot import store
+from gateway import runtime
+from gateway.process import reset_state
 
 
 def pytest_report_header(config):
@@ -57,14 +56,14 @@ def _static_files_from_the_source_tree():
 def _clean_state(settings):
     settings.GATEWAY = {**settings.GATEWAY, "LEDGER_IN_PROCESS": False}
     runtime.sync_redis().flushdb()
-    ledger.spool().items.clear()
-    store().invalidate()
-    forget_blocked_clients()  # the throttle's memory of clients over their limit (auth.py)
+    # A fresh process state (gateway/process.py): no loop clients, cold config snapshot,
+    # empty spool, no remembered windows, metric children or throttled clients.
+    reset_state()
     yield
     # A background config refresh the test started must not run into the database flush
     # that ends the test (SQLite: "database table is locked").
     runtime.wait_db_lanes()
-    store().invalidate()
+    reset_state()
 
 
 @pytest.fixture

@@ -71,6 +71,7 @@ LAYERS = {
     "gateway.tokens": "kernel",
     "gateway.csvexport": "kernel",
     "gateway.spec": "kernel",  # OpenAI's vendored spec and its compiled validators
+    "gateway.process": "kernel",  # the process state: plain containers, read by every part
     "budgets": "budgets",
     "reports": "reports",
 }

@@ -30,9 +30,9 @@ ALLOWED = {
         "the vendored spec's provenance (openai/openai-openapi commit), which the conformance "
         "suite prints with its counts; data, not code"
     ),
-    "gateway.auth:forget_blocked_clients": (
-        "resets the process's memory of throttled clients between tests; that memory is a "
-        "module global that production never needs to forget"
+    "gateway.process:reset_state": (
+        "gives each test a fresh process state (tests/conftest.py); a production process "
+        "builds its state once and never replaces it"
     ),
     "gateway.runtime:wait_db_lanes": (
         "lets a test wait for the database lanes' queued work (ledger and config threads) "

@@ -224,14 +224,14 @@ def test_a_key_created_in_another_process_works_on_its_first_request(
 
 @pytest.fixture
 def auth_settings(settings):
-    from gateway.auth import forget_blocked_clients
+    from gateway.process import reset_state
 
     def apply(**values):
         settings.GATEWAY = {**settings.GATEWAY, **values}
 
-    forget_blocked_clients()
+    reset_state()  # the throttle's memory of blocked clients is in the process state
     yield apply
-    forget_blocked_clients()
+    reset_state()
 
 
 async def ask_models(secret: str):
