@@ -33,7 +33,12 @@ ENDPOINT_OF = {
     "Model": MODEL,
     "ErrorResponse": ERRORS,
 }
-KINDS = ("valid requests accepted", "invalid requests refused", "answers validated")
+KINDS = (
+    "valid requests accepted",
+    "valid requests refused as documented",
+    "invalid requests refused",
+    "answers validated",
+)
 # What each run counted: "<endpoint> <kind> ok" and "... total", printed after the run.
 TALLY: Counter[str] = Counter()
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
