@@ -108,6 +108,7 @@ def test_embeddings_errors_conform(client):
         ({"model": EMBEDDING_MODEL, "input": "x", "encoding_format": "int8"}, 400, None),
         ({"model": EMBEDDING_MODEL, "input": "x", "extra": 1}, 400, "extra"),
         ({"model": "nope", "input": "x"}, 404, "model"),
+        ({"model": OPENAI_MODEL, "input": "x"}, 400, "model"),  # a chat model
     ]:
         response = client.post("/embeddings", json=body)
         assert response.status_code == status, (body, response.text)
