@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.errors import InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest
 
 KNOWN = frozenset(
     {
@@ -27,6 +27,25 @@ NOT_STORED = (
     "`input`, with the earlier output items and function_call_output items"
 )
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+# A chat parameter as the Responses API names it, for an error the chat pipeline raised.
+RESPONSES_NAMES = {
+    "response_format": "text.format",
+    "max_completion_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort",
+    "messages": "input",
+}
+
+
+def renamed(error: GatewayError) -> GatewayError:
+    """`error` naming the parameter the client sent on /v1/responses, not its chat name."""
+    name = (error.param or "").split("[", 1)[0].split(".", 1)[0]
+    if name in RESPONSES_NAMES:
+        ours = RESPONSES_NAMES[name]
+        error.message = error.message.replace(f"`{name}`", f"`{ours}`")
+        error.param = ours + (error.param or "")[len(name) :] if name != "messages" else ours
+    return error
 
 
 def unsupported(param: str, why: str) -> InvalidRequest:
@@ -294,11 +313,13 @@ def function_item(item_id: str, call_id: str, fn: dict[str, Any], status: str) -
 def usage(chat_usage: dict[str, Any]) -> dict[str, Any]:
     prompt = int(chat_usage.get("prompt_tokens") or 0)
     output = int(chat_usage.get("completion_tokens") or 0)
-    cached = int((chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = chat_usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)  # the spec requires the count
     reasoning = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     out = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": int(reasoning)},
         "total_tokens": prompt + output,
@@ -306,6 +327,14 @@ def usage(chat_usage: dict[str, Any]) -> dict[str, Any]:
     if chat_usage.get("cost_usd") is not None:  # the gateway's extension, as on chat streams
         out["cost_usd"] = chat_usage["cost_usd"]
     return out
+
+
+def echo_tool(tool: Any) -> Any:
+    """A function tool as the response echoes it: with `parameters` and `strict`, which the
+    spec's FunctionTool requires (not sent: no parameters, and not strict, as chat runs it)."""
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        return {"parameters": None, "strict": False, **tool}
+    return tool
 
 
 def envelope(
@@ -321,6 +350,10 @@ def envelope(
 ) -> dict[str, Any]:
     """A `response` object, with the request's parameters echoed as the API does."""
     text = request.get("text") or {"format": {"type": "text"}}
+    # Only when known: the spec's Response has `user` a string and `usage` an object,
+    # never null (a response in progress has no usage yet).
+    optional = {"user": request.get("user"), "usage": usage}
+    known = {name: value for name, value in optional.items() if value is not None}
     return {
         "id": response_id,
         "object": "response",
@@ -339,10 +372,9 @@ def envelope(
         "temperature": request.get("temperature"),
         "text": text,
         "tool_choice": request.get("tool_choice", "auto"),
-        "tools": request.get("tools") or [],
+        "tools": [echo_tool(tool) for tool in request.get("tools") or []],
         "top_p": request.get("top_p"),
         "truncation": "disabled",
-        "usage": usage,
-        "user": request.get("user"),
+        **known,
         "metadata": request.get("metadata") or {},
     }

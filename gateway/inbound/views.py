@@ -114,7 +114,8 @@ class ResponsesView(InlineAPIView):
         response_id = "resp_" + answer.request_id[4:]
         if answer.error is not None or call is None:
             assert answer.error is not None  # no call: refused before its key was known
-            return error_response(answer.error, extra_headers=answer.headers)
+            error = responses.renamed(answer.error)
+            return error_response(error, extra_headers=answer.headers)
         if answer.chunks is not None:
             model = call.served.upstream_id if call.served else call.requested_model
             events = responses_stream.events(

@@ -34,6 +34,8 @@ from gateway.validation import validate_model_name
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 MAX_DIMENSIONS = 16384  # above every embedding model today (3,072 to 8,192)
 FORMATS = ("float", "base64")
+# CreateEmbeddingRequest's properties; it allows no others (additionalProperties: false).
+KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
 
 class EmbeddingsOperation(Operation):
@@ -46,9 +48,18 @@ class EmbeddingsOperation(Operation):
             raise InvalidRequest("The request body must be a JSON object.")
         if "model" not in data:
             raise InvalidRequest("'model' is required.", param="model")
+        for name in data:
+            if name not in KNOWN:
+                raise InvalidRequest(
+                    f"Unrecognized request argument supplied: {name}.",
+                    param=name,
+                    code="unknown_parameter",
+                )
         validate_model_name(data)
         _validate_input(data.get("input"))
         dims = data.get("dimensions")
+        if isinstance(dims, float) and dims.is_integer():  # 64.0 is an integer in JSON Schema
+            dims = data["dimensions"] = int(dims)
         if dims is not None and (
             isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS
         ):
@@ -172,12 +183,22 @@ def _validate_input(value: Any) -> None:
         raise InvalidRequest(f"{problem} (at most {MAX_INPUTS} inputs)", param="input")
     if all(_token(x) for x in value):
         return
-    for item in value:
-        if isinstance(item, str) and item:
-            continue
-        if isinstance(item, list) and item and all(_token(x) for x in item):
-            continue
-        raise InvalidRequest(problem, param="input")
+    # One kind throughout, as the spec's oneOf says: strings, or token arrays.
+    fits, kind = (_text, "strings") if isinstance(value[0], str) else (_tokens, "token arrays")
+    for i, item in enumerate(value):
+        if not fits(item):
+            raise InvalidRequest(
+                f"{problem} 'input[{i}]' is not like 'input[0]': all non-empty {kind}.",
+                param="input",
+            )
+
+
+def _text(item: Any) -> bool:
+    return isinstance(item, str) and bool(item)
+
+
+def _tokens(item: Any) -> bool:
+    return isinstance(item, list) and bool(item) and all(_token(x) for x in item)
 
 
 def _token(x: Any) -> bool:

@@ -2,7 +2,9 @@
 
 `openapi-chat.json` is the part of openai/openai-openapi (commit f85dbe2, info.version
 2.3.0, MIT: see LICENSE) the gateway serves: the chat request and answer schemas, the error
-envelope and the model list, with everything they reference (`extract.py` regenerates it).
+envelope, the models, embeddings and Responses API request and answer schemas (the last
+ones for tests/conformance), with everything they reference (`extract.py` regenerates it).
+Only the chat request is compiled at startup; every other schema when first asked for.
 
 The file mixes OpenAPI 3.0's `nullable: true` with 3.1's `{"type": "null"}`; `to_json_schema`
 turns the first into the second, so plain JSON Schema 2020-12 validators read it. Two
@@ -57,7 +59,7 @@ class Schema:
     """One named component schema, compiled both ways."""
 
     def __init__(self, document: dict[str, Any], name: str) -> None:
-        root = {**document, "$ref": f"#/components/schemas/{name}"}
+        root = {**reachable(document, [name]), "$ref": f"#/components/schemas/{name}"}
         self.name = name
         self.fast = jsonschema_rs.Draft202012Validator(root, validate_formats=False)
         self.exact = jsonschema.Draft202012Validator(root)
@@ -95,11 +97,42 @@ class Spec:
         request from shared parts (allOf) that sometimes disagree (`top_logprobs` is
         nullable in the chat request's own properties, not in the Responses API's part)."""
         declared = _properties(self.document, REQUEST)
+        document = reachable(self.document, [REQUEST])
         return frozenset(
             name
             for name, schemas in declared.items()
-            if any(_admits_null(self.document, schema) for schema in schemas)
+            if any(_admits_null(document, schema) for schema in schemas)
         )
+
+
+PREFIX = "#/components/schemas/"
+
+
+def _refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        found = {ref[len(PREFIX) :]} if isinstance(ref, str) else set()
+        for item in value.values():
+            found |= _refs(item)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_refs(item) for item in value)) if value else set()
+    return set()
+
+
+def reachable(document: dict[str, Any], roots: list[str]) -> dict[str, Any]:
+    """The document with only the component schemas `roots` reach: a validator compiles
+    what it is given, so the chat request's costs no more for the other endpoints' schemas
+    sharing the file (extract.py walks the same references)."""
+    schemas = document["components"]["schemas"]
+    kept: dict[str, Any] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in kept:
+            kept[name] = schemas[name]
+            todo.extend(_refs(schemas[name]) - kept.keys())
+    return {"components": {"schemas": kept}}
 
 
 def _properties(document: dict[str, Any], name: str) -> dict[str, list[Any]]:

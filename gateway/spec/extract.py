@@ -14,38 +14,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.spec import reachable
+
 ROOTS = (
     "CreateChatCompletionRequest",
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
     "ErrorResponse",
     "ListModelsResponse",
+    "Model",
+    "CreateEmbeddingRequest",
+    "CreateEmbeddingResponse",
+    "CreateResponse",
+    "Response",
+    "ResponseStreamEvent",
 )
 OUT = Path(__file__).with_name("openapi-chat.json")
-PREFIX = "#/components/schemas/"
-
-
-def _refs(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        found = {value["$ref"][len(PREFIX) :]} if isinstance(value.get("$ref"), str) else set()
-        for item in value.values():
-            found |= _refs(item)
-        return found
-    if isinstance(value, list):
-        return set().union(*(_refs(item) for item in value)) if value else set()
-    return set()
 
 
 def subset(spec: dict[str, Any]) -> dict[str, Any]:
-    schemas = spec["components"]["schemas"]
-    kept: dict[str, Any] = {}
-    todo = list(ROOTS)
-    while todo:
-        name = todo.pop()
-        if name in kept:
-            continue
-        kept[name] = schemas[name]
-        todo.extend(_refs(schemas[name]) - kept.keys())
+    kept = reachable(spec, list(ROOTS))["components"]["schemas"]
     return {
         "openapi": spec["openapi"],
         "info": spec["info"],

@@ -16,18 +16,48 @@ from schemathesis.generation import GenerationMode
 from gateway.spec import COMMIT, spec
 
 CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+MODELS = "/v1/models"
+MODEL = "/v1/models/{id}"
+ERRORS = "error envelopes (any endpoint)"
 REQUEST_REF = "#/components/schemas/CreateChatCompletionRequest"
-# What each run counted: "<kind> ok" and "<kind> total", printed after the run.
+# The endpoint an answer schema belongs to, for the summary's per-endpoint counts.
+ENDPOINT_OF = {
+    "CreateChatCompletionResponse": CHAT,
+    "CreateChatCompletionStreamResponse": CHAT,
+    "CreateEmbeddingResponse": EMBEDDINGS,
+    "Response": RESPONSES,
+    "ResponseStreamEvent": RESPONSES,
+    "ListModelsResponse": MODELS,
+    "Model": MODEL,
+    "ErrorResponse": ERRORS,
+}
+KINDS = (
+    "valid requests accepted",
+    "valid requests refused as documented",
+    "invalid requests refused",
+    "answers validated",
+)
+# What each run counted: "<endpoint> <kind> ok" and "... total", printed after the run.
 TALLY: Counter[str] = Counter()
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def summary() -> list[str]:
     lines = [f"OpenAI spec {COMMIT[:7]} (info.version {spec().version})"]
-    for kind in ("valid requests accepted", "invalid requests refused", "answers validated"):
-        if TALLY[f"{kind} total"]:
-            lines.append(f"{kind}: {TALLY[f'{kind} ok']}/{TALLY[f'{kind} total']}")
+    for endpoint in (CHAT, EMBEDDINGS, RESPONSES, MODELS, MODEL, ERRORS):
+        for kind in KINDS:
+            total = TALLY[f"{endpoint} {kind} total"]
+            if total:
+                lines.append(f"{endpoint}: {kind}: {TALLY[f'{endpoint} {kind} ok']}/{total}")
     return lines
+
+
+def count(endpoint: str, kind: str, *, ok: bool) -> None:
+    """Count one request or answer of `endpoint` for the summary."""
+    TALLY[f"{endpoint} {kind} total"] += 1
+    TALLY[f"{endpoint} {kind} ok"] += ok
 
 
 def conforms(schema: str, instance: Any) -> str | None:
@@ -38,10 +68,9 @@ def conforms(schema: str, instance: Any) -> str | None:
 
 def check_answer(schema: str, instance: Any) -> None:
     """Count one answer (or stream chunk) and assert it follows the spec."""
-    TALLY["answers validated total"] += 1
     problem = conforms(schema, instance)
+    count(ENDPOINT_OF[schema], "answers validated", ok=problem is None)
     assert problem is None, f"{schema}: {problem}\n{orjson.dumps(instance).decode()[:2000]}"
-    TALLY["answers validated ok"] += 1
 
 
 def sse_events(text: str) -> list[Any]:
@@ -56,21 +85,35 @@ def sse_events(text: str) -> list[Any]:
     raise AssertionError(f"the stream did not end with [DONE]: {text[-500:]}")
 
 
-def generated(mode: GenerationMode, count: int) -> list[Any]:
-    """`count` request bodies for POST /v1/chat/completions drawn from the spec's request
-    schema, the same ones every run (derandomized): valid ones (POSITIVE) or ones that break
-    it in one place (NEGATIVE; some are not even objects or not JSON)."""
+def named_events(text: str) -> list[dict[str, Any]]:
+    """The events of a Responses API stream (`event: <type>` then `data: {...}`), each
+    checked to carry its own name as `type`."""
+    out: list[dict[str, Any]] = []
+    for block in text.strip().split("\n\n"):
+        name, _, data = block.partition("\ndata: ")
+        event = orjson.loads(data)
+        assert name == f"event: {event['type']}", block[:300]
+        out.append(event)
+    return out
+
+
+def generated(
+    mode: GenerationMode, how_many: int, path: str = CHAT, ref: str = REQUEST_REF
+) -> list[Any]:
+    """`how_many` request bodies for POST `path` drawn from the spec's request schema `ref`,
+    the same ones every run (derandomized): valid ones (POSITIVE) or ones that break it in
+    one place (NEGATIVE; some are not even objects or not JSON)."""
     document = {
         "openapi": "3.1.0",
-        "info": {"title": "OpenAI chat", "version": spec().version},
+        "info": {"title": "OpenAI", "version": spec().version},
         "paths": {
-            CHAT: {
+            path: {
                 "post": {
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": REQUEST_REF}}},
+                        "content": {"application/json": {"schema": {"$ref": ref}}},
                     },
-                    "responses": {"200": {"description": "A chat completion."}},
+                    "responses": {"200": {"description": "An answer."}},
                 }
             }
         },
@@ -80,9 +123,9 @@ def generated(mode: GenerationMode, count: int) -> list[Any]:
     api.config.generation.update(allow_x00=False, codec="utf-8")
     bodies: list[Any] = []
 
-    @given(case=api[CHAT]["POST"].as_strategy(generation_mode=mode))
+    @given(case=api[path]["POST"].as_strategy(generation_mode=mode))
     @settings(
-        max_examples=count,
+        max_examples=how_many,
         derandomize=True,
         deadline=None,
         database=None,
