@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import HttpHeaders
+from django.views.decorators.csrf import csrf_exempt
 
 from gateway import services
 from gateway.auth import authenticate
@@ -195,6 +196,9 @@ class NotServed(GatewayError):
     code = "unknown_url"
 
 
+# The API answers bearer-key clients, never a browser session: no CSRF check, on either
+# server (the fast path has no CSRF middleware; Django's stock handler does).
+@csrf_exempt
 def unknown_path(request, *args, **kwargs):
     """Any other path under /v1/: a JSON 404 in OpenAI's envelope, never Django's page."""
     return error_response(
@@ -204,6 +208,7 @@ def unknown_path(request, *args, **kwargs):
     )
 
 
+@csrf_exempt
 def legacy_completions(request):
     """POST /v1/completions (the legacy text completions API) is not served."""
     return error_response(
