@@ -11,6 +11,8 @@ SPENT_GRACE_S = 3 * 86400
 # Rate-limit buckets are refilled within a minute; an idle bucket is full, so it may vanish.
 RATE_BUCKET_TTL_MS = 120_000
 DIGEST_CLAIM_TTL_S = 3 * 86400
+# A monthly report, once claimed, is not sent again for that team and month.
+MONTHLY_REPORT_CLAIM_TTL_S = 40 * 86400
 # The alert claim (in `alerted`) that the exhaustion alert and the 100 % threshold share.
 EXHAUSTED_THRESHOLD = 100
 
@@ -56,6 +58,10 @@ def rate_bucket_key(owner: str, owner_id: int, metric: str) -> str:
 
 def digest_claim_key(team_id: int, day_key: str) -> str:
     return f"gw:digest:{team_id}:{day_key}"
+
+
+def monthly_report_claim_key(team_id: int, month_key: str) -> str:
+    return f"gw:monthly-report:{team_id}:{month_key}"
 
 
 def auth_failures_key(client: str) -> str:

@@ -270,6 +270,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
         "options": {"expires": 12 * 3600},
     },
+    # Last month's one-page report (reports/monthly.py) to each team's budget contacts.
+    "monthly-report": {
+        "task": "reports.tasks.send_monthly_reports",
+        "schedule": crontab(minute=30, hour=DIGEST_HOUR_UTC, day_of_month=1),
+        "options": {"expires": 24 * 3600},
+    },
 }
 
 # --- E-mail -----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def projection(spend: Decimal, limit: Decimal | None, now: dt.datetime) -> dict:
     }
 
 
-def _limits(team_ids: set[int]) -> dict[tuple[int, int], Decimal]:
+def monthly_limits(team_ids: set[int]) -> dict[tuple[int, int], Decimal]:
     """Monthly limits by (team, feature id or 0 for the team's own budget); several budgets
     on one target: the smallest limit binds."""
     out: dict[tuple[int, int], Decimal] = {}
@@ -75,7 +75,7 @@ def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
     per_feature = savings_by(qs, ["team_id", "feature_key"], book=book)
     teams = dict(Team.objects.filter(id__in={k[0] for k in per_feature}).values_list("id", "name"))
     features = dict(Feature.objects.filter(team_id__in=teams).values_list("id", "name"))
-    limits = _limits(set(teams))
+    limits = monthly_limits(set(teams))
     rows = []
     for team_id in sorted(teams, key=teams.get):
         team_total = Savings()

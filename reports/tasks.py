@@ -32,3 +32,19 @@ def detect_incidents() -> int:
     created = incidents.detect()
     incident_alerts.send_pending()
     return len(created)
+
+
+@shared_task(
+    name="reports.tasks.send_monthly_reports",
+    autoretry_for=(OSError,),
+    retry_backoff=60,
+    max_retries=5,
+    time_limit=1800,
+    soft_time_limit=1700,
+)
+def send_monthly_reports() -> int:
+    """Monthly, on the 1st: last month's report to each team's budget contacts."""
+    from gateway.runtime import sync_redis
+    from reports import monthly
+
+    return monthly.send_monthly_reports(redis=sync_redis())

@@ -43,6 +43,9 @@ urlpatterns = [
     path("models/", views.page, {"page": "models"}, name="models"),
     path("availability/", views.page, {"page": "availability"}, name="availability"),
     path("incidents/", views.page, {"page": "incidents"}, name="incidents"),
+    path("monthly/", views.monthly_page, name="monthly"),
+    path("monthly.csv", views.monthly_csv, name="monthly-csv"),
+    path("api/monthly", views.monthly_json, name="monthly-json"),
     path("whatif/", views.whatif_page, name="whatif"),
     path("api/<slug:page>", views.api, name="api"),
 ]

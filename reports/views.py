@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -15,9 +16,10 @@ from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
 from gateway.pricehistory import PriceHistory
-from reports import availability, candidate, health, incidents, queries, whatif
+from reports import availability, candidate, health, incidents, monthly, queries, whatif
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import (
+    EARLIEST_DATE,
     RANGE_LABELS,
     FilterError,
     ReportFilters,
@@ -73,7 +75,11 @@ def nav_links(querystring: str = "") -> list[tuple[str, str, str]]:
     links = [
         (slug, title, f"{reverse(f'reports:{slug}')}{suffix}") for slug, (title, _) in PAGES.items()
     ]
-    return [*links, ("whatif", "What-if", reverse("reports:whatif"))]
+    return [
+        *links,
+        ("monthly", "Monthly report", reverse("reports:monthly")),
+        ("whatif", "What-if", reverse("reports:whatif")),
+    ]
 
 
 def _bad_filter_page(request: HttpRequest, page: str, error: FilterError) -> HttpResponse:
@@ -194,3 +200,82 @@ def whatif_page(request: HttpRequest) -> HttpResponse:
         return render(request, "reports/whatif.html", context, status=400)
     context["result"] = whatif.replay(start=start, end=end, team_ids=allowed, candidate=policy)
     return render(request, "reports/whatif.html", context)
+
+
+def _monthly(request: HttpRequest) -> tuple[dict, frozenset[int] | None]:
+    """The report of `?month=YYYY-MM` (default: the last complete month), for `?team=` or
+    every team the reader may see. Raises FilterError."""
+    allowed = allowed_team_ids(request.user)
+    period = monthly.parse_month(request.GET.get("month", ""), timezone.now())
+    team = request.GET.get("team", "").strip()
+    # One parser for team names (length, control characters) and the reader's scope.
+    scoped = parse_filters(QueryDict(urlencode({"team": team})), allowed=allowed)
+    return monthly.report(period, scoped.team_ids, team=team), allowed
+
+
+def _monthly_query(month: str, team: str) -> str:
+    return urlencode({k: v for k, v in {"month": month, "team": team}.items() if v})
+
+
+@reader_required(api=False)
+def monthly_page(request: HttpRequest) -> HttpResponse:
+    """The one-page monthly report, printable, with its CSV and JSON exports."""
+    context = {"page": "monthly", "title": "Monthly report", "nav": nav_links()}
+    if allowed_team_ids(request.user) == frozenset():
+        return render(request, "reports/no_teams.html", context)
+    try:
+        data, allowed = _monthly(request)
+    except FilterError as error:
+        context.update(message=error.message, reset_href=reverse("reports:monthly"))
+        return render(request, "reports/bad_filter.html", context, status=400)
+    period = monthly.parse_month(data["month"], timezone.now())
+    following = period.following()
+    current = monthly.month_of(timezone.now())
+    context.update(
+        data=data,
+        teams=filter_choices(allowed)["teams"],
+        query=_monthly_query(data["month"], data["team"]),
+        previous=period.previous().key,
+        previous_query=_monthly_query(period.previous().key, data["team"]),
+        next=following.key if following.start <= current.start else "",
+        next_query=_monthly_query(following.key, data["team"]),
+        earliest=f"{EARLIEST_DATE:%Y-%m}",
+        latest=current.key,
+        details_query=urlencode(
+            {
+                "range": "custom",
+                "start": data["start"].isoformat(),
+                "end": data["end"].isoformat(),
+                **({"team": data["team"]} if data["team"] else {}),
+            }
+        ),
+        baseline_text=data["baseline"],
+    )
+    return render(request, "reports/monthly.html", context)
+
+
+@reader_required(api=True)
+def monthly_json(request: HttpRequest) -> JsonResponse:
+    try:
+        data, _ = _monthly(request)
+    except FilterError as error:
+        return _bad_filter_json(error)
+    return JsonResponse(data, encoder=ReportJSONEncoder)
+
+
+@reader_required(api=False)
+def monthly_csv(request: HttpRequest) -> HttpResponse:
+    try:
+        data, _ = _monthly(request)
+    except FilterError as error:
+        context = {"title": "Monthly report", "message": error.message, "nav": nav_links()}
+        context["reset_href"] = reverse("reports:monthly")
+        return render(request, "reports/bad_filter.html", context, status=400)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    # The team name is the reader's text: only safe characters reach the header.
+    suffix = re.sub(r"[^A-Za-z0-9_.-]", "_", f"-{data['team']}") if data["team"] else ""
+    response["Content-Disposition"] = (
+        f'attachment; filename="gateway-report-{data["month"]}{suffix}.csv"'
+    )
+    monthly.write_csv(data, response)
+    return response

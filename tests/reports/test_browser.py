@@ -9,6 +9,7 @@ var/screenshots/ (gitignored)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -186,5 +187,27 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
         shot = screenshot(page, folder, name)
         if name == "reports-overview" and debug and os.environ.get("UPDATE_SCREENSHOT"):
             shutil.copyfile(shot, README_PICTURE)
+    # The monthly report: a page of tables, no chart; printed, it drops the navigation and
+    # the filters and fits its figures on one sheet.
+    month = f"{dt.datetime.now(dt.UTC):%Y-%m}"  # the server's clock (moved, in shifted runs)
+    response = page.goto(f"{server.url}/reports/monthly/?month={month}")
+    assert response.status == 200
+    assert page.evaluate(REPORTS_STYLED) == "ok"
+    teams = page.locator("select[name=team] option").evaluate_all("os => os.map(o => o.value)")
+    assert teams == ["", "product"]
+    assert page.locator("#monthly-headline").inner_text().startswith(f"{month} so far")
+    assert "product/chatbot" in page.locator("#monthly-features").inner_text()
+    screenshot(page, folder, "reports-monthly")
+    page.emulate_media(media="print")
+    assert page.locator(".topbar").is_hidden() and page.locator("#monthly-form").is_hidden()
+    screenshot(page, folder, "reports-monthly-print")
+    pdf = page.pdf(format="A4", print_background=True)
+    (folder / "reports-monthly.pdf").write_bytes(pdf)
+    assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page\r") + pdf.count(
+        b"/Type /Page>"
+    ) in (1, 2), "the monthly report prints on one or two sheets"
+    csv_answer = page.request.get(f"{server.url}/reports/monthly.csv?month={month}")
+    assert csv_answer.status == 200 and csv_answer.text().startswith("month,team,feature,")
+
     assert problems == []
     assert "Traceback" not in server.output()
