@@ -46,6 +46,14 @@ def percent_abs(value) -> str:
 
 
 @register.filter
+def percent(value) -> str:
+    """A percentage already in 0..100 (Decimal), with its sign: a loss reads "-40.0 %"."""
+    if value is None or value == "":
+        return "—"
+    return f"{Decimal(value):.1f} %"
+
+
+@register.filter
 def pct(ratio) -> str:
     """A 0..1 ratio as a percentage; None (no data) as a dash."""
     if ratio is None or ratio == "":

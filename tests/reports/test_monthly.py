@@ -377,3 +377,13 @@ def test_parse_month_defaults_and_bounds():
     assert monthly.parse_month("2024-02", now).end == dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
     with pytest.raises(monthly.FilterError):
         monthly.parse_month("2027-02", now)
+
+
+def test_a_loss_reads_as_a_loss_in_the_feature_rows(scenario, manager):
+    # gpt-4o-mini as the baseline: features served by dearer models saved less than nothing.
+    Baseline.objects.update(model=scenario["models"]["gpt-4o-mini"])
+    data = manager.get(f"/reports/api/monthly?month={this_month().key}").json()
+    losing = next(r for r in data["features"] if Decimal(r["total_usd"]) < 0)
+    html = manager.get(f"/reports/monthly/?month={this_month().key}").content.decode()
+    row = re.search(rf"<td>{re.escape(losing['name'])}</td>(.*?)</tr>", html, re.S).group(1)
+    assert f"({Decimal(losing['percent']):.1f} %)" in row and "(-" in row
