@@ -78,10 +78,12 @@ def main() -> None:
             result = replay(start=start, end=stop, team_ids=None, candidate=candidate)
             timings.append(time.perf_counter() - began)
         total = result["total"]
+        baseline = total["baseline_usd"]  # None when some request has no priced baseline
         print(
             f"{name}: {total['requests']:,} requests replayed, median "
             f"{statistics.median(timings):.2f} s (max {max(timings):.2f} s); candidate "
-            f"${total['candidate_usd']:.2f}, baseline ${total['baseline_usd']:.2f}",
+            f"${total['candidate_usd']:.2f}, baseline "
+            f"{'—' if baseline is None else f'${baseline:.2f}'}",
             flush=True,
         )
 

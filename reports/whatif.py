@@ -105,6 +105,7 @@ class Tally:
     candidate: int = 0
     baseline: int = 0
     unpriced: int = 0  # requests the candidate cannot price
+    no_baseline: int = 0  # requests without a baseline, or on a baseline model without a price
 
 
 def replay(
@@ -153,9 +154,14 @@ def replay(
                 moved = _scale(usage, ratio(target) / ratio(source))
                 tally.candidate += cost_of(moved, prices).units
         baseline = candidate.baseline or book.baseline(row["team_id"])
-        if baseline is not None and not (row["hit"] and baseline.cache) and source:
-            prices = candidate.prices.get(baseline.model) or book.prices(baseline.model, day)
-            if prices is not None and prices.known:
+        if source and not (row["hit"] and baseline is not None and baseline.cache):
+            prices = None
+            if baseline is not None:
+                prices = candidate.prices.get(baseline.model) or book.prices(baseline.model, day)
+            if prices is None or not prices.known:
+                # Never $0: the baseline figures of this row and the total are not shown.
+                tally.no_baseline += row["n"]
+            else:
                 moved = _scale(usage, ratio(baseline.model) / ratio(source))
                 tally.baseline += cost_of(moved, prices).units
     # What was spent: the rollups' exact sums over the same hours and days.
@@ -215,7 +221,7 @@ def _result(per_feature, shares, start, end, candidate: Candidate) -> dict:
     total = Tally()
     rows = []
     for (team, feature), t in sorted(per_feature.items()):
-        for attr in ("requests", "actual", "candidate", "baseline", "unpriced"):
+        for attr in ("requests", "actual", "candidate", "baseline", "unpriced", "no_baseline"):
             setattr(total, attr, getattr(total, attr) + getattr(t, attr))
         rows.append({"team": team, "feature": f"{team}/{feature}", **_money(t)})
     requests = sum(shares.values())
@@ -234,12 +240,16 @@ def _result(per_feature, shares, start, end, candidate: Candidate) -> dict:
 
 
 def _money(t: Tally) -> dict:
+    """Figures of one row or the total; baseline figures are None (shown as a dash) when some
+    request in it has no priced baseline, rather than a partial sum or $0."""
+    whole = not t.no_baseline
     return {
         "requests": t.requests,
         "actual_usd": units_to_usd(t.actual),
         "candidate_usd": units_to_usd(t.candidate),
-        "baseline_usd": units_to_usd(t.baseline),
+        "baseline_usd": units_to_usd(t.baseline) if whole else None,
         "vs_actual_usd": units_to_usd(t.candidate - t.actual),
-        "vs_baseline_usd": units_to_usd(t.candidate - t.baseline),
+        "vs_baseline_usd": units_to_usd(t.candidate - t.baseline) if whole else None,
         "unpriced": t.unpriced,
+        "no_baseline": t.no_baseline,
     }

@@ -208,6 +208,20 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
     ) in (1, 2), "the monthly report prints on one or two sheets"
     csv_answer = page.request.get(f"{server.url}/reports/monthly.csv?month={month}")
     assert csv_answer.status == 200 and csv_answer.text().startswith("month,team,feature,")
+    page.emulate_media(media="screen")
+
+    # What-if: the form starts from the admin's routes; the manager moves every route to one
+    # model and replays (a real POST, CSRF token and cookie included).
+    assert page.goto(f"{server.url}/reports/whatif/").status == 200
+    candidate = page.locator("#candidate").input_value()
+    assert "routes:" in candidate and "name: cheap-for-low-priority" in candidate
+    page.fill("#candidate", "routes:\n  - {name: all-mini, chain: [gpt-4o-mini]}\n")
+    page.click("#whatif-form [type=submit]")
+    page.wait_for_selector("#whatif-total")
+    shares = page.locator("#whatif-models tbody").inner_text()
+    assert "gpt-4o-mini" in shares and "gpt-4o\t" not in shares
+    assert page.locator("#whatif-rows tbody tr").count() >= 1
+    screenshot(page, folder, "reports-whatif")
 
     assert problems == []
     assert "Traceback" not in server.output()

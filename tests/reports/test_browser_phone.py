@@ -114,8 +114,12 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser, debug):
     screenshot(page, folder, "usage-records-1280")
     page.set_viewport_size({"width": 390, "height": 844})
 
-    # The dashboards at a phone's width.
-    for name, path in PAGES.items():
+    # The dashboards at a phone's width, the monthly report and what-if among them.
+    for name, path in {
+        **PAGES,
+        "reports-monthly": "/reports/monthly/",
+        "reports-whatif": "/reports/whatif/",
+    }.items():
         assert page.goto(f"{server.url}{path}").status == 200, path
         assert page.evaluate(FITS) == "ok", path
         screenshot(page, folder, f"{name}-390")

@@ -157,3 +157,25 @@ def test_the_whatif_page_replays_the_admins_routes_edited(scenario, staff):
         "/reports/whatif/", {"candidate": "routes: [", "since": "30d", "csrfmiddlewaretoken": token}
     )
     assert bad.status_code == 400 and b"not valid YAML" in bad.content
+
+
+def test_without_a_baseline_the_baseline_figures_are_a_dash_never_zero(scenario, tmp_path):
+    Baseline.objects.all().delete()
+    candidate = {"routes": [{"name": "all", "chain": ["gpt-4o-mini"]}]}
+    total = json.loads(whatif(tmp_path, candidate, "--format", "json"))["total"]
+    assert total["baseline_usd"] is None and total["vs_baseline_usd"] is None
+    assert total["no_baseline"] > 0
+    assert Decimal(total["candidate_usd"]) > 0  # the rest of the replay stands
+    table = whatif(tmp_path, candidate)
+    assert "requests have no priced baseline" in table
+    totals = next(line for line in table.splitlines() if line.startswith("TOTAL"))
+    assert totals.split()[4] == "—" and totals.split()[6] == "—"
+    # With a baseline on a model without a price: the same.
+    from tests.factories import make_model
+
+    unpriced = make_model(
+        "mystery", scenario["models"]["gpt-4o"].provider, input_price=None, output_price=None
+    )
+    Baseline.objects.create(model=unpriced)
+    total = json.loads(whatif(tmp_path, candidate, "--format", "json"))["total"]
+    assert total["baseline_usd"] is None and total["no_baseline"] > 0

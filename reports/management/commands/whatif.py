@@ -68,6 +68,7 @@ class Command(BaseCommand):
             "vs_actual_usd",
             "vs_baseline_usd",
             "unpriced",
+            "no_baseline",
         ]
         writer.writerow(["team", "feature", *columns])
         for row in [*result["rows"], {"team": "(total)", "feature": "", **result["total"]}]:
@@ -83,6 +84,11 @@ class Command(BaseCommand):
                 f"{row['feature']:<32} {row['requests']:>9,} {usd(row['actual_usd']):>12} "
                 f"{usd(row['candidate_usd']):>12} {usd(row['baseline_usd']):>12} "
                 f"{usd(row['vs_actual_usd']):>12} {usd(row['vs_baseline_usd']):>12}"
+            )
+        if result["total"]["no_baseline"]:
+            w(
+                f"({result['total']['no_baseline']:,} requests have no priced baseline: none is "
+                "set for their team, or its model has no price; baseline figures show —.)"
             )
         w("\nModel shares under the candidate:")
         for m in result["models"]:
