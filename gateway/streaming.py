@@ -32,6 +32,7 @@ from gateway.providers.base import (
     StreamResult,
     Usage,
     bad_usage,
+    prompt_details,
     usage_problem,
 )
 from gateway.providers.openai import usage_details
@@ -53,7 +54,7 @@ def openai_usage(
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": prompt_details(usage),
     }
     for name, value in (details or {}).items():
         out[name] = {**value, **out.get(name, {})}

@@ -3,9 +3,13 @@ OpenAI chat request, and the chat answer translated back into an Anthropic messa
 
 Translated, not passed through: the request then takes the chat pipeline's way (routing,
 fallback to any provider kind, cache, budgets, ledger), and on an Anthropic-kind model the
-Anthropic adapter turns it back into a Messages call. Fields chat cannot carry (prompt-cache
-`cache_control`, extended `thinking`, server tools, documents, `top_k`...) are refused with
-a 400 that names them, never dropped: see docs/compatibility.md.
+Anthropic adapter turns it back into a Messages call. Prompt-cache breakpoints
+(`cache_control` on system blocks, content blocks, tool results and tools) ride along on
+the chat parts, messages and tools they were set on, so Claude gets them where they were and
+its cache reads and writes are billed at their prices; OpenAI-kind models cache prefixes on
+their own and get the request without them. Fields chat cannot carry (extended `thinking`,
+server tools, documents, `top_k`...) are refused with a 400 that names them, never dropped:
+see docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -68,7 +72,6 @@ def to_chat(data: Any, *, count_only: bool = False) -> dict[str, Any]:
             raise unsupported(name, NOT_TRANSLATABLE[name])
         if name not in KNOWN:
             raise unsupported(name, "the gateway does not know this field")
-    _no_cache_control(data)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: Field required (a non-empty string).", param="model")
@@ -99,20 +102,18 @@ def to_chat(data: Any, *, count_only: bool = False) -> dict[str, Any]:
     return chat
 
 
-def _no_cache_control(value: Any, where: str = "") -> None:
-    """Prompt caching (`cache_control`, anywhere in the request) has no chat equivalent."""
-    if isinstance(value, dict):
-        if "cache_control" in value:
-            raise unsupported(
-                f"{where}.cache_control".lstrip("."),
-                "prompt-cache breakpoints are not passed on (the request is translated to "
-                "OpenAI chat; Anthropic caches long prompts without them only on its own)",
+def _cache_control(block: dict[str, Any], target: dict[str, Any], at: str) -> dict[str, Any]:
+    """Carry a block's prompt-cache breakpoint over to the chat part, message or tool made
+    of it (an object, as Anthropic takes it: {"type": "ephemeral", "ttl": "5m"})."""
+    if "cache_control" in block:
+        mark = block["cache_control"]
+        if not isinstance(mark, dict) or not isinstance(mark.get("type"), str):
+            raise InvalidRequest(
+                f'{at}.cache_control: an object such as {{"type": "ephemeral"}}.',
+                param=f"{at}.cache_control",
             )
-        for key, inner in value.items():
-            _no_cache_control(inner, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            _no_cache_control(inner, f"{where}.{i}")
+        target["cache_control"] = mark
+    return target
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
@@ -124,6 +125,12 @@ def _system(system: Any) -> list[dict[str, Any]]:
         isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
         for b in system
     ):
+        if any("cache_control" in b for b in system):  # blocks kept, each with its mark
+            parts = [
+                _cache_control(b, {"type": "text", "text": b["text"]}, f"system.{i}")
+                for i, b in enumerate(system)
+            ]
+            return [{"role": "system", "content": parts}]
         text = "\n\n".join(b["text"] for b in system)
         return [{"role": "system", "content": text}] if text else []
     raise InvalidRequest("system: a string or a list of text blocks.", param="system")
@@ -172,9 +179,9 @@ def _user_blocks(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         at = f"{where}.content.{j}"
         kind = _block_type(block, at)
         if kind == "tool_result":
-            results.append(_tool_result(block, at))
+            results.append(_cache_control(block, _tool_result(block, at), at))
         elif kind in ("text", "image"):
-            parts.append(_part(block, kind, at))
+            parts.append(_cache_control(block, _part(block, kind, at), at))
         else:
             raise unsupported(f"{at}.type", f"content blocks of type '{kind}' are not translated")
     if parts:
@@ -224,9 +231,17 @@ def _tool_result(block: dict[str, Any], at: str) -> dict[str, Any]:
 def _assistant_blocks(blocks: list[Any], where: str) -> dict[str, Any]:
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    mark: dict[str, Any] = {}
     for j, block in enumerate(blocks):
         at = f"{where}.content.{j}"
         kind = _block_type(block, at)
+        if isinstance(block, dict) and "cache_control" in block:
+            if j != len(blocks) - 1:  # chat joins an assistant turn's text: only its end
+                raise unsupported(
+                    f"{at}.cache_control",
+                    "in an assistant turn a cache breakpoint is passed on on its last block only",
+                )
+            _cache_control(block, mark, at)
         if kind == "text":
             text.append(str(block.get("text", "")))
         elif kind == "tool_use":
@@ -247,7 +262,7 @@ def _assistant_blocks(blocks: list[Any], where: str) -> dict[str, Any]:
         message["tool_calls"] = calls
     elif message["content"] is None:
         message["content"] = ""
-    return message
+    return {**message, **mark}
 
 
 def _thinking(thinking: Any) -> None:
@@ -332,7 +347,7 @@ def _tool(tool: Any, at: str) -> dict[str, Any]:
         if not isinstance(tool["description"], str):
             raise InvalidRequest(f"{at}.description: a string.", param=f"{at}.description")
         fn["description"] = tool["description"]
-    return {"type": "function", "function": fn}
+    return _cache_control(tool, {"type": "function", "function": fn}, at)
 
 
 def from_chat(body: dict[str, Any], *, message_id: str) -> dict[str, Any]:
@@ -377,15 +392,17 @@ def tool_input(arguments: Any) -> dict[str, Any]:
 
 
 def usage(chat_usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic's usage for chat usage: its input_tokens exclude the cache reads (chat's
-    prompt_tokens include them)."""
+    """Anthropic's usage for chat usage: its input_tokens exclude the cache reads and writes
+    (chat's prompt_tokens include them)."""
     prompt = int(chat_usage.get("prompt_tokens") or 0)
-    cached = int((chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = chat_usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
     return {
-        "input_tokens": max(prompt - cached, 0),
+        "input_tokens": max(prompt - cached - written, 0),
         "output_tokens": int(chat_usage.get("completion_tokens") or 0),
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     }
 
 

@@ -8,7 +8,14 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.base import ChatRequest, ProviderError, Usage, asked, token_count
+from gateway.providers.base import (
+    ChatRequest,
+    ProviderError,
+    Usage,
+    asked,
+    prompt_details,
+    token_count,
+)
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
 FINISH_REASONS = {
@@ -26,10 +33,12 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
     for what cannot be translated (it would fail the same way on any retry)."""
     body = request.body
     system: list[str] = []
+    system_blocks: list[dict[str, Any]] = []  # the same, as blocks: kept for cache_control
     messages: list[dict[str, Any]] = []
     for message in body["messages"]:
         if message["role"] in ("system", "developer"):
             system.append(_text_of(message.get("content")))
+            system_blocks += _system_blocks(message)
             continue
         role, blocks = _message_blocks(message, provider)
         if messages and messages[-1]["role"] == role:
@@ -41,7 +50,9 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
         "messages": messages,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
     }
-    if system:
+    if any("cache_control" in b for b in system_blocks):
+        out["system"] = system_blocks  # a prompt-cache breakpoint in the system prompt
+    elif system:
         out["system"] = "\n\n".join(system)
     if body.get("temperature") is not None:
         # OpenAI's range is 0..2, Anthropic's 0..1: `refusals` turns away anything above 1.
@@ -51,7 +62,7 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
     if body.get("stop"):
         out["stop_sequences"] = [body["stop"]] if isinstance(body["stop"], str) else body["stop"]
     if body.get("tools"):
-        out["tools"] = [_tool(t["function"]) for t in body["tools"] if t.get("type") == "function"]
+        out["tools"] = [_tool(t) for t in body["tools"] if t.get("type") == "function"]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice and out.get("tools"):
         out["tool_choice"] = choice
@@ -225,8 +236,36 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": prompt_details(usage),
     }
+
+
+def _system_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A system message as text blocks, each with its part's `cache_control`."""
+    blocks = [
+        _cached({"type": "text", "text": p.get("text", "")}, p)
+        for p in _parts(message.get("content"))
+        if p.get("type") == "text"
+    ]
+    return _cached_last(blocks, message)
+
+
+def _cached(block: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """`block` with the prompt-cache breakpoint (`cache_control`) of `source`, if it has one.
+
+    Prompt caching, as Anthropic has it and as OpenAI-format clients send it to Claude
+    (on a content part, a message or a tool, as LiteLLM takes it): the breakpoint goes to the
+    block it was set on, and the cache read and write tokens are billed at their prices."""
+    if "cache_control" in source:
+        block["cache_control"] = source["cache_control"]
+    return block
+
+
+def _cached_last(blocks: list[dict[str, Any]], message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A message's own `cache_control` marks the end of the message: its last block."""
+    if "cache_control" in message and blocks:
+        blocks[-1]["cache_control"] = message["cache_control"]
+    return blocks
 
 
 def _message_blocks(message: dict[str, Any], provider: str) -> tuple[str, list[dict[str, Any]]]:
@@ -237,8 +276,10 @@ def _message_blocks(message: dict[str, Any], provider: str) -> tuple[str, list[d
             "tool_use_id": message["tool_call_id"],
             "content": _text_of(message.get("content")),
         }
-        return "user", [result]
-    blocks = [_part(p, provider) for p in _parts(message.get("content"))]
+        for part in _parts(message.get("content")):
+            _cached(result, part)
+        return "user", _cached_last([result], message)
+    blocks = [_cached(_part(p, provider), p) for p in _parts(message.get("content"))]
     for call in message.get("tool_calls") or []:
         fn = call["function"]
         try:
@@ -250,7 +291,7 @@ def _message_blocks(message: dict[str, Any], provider: str) -> tuple[str, list[d
         blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
     if role not in ("user", "assistant"):
         raise _invalid(provider, f"messages with role {role!r} cannot be sent to Anthropic")
-    return role, blocks
+    return role, _cached_last(blocks, message)
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
@@ -279,14 +320,15 @@ def _text_of(content: Any) -> str:
     return "".join(p.get("text", "") for p in _parts(content) if p.get("type") == "text")
 
 
-def _tool(fn: dict[str, Any]) -> dict[str, Any]:
+def _tool(given: dict[str, Any]) -> dict[str, Any]:
+    fn = given["function"]
     tool = {
         "name": fn["name"],
         "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
     }
     if fn.get("description"):
         tool["description"] = fn["description"]
-    return tool
+    return _cached(tool, given)
 
 
 _TOOL_CHOICES: dict[str, dict[str, Any]] = {

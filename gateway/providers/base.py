@@ -117,6 +117,64 @@ class Usage:
     reported: bool = True  # False when the provider gave no usage and it was estimated
 
 
+def prompt_details(usage: Usage) -> dict[str, int]:
+    """`prompt_tokens_details` of the usage a client reads: the cache reads, and the cache
+    writes when there were any (`cache_write_tokens`, as the Responses API names them; chat's
+    schema has no such count, and OpenAI bills no cache write of its own)."""
+    details = {"cached_tokens": usage.cached_tokens}
+    if usage.cache_write_tokens:
+        details["cache_write_tokens"] = usage.cache_write_tokens
+    return details
+
+
+def without_cache_control(body: dict[str, Any]) -> dict[str, Any]:
+    """The request without Anthropic's prompt-cache breakpoints (`cache_control` on a
+    message, a content part or a tool), for providers that cache prompt prefixes on their
+    own (OpenAI, vLLM's prefix caching) and have no such field: the hint is translated to
+    their automatic caching, not sent to be refused. The same dict when it has none (a
+    plain loop: this runs on every call to an OpenAI-kind provider)."""
+    messages = body.get("messages") or ()
+    tools = body.get("tools") or ()
+    for message in messages:
+        if _marked(message):
+            break
+    else:
+        for tool in tools:
+            if "cache_control" in tool:
+                break
+        else:
+            return body
+    out = dict(body)
+    out["messages"] = [_unmarked(m) for m in messages]
+    if tools:
+        out["tools"] = [_drop_mark(t) for t in tools]
+    return out
+
+
+def _marked(message: dict[str, Any]) -> bool:
+    if "cache_control" in message:
+        return True
+    content = message.get("content")
+    if content.__class__ is list:
+        for part in content:
+            if part.__class__ is dict and "cache_control" in part:
+                return True
+    return False
+
+
+def _unmarked(message: dict[str, Any]) -> dict[str, Any]:
+    if not _marked(message):
+        return message
+    out = _drop_mark(message)
+    if isinstance(out.get("content"), list):
+        out["content"] = [_drop_mark(p) if isinstance(p, dict) else p for p in out["content"]]
+    return out
+
+
+def _drop_mark(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k != "cache_control"}
+
+
 MAX_USAGE_TOKENS = 10_000_000
 """The absolute ceiling of a usage count, and of prompt + output when a model's limits are not
 known: no model today accounts for more than a few million tokens in one call."""

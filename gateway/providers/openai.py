@@ -22,6 +22,7 @@ from gateway.providers.base import (
     check_completion,
     stream_cut,
     token_count,
+    without_cache_control,
 )
 from gateway.providers.embeddings import EmbeddingRequest, Embeddings, embeddings_from_openai
 from gateway.redaction import scrub_provider_text
@@ -65,7 +66,8 @@ class OpenAIAdapter(ProviderAdapter):
         return {"authorization": f"Bearer {self.config.api_key}"}
 
     def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body = {**request.body, "model": request.upstream_model or request.body.get("model")}
+        body = without_cache_control(request.body)
+        body = {**body, "model": request.upstream_model or body.get("model")}
         if request.output_cap and not (body.get("max_completion_tokens") or body.get("max_tokens")):
             body[self.max_tokens_param] = request.output_cap
         if stream:

@@ -196,10 +196,6 @@ def test_errors_come_in_anthropics_shape_with_fitting_statuses(
         ({"top_k": 5}, "top_k"),
         ({"cache_control": {"type": "ephemeral"}}, "cache_control"),
         ({"output_config": {"effort": "high"}}, "output_config.effort"),
-        (
-            {"system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]},
-            "system.0.cache_control",
-        ),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type"),
     ],
 )

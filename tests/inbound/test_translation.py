@@ -50,11 +50,81 @@ def test_disabled_thinking_is_accepted_and_a_stream_asks_for_usage():
     assert chat["stream_options"] == {"include_usage": True}
 
 
-def test_a_cache_control_deep_in_a_message_is_refused_by_its_path():
-    block = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def test_cache_breakpoints_ride_on_the_chat_parts_messages_and_tools_they_were_set_on():
+    chat = messages(
+        system=[{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
+        tools=[{"name": "f", "input_schema": {"type": "object"}, "cache_control": EPHEMERAL}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "x", "cache_control": EPHEMERAL}],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "calling"},
+                    {
+                        "type": "tool_use",
+                        "id": "t1",
+                        "name": "f",
+                        "input": {},
+                        "cache_control": EPHEMERAL,
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": "42",
+                        "cache_control": EPHEMERAL,
+                    }
+                ],
+            },
+        ],
+    )
+    system, user, assistant, tool = chat["messages"]
+    assert system == {
+        "role": "system",
+        "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}],
+    }
+    assert user["content"] == [{"type": "text", "text": "x", "cache_control": EPHEMERAL}]
+    assert assistant["cache_control"] == EPHEMERAL and assistant["tool_calls"][0]["id"] == "t1"
+    assert tool == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "42",
+        "cache_control": EPHEMERAL,
+    }
+    assert chat["tools"][0]["cache_control"] == EPHEMERAL
+
+
+def test_a_breakpoint_chat_cannot_place_or_read_is_refused_by_its_path():
+    early = {"type": "text", "text": "x", "cache_control": EPHEMERAL}
+    turn = {"role": "assistant", "content": [early, {"type": "text", "text": "y"}]}
     with pytest.raises(InvalidRequest) as refused:
-        messages(messages=[{"role": "user", "content": [block]}])
+        messages(messages=[{"role": "user", "content": "Hi"}, turn])
+    assert refused.value.param == "messages.1.content.0.cache_control"
+    bad = {"type": "text", "text": "x", "cache_control": "ephemeral"}
+    with pytest.raises(InvalidRequest) as refused:
+        messages(messages=[{"role": "user", "content": [bad]}])
     assert refused.value.param == "messages.0.content.0.cache_control"
+
+
+def test_the_usage_of_a_message_excludes_cache_writes_from_input_tokens():
+    usage = {"prompt_tokens": 1100, "completion_tokens": 7}
+    usage["prompt_tokens_details"] = {"cached_tokens": 60, "cache_write_tokens": 1000}
+    assert anthropic_messages.usage(usage) == {
+        "input_tokens": 40,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 60,
+        "cache_creation_input_tokens": 1000,
+    }
 
 
 def test_the_usage_of_a_message_excludes_cache_reads_from_input_tokens():

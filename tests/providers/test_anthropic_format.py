@@ -222,7 +222,8 @@ async def test_cache_reads_and_writes_count_as_prompt_tokens():
         "prompt_tokens": 130,
         "completion_tokens": 7,
         "total_tokens": 137,
-        "prompt_tokens_details": {"cached_tokens": 100},
+        # The cache writes too: a client can tell what its breakpoints cost (Responses' name).
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20},
     }
 
 
