@@ -1,5 +1,5 @@
 """What removing prompt-cache breakpoints costs per call to an OpenAI-kind provider:
-`without_cache_control` (gateway/providers/base.py) scans every request before it is sent,
+`without_anthropic_fields` (gateway/providers/base.py) scans every request before it is sent,
 and copies only a request that has a breakpoint. Side by side with building the payload it
 joins (OpenAIAdapter.payload's own dict copy), on the same bodies, in one run.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import timeit
 
-from gateway.providers.base import without_cache_control
+from gateway.providers.base import without_anthropic_fields
 
 MARK = {"type": "ephemeral"}
 BODIES = {
@@ -53,7 +53,7 @@ def best_ns(fn, number: int = 100_000, rounds: int = 5) -> float:
 def main() -> None:
     print(f"{'body':<38} {'scan':>9} {'payload copy':>13}")
     for name, body in BODIES.items():
-        scan = best_ns(lambda b=body: without_cache_control(b))
+        scan = best_ns(lambda b=body: without_anthropic_fields(b))
         copy = best_ns(lambda b=body: {**b, "model": "upstream"})
         print(f"{name:<38} {scan:>7.0f}ns {copy:>11.0f}ns")
 

@@ -69,6 +69,8 @@ class _Choice:
     def __init__(self) -> None:
         self.content: list[str] = []
         self.refusal: list[str] = []
+        self.reasoning: list[str] = []  # `reasoning_content` (Claude's thinking, vLLM's...)
+        self.thoughts: dict[int, dict[str, Any]] = {}  # `thinking_blocks` by their index
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.logprobs: dict[str, list[Any]] | None = None  # "content" / "refusal" token lists
         self.finish_reason: str | None = None
@@ -79,6 +81,15 @@ class _Choice:
             self.content.append(delta["content"])
         if delta.get("refusal"):
             self.refusal.append(delta["refusal"])
+        if delta.get("reasoning_content"):
+            self.reasoning.append(delta["reasoning_content"])
+        for thought in delta.get("thinking_blocks") or []:
+            slot = self.thoughts.setdefault(thought.get("index", 0), {})
+            for key, value in thought.items():
+                if key in ("thinking", "signature") and key in slot:
+                    slot[key] += value  # the text and the signature arrive in pieces
+                elif key != "index":
+                    slot[key] = value
         for call in delta.get("tool_calls") or []:
             # A function call's name and arguments, or a custom tool's name and input.
             kind = "custom" if call.get("type") == "custom" or "custom" in call else "function"
@@ -110,6 +121,10 @@ class _Choice:
         }
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.thoughts:
+            message["thinking_blocks"] = [self.thoughts[i] for i in sorted(self.thoughts)]
         logprobs = self.logprobs
         out: dict[str, Any] = {
             "index": index,
@@ -143,7 +158,9 @@ class Accumulator:
 
     def text(self) -> str:
         return "".join(
-            "".join(c.content) + "".join(_call_text(t) for t in c.tool_calls.values())
+            "".join(c.reasoning)
+            + "".join(c.content)
+            + "".join(_call_text(t) for t in c.tool_calls.values())
             for c in self.choices.values()
         )
 
@@ -181,6 +198,12 @@ def replay_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
         delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
         if message.get("refusal"):
             delta["refusal"] = message["refusal"]
+        if message.get("reasoning_content"):
+            delta["reasoning_content"] = message["reasoning_content"]
+        if message.get("thinking_blocks"):
+            delta["thinking_blocks"] = [
+                {"index": j, **block} for j, block in enumerate(message["thinking_blocks"])
+            ]
         if message.get("tool_calls"):
             delta["tool_calls"] = [
                 {"index": j, **call} for j, call in enumerate(message["tool_calls"])

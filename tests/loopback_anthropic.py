@@ -6,6 +6,10 @@ from typing import Any
 
 from tests.loopback_wire import Behaviour, Wire, args_pieces, new_id, pieces, sse
 
+# What the loopback Claude thinks when asked to, and the signature it gives that thought.
+THOUGHT = "The user wants a greeting; a short one will do."
+SIGNATURE = "EqQBCkYIARgCIkD-loopback-signature"
+
 
 class AnthropicWire(Wire):
     path = "/v1/messages"
@@ -80,9 +84,17 @@ class AnthropicWire(Wire):
             return "", (choice["name"], b.tool_call[1])
         return b.text, b.tool_call
 
+    @staticmethod
+    def _thinks(body: dict[str, Any]) -> bool:
+        """Extended thinking asked for: the answer starts with a signed thinking block."""
+        thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+        return thinking.get("type") in ("enabled", "adaptive")
+
     def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         text, tool_call = self._answer(body, b)
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        if self._thinks(body):
+            content.insert(0, {"type": "thinking", "thinking": THOUGHT, "signature": SIGNATURE})
         if tool_call:
             content.append(
                 {
@@ -105,12 +117,31 @@ class AnthropicWire(Wire):
         start = {**self._message(body), "usage": self._usage(body, b, 1)}
         out = [sse({"type": "message_start", "message": start}, "message_start")]
         index = 0
+        if self._thinks(body):
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            out.append(
+                sse(
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                    "content_block_start",
+                )
+            )
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces(THOUGHT)]
+            deltas.append({"type": "signature_delta", "signature": SIGNATURE})
+            out += [
+                sse(
+                    {"type": "content_block_delta", "index": 0, "delta": d},
+                    "content_block_delta",
+                )
+                for d in deltas
+            ]
+            out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+            index = 1
         if text:
             out.append(
                 sse(
                     {
                         "type": "content_block_start",
-                        "index": 0,
+                        "index": index,
                         "content_block": {"type": "text", "text": ""},
                     },
                     "content_block_start",
@@ -121,15 +152,15 @@ class AnthropicWire(Wire):
                 sse(
                     {
                         "type": "content_block_delta",
-                        "index": 0,
+                        "index": index,
                         "delta": {"type": "text_delta", "text": p},
                     },
                     "content_block_delta",
                 )
                 for p in pieces(text)
             ]
-            out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-            index = 1
+            out.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+            index += 1
         if tool_call:
             block = {"type": "tool_use", "id": "toolu_loop1", "name": tool_call[0], "input": {}}
             out.append(

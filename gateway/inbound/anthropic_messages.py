@@ -7,8 +7,10 @@ Anthropic adapter turns it back into a Messages call. Prompt-cache breakpoints
 (`cache_control` on system blocks, content blocks, tool results and tools) ride along on
 the chat parts, messages and tools they were set on, so Claude gets them where they were and
 its cache reads and writes are billed at their prices; OpenAI-kind models cache prefixes on
-their own and get the request without them. Fields chat cannot carry (extended `thinking`,
-server tools, documents, `top_k`...) are refused with a 400 that names them, never dropped:
+their own and get the request without them. Extended `thinking` rides along as
+the chat request's `thinking`, and past turns' signed thinking blocks as `thinking_blocks`
+(only Claude reads them; OpenAI-kind models refuse `thinking`). Fields chat cannot carry
+(server tools, documents, `top_k`...) are refused with a 400 that names them, never dropped:
 see docs/compatibility.md.
 """
 
@@ -85,7 +87,7 @@ def to_chat(data: Any, *, count_only: bool = False) -> dict[str, Any]:
     for name in ("temperature", "top_p"):
         if data.get(name) is not None:
             chat[name] = data[name]
-    _thinking(data.get("thinking"))
+    _thinking(data.get("thinking"), chat)
     _output_config(data.get("output_config"), chat)
     _stop(data.get("stop_sequences"), chat)
     _tools(data.get("tools"), data.get("tool_choice"), chat)
@@ -231,6 +233,7 @@ def _tool_result(block: dict[str, Any], at: str) -> dict[str, Any]:
 def _assistant_blocks(blocks: list[Any], where: str) -> dict[str, Any]:
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     mark: dict[str, Any] = {}
     for j, block in enumerate(blocks):
         at = f"{where}.content.{j}"
@@ -244,6 +247,8 @@ def _assistant_blocks(blocks: list[Any], where: str) -> dict[str, Any]:
             _cache_control(block, mark, at)
         if kind == "text":
             text.append(str(block.get("text", "")))
+        elif kind in ("thinking", "redacted_thinking"):
+            thoughts.append(_thought(block, kind, at))
         elif kind == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise InvalidRequest(f"{at}: a tool_use block needs an id and a name.", param=at)
@@ -262,17 +267,34 @@ def _assistant_blocks(blocks: list[Any], where: str) -> dict[str, Any]:
         message["tool_calls"] = calls
     elif message["content"] is None:
         message["content"] = ""
+    if thoughts:
+        message["thinking_blocks"] = thoughts
     return {**message, **mark}
 
 
-def _thinking(thinking: Any) -> None:
-    if thinking is None or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+def _thinking(thinking: Any, chat: dict[str, Any]) -> None:
+    """Extended thinking rides on the chat request as `thinking` (as LiteLLM takes it): an
+    Anthropic-kind model gets it as sent; an OpenAI-kind model refuses it (400, or skipped
+    in a fallback chain), since its reasoning is asked for differently."""
+    if thinking is None:
         return
-    raise unsupported(
-        "thinking",
-        "extended thinking cannot be carried through the chat translation this endpoint "
-        "uses; send the request without it",
-    )
+    if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
+        raise InvalidRequest(
+            'thinking: an object such as {"type": "enabled", "budget_tokens": 2048}.',
+            param="thinking",
+        )
+    if thinking["type"] != "disabled":
+        chat["thinking"] = thinking
+
+
+def _thought(block: dict[str, Any], kind: str, at: str) -> dict[str, Any]:
+    """A past turn's thinking or redacted_thinking block, kept whole (Claude checks its
+    signature when it comes back)."""
+    names = ("thinking", "signature") if kind == "thinking" else ("data",)
+    for name in names:
+        if not isinstance(block.get(name), str):
+            raise InvalidRequest(f"{at}.{name}: a string is required.", param=f"{at}.{name}")
+    return {"type": kind, **{name: block[name] for name in names}}
 
 
 def _output_config(config: Any, chat: dict[str, Any]) -> None:
@@ -354,7 +376,9 @@ def from_chat(body: dict[str, Any], *, message_id: str) -> dict[str, Any]:
     """The Anthropic message for a whole chat.completion."""
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [
+        {k: v for k, v in b.items() if k != "index"} for b in message.get("thinking_blocks") or ()
+    ]
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     if message.get("refusal"):

@@ -1,9 +1,10 @@
 """A chat stream (chat.completion.chunk dicts) as Anthropic's Messages stream events:
 
 message_start, ping, then per content block content_block_start, content_block_delta
-(text_delta / input_json_delta)..., content_block_stop, and at the end message_delta (the
-stop reason and the billed usage) and message_stop. A chat stream that failed after it
-started ends with Anthropic's `error` event instead of message_delta/message_stop.
+(thinking_delta and signature_delta / text_delta / input_json_delta)..., content_block_stop,
+and at the end message_delta (the stop reason and the billed usage) and message_stop. A chat
+stream that failed after it started ends with Anthropic's `error` event instead of
+message_delta/message_stop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Blocks:
         self.open: int | None = None
         self.text_open = False
         self.tools: dict[int, int] = {}  # chat tool_calls index -> block index
+        self.thoughts: dict[int, int] = {}  # chat thinking_blocks index -> block index
 
     def close(self) -> list[bytes]:
         if self.open is None:
@@ -52,6 +54,24 @@ class _Blocks:
         self.text_open = True
         delta = {"type": "text_delta", "text": text}
         return out + [_delta(self.open, delta)]
+
+    def thought(self, piece: dict[str, Any]) -> list[bytes]:
+        """A piece of a thinking block: its start (type), text or signature."""
+        out: list[bytes] = []
+        index = piece.get("index", 0)
+        if index not in self.thoughts:
+            if piece.get("type") == "redacted_thinking":
+                block = {"type": "redacted_thinking", "data": piece.get("data") or ""}
+            else:
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+            out += self.start(block)
+            self.thoughts[index] = self.open  # type: ignore[assignment]
+        at = self.thoughts[index]
+        if piece.get("thinking"):
+            out.append(_delta(at, {"type": "thinking_delta", "thinking": piece["thinking"]}))
+        if piece.get("signature"):
+            out.append(_delta(at, {"type": "signature_delta", "signature": piece["signature"]}))
+        return out
 
     def tool(self, call: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
@@ -112,6 +132,9 @@ async def events(
                 final_usage = chunk["usage"]
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
+                for piece in delta.get("thinking_blocks") or []:  # thinking comes first
+                    for frame in blocks.thought(piece):
+                        yield frame
                 if delta.get("content"):
                     for frame in blocks.text(delta["content"]):
                         yield frame

@@ -39,6 +39,21 @@ def _tool_calls(calls: Any, *, streamed: bool) -> None:
         _text_or_none(fn.get("arguments"), "a tool call's arguments")
 
 
+def _thoughts(blocks: Any, *, streamed: bool) -> None:
+    """`thinking_blocks` (Claude's extended thinking as the gateway carries it in chat)."""
+    if blocks is None:
+        return
+    if not isinstance(blocks, list):
+        raise TypeError("thinking_blocks is not a list")
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise TypeError("a thinking block is not an object")
+        if streamed and not isinstance(block.get("index", 0), int):
+            raise TypeError("a thinking block's index is not an integer")
+        for name in ("type", "thinking", "signature", "data"):
+            _text_or_none(block.get(name), f"a thinking block's {name}")
+
+
 def check_completion(body: Any) -> dict[str, Any]:
     """An OpenAI chat.completion as the gateway reads it, or TypeError/ValueError (which
     adapters map to a retryable `bad_response`): the shape is checked once, here, so nothing
@@ -55,6 +70,8 @@ def check_completion(body: Any) -> dict[str, Any]:
         if not isinstance(message, dict):
             raise TypeError("a choice has no message object")
         _text_or_none(message.get("content"), "a message's content")
+        _text_or_none(message.get("reasoning_content"), "a message's reasoning_content")
+        _thoughts(message.get("thinking_blocks"), streamed=False)
         _tool_calls(message.get("tool_calls"), streamed=False)
         _text_or_none(choice.get("finish_reason"), "a finish_reason")
         if not isinstance(choice.get("index", 0), int):
@@ -79,6 +96,8 @@ def check_chunk(chunk: Any) -> dict[str, Any]:
             if not isinstance(delta, dict):
                 raise TypeError("a chunk's delta is not an object")
             _text_or_none(delta.get("content"), "a delta's content")
+            _text_or_none(delta.get("reasoning_content"), "a delta's reasoning_content")
+            _thoughts(delta.get("thinking_blocks"), streamed=True)
             _tool_calls(delta.get("tool_calls"), streamed=True)
         _text_or_none(choice.get("finish_reason"), "a finish_reason")
         if not isinstance(choice.get("index", 0), int):

@@ -18,10 +18,12 @@ import orjson
 
 from gateway.providers.anthropic_format import (
     FINISH_REASONS,
+    THINKING_FIELDS,
     refusals,
     request_to_anthropic,
     response_to_openai,
     structured_tool,
+    thinking_block,
     usage_from_anthropic,
 )
 from gateway.providers.base import (
@@ -124,6 +126,7 @@ class _StreamState:
         "usage",
         "stop_reason",
         "tools",
+        "thoughts",
         "stopped",
     )
 
@@ -135,6 +138,7 @@ class _StreamState:
         self.usage: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self.tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool index
+        self.thoughts: dict[int, int] = {}  # block index -> index among `thinking_blocks`
         self.stopped = False
 
     @property
@@ -195,6 +199,10 @@ class _StreamState:
             return self.chunk({"tool_calls": [call]})
         if block["type"] == "text" and block.get("text"):
             return self.chunk({"content": block["text"]})
+        if block["type"] in THINKING_FIELDS:
+            self.thoughts[index] = len(self.thoughts)
+            thought = {"index": self.thoughts[index], **thinking_block(block)}
+            return self.chunk({"thinking_blocks": [thought]})
         return None
 
     def _block_delta(self, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -206,7 +214,18 @@ class _StreamState:
         if delta["type"] == "input_json_delta" and index in self.tools:
             call = {"index": self.tools[index], "function": {"arguments": delta["partial_json"]}}
             return self.chunk({"tool_calls": [call]})
-        return None  # thinking and signature deltas have no OpenAI chat equivalent
+        if delta["type"] == "thinking_delta" and index in self.thoughts:
+            text = delta["thinking"]
+            if not isinstance(text, str):
+                raise TypeError("a thinking delta is not a string")
+            thought = {"index": self.thoughts[index], "thinking": text}
+            return self.chunk({"reasoning_content": text, "thinking_blocks": [thought]})
+        if delta["type"] == "signature_delta" and index in self.thoughts:
+            if not isinstance(delta["signature"], str):
+                raise TypeError("a signature delta is not a string")
+            thought = {"index": self.thoughts[index], "signature": delta["signature"]}
+            return self.chunk({"thinking_blocks": [thought]})
+        return None
 
 
 _HANDLERS = {

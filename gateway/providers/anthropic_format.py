@@ -71,6 +71,8 @@ def request_to_anthropic(request: ChatRequest, provider: str) -> dict[str, Any]:
         _add_structured(out, structured, body.get("tool_choice"))
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if isinstance(body.get("thinking"), dict):
+        out["thinking"] = body["thinking"]  # extended thinking, as Anthropic takes it
     return out
 
 
@@ -168,10 +170,13 @@ def response_to_openai(data: dict[str, Any], structured: str | None = None) -> d
     the message content (JSON text) and its `tool_use` stop is a plain "stop"."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     answer = None
     for block in data["content"]:
         if block["type"] == "text":
             text.append(block["text"])
+        elif block["type"] in THINKING_FIELDS:
+            thoughts.append(thinking_block(block))
         elif block["type"] == "tool_use" and structured and block["name"] == structured:
             answer = orjson.dumps(block["input"]).decode()
         elif block["type"] == "tool_use":
@@ -196,6 +201,9 @@ def response_to_openai(data: dict[str, Any], structured: str | None = None) -> d
     }
     if calls:
         message["tool_calls"] = calls
+    if thoughts:  # as LiteLLM gives them: the text, and the signed blocks to send back
+        message["reasoning_content"] = "".join(t.get("thinking", "") for t in thoughts)
+        message["thinking_blocks"] = thoughts
     usage = usage_from_anthropic(data["usage"])
     return {
         "id": data["id"],
@@ -240,6 +248,18 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+THINKING_FIELDS = {"thinking": ("thinking", "signature"), "redacted_thinking": ("data",)}
+
+
+def thinking_block(block: Any) -> dict[str, Any]:
+    """A thinking or redacted_thinking block as Anthropic takes it (from a chat message's
+    `thinking_blocks`, which may carry a stream's `index`)."""
+    if not isinstance(block, dict) or block.get("type") not in THINKING_FIELDS:
+        raise ValueError("a thinking block is not a thinking or redacted_thinking object")
+    kind = block["type"]
+    return {"type": kind, **{k: block.get(k, "") for k in THINKING_FIELDS[kind]}}
+
+
 def _system_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     """A system message as text blocks, each with its part's `cache_control`."""
     blocks = [
@@ -279,7 +299,12 @@ def _message_blocks(message: dict[str, Any], provider: str) -> tuple[str, list[d
         for part in _parts(message.get("content")):
             _cached(result, part)
         return "user", _cached_last([result], message)
-    blocks = [_cached(_part(p, provider), p) for p in _parts(message.get("content"))]
+    # A turn that thought: its signed thinking blocks go back first, as Claude wants them.
+    try:
+        blocks = [thinking_block(b) for b in message.get("thinking_blocks") or ()]
+    except ValueError as exc:
+        raise _invalid(provider, str(exc)) from None
+    blocks += [_cached(_part(p, provider), p) for p in _parts(message.get("content"))]
     for call in message.get("tool_calls") or []:
         fn = call["function"]
         try:

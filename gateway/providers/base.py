@@ -127,12 +127,13 @@ def prompt_details(usage: Usage) -> dict[str, int]:
     return details
 
 
-def without_cache_control(body: dict[str, Any]) -> dict[str, Any]:
-    """The request without Anthropic's prompt-cache breakpoints (`cache_control` on a
-    message, a content part or a tool), for providers that cache prompt prefixes on their
-    own (OpenAI, vLLM's prefix caching) and have no such field: the hint is translated to
-    their automatic caching, not sent to be refused. The same dict when it has none (a
-    plain loop: this runs on every call to an OpenAI-kind provider)."""
+def without_anthropic_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The request without what only Claude reads, for OpenAI-kind providers, which refuse
+    fields they do not know: prompt-cache breakpoints (`cache_control` on a message, a
+    content part or a tool; OpenAI and vLLM cache prompt prefixes on their own, so the hint
+    is translated to their automatic caching) and a past turn's signed `thinking_blocks`
+    (context only Claude can verify; the turn's text and tool calls stay). The same dict
+    when it has none (a plain loop: this runs on every call to an OpenAI-kind provider)."""
     messages = body.get("messages") or ()
     tools = body.get("tools") or ()
     for message in messages:
@@ -152,7 +153,7 @@ def without_cache_control(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _marked(message: dict[str, Any]) -> bool:
-    if "cache_control" in message:
+    if "cache_control" in message or "thinking_blocks" in message:
         return True
     content = message.get("content")
     if content.__class__ is list:
@@ -165,7 +166,7 @@ def _marked(message: dict[str, Any]) -> bool:
 def _unmarked(message: dict[str, Any]) -> dict[str, Any]:
     if not _marked(message):
         return message
-    out = _drop_mark(message)
+    out = {k: v for k, v in message.items() if k not in ("cache_control", "thinking_blocks")}
     if isinstance(out.get("content"), list):
         out["content"] = [_drop_mark(p) if isinstance(p, dict) else p for p in out["content"]]
     return out

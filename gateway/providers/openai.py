@@ -18,11 +18,12 @@ from gateway.providers.base import (
     ProviderError,
     StreamResult,
     Usage,
+    asked,
     check_chunk,
     check_completion,
     stream_cut,
     token_count,
-    without_cache_control,
+    without_anthropic_fields,
 )
 from gateway.providers.embeddings import EmbeddingRequest, Embeddings, embeddings_from_openai
 from gateway.redaction import scrub_provider_text
@@ -65,8 +66,15 @@ class OpenAIAdapter(ProviderAdapter):
             )
         return {"authorization": f"Bearer {self.config.api_key}"}
 
+    def refusals(self, body: dict[str, Any]) -> dict[str, str]:
+        """Anthropic's extended thinking: OpenAI's reasoning models take `reasoning_effort`
+        instead, which a client asks for itself (the budgets do not translate)."""
+        if asked(body, "thinking") and (body["thinking"] or {}).get("type") != "disabled":
+            return {"thinking": " (Anthropic's extended thinking) is not supported"}
+        return {}
+
     def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body = without_cache_control(request.body)
+        body = without_anthropic_fields(request.body)
         body = {**body, "model": request.upstream_model or body.get("model")}
         if request.output_cap and not (body.get("max_completion_tokens") or body.get("max_tokens")):
             body[self.max_tokens_param] = request.output_cap

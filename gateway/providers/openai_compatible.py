@@ -26,7 +26,8 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
         """Option `unsupported_params`: what this server cannot honour (e.g. an old server
         without `response_format`), refused or skipped by fallback instead of ignored."""
         names = self.config.options.get("unsupported_params") or ()
-        return {str(name): "" for name in names if asked(body, str(name))}
+        own = {str(name): "" for name in names if asked(body, str(name))}
+        return {**super().refusals(body), **own}
 
     def headers(self) -> dict[str, str]:
         key = self.config.api_key

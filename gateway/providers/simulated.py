@@ -45,8 +45,9 @@ class SimulatedAdapter(ProviderAdapter):
     serves_embeddings = True
 
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
-        """Its answer is a few words: no JSON, no log probabilities, one choice."""
-        names = ("response_format", "logprobs", "top_logprobs")
+        """Its answer is a few words: no JSON, no log probabilities, no thinking, one
+        choice."""
+        names = ("response_format", "logprobs", "top_logprobs", "thinking")
         out = {name: "" for name in names if asked(body, name)}
         if (body.get("n") or 1) > 1:
             out["n"] = f" {body['n']} (more than one choice) is not supported"

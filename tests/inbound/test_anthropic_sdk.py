@@ -192,7 +192,6 @@ def test_errors_come_in_anthropics_shape_with_fitting_statuses(
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"top_k": 5}, "top_k"),
         ({"cache_control": {"type": "ephemeral"}}, "cache_control"),
         ({"output_config": {"effort": "high"}}, "output_config.effort"),
