@@ -148,6 +148,11 @@ def refusals(body: dict[str, Any]) -> dict[str, str]:
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") != "function":
         out["tool_choice"] = f" of type {choice.get('type')!r} is not supported"
+    thinking = body.get("thinking")
+    if asked(body, "thinking") and not isinstance(thinking, dict):
+        out["thinking"] = (
+            ' that is not an object (such as {"type": "enabled", ...}) is not supported'
+        )
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and temperature > 1:
         out["temperature"] = f" {temperature} is outside the range 0..1 accepted"

@@ -69,7 +69,10 @@ class OpenAIAdapter(ProviderAdapter):
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
         """Anthropic's extended thinking: OpenAI's reasoning models take `reasoning_effort`
         instead, which a client asks for itself (the budgets do not translate)."""
-        if asked(body, "thinking") and (body["thinking"] or {}).get("type") != "disabled":
+        thinking = body.get("thinking")
+        if asked(body, "thinking") and not (
+            isinstance(thinking, dict) and thinking.get("type") == "disabled"
+        ):
             return {"thinking": " (Anthropic's extended thinking) is not supported"}
         return {}
 

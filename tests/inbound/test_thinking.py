@@ -22,6 +22,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 THINK = {"type": "enabled", "budget_tokens": 1024}
 
 
+def chat_client(server, world) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=server.base_url,
+        api_key=world["secret"],
+        max_retries=0,
+        default_headers={"X-Gateway-Feature": "agent", "X-Gateway-Cache-TTL": "0"},
+    )
+
+
 def test_claude_thinks_and_the_signed_block_comes_back_whole(
     gateway_server, world, anthropic_server
 ):
@@ -133,12 +142,7 @@ def test_a_cached_thought_is_replayed_whole_in_a_stream(gateway_server, world, a
 def test_the_openai_sdk_gets_the_reasoning_and_the_signed_blocks(
     gateway_server, world, anthropic_server
 ):
-    sdk = openai.OpenAI(
-        base_url=gateway_server.base_url,
-        api_key=world["secret"],
-        max_retries=0,
-        default_headers={"X-Gateway-Feature": "agent", "X-Gateway-Cache-TTL": "0"},
-    )
+    sdk = chat_client(gateway_server, world)
     answer = sdk.chat.completions.create(
         model="claude-sonnet",
         max_tokens=2048,
@@ -166,3 +170,31 @@ def test_the_openai_sdk_gets_the_reasoning_and_the_signed_blocks(
         if c.choices
     )
     assert reasoning == THOUGHT
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet", "gpt-4o-mini"])
+@pytest.mark.parametrize("thinking", ["yes", 7, ["enabled"]])
+def test_a_thinking_that_is_not_an_object_is_a_400_on_chat(
+    gateway_server, world, anthropic_server, openai_server, model, thinking
+):
+    sdk = chat_client(gateway_server, world)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"thinking": thinking},
+        )
+    assert "`thinking`" in refused.value.message
+    assert anthropic_server.requests == [] and openai_server.requests == []
+
+
+def test_a_malformed_thinking_block_in_chat_history_is_a_400_not_a_500(gateway_server, world):
+    sdk = chat_client(gateway_server, world)
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello.", "thinking_blocks": ["not a block"]},
+        {"role": "user", "content": "More?"},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="claude-sonnet", messages=history)
+    assert "thinking block" in refused.value.message
