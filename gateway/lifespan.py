@@ -1,5 +1,6 @@
 """ASGI lifespan around Django (which ignores lifespan): start the in-process ledger drainer
-on startup; on shutdown stop it, drain what is left and close the per-process clients."""
+(and, where no Celery beat runs, the beat schedule: gateway/inprocbeat.py) on startup; on
+shutdown stop them, drain what is left and close the per-process clients."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 from django.conf import settings
 
-from gateway import configversion, drain, ledger, probes, runtime
+from gateway import configversion, drain, inprocbeat, ledger, probes, runtime
 
 # Why every counter is below the ledger when an embedded process starts: not lost spend.
 EMPTY_AT_START = "the embedded Redis stand-in starts empty with each process"
@@ -20,6 +21,7 @@ class LifespanApp:
         self.stop = asyncio.Event()
         self.flusher: asyncio.Task | None = None
         self.watcher: asyncio.Task | None = None
+        self.beat: asyncio.Task | None = None
         self.restore_signal = lambda: None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -43,6 +45,8 @@ class LifespanApp:
                     self.flusher = asyncio.get_running_loop().create_task(
                         ledger.run_flusher(self.stop)
                     )
+                if settings.GATEWAY["BEAT_IN_PROCESS"]:
+                    self.beat = asyncio.get_running_loop().create_task(inprocbeat.run(self.stop))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -65,6 +69,8 @@ class LifespanApp:
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)
+        if self.beat is not None:
+            await self.beat  # ends at the stop event, after the task it may be running
         await runtime.close_loop_clients()  # waits for background accounting tasks first
         if self.flusher is not None:
             await self.flusher  # its last drain runs after the stop event

@@ -324,6 +324,10 @@ GATEWAY = {
     "LOST_GRACE_S": env_float("GATEWAY_LOST_GRACE_S", 30.0),
     # Run the ledger drainer inside the web process (always true in the embedded demo).
     "LEDGER_IN_PROCESS": env_bool("GATEWAY_LEDGER_IN_PROCESS", True),
+    # Run the beat schedule's other tasks (incidents, roll-up repairs, reconciliation, output
+    # caps, digest, monthly report) inside the web process: where no worker and beat run,
+    # the embedded mode (gateway/inprocbeat.py). Off with a real Celery beat.
+    "BEAT_IN_PROCESS": env_bool("GATEWAY_BEAT_IN_PROCESS", EMBEDDED),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
     # Failed authentications (unknown, revoked or expired key) allowed per client address and
     # minute before the API answers 429; counted in Redis across processes. 0 disables.

@@ -24,6 +24,7 @@ LAYERS = {
     "gateway.lifespan": "site",
     "gateway.drain": "site",
     "gateway.tasks": "site",
+    "gateway.inprocbeat": "site",
     "gateway.views": "api",
     "gateway.budget_api": "api",
     "gateway.schema": "api",

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from budgets.models import BudgetAlert
 from gateway.models import ApiKey, Feature, Provider, Team
-from reports import demo, rollups
+from reports import demo, incident_alerts, incidents, rollups
 from reports.backfill import backfill
 
 DEMO_KEY_FILE = Path(settings.BASE_DIR) / "var" / "demo-key.txt"
@@ -132,6 +132,13 @@ class Command(BaseCommand):
                 f"{what}{sep}{alert.channel} to {', '.join(alert.budget.emails) or 'its webhook'}:"
                 f" {alert.status})."
             )
+        # What beat's detector finds every minute (in `make run` the in-process beat does,
+        # gateway/inprocbeat.py), found now: the incidents page shows the run at once.
+        with _mail_kept_in_memory():
+            found = incidents.detect()
+            incident_alerts.send_pending()
+        for incident in found:
+            self.stdout.write(f"Incident: {incident.summary}")
         if backfill_days:
             written = backfill(days=backfill_days)
             self.stdout.write(f"Wrote {written} synthetic history rows over {backfill_days} days.")
