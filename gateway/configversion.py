@@ -29,7 +29,6 @@ import time
 import uuid
 from typing import cast
 
-import redis.asyncio as redis_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
@@ -202,7 +201,7 @@ async def watch(stop: asyncio.Event) -> None:
 
     pause, down_since = 0.5, -math.inf
     while not stop.is_set():
-        client = redis_async.Redis.from_url(
+        client = runtime.async_from_url(
             settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=10
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)

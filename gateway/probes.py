@@ -2,7 +2,8 @@
 
 /healthz does no I/O: it answers as long as the event loop does, so a load balancer or an
 orchestrator restarts only a process that is really stuck. /readyz checks the two stores a
-request needs (Redis and the database) with a short timeout each, so an instance that cannot
+request needs (Redis, as a primary that takes writes, and the database) with a short timeout
+each, so an instance that cannot
 reach them is taken out of rotation rather than restarted; it answers 503 `draining` from
 SIGTERM on (gateway/drain.py). It also reports, without failing on them, whether the Redis
 holding the ledger queue persists it (`redis_persistence`) and how many migrations the
@@ -58,6 +59,17 @@ async def _check(name: str, probe) -> str:
         log.warning("readiness check %s failed: %s", name, type(exc).__name__)
         return "unavailable"
     return "ok"
+
+
+READY_KEY = "gw:readyz"
+
+
+async def writable(redis) -> None:
+    """The Redis answers as a primary that takes writes: a replica (a demoted primary after
+    a failover, or a URL that names a replica) answers READONLY, and the instance is not
+    ready, rather than answering 200 while every budgeted request fails. With a Sentinel URL
+    the client looks the primary up again on that error, so the next check passes."""
+    await redis.set(READY_KEY, b"1", px=10_000)
 
 
 async def redis_persistence(redis) -> str:
@@ -141,7 +153,7 @@ class ReadyzView(APIView):
             return JsonResponse({"status": "draining", "checks": {}}, status=503)
         redis = runtime.aredis()
         redis_state, db_state, persistence, pending = await asyncio.gather(
-            _check("redis", redis.ping),
+            _check("redis", partial(writable, redis)),
             _check("database", partial(runtime.run_db, "config", _select_one)),
             redis_persistence(redis),
             unapplied_migrations(),

@@ -27,6 +27,7 @@ from gateway import fastpath
 from gateway.fastpath.multiplex import Multiplexed
 from gateway.fastpath.transport import AiohttpTransport
 from gateway.process import state
+from gateway.redisurl import SentinelConfig, sentinel_config
 
 __all__ = [
     "FakeConnection",
@@ -84,16 +85,37 @@ def make_async_redis(url: str) -> redis_async.Redis:
     each settling), a command waits up to the socket timeout for a free connection instead
     of failing at once with "Too many connections".
     """
+    options = {
+        "socket_timeout": _socket_timeout(),
+        "socket_connect_timeout": _socket_timeout(),
+        "health_check_interval": 30,
+        "retry": AsyncRetry(ConstantBackoff(0.01), retries=1),
+    }
+    sentinel = sentinel_config(url)
+    if sentinel is not None:  # the primary, looked up again after a failover
+        return async_primary(sentinel, max_connections=256, **options)
     pool = redis_async.BlockingConnectionPool.from_url(
-        url,
-        max_connections=256,
-        timeout=_socket_timeout(),
-        socket_timeout=_socket_timeout(),
-        socket_connect_timeout=_socket_timeout(),
-        health_check_interval=30,
-        retry=AsyncRetry(ConstantBackoff(0.01), retries=1),
+        url, max_connections=256, timeout=_socket_timeout(), **options
     )
     return redis_async.Redis.from_pool(pool)
+
+
+def async_from_url(url: str, **options) -> redis_async.Redis:
+    """An asyncio client for `url`: a plain URL's, or a Sentinel URL's primary."""
+    sentinel = sentinel_config(url)
+    if sentinel is None:
+        return redis_async.Redis.from_url(url, **options)
+    return async_primary(sentinel, **options)
+
+
+def async_primary(sentinel: SentinelConfig, **options) -> redis_async.Redis:
+    from redis.asyncio.sentinel import Sentinel
+
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    manager = Sentinel(
+        list(sentinel.sentinels), sentinel_kwargs={**timeouts, **sentinel.sentinel_kwargs()}
+    )
+    return manager.master_for(sentinel.service, **sentinel.client_kwargs(), **options)
 
 
 def aredis() -> redis_async.Redis:
@@ -144,12 +166,21 @@ def multiplexed(redis: redis_async.Redis) -> Multiplexed | None:
 def sync_redis() -> redis_sync.Redis:
     """The synchronous Redis client (admin pages, Celery tasks, management commands)."""
     if settings.REDIS_URL:
-        return redis_sync.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=_socket_timeout(),
-            socket_connect_timeout=_socket_timeout(),
-            retry=Retry(ConstantBackoff(0.05), retries=2),
+        options = {
+            "socket_timeout": _socket_timeout(),
+            "socket_connect_timeout": _socket_timeout(),
+            "retry": Retry(ConstantBackoff(0.05), retries=2),
+        }
+        sentinel = sentinel_config(settings.REDIS_URL)
+        if sentinel is None:
+            return redis_sync.Redis.from_url(settings.REDIS_URL, **options)
+        from redis.sentinel import Sentinel
+
+        timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+        manager = Sentinel(
+            list(sentinel.sentinels), sentinel_kwargs={**timeouts, **sentinel.sentinel_kwargs()}
         )
+        return manager.master_for(sentinel.service, **sentinel.client_kwargs(), **options)
     return FakeRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
 
 

@@ -16,6 +16,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway.redisurl import sentinel_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -156,10 +158,22 @@ else:
     from fakeredis import FakeRedisConnection
 
     _cache_options = {"CONNECTION_POOL_KWARGS": {"connection_class": FakeRedisConnection}}
+_location = REDIS_URL or "redis://embedded:6379/0"
+_sentinel = sentinel_config(REDIS_URL)
+if _sentinel is not None:
+    # django-redis through the sentinels, on the primary only: its SentinelClient reads from
+    # replicas, and the login guard must read the count it has just written.
+    _location = f"redis://{_sentinel.service}/{_sentinel.db}?is_master=1"
+    DJANGO_REDIS_CONNECTION_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+    _cache_options = {
+        "SENTINELS": list(_sentinel.sentinels),
+        "SENTINEL_KWARGS": _sentinel.sentinel_kwargs(),
+        **({"PASSWORD": _sentinel.password} if _sentinel.password else {}),
+    }
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL or "redis://embedded:6379/0",
+        "LOCATION": _location,
         "OPTIONS": _cache_options,
         "KEY_PREFIX": "dj",
     }

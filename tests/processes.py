@@ -162,9 +162,10 @@ class RedisServer:
     with an append-only file in `data_dir` (the production setting docs/operations.md asks
     for, so that the ledger queue survives a restart)."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.data_dir = data_dir
+        self.args = args  # more of redis-server's options, e.g. ("--replicaof", host, port)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -181,7 +182,15 @@ class RedisServer:
             persistence = ["--save", "", "--dir", str(self.data_dir), "--appendonly", "yes",
                            "--appendfsync", "always"]  # fmt: skip
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *persistence],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                *persistence,
+                *self.args,
+            ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -73,6 +73,7 @@ LAYERS = {
     "gateway.csvexport": "kernel",
     "gateway.spec": "kernel",  # OpenAI's vendored spec and its compiled validators
     "gateway.process": "kernel",  # the process state: plain containers, read by every part
+    "gateway.redisurl": "kernel",  # REDIS_URL parsed (settings and the clients read it)
     "budgets": "budgets",
     "reports": "reports",
 }
