@@ -57,7 +57,9 @@ def _aimed_at_anthropic(body: Any) -> tuple[Any, bool]:
     invalid once the gateway's additions apply (a default `model`, nulls not sent)."""
     if not isinstance(body, dict):
         return body, True
-    if "model" not in body or isinstance(body["model"], str):
+    # A missing or null `model` is "auto" to the gateway (routed, not refused): aimed at the
+    # Anthropic model like a named one, so the rest of the body decides.
+    if body.get("model") is None or isinstance(body["model"], str):
         body = {**body, "model": ANTHROPIC_MODEL}
     # As the gateway reads it: a null where any part of the spec allows one is "not sent".
     read = {k: v for k, v in body.items() if v is not None or k not in spec().nullable}
