@@ -156,3 +156,14 @@ class PriceHistory:
 
     def baseline(self, team_id: int | None) -> BaselineSnap | None:
         return self.baselines.get(team_id) or self.baselines.get(None)
+
+    def change_days(self) -> list[dt.date]:
+        """The days on which a baseline model's prices changed (after its first price),
+        sorted: between two of them every baseline prices the same, so a report can sum a
+        whole stretch of days before repricing it (reports/savings.py)."""
+        days: set[dt.date] = set()
+        for baseline in self.baselines.values():
+            found = self.rows.get(baseline.model)
+            if found is not None:
+                days.update(d for d in found[0] if d > EARLIEST)
+        return sorted(days)

@@ -14,6 +14,7 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 
 import redis as redis_sync
 from django.core.mail import EmailMultiAlternatives
@@ -181,7 +182,8 @@ def _alerts(period: ReportMonth, team_ids: frozenset[int] | None) -> list[dict]:
 
 def _features(days, book: PriceHistory, now: dt.datetime | None) -> list[dict]:
     """Each team, then its features (named team/feature): requests, spend, baseline, savings
-    and the monthly budget; for the current month (`now` given), the projected month-end."""
+    and the monthly budget; for the current month (`now` given), the projected month-end.
+    Every team: the page shows the TABLE_TEAMS that spent most (`table`), the exports all."""
     saved = savings_by(days, ["team_id", "feature_key"], book=book)
     counted: Counter[tuple[int, int]] = Counter()
     hits: Counter[tuple[int, int]] = Counter()
@@ -190,19 +192,17 @@ def _features(days, book: PriceHistory, now: dt.datetime | None) -> list[dict]:
     ):
         counted[(r["team_id"], r["feature_key"])] = r["n"] or 0
         hits[(r["team_id"], r["feature_key"])] = r["hits"] or 0
-    keys = set(saved) | set(counted)
-    team_ids = {t for t, _ in keys}
-    teams = dict(Team.objects.filter(id__in=team_ids).values_list("id", "name"))
-    features = dict(Feature.objects.filter(team_id__in=team_ids).values_list("id", "name"))
-    limits = month.monthly_limits(team_ids)
+    per_team: dict[int, list[tuple[int, int]]] = {}
+    for key in set(saved) | set(counted):
+        per_team.setdefault(key[0], []).append(key)
+    teams = dict(Team.objects.filter(id__in=per_team).values_list("id", "name"))
+    features = dict(Feature.objects.filter(team_id__in=per_team).values_list("id", "name"))
+    limits = month.monthly_limits(set(per_team))
     rows: list[dict] = []
-    for team_id in sorted(team_ids, key=lambda t: teams.get(t, "")):
+    for team_id in sorted(per_team, key=lambda t: teams.get(t, "")):
         total, team_requests, team_hits = Savings(), 0, 0
-        members = sorted(
-            (k for k in keys if k[0] == team_id), key=lambda k: features.get(k[1], NO_FEATURE)
-        )
         feature_rows = []
-        for key in members:
+        for key in sorted(per_team[team_id], key=lambda k: features.get(k[1], NO_FEATURE)):
             s = saved.get(key, Savings())
             total.add(s)
             team_requests += counted[key]
@@ -215,6 +215,26 @@ def _features(days, book: PriceHistory, now: dt.datetime | None) -> list[dict]:
         rows.append(_row(teams[team_id], "", team_requests, team_hits, total, limit, now))
         rows.extend(feature_rows)
     return rows
+
+
+def table(rows: list[dict]) -> tuple[list[dict], dict | None]:
+    """The rows a page shows: the TABLE_TEAMS teams that spent most (in name order, each
+    with its features), and one row summing the others (None when none was left out)."""
+    teams = month.TABLE_TEAMS
+    team_rows = [r for r in rows if r["is_team"]]
+    if len(team_rows) <= teams:
+        return rows, None
+    ranked = sorted(team_rows, key=lambda r: (-r["spend_usd"], r["team"]))
+    shown = {r["team"] for r in ranked[:teams]}
+    left = [r for r in team_rows if r["team"] not in shown]
+    other = {
+        "name": f"{len(left):,} other teams",
+        "teams": len(left),
+        "requests": sum(r["requests"] for r in left),
+        "cache_hits": sum(r["cache_hits"] for r in left),
+        "spend_usd": sum((r["spend_usd"] for r in left), Decimal(0)),
+    }
+    return [r for r in rows if r["team"] in shown], other
 
 
 def _row(team, feature, requests, hits, s: Savings, limit, now) -> dict:

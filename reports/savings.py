@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Case, QuerySet, Sum, Value, When
 
 from gateway.money import cost_of, units_to_usd
 from gateway.pricehistory import PriceHistory
@@ -113,24 +113,53 @@ def reprice(row: dict, *, day: dt.date, book: PriceHistory, team_id: int) -> Sav
 def savings_by(
     qs: QuerySet[Rollup], by: Iterable[str] = (), *, book: PriceHistory | None = None
 ) -> dict[tuple, Savings]:
-    """Savings per value of the `by` fields ("bucket" is the rollup's period)."""
+    """Savings per value of the `by` fields ("bucket" is the rollup's period).
+
+    Without "bucket", the rows are summed in SQL over each stretch of days in which no
+    baseline price changed (usually the whole range: one row per key, not one per day and
+    key; a month of 20,000 features was 600,000 rows to read), and each sum is repriced at
+    the prices of its stretch: the same figures, as repricing is linear in tokens."""
     book = book or PriceHistory.load()
     period = qs.model.PERIOD_FIELD
     fields = [period if f == "bucket" else f for f in by]
+    changes = [] if period in fields else book.change_days()
+    if period in fields:
+        group, day_of = period, lambda row: row[period].astimezone(dt.UTC).date()
+    else:
+        qs = qs.annotate(stretch=_stretch(period, changes))
+        group, day_of = "stretch", lambda row: _stretch_day(row["stretch"], changes)
     rows = (
         qs.order_by()
-        .values(*dict.fromkeys([period, "team_id", *fields]))
+        .values(*dict.fromkeys([group, "team_id", *fields]))
         .annotate(**{f"s_{name}": Sum(name) for name in SUMMED})
     )
     out: dict[tuple, Savings] = {}
     for row in rows:
         sums = {name: row[f"s_{name}"] for name in SUMMED}
-        day = row[period].astimezone(dt.UTC).date()
+        day = day_of(row)
         key = tuple(row[f] for f in fields)
         out.setdefault(key, Savings()).add(
             reprice(sums, day=day, book=book, team_id=row["team_id"])
         )
     return out
+
+
+def _stretch(period: str, changes: list[dt.date]):
+    """Which stretch between price changes a row's period falls in: 0 before the first."""
+    if not changes:
+        return Value(0)
+    whens = [
+        When(**{f"{period}__lt": dt.datetime.combine(day, dt.time(), dt.UTC)}, then=Value(i))
+        for i, day in enumerate(changes)
+    ]
+    return Case(*whens, default=Value(len(changes)))
+
+
+def _stretch_day(stretch: int, changes: list[dt.date]) -> dt.date:
+    """A day of that stretch, to price it at (each stretch has one price per model)."""
+    if stretch == 0:
+        return changes[0] - dt.timedelta(days=1) if changes else dt.date(2000, 1, 1)
+    return changes[stretch - 1]
 
 
 def total_savings(qs: QuerySet[Rollup], *, book: PriceHistory | None = None) -> Savings:

@@ -231,8 +231,11 @@ def monthly_page(request: HttpRequest) -> HttpResponse:
     period = monthly.parse_month(data["month"], timezone.now())
     following = period.following()
     current = monthly.month_of(timezone.now())
+    rows, other = monthly.table(data["features"])
     context.update(
         data=data,
+        rows=rows,
+        other=other,
         teams=filter_choices(allowed)["teams"],
         query=_monthly_query(data["month"], data["team"]),
         previous=period.previous().key,

@@ -387,3 +387,36 @@ def test_a_loss_reads_as_a_loss_in_the_feature_rows(scenario, manager):
     html = manager.get(f"/reports/monthly/?month={this_month().key}").content.decode()
     row = re.search(rf"<td>{re.escape(losing['name'])}</td>(.*?)</tr>", html, re.S).group(1)
     assert f"({Decimal(losing['percent']):.1f} %)" in row and "(-" in row
+
+
+def test_past_the_table_limit_the_page_sums_the_other_teams_and_the_csv_has_them_all(
+    scenario, manager, monkeypatch
+):
+    from reports import month as month_module
+
+    monkeypatch.setattr(month_module, "TABLE_TEAMS", 2)
+    key = this_month().key
+    data = manager.get(f"/reports/api/monthly?month={key}").json()
+    teams = [r for r in data["features"] if r["is_team"]]
+    assert len(teams) == 4  # the export: every team
+    ranked = sorted(teams, key=lambda r: (-Decimal(r["spend_usd"]), r["team"]))
+    html = manager.get(f"/reports/monthly/?month={key}").content.decode()
+    table = text_of(html, "monthly-features")
+    for shown in ranked[:2]:
+        assert f"{shown['team']}/" in table
+    for hidden in ranked[2:]:
+        assert f"{hidden['team']}/" not in table
+    other = sum((Decimal(r["spend_usd"]) for r in ranked[2:]), Decimal(0))
+    assert f"2 other teams {sum(r['requests'] for r in ranked[2:]):,}" in table
+    assert usd(other) in table
+    rows = list(
+        csv.DictReader(
+            io.StringIO(manager.get(f"/reports/monthly.csv?month={key}").content.decode())
+        )
+    )
+    assert {r["team"] for r in rows} == {r["team"] for r in teams}
+    # The overview's month table: the same limit, the same sum.
+    overview = manager.get("/reports/api/overview").json()["month_table"]
+    assert overview["other_teams"] == 2
+    assert overview["rows"][-1]["name"] == "2 other teams"
+    assert Decimal(overview["rows"][-1]["spend_usd"]) == other

@@ -1,0 +1,120 @@
+"""The monthly report and the overview at scale: 5,000 teams with 4 features each and a
+month of daily roll-ups (one row per day, team and feature), on PostgreSQL. Times
+`reports.monthly.report` (every team, as a reader who sees all), the page and the overview
+through Django's test client, and prints each page's size.
+
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway_monthly_bench \\
+        .venv/bin/python bench/monthly_bench.py [--teams 5000] [--runs 3]
+
+The database is created and filled once (kept for reruns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway_monthly_bench"
+)
+os.environ["DATABASE_URL"] = URL
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
+os.environ.setdefault("SECRET_KEY", "benchmark-only-not-secret")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+os.environ.setdefault("DEBUG", "1")
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from gateway.models import Feature, Team  # noqa: E402
+from reports import monthly  # noqa: E402
+
+FILL = """
+INSERT INTO reports_dailyrollup (day, team_id, feature_key, served_model, provider, endpoint,
+  requests, cache_hits, errors, refused, stream_errors, fallbacks, input_tokens,
+  output_tokens, cached_tokens, cost_units, saved_units, billed_input_tokens,
+  billed_output_tokens, billed_cached_tokens, billed_cache_write_tokens, hit_input_tokens,
+  hit_output_tokens, hit_cached_tokens, fallback_extra_units, latency_count, latency_ms_sum,
+  estimated, unpriced, lat_b0, lat_b1, lat_b2, lat_b3, lat_b4, lat_b5, lat_b6, lat_b7, lat_b8,
+  lat_b9, lat_b10, lat_b11, lat_b12, lat_b13, lat_b14, lat_b15, lat_b16)
+SELECT %(start)s::timestamptz + d * interval '1 day', f.team_id, f.id, 'gpt-4o-mini', 'sim',
+  'chat.completions', 20, 5, 0, 0, 0, 0, 20000, 6000, 0, 90000000 + f.id, 0, 15000, 4500, 0,
+  0, 5000, 1500, 0, 0, 15, 4500, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+FROM gateway_feature f CROSS JOIN generate_series(0, %(days)s - 1) AS d
+"""
+
+
+def ensure_database() -> None:
+    name = URL.rsplit("/", 1)[1]
+    found = subprocess.run(
+        ["psql", URL.rsplit("/", 1)[0] + "/postgres", "-tAc",
+         f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if not found:
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+
+
+def fill(teams: int, start, days: int) -> None:
+    call_command("migrate", verbosity=0)
+    if Team.objects.count() >= teams:
+        return
+    print(f"Creating {teams:,} teams, {teams * 4:,} features and {days} days of roll-ups…")
+    Team.objects.bulk_create([Team(name=f"team-{i:05d}") for i in range(teams)], batch_size=2000)
+    ids = list(Team.objects.values_list("id", flat=True))
+    Feature.objects.bulk_create(
+        [Feature(team_id=t, name=f"feature-{j}") for t in ids for j in range(4)], batch_size=5000
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(FILL, {"start": start, "days": days})
+    if not User.objects.filter(username="bench").exists():
+        User.objects.create_superuser("bench", password="bench-password-1")
+
+
+def timed(fn, runs: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(runs):
+        began = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--teams", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    ensure_database()
+    period = monthly.month_of(timezone.now())
+    days = min(28, (timezone.now() - period.start).days + 1)
+    fill(args.teams, period.start, days)
+    client = Client()
+    client.force_login(User.objects.get(username="bench"))  # a bench, not a login test
+    seconds, data = timed(lambda: monthly.report(period, None), args.runs)
+    print(f"monthly.report, every team: {seconds * 1000:,.0f} ms median of {args.runs}; "
+          f"{len(data['features']):,} rows")  # fmt: skip
+    for path in (f"/reports/monthly/?month={period.key}", "/reports/?range=this-month"):
+        client.get(path)  # warm
+        seconds, answer = timed(lambda p=path: client.get(p), args.runs)
+        print(f"{path}: {seconds * 1000:,.0f} ms median, {len(answer.content):,} bytes, "
+              f"status {answer.status_code}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
