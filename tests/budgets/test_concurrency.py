@@ -17,11 +17,15 @@ from gateway.admission import queue_admission
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
 from gateway.roundtrip import RoundTrip
+from gateway.runtime import async_from_url
 from gateway.snapshot import TeamSnap
 from tests.budgets import steps
 from tests.budgets.conftest import team_snap
 from tests.factories import make_budget, make_team
-from tests.processes import requires_real_redis
+from tests.processes import (
+    requires_real_redis,
+    requires_redis_server,
+)
 
 COST = usd_to_units(Decimal("0.01"))  # the worst case reserved by every request
 PROCESSES, PER_PROCESS = 4, 50
@@ -63,25 +67,21 @@ def _burst(redis_url: str, team: TeamSnap, worker: int, via: str) -> tuple[int, 
         return actual
 
     async def main() -> list[int | None]:
-        async with Redis.from_url(redis_url, max_connections=PER_PROCESS) as redis:
+        # A plain URL or a Sentinel one (the primary, looked up through the sentinels).
+        async with async_from_url(redis_url, max_connections=PER_PROCESS) as redis:
             return await asyncio.gather(*(one(redis, i) for i in range(PER_PROCESS)))
 
     settled = [units for units in asyncio.run(main()) if units is not None]
     return len(settled), sum(settled)
 
 
-@pytest.mark.slow
-@requires_real_redis
-@pytest.mark.django_db
-@pytest.mark.parametrize("via", ["no-cache", "cache-miss"])
-def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync, via):
+def _spend_200(redis_url: str, redis_sync, via: str) -> None:
+    """4 processes × 50 concurrent requests against a budget that fits about 50."""
     team = make_team()
     budget = make_budget(team, daily_limit_usd="0.5", alert_thresholds=[])  # ~50 requests
     snap = team_snap(team.id)
     with multiprocessing.get_context("fork").Pool(PROCESSES) as pool:
-        results = pool.starmap(
-            _burst, [(settings.REDIS_URL, snap, w, via) for w in range(PROCESSES)]
-        )
+        results = pool.starmap(_burst, [(redis_url, snap, w, via) for w in range(PROCESSES)])
 
     served = sum(n for n, _ in results)
     settled = sum(units for _, units in results)
@@ -91,3 +91,19 @@ def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync, vi
     assert spent <= usd_to_units(Decimal("0.5"))
     assert reserved == 0
     assert 50 <= served < PROCESSES * PER_PROCESS  # every request fits until the last 1 cent
+
+
+@pytest.mark.slow
+@requires_real_redis
+@pytest.mark.django_db
+@pytest.mark.parametrize("via", ["no-cache", "cache-miss"])
+def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync, via):
+    _spend_200(settings.REDIS_URL, redis_sync, via)
+
+
+@pytest.mark.slow
+@requires_redis_server
+@pytest.mark.django_db
+def test_the_same_200_requests_through_sentinel_never_spend_past_the_limit(sentinels):
+    """Issue 23: the guarantee on a primary found through three sentinels."""
+    _spend_200(sentinels.url, sentinels.primary.client(), "cache-miss")

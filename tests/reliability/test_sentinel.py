@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,76 +24,14 @@ from gateway import ledger, probes
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
 from gateway.redisurl import SentinelConfig, sentinel_config
-from tests.gateway_server import free_port
-from tests.processes import RedisServer, requires_postgres, requires_redis_server, wait_for
+from tests.processes import (
+    SERVICE,
+    RedisServer,
+    requires_postgres,
+    requires_redis_server,
+    wait_for,
+)
 from tests.reliability.test_redis_restart import DEADLINE_S, Load, setup_teams
-
-SERVICE = "gw"
-
-
-class Sentinels:
-    """A primary, a replica of it, and three sentinels watching them (quorum 2)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.primary = RedisServer().start()
-        self.replica = RedisServer(args=("--replicaof", "127.0.0.1", str(self.primary.port)))
-        self.replica.start()
-        self.sentinels: list[tuple[int, object]] = []
-        for i in range(3):
-            port = free_port()
-            conf = tmp_path / f"sentinel-{i}.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 5000\n"
-            )
-            process = subprocess.Popen(
-                ["redis-server", str(conf), "--sentinel"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self.sentinels.append((port, process))
-        wait_for(self._replica_known, timeout=30, what="the sentinels to know the replica")
-
-    def client(self, i: int = 0) -> redis_sync.Redis:
-        return redis_sync.Redis(host="127.0.0.1", port=self.sentinels[i][0], socket_timeout=5)
-
-    def _replica_known(self) -> bool:
-        try:
-            return all(
-                any(
-                    r.get("port") == self.replica.port
-                    for r in self.client(i).sentinel_slaves(SERVICE)
-                )
-                for i in range(3)
-            )
-        except redis_sync.RedisError:
-            return False
-
-    def primary_port(self) -> int:
-        return int(self.client().sentinel_get_master_addr_by_name(SERVICE)[1])
-
-    @property
-    def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{port}" for port, _ in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
-
-    def stop(self) -> None:
-        for _, process in self.sentinels:
-            process.terminate()
-            process.wait(10)
-        self.replica.stop()
-        self.primary.stop()
-
-
-@pytest.fixture
-def sentinels(tmp_path) -> Iterator[Sentinels]:
-    topology = Sentinels(tmp_path)
-    try:
-        yield topology
-    finally:
-        topology.stop()
 
 
 @pytest.mark.slow
