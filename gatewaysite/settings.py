@@ -264,6 +264,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = env_str(
 CELERY_BEAT_SCHEDULER = "gatewaysite.celery:Scheduler"  # makes the file's folder first
 # The hour (UTC) the daily spend digest is sent; each team's digest covers its own yesterday.
 DIGEST_HOUR_UTC = env_int("GATEWAY_DIGEST_HOUR_UTC", 6)
+# The dashboards' team and feature filters are drop-down lists up to this many names, text
+# boxes with suggestions as you type beyond it (reports/filters.py).
+REPORTS_SELECT_LIMIT = env_int("GATEWAY_REPORTS_SELECT_LIMIT", 200)
 
 
 def _every(seconds: float, task: str) -> dict:

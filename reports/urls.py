@@ -46,6 +46,7 @@ urlpatterns = [
     path("monthly/", views.monthly_page, name="monthly"),
     path("monthly.csv", views.monthly_csv, name="monthly-csv"),
     path("api/monthly", views.monthly_json, name="monthly-json"),
+    path("api/names", views.name_suggestions, name="names"),
     path("whatif/", views.whatif_page, name="whatif"),
     path("api/<slug:page>", views.api, name="api"),
 ]

@@ -20,10 +20,12 @@ from reports import availability, candidate, health, incidents, monthly, queries
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import (
     EARLIEST_DATE,
+    MAX_NAME,
     RANGE_LABELS,
     FilterError,
     ReportFilters,
     filter_choices,
+    names,
     parse_filters,
     since_window,
 )
@@ -282,3 +284,14 @@ def monthly_csv(request: HttpRequest) -> HttpResponse:
     )
     monthly.write_csv(data, response)
     return response
+
+
+@reader_required(api=True)
+def name_suggestions(request: HttpRequest) -> JsonResponse:
+    """`?kind=team|feature&q=...`: the names the filter boxes suggest as the reader types."""
+    kind, query = request.GET.get("kind", ""), request.GET.get("q", "").strip()
+    if kind not in ("team", "feature"):
+        return _bad_filter_json(FilterError("kind", "kind must be team or feature."))
+    if len(query) > 2 * MAX_NAME + 1 or any(not ch.isprintable() for ch in query):
+        return _bad_filter_json(FilterError("q", "q must be printable text of a name's length."))
+    return JsonResponse({"names": names(kind, query, allowed_team_ids(request.user))})

@@ -225,3 +225,40 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
 
     assert problems == []
     assert "Traceback" not in server.output()
+
+
+def test_name_filters_past_the_limit_suggest_as_the_reader_types(site, browser):
+    """The team filter as a text box (GATEWAY_REPORTS_SELECT_LIMIT=0): typing fills its
+    suggestions from /reports/api/names, and the picked name filters the page."""
+    password = secrets.token_urlsafe(16)
+    server = site(
+        debug=True,
+        seed="tests.reports.browser_world",
+        BROWSER_USER=USER,
+        BROWSER_MANAGER=MANAGER,
+        BROWSER_PASSWORD=password,
+        GATEWAY_REPORTS_SELECT_LIMIT="0",  # the manager sees one team: a box already
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    page.goto(f"{server.url}/reports/login/")
+    page.fill("#id_username", MANAGER)
+    page.fill("#id_password", password)
+    page.click("#login-form [type=submit]")
+    page.wait_for_url(f"{server.url}/reports/")
+    box = page.locator("input[name=team]")
+    assert box.get_attribute("data-names") == "team"
+    box.press_sequentially("prod", delay=30)
+    page.wait_for_selector("#names-team option[value=product]", state="attached")
+    box.fill("product")
+    page.click(".filters [type=submit]")
+    page.wait_for_url("**/reports/?*team=product*")
+    assert page.evaluate(CHARTS_DREW) == "ok"
+    page.goto(f"{server.url}/reports/monthly/")
+    page.locator("input[name=team]").press_sequentially("pro", delay=30)
+    page.wait_for_selector("#names-team option[value=product]", state="attached")
+    screenshot(page, SCREENSHOTS, "reports-name-filter")
+    assert problems == []
