@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reports.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.reports.test_browser import CHROMIUM, CHROMIUM_ARGS, watch
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,9 +38,7 @@ def test_the_team_filter_is_a_search_box_that_filters_the_list(site, browser):
     )
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    watch(page, problems)
     page.goto(f"{server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", USER)
     page.fill("#id_password", password)

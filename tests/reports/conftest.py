@@ -88,6 +88,26 @@ def staff(db) -> User:
 
 
 @pytest.fixture
+def scenario(db) -> dict:
+    """The founding scenario's world (tests/reports/seed_scenario.py) and this month's 400
+    requests, measured against gpt-4o without a cache."""
+    from gateway.models import Baseline
+    from tests.reports.seed_scenario import make_scenario_config, scenario_records
+
+    config = make_scenario_config()
+    Baseline.objects.create(model=config["models"]["gpt-4o"], cache=False)
+    return {**config, "records": scenario_records(config["features"])}
+
+
+@pytest.fixture
+def manager(staff):
+    """The staff reader, signed in through the dashboards' login form."""
+    from tests.reports.signin import sign_in
+
+    return sign_in("boss", "pw-boss-123")
+
+
+@pytest.fixture
 def managers_group(db) -> Group:
     return Group.objects.get_or_create(name="managers")[0]
 

@@ -110,6 +110,14 @@ def browser():
         chromium.close()
 
 
+def watch(page, problems: list[str]):
+    """Collect the page's console errors, script errors and failed responses in `problems`."""
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    return page
+
+
 def screenshot(page, folder: Path, name: str) -> Path:
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -133,9 +141,7 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    watch(page, problems)
 
     # The real login form, with its CSRF cookie; DEBUG=0's cookies are Secure ones.
     page.goto(f"{server.url}/admin/")
@@ -164,9 +170,7 @@ def test_served_admin_is_styled_and_every_report_page_draws_its_charts(site, bro
     # The dashboards' reader: a manager, in a browser of their own, through the managers'
     # sign-in form (CSRF cookie and token included), sent there by the dashboards.
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    watch(page, problems)
     page.goto(f"{server.url}/reports/")
     assert "/reports/login/?next=/reports/" in page.url
     assert page.evaluate(REPORTS_STYLED) == "ok"
@@ -241,9 +245,7 @@ def test_name_filters_past_the_limit_suggest_as_the_reader_types(site, browser):
     )
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    watch(page, problems)
     page.goto(f"{server.url}/reports/login/")
     page.fill("#id_username", MANAGER)
     page.fill("#id_password", password)

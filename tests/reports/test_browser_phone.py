@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.reports.test_browser import CHROMIUM, CHROMIUM_ARGS, PAGES, SCREENSHOTS, screenshot
+from tests.reports.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PAGES,
+    SCREENSHOTS,
+    screenshot,
+    watch,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,9 +69,7 @@ def test_key_page_and_dashboards_at_1280_and_390_px(site, browser, debug):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+    watch(page, problems)
 
     page.goto(f"{server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", USER)

@@ -27,25 +27,11 @@ from tests.factories import make_budget, make_feature, make_team
 from tests.reports.conftest import make_record, write_ledger
 from tests.reports.seed_scenario import (
     independent_count,
-    make_scenario_config,
     prices,
-    scenario_records,
 )
 from tests.reports.signin import sign_in
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def scenario(db):
-    config = make_scenario_config()
-    Baseline.objects.create(model=config["models"]["gpt-4o"], cache=False)
-    return {**config, "records": scenario_records(config["features"])}
-
-
-@pytest.fixture
-def manager(staff):
-    return sign_in("boss", "pw-boss-123")
 
 
 def this_month() -> monthly.ReportMonth:

@@ -18,22 +18,10 @@ from django.utils import timezone
 from gateway.models import Baseline, RouteRule, Team
 from reports.templatetags.report_format import usd
 from tests.factories import make_budget
-from tests.reports.seed_scenario import independent_count, make_scenario_config, scenario_records
+from tests.reports.seed_scenario import independent_count
 from tests.reports.signin import CSRF, sign_in
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def scenario(db):
-    config = make_scenario_config()
-    Baseline.objects.create(model=config["models"]["gpt-4o"], cache=False)
-    return {**config, "records": scenario_records(config["features"])}
-
-
-@pytest.fixture
-def manager(staff):
-    return sign_in("boss", "pw-boss-123")
 
 
 def card(html: str, element_id: str) -> str:
