@@ -1,5 +1,5 @@
 """What removing prompt-cache breakpoints costs per call to an OpenAI-kind provider:
-`without_anthropic_fields` (gateway/providers/base.py) scans every request before it is sent,
+`without_anthropic_fields` (gateway/providers/openai.py) scans every request before it is sent,
 and copies only a request that has a breakpoint. Side by side with building the payload it
 joins (OpenAIAdapter.payload's own dict copy), on the same bodies, in one run.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import timeit
 
-from gateway.providers.base import without_anthropic_fields
+from gateway.providers.openai import without_anthropic_fields
 
 MARK = {"type": "ephemeral"}
 BODIES = {

@@ -127,55 +127,6 @@ def prompt_details(usage: Usage) -> dict[str, int]:
     return details
 
 
-def without_anthropic_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """The request without what only Claude reads, for OpenAI-kind providers, which refuse
-    fields they do not know: prompt-cache breakpoints (`cache_control` on a message, a
-    content part or a tool; OpenAI and vLLM cache prompt prefixes on their own, so the hint
-    is translated to their automatic caching) and a past turn's signed `thinking_blocks`
-    (context only Claude can verify; the turn's text and tool calls stay). The same dict
-    when it has none (a plain loop: this runs on every call to an OpenAI-kind provider)."""
-    messages = body.get("messages") or ()
-    tools = body.get("tools") or ()
-    for message in messages:
-        if _marked(message):
-            break
-    else:
-        for tool in tools:
-            if "cache_control" in tool:
-                break
-        else:
-            return body
-    out = dict(body)
-    out["messages"] = [_unmarked(m) for m in messages]
-    if tools:
-        out["tools"] = [_drop_mark(t) for t in tools]
-    return out
-
-
-def _marked(message: dict[str, Any]) -> bool:
-    if "cache_control" in message or "thinking_blocks" in message:
-        return True
-    content = message.get("content")
-    if content.__class__ is list:
-        for part in content:
-            if part.__class__ is dict and "cache_control" in part:
-                return True
-    return False
-
-
-def _unmarked(message: dict[str, Any]) -> dict[str, Any]:
-    if not _marked(message):
-        return message
-    out = {k: v for k, v in message.items() if k not in ("cache_control", "thinking_blocks")}
-    if isinstance(out.get("content"), list):
-        out["content"] = [_drop_mark(p) if isinstance(p, dict) else p for p in out["content"]]
-    return out
-
-
-def _drop_mark(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k != "cache_control"}
-
-
 MAX_USAGE_TOKENS = 10_000_000
 """The absolute ceiling of a usage count, and of prompt + output when a model's limits are not
 known: no model today accounts for more than a few million tokens in one call."""

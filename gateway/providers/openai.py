@@ -23,7 +23,6 @@ from gateway.providers.base import (
     check_completion,
     stream_cut,
     token_count,
-    without_anthropic_fields,
 )
 from gateway.providers.embeddings import EmbeddingRequest, Embeddings, embeddings_from_openai
 from gateway.redaction import scrub_provider_text
@@ -48,6 +47,55 @@ def usage_from_openai(raw: Any) -> Usage | None:
         output_tokens=token_count(raw, "completion_tokens"),
         cached_tokens=token_count(details, "cached_tokens"),
     )
+
+
+def without_anthropic_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The request without what only Claude reads, for OpenAI-kind providers, which refuse
+    fields they do not know: prompt-cache breakpoints (`cache_control` on a message, a
+    content part or a tool; OpenAI and vLLM cache prompt prefixes on their own, so the hint
+    is translated to their automatic caching) and a past turn's signed `thinking_blocks`
+    (context only Claude can verify; the turn's text and tool calls stay). The same dict
+    when it has none (a plain loop: this runs on every call to an OpenAI-kind provider)."""
+    messages = body.get("messages") or ()
+    tools = body.get("tools") or ()
+    for message in messages:
+        if _marked(message):
+            break
+    else:
+        for tool in tools:
+            if "cache_control" in tool:
+                break
+        else:
+            return body
+    out = dict(body)
+    out["messages"] = [_unmarked(m) for m in messages]
+    if tools:
+        out["tools"] = [_drop_mark(t) for t in tools]
+    return out
+
+
+def _marked(message: dict[str, Any]) -> bool:
+    if "cache_control" in message or "thinking_blocks" in message:
+        return True
+    content = message.get("content")
+    if content.__class__ is list:
+        for part in content:
+            if part.__class__ is dict and "cache_control" in part:
+                return True
+    return False
+
+
+def _unmarked(message: dict[str, Any]) -> dict[str, Any]:
+    if not _marked(message):
+        return message
+    out = {k: v for k, v in message.items() if k not in ("cache_control", "thinking_blocks")}
+    if isinstance(out.get("content"), list):
+        out["content"] = [_drop_mark(p) if isinstance(p, dict) else p for p in out["content"]]
+    return out
+
+
+def _drop_mark(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k != "cache_control"}
 
 
 class OpenAIAdapter(ProviderAdapter):
