@@ -204,15 +204,16 @@ def whatif_page(request: HttpRequest) -> HttpResponse:
     return render(request, "reports/whatif.html", context)
 
 
-def _monthly(request: HttpRequest) -> tuple[dict, frozenset[int] | None]:
+def _monthly(
+    request: HttpRequest, allowed: frozenset[int] | None
+) -> tuple[dict, monthly.ReportMonth]:
     """The report of `?month=YYYY-MM` (default: the last complete month), for `?team=` or
-    every team the reader may see. Raises FilterError."""
-    allowed = allowed_team_ids(request.user)
+    every team the reader may see, and its month. Raises FilterError."""
     period = monthly.parse_month(request.GET.get("month", ""), timezone.now())
     team = request.GET.get("team", "").strip()
     # One parser for team names (length, control characters) and the reader's scope.
     scoped = parse_filters(QueryDict(urlencode({"team": team})), allowed=allowed)
-    return monthly.report(period, scoped.team_ids, team=team), allowed
+    return monthly.report(period, scoped.team_ids, team=team), period
 
 
 def _monthly_query(month: str, team: str) -> str:
@@ -223,14 +224,14 @@ def _monthly_query(month: str, team: str) -> str:
 def monthly_page(request: HttpRequest) -> HttpResponse:
     """The one-page monthly report, printable, with its CSV and JSON exports."""
     context = {"page": "monthly", "title": "Monthly report", "nav": nav_links()}
-    if allowed_team_ids(request.user) == frozenset():
+    allowed = allowed_team_ids(request.user)
+    if allowed == frozenset():
         return render(request, "reports/no_teams.html", context)
     try:
-        data, allowed = _monthly(request)
+        data, period = _monthly(request, allowed)
     except FilterError as error:
         context.update(message=error.message, reset_href=reverse("reports:monthly"))
         return render(request, "reports/bad_filter.html", context, status=400)
-    period = monthly.parse_month(data["month"], timezone.now())
     following = period.following()
     current = monthly.month_of(timezone.now())
     rows, other = monthly.table(data["features"])
@@ -262,7 +263,7 @@ def monthly_page(request: HttpRequest) -> HttpResponse:
 @reader_required(api=True)
 def monthly_json(request: HttpRequest) -> JsonResponse:
     try:
-        data, _ = _monthly(request)
+        data, _ = _monthly(request, allowed_team_ids(request.user))
     except FilterError as error:
         return _bad_filter_json(error)
     return JsonResponse(data, encoder=ReportJSONEncoder)
@@ -271,7 +272,7 @@ def monthly_json(request: HttpRequest) -> JsonResponse:
 @reader_required(api=False)
 def monthly_csv(request: HttpRequest) -> HttpResponse:
     try:
-        data, _ = _monthly(request)
+        data, _ = _monthly(request, allowed_team_ids(request.user))
     except FilterError as error:
         context = {"title": "Monthly report", "message": error.message, "nav": nav_links()}
         context["reset_href"] = reverse("reports:monthly")
