@@ -16,6 +16,11 @@ import orjson
 
 PER_MESSAGE_OVERHEAD = 4
 CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 2000  # an image is billed by its size, not by the bytes of its URL
+# The system prompt a provider adds when a request gives tools, which the request's bytes do
+# not show: Claude's tool-use prompt is 346 tokens (Claude 4), and a chat `response_format`
+# reaches Claude as a forced tool. Generously, per request.
+TOOL_PROMPT_TOKENS = 1000
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -48,12 +53,19 @@ def estimate_prompt(body: dict[str, Any]) -> int:
 def prompt_upper_bound(body: dict[str, Any]) -> int:
     """Never fewer than the tokens the prompt will be billed for (see the module docstring).
 
-    Images are billed by size, not bytes of URL; each counts as a generous fixed 2,000 tokens.
+    Images are billed by size, not bytes of URL; each counts as a generous IMAGE_TOKENS.
+    Tools and a response format's schema are part of the prompt: their bytes count, plus
+    TOOL_PROMPT_TOKENS for the tool-use prompt the provider adds.
     """
     messages = body.get("messages") or []
     size = len(orjson.dumps(messages))
-    if body.get("tools"):
-        size += len(orjson.dumps(body["tools"]))
+    tools, response_format = body.get("tools"), body.get("response_format")
+    if tools:
+        size += len(orjson.dumps(tools))
+    if isinstance(response_format, dict) and response_format.get("type") != "text":
+        size += len(orjson.dumps(response_format))
+    if tools or (isinstance(response_format, dict) and "json_schema" in response_format):
+        size += TOOL_PROMPT_TOKENS
     images = sum(
         1
         for m in messages
@@ -61,4 +73,4 @@ def prompt_upper_bound(body: dict[str, Any]) -> int:
         for part in m["content"]
         if isinstance(part, dict) and part.get("type") == "image_url"
     )
-    return size + PER_MESSAGE_OVERHEAD * len(messages) + 2000 * images
+    return size + PER_MESSAGE_OVERHEAD * len(messages) + IMAGE_TOKENS * images

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.tokens import estimate_prompt, estimate_text, prompt_upper_bound
+from gateway.tokens import TOOL_PROMPT_TOKENS, estimate_prompt, estimate_text, prompt_upper_bound
 
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
 CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -54,11 +54,21 @@ def test_the_upper_bound_counts_each_image_as_two_thousand_tokens():
     assert prompt_upper_bound(body) == len(orjson.dumps(body["messages"])) + 4 + 4000
 
 
-def test_the_upper_bound_counts_tool_definitions():
+def test_the_upper_bound_counts_tool_definitions_and_the_tool_prompt_they_bring():
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
     body = {"messages": [{"role": "user", "content": "x"}]}
     gained = prompt_upper_bound({**body, "tools": tools}) - prompt_upper_bound(body)
-    assert gained == len(orjson.dumps(tools))
+    assert gained == len(orjson.dumps(tools)) + TOOL_PROMPT_TOKENS
+
+
+def test_the_upper_bound_counts_a_response_formats_schema_which_claude_gets_as_a_tool():
+    schema = {"name": "City", "schema": {"type": "object", "properties": {"city": {}}}}
+    structured = {"type": "json_schema", "json_schema": schema}
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    gained = prompt_upper_bound({**body, "response_format": structured}) - prompt_upper_bound(body)
+    assert gained == len(orjson.dumps(structured)) + TOOL_PROMPT_TOKENS
+    plain = prompt_upper_bound({**body, "response_format": {"type": "text"}})
+    assert plain == prompt_upper_bound(body)
 
 
 messages = st.lists(
