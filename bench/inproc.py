@@ -26,7 +26,7 @@ from pathlib import Path
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
-MESSAGES = "/v1/messages"  # Anthropic's format, translated to chat (gateway/inbound/)
+MESSAGES = "/v1/messages"  # Anthropic's format (passed through to claude, else translated)
 RESPONSES = "/v1/responses"  # OpenAI's Responses format, translated to chat
 
 
@@ -55,28 +55,28 @@ def _scope(key: str, body: bytes, path: str = CHAT) -> dict:
     }
 
 
-def _body(path: str, prompt: str) -> bytes:
+def _body(path: str, prompt: str, model: str = "bench-fast") -> bytes:
     if path == EMBEDDINGS:  # one text, as a search index embeds a query; floats back
         request = {"model": "bench-embed", "input": prompt, "encoding_format": "float"}
     elif path == MESSAGES:  # the same question as the chat body, in each inbound format
         request = {
-            "model": "bench-fast",
+            "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 64,
         }
     elif path == RESPONSES:
-        request = {"model": "bench-fast", "input": prompt, "max_output_tokens": 64}
+        request = {"model": model, "input": prompt, "max_output_tokens": 64}
     else:
         request = {
-            "model": "bench-fast",
+            "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 64,
         }
     return json.dumps(request).encode()
 
 
-async def _request(app, key: str, prompt: str, path: str = CHAT) -> int:
-    body = _body(path, prompt)
+async def _request(app, key: str, prompt: str, path: str = CHAT, model: str = "bench-fast") -> int:
+    body = _body(path, prompt, model)
     answered = asyncio.Event()
     status = 0
     body_sent = False
@@ -101,14 +101,22 @@ async def _request(app, key: str, prompt: str, path: str = CHAT) -> int:
 
 
 async def _drive(
-    app, key: str, *, requests: int, concurrency: int, tag: str, path: str = CHAT
+    app,
+    key: str,
+    *,
+    requests: int,
+    concurrency: int,
+    tag: str,
+    path: str = CHAT,
+    model: str = "bench-fast",
 ) -> list[int]:
     counter = iter(range(requests))
     statuses: list[int] = []
 
     async def worker() -> None:
         for n in counter:
-            statuses.append(await _request(app, key, f"{tag} {n} {time.time_ns()}", path))
+            prompt = f"{tag} {n} {time.time_ns()}"
+            statuses.append(await _request(app, key, prompt, path, model))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -121,6 +129,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--path", default=CHAT, choices=[CHAT, EMBEDDINGS, MESSAGES, RESPONSES])
+    parser.add_argument(
+        "--model", default="bench-fast", help="bench-claude: the Anthropic-kind one"
+    )
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     import uvloop
@@ -133,7 +144,13 @@ def main() -> None:
 
     async def run() -> dict:
         await _drive(
-            http_application, args.key, requests=300, concurrency=16, tag="warm", path=args.path
+            http_application,
+            args.key,
+            requests=300,
+            concurrency=16,
+            tag="warm",
+            path=args.path,
+            model=args.model,
         )
         rounds = []
         for r in range(args.rounds):
@@ -145,6 +162,7 @@ def main() -> None:
                 concurrency=args.concurrency,
                 tag=f"round{r}",
                 path=args.path,
+                model=args.model,
             )
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             bad = [s for s in statuses if s != 200]

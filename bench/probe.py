@@ -64,6 +64,10 @@ def main() -> None:
         help="inproc: also run this checkout on this endpoint (/v1/messages, /v1/responses)",
     )
     parser.add_argument("--pairs", type=int, default=3, help="inproc: runs of each checkout")
+    parser.add_argument("--path", help="inproc: the endpoint every run calls (/v1/messages...)")
+    parser.add_argument(
+        "--model", help="inproc: the model asked for (bench-claude: Anthropic kind)"
+    )
     args = parser.parse_args()
     out = bench.BENCH / "results" / ("probe-" + time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
@@ -128,15 +132,19 @@ def _inproc(run, args) -> None:
     argv += ["--concurrency", str(args.connections)]
     if args.scenario == "inproc-embed":
         argv += ["--path", "/v1/embeddings"]
+    elif args.path:
+        argv += ["--path", args.path]
+    if args.model:
+        argv += ["--model", args.model]
     for path in args.also_path or ():  # this checkout on other endpoints, interleaved
         variants.append((f"{bench.ROOT} {path}", bench.ROOT, run.env, path))
     figures: dict[str, list[float]] = {label: [] for label, *_ in variants}
     for _ in range(args.pairs):
         for label, root, env, *path in reversed(variants):  # the others first, then this one
             extra = ["--path", path[0]] if path else []
-            done = subprocess.run(
-                argv + extra, cwd=root, env=env, check=True, capture_output=True, text=True
-            )
+            done = subprocess.run(argv + extra, cwd=root, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{label} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             figures[label].append(result["cpu_us_per_req"])
             print(f"{label}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)

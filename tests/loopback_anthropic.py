@@ -90,9 +90,34 @@ class AnthropicWire(Wire):
         thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
         return thinking.get("type") in ("enabled", "adaptive")
 
+    @staticmethod
+    def _citation(body: dict[str, Any]) -> dict[str, Any] | None:
+        """Like Claude, an answer about a plain-text document with citations enabled cites
+        it (the first 20 characters, as a char_location)."""
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            for i, block in enumerate(content if isinstance(content, list) else ()):
+                source = block.get("source") or {}
+                if block.get("type") == "document" and (block.get("citations") or {}).get(
+                    "enabled"
+                ):
+                    cited = str(source.get("data") or "")[:20]
+                    return {
+                        "type": "char_location",
+                        "cited_text": cited,
+                        "document_index": i,
+                        "document_title": block.get("title"),
+                        "start_char_index": 0,
+                        "end_char_index": len(cited),
+                    }
+        return None
+
     def completion(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         text, tool_call = self._answer(body, b)
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        citation = self._citation(body)
+        if content and citation:
+            content[0]["citations"] = [citation]
         if self._thinks(body):
             content.insert(0, {"type": "thinking", "thinking": THOUGHT, "signature": SIGNATURE})
         if tool_call:
@@ -159,6 +184,15 @@ class AnthropicWire(Wire):
                 )
                 for p in pieces(text)
             ]
+            citation = self._citation(body)
+            if citation:
+                delta = {"type": "citations_delta", "citation": citation}
+                out.append(
+                    sse(
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                        "content_block_delta",
+                    )
+                )
             out.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
             index += 1
         if tool_call:

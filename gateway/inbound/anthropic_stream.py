@@ -5,6 +5,12 @@ message_start, ping, then per content block content_block_start, content_block_d
 and at the end message_delta (the stop reason and the billed usage) and message_stop. A chat
 stream that failed after it started ends with Anthropic's `error` event instead of
 message_delta/message_stop.
+
+A stream passed through to an Anthropic-kind model carries Claude's own events on its
+chunks (`NATIVE_EVENT`): they are relayed as they came (message_start with the gateway's
+message id), except that message_delta and message_stop are held until the chat stream
+has ended well, so that a stream the gateway ends with an error (usage it cannot bill)
+never looks complete first.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.inbound.anthropic_messages import STOP_REASONS, usage
+from gateway.providers.anthropic import NATIVE_EVENT
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
@@ -103,6 +110,56 @@ async def events(
     """Anthropic's event sequence for a chat stream. `input_estimate`: the prompt tokens
     message_start reports (the gateway's estimate; message_delta carries the billed count,
     which the anthropic SDK takes over)."""
+    async with aclosing(chunks):  # closing this stream closes the chat stream (accounting)
+        first = await anext(chunks, None)
+        if first is not None and NATIVE_EVENT in first:
+            frames = _relayed(first, chunks, message_id)
+        else:
+            frames = _translated(first, chunks, message_id, model, input_estimate)
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
+
+
+_HELD = ("message_delta", "message_stop")
+
+
+async def _relayed(
+    first: dict[str, Any], chunks: AsyncGenerator[dict[str, Any], None], message_id: str
+) -> AsyncGenerator[bytes, None]:
+    held: list[dict[str, Any]] = []
+    chunk: dict[str, Any] | None = first
+    while chunk is not None:
+        if "error" in chunk:
+            yield _error(chunk)
+            return
+        data = chunk.get(NATIVE_EVENT)
+        if isinstance(data, dict):  # the gateway's last chunk (its usage) carries none
+            kind = str(data.get("type") or "")
+            if kind == "message_start":
+                data = {**data, "message": {**data.get("message", {}), "id": message_id}}
+            if kind in _HELD:
+                held.append(data)
+            else:
+                yield event(kind, data)
+        chunk = await anext(chunks, None)
+    for data in held:
+        yield event(str(data["type"]), data)
+
+
+def _error(chunk: dict[str, Any]) -> bytes:
+    error = chunk["error"] or {}
+    message = str(error.get("message") or "The stream failed.")
+    return event("error", {"type": "error", "error": {"type": "api_error", "message": message}})
+
+
+async def _translated(
+    first: dict[str, Any] | None,
+    chunks: AsyncGenerator[dict[str, Any], None],
+    message_id: str,
+    model: str,
+    input_estimate: int,
+) -> AsyncGenerator[bytes, None]:
     start: dict[str, Any] = {
         "id": message_id,
         "type": "message",
@@ -117,31 +174,28 @@ async def events(
     yield event("ping", {"type": "ping"})
     blocks = _Blocks()
     finish, final_usage = "stop", None
-    async with aclosing(chunks):  # closing this stream closes the chat stream (accounting)
-        async for chunk in chunks:
-            if "error" in chunk:
-                for frame in blocks.close():
+    chunk = first
+    while chunk is not None:
+        if "error" in chunk:
+            for frame in blocks.close():
+                yield frame
+            yield _error(chunk)
+            return
+        if chunk.get("usage"):
+            final_usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            for piece in delta.get("thinking_blocks") or []:  # thinking comes first
+                for frame in blocks.thought(piece):
                     yield frame
-                error = chunk["error"] or {}
-                message = str(error.get("message") or "The stream failed.")
-                yield event(
-                    "error", {"type": "error", "error": {"type": "api_error", "message": message}}
-                )
-                return
-            if chunk.get("usage"):
-                final_usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                for piece in delta.get("thinking_blocks") or []:  # thinking comes first
-                    for frame in blocks.thought(piece):
-                        yield frame
-                if delta.get("content"):
-                    for frame in blocks.text(delta["content"]):
-                        yield frame
-                for call in delta.get("tool_calls") or []:
-                    for frame in blocks.tool(call):
-                        yield frame
-                finish = choice.get("finish_reason") or finish
+            if delta.get("content"):
+                for frame in blocks.text(delta["content"]):
+                    yield frame
+            for call in delta.get("tool_calls") or []:
+                for frame in blocks.tool(call):
+                    yield frame
+            finish = choice.get("finish_reason") or finish
+        chunk = await anext(chunks, None)
     for frame in blocks.close():
         yield frame
     counts = usage(final_usage or {})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import orjson
@@ -23,6 +23,8 @@ from gateway import services, streaming
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.operations.base import Answer
 from gateway.operations.chat import ChatOperation
+from gateway.providers.base import ChatRequest, Native, ProviderAdapter
+from gateway.snapshot import ModelSnap
 
 _DATA = b"data: "
 
@@ -50,7 +52,8 @@ class InboundHeaders:
 @dataclass
 class ChatAnswer:
     """What the chat pipeline answered: exactly one of `body`, `chunks` and `error`. `call`
-    is None when the request was refused before its key was known."""
+    is None when the request was refused before its key was known. `native`: the provider's
+    own answer, when the request was passed through natively (see `Translated`)."""
 
     request_id: str
     call: services.Call | None
@@ -58,22 +61,81 @@ class ChatAnswer:
     body: dict[str, Any] | None = None
     chunks: AsyncGenerator[dict[str, Any], None] | None = None
     error: GatewayError | None = None
+    native: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Translated:
+    """An inbound request as chat (what the pipeline reads and other kinds are sent), and
+    the client's own request (`native`) for models of its kind. `native_bound`: the most
+    input tokens the native request can be billed for, as far as its bytes tell;
+    `unbounded_documents`: it holds documents whose tokens no byte count tells (PDFs),
+    so its hold covers the chain's largest context window, which no prompt can exceed."""
+
+    chat: dict[str, Any]
+    native: Native | None = None
+    native_bound: int = 0
+    unbounded_documents: bool = False
 
 
 class InboundChat(ChatOperation):
     """Chat completions reached through another API's format: one per request, since it
     holds that request's translation and, for the view, its call and its error."""
 
-    def __init__(self, endpoint: str, translate: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, endpoint: str, translate: Callable[[], dict[str, Any] | Translated]) -> None:
         self.endpoint = endpoint
         self.path = f"/v1/{endpoint}"  # what a client calls, in the pipeline's messages
         self.translate = translate
+        self.translated = Translated({})
         self.call: services.Call | None = None
         self.error: GatewayError | None = None
+        self.native_answer: dict[str, Any] | None = None
 
     def parse(self, call: services.Call, data: Any) -> dict[str, Any]:
         self.call = call  # authenticated by now: a refused translation has its team
-        return super().parse(call, self.translate())
+        translated = self.translate()
+        if not isinstance(translated, Translated):
+            translated = Translated(translated)
+        self.translated = translated
+        return super().parse(call, translated.chat)
+
+    def input_upper_bound(self, call: services.Call) -> int:
+        bound = super().input_upper_bound(call)
+        if self.translated.native is None:
+            return bound
+        bound = max(bound, self.translated.native_bound)
+        if self.translated.unbounded_documents:
+            bound += max((m.context_window or 0 for m in call.chain), default=0) or 1_000_000
+        return bound
+
+    def cache_key(self, call: services.Call, chain: list[ModelSnap]) -> str | None:
+        native = self.translated.native
+        if native is not None and native.only:  # its answer may hold what chat cannot
+            return None
+        return super().cache_key(call, chain)
+
+    def provider_request(
+        self, call: services.Call, model: ModelSnap, adapter: ProviderAdapter, cap: int | None
+    ) -> tuple[ChatRequest | None, tuple[str, str] | None]:
+        native = self.translated.native
+        if native is None:
+            return super().provider_request(call, model, adapter, cap)
+        if adapter.kind == native.kind:  # sent as it came, minus the model's dropped params
+            body = {k: v for k, v in native.body.items() if k not in model.drop_params}
+            request = ChatRequest(
+                body=call.body,
+                upstream_model=model.upstream_id,
+                output_cap=cap,
+                usage_ceiling=services.usage_ceiling(model),
+                native=replace(native, body=body),
+            )
+            return request, None
+        if native.only:
+            param, why = native.only[0]
+            kind = model.provider.kind
+            message = f"`{param}` cannot be served by model {model.name} ({kind}): {why}."
+            return None, (param, message)
+        return super().provider_request(call, model, adapter, cap)
 
     def error_answer(self, error: GatewayError, headers: dict[str, str]) -> Answer:
         self.error = error
@@ -81,7 +143,7 @@ class InboundChat(ChatOperation):
 
 
 async def run_chat(
-    *, headers, translate: Callable[[], dict[str, Any]], endpoint: str
+    *, headers, translate: Callable[[], dict[str, Any] | Translated], endpoint: str
 ) -> ChatAnswer:
     """Serve one request through the chat pipeline. `translate()` reads the inbound request
     and returns its chat request (or raises a GatewayError). A stream must ask for
@@ -105,6 +167,7 @@ async def run_chat(
         out.chunks = _chunks(answer.events)
     else:
         out.body = answer.body
+        out.native = answer.native
     return out
 
 

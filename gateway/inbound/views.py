@@ -34,15 +34,21 @@ def anthropic_error(error: GatewayError, request_id: str, headers: dict[str, str
     return response
 
 
-def _anthropic_headers(headers: RequestHeaders) -> None:
+def _anthropic_headers(headers: RequestHeaders) -> str | None:
     """Anthropic's API requires `anthropic-version`; so does this endpoint, as every
-    Anthropic client sends it. Beta features (`anthropic-beta`) are not translated."""
+    Anthropic client sends it. Returns the `anthropic-beta` header, passed through to
+    Anthropic-kind models, except a 1M-context beta: it bills long prompts at a higher rate
+    than the gateway's price table holds."""
     if not headers.get("anthropic-version"):
         raise InvalidRequest("anthropic-version: header is required.", param="anthropic-version")
-    if headers.get("anthropic-beta"):
+    beta = headers.get("anthropic-beta")
+    if beta and any(name.strip().startswith("context-1m") for name in beta.split(",")):
         raise anthropic_messages.unsupported(
-            "anthropic-beta", "beta features are not translated to chat"
+            "anthropic-beta",
+            "the 1M-token context beta bills prompts above 200k tokens at a long-context rate "
+            "the gateway's price table does not hold",
         )
+    return beta or None
 
 
 class MessagesView(InlineAPIView):
@@ -52,9 +58,10 @@ class MessagesView(InlineAPIView):
     async def post(self, request):
         headers = RequestHeaders(request)
 
-        def translate() -> dict[str, Any]:
-            _anthropic_headers(headers)
-            return anthropic_messages.to_chat(parse_json(read_body(request._request)))
+        def translate() -> bridge.Translated:
+            beta = _anthropic_headers(headers)
+            data = parse_json(read_body(request._request))
+            return anthropic_messages.passthrough(data, beta)
 
         answer = await bridge.run_chat(headers=headers, translate=translate, endpoint="messages")
         call = answer.call
@@ -70,6 +77,8 @@ class MessagesView(InlineAPIView):
                 input_estimate=call.prompt_tokens,
             )
             return sse_response(events, answer.headers)
+        if answer.native is not None:  # passed through: Claude's own message
+            return json_response({**answer.native, "id": message_id}, answer.headers)
         body = anthropic_messages.from_chat(answer.body or {}, message_id=message_id)
         return json_response(body, answer.headers)
 
@@ -86,7 +95,8 @@ class CountTokensView(InlineAPIView):
             await authenticate(headers.get("authorization"), headers.meta)
             _anthropic_headers(RequestHeaders(request))
             data = parse_json(read_body(request._request))
-            chat = anthropic_messages.to_chat(data, count_only=True)
+            stripped, _only = anthropic_messages.split_native(data)
+            chat = anthropic_messages.to_chat(stripped, count_only=True)
         except GatewayError as error:
             return anthropic_error(error, request_id, {})
         return json_response(

@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Answer:
-    """What a view sends: a JSON body, or (`events` set) an async iterator of SSE bytes."""
+    """What a view sends: a JSON body, or (`events` set) an async iterator of SSE bytes.
+    `native`: the provider's own answer, when the request was passed through natively."""
 
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
     events: AsyncIterator[bytes] | None = None
+    native: dict[str, Any] | None = None
 
     @property
     def streamed(self) -> bool:

@@ -124,7 +124,8 @@ class ChatOperation(Operation):
         assert call.served is not None  # attempt_models returned: a model answered
         cost = cost_of(usage, call.served.prices)
         await finish(call, usage=usage, cost=cost, body=completion.body)
-        return Answer(body=self.client_body(call, completion.body), headers=call.headers(cost))
+        body = self.client_body(call, completion.body)
+        return Answer(body=body, headers=call.headers(cost), native=completion.native)
 
     async def cached(self, call: Call, hit: CachedAnswer, cost: Cost) -> Answer:
         if call.stream:

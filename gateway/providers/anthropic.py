@@ -5,6 +5,12 @@ blocks, data-URL images become base64 sources, `max_tokens` is always sent (Anth
 requires it). Answer: content blocks become `message.content` and `tool_calls`; usage counts
 cache reads and writes as prompt tokens (see `Usage`). Streams translate Anthropic's events
 into OpenAI chunks; only `message_stop` completes a stream.
+
+A request that came in Anthropic's own format (`ChatRequest.native`, from /v1/messages) is
+sent as it came, with only the model, the output cap and `stream` set by the gateway. Its
+answer is still translated for the pipeline, and kept as it came: `Completion.native`, and
+in a stream every event rides on its chunk as `NATIVE_EVENT` (an event with no chat
+equivalent on a chunk with no choices), for the /v1/messages view to relay.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from gateway.providers.base import (
     stream_cut,
 )
 
+# The key under which a natively passed-through stream's chunks carry Anthropic's event.
+NATIVE_EVENT = "anthropic_event"
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 # The HTTP status Anthropic documents for each error type, for errors sent inside a stream.
 _ERROR_STATUS = {
@@ -68,22 +76,35 @@ class AnthropicAdapter(ProviderAdapter):
     def refusals(self, body: dict[str, Any]) -> dict[str, str]:
         return refusals(body)
 
+    def payload(self, request: ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
+        """(the Messages body, the headers) for a request: its translation, or the client's
+        own body (`native`) with the model and the gateway's output cap set."""
+        native = request.native
+        if native is None:
+            return request_to_anthropic(request, self.config.name), self.headers()
+        body = {k: v for k, v in native.body.items() if k != "stream"}
+        body["model"] = request.upstream_model or body.get("model")
+        if request.output_cap:
+            body["max_tokens"] = request.output_cap
+        return body, {**native.headers, **self.headers()}
+
     async def complete(self, request: ChatRequest) -> Completion:
-        payload = request_to_anthropic(request, self.config.name)
-        data = await self.post_json(self.messages_url(), payload, self.headers())
+        payload, headers = self.payload(request)
+        data = await self.post_json(self.messages_url(), payload, headers)
         try:
             body = check_completion(response_to_openai(data, _structured(request)))
             usage = usage_from_anthropic(data["usage"])
         except _PARSE_ERRORS as exc:
             raise self.fail(exc) from exc
-        return Completion(body=body, usage=usage)
+        return Completion(body=body, usage=usage, native=data if request.native else None)
 
     async def stream(
         self, request: ChatRequest, result: StreamResult
     ) -> AsyncIterator[dict[str, Any]]:
-        payload = {**request_to_anthropic(request, self.config.name), "stream": True}
-        events = self.sse(self.messages_url(), payload, self.headers())
+        payload, headers = self.payload(request)
+        events = self.sse(self.messages_url(), {**payload, "stream": True}, headers)
         state = _StreamState(self.config.name, _structured(request))
+        native = request.native is not None
         async with aclosing(events):
             async for _event, data in events:
                 try:
@@ -92,6 +113,9 @@ class AnthropicAdapter(ProviderAdapter):
                         check_chunk(chunk)
                 except _PARSE_ERRORS as exc:
                     raise self.fail(exc) from exc
+                if native:  # every event is relayed, on its chunk or on one of its own
+                    chunk = chunk or state.chunk_without_choices()
+                    chunk[NATIVE_EVENT] = data
                 if chunk is not None:
                     yield chunk
                 if state.stopped:
@@ -106,6 +130,8 @@ class AnthropicAdapter(ProviderAdapter):
 
 
 def _structured(request: ChatRequest) -> str | None:
+    if request.native is not None:  # sent as it came: output_config is Anthropic's own
+        return None
     tool = structured_tool(request.body)
     return tool["name"] if tool is not None else None
 
@@ -156,6 +182,15 @@ class _StreamState:
             "choices": [
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             ],
+        }
+
+    def chunk_without_choices(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
         }
 
     def on_event(self, data: dict[str, Any]) -> dict[str, Any] | None:

@@ -75,6 +75,22 @@ class ProviderConfig:
 
 
 @dataclass(slots=True)
+class Native:
+    """A client's request in one provider kind's own format (an Anthropic Messages body sent
+    to /v1/messages), passed through as it came to a model of that kind: the adapter sets
+    only the model, the output cap and `stream`, and sends `headers` (e.g. anthropic-beta).
+
+    `only` lists what in it no other kind can serve, as (parameter, why): a model of
+    another kind refuses the request (or is skipped in a fallback chain) naming the first.
+    """
+
+    kind: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    only: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ChatRequest:
     """A validated OpenAI chat request. `body` is the client's JSON, minus gateway-only fields.
 
@@ -89,6 +105,9 @@ class ChatRequest:
     # The most tokens (prompt + output) the model can account for: its context window plus
     # its max output (see `usage_problem`). 0: unknown, the absolute ceiling applies.
     usage_ceiling: int = 0
+    # The client's own request, for an adapter of its kind to send instead of `body`'s
+    # translation (`body` is still what the pipeline reads: estimates, cache, ledger).
+    native: Native | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -192,10 +211,12 @@ def bad_usage(provider: str, problem: str) -> ProviderError:
 
 @dataclass(slots=True)
 class Completion:
-    """A whole non-streamed answer in OpenAI's chat.completion shape (`body`), with its usage."""
+    """A whole non-streamed answer in OpenAI's chat.completion shape (`body`), with its usage,
+    and (`native`) the provider's own answer when the request was passed through natively."""
 
     body: dict[str, Any]
     usage: Usage
+    native: dict[str, Any] | None = None
 
 
 class StreamResult:

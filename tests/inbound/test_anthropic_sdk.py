@@ -192,13 +192,16 @@ def test_errors_come_in_anthropics_shape_with_fitting_statuses(
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"top_k": 5}, "top_k"),
         ({"cache_control": {"type": "ephemeral"}}, "cache_control"),
-        ({"output_config": {"effort": "high"}}, "output_config.effort"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type"),
+        (
+            {"mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "x"}]},
+            "mcp_servers",
+        ),
+        ({"service_tier": "auto"}, "service_tier"),
     ],
 )
-def test_anthropic_only_fields_are_refused_with_a_400_naming_them(
+def test_what_no_model_is_sent_is_refused_with_a_400_naming_it(
     gateway_server, world, openai_server, extra, param
 ):
     sdk = client(gateway_server, world)
