@@ -4,6 +4,7 @@ Raw asyncio protocol on uvloop with httptools' C parser, HTTP/1.1 keep-alive. It
 - POST /v1/chat/completions: OpenAI JSON, or SSE when "stream": true (a usage chunk when
   stream_options.include_usage is set, then `data: [DONE]`);
 - POST /v1/messages: Anthropic JSON, or its SSE event sequence when "stream": true;
+- POST /v1/responses: OpenAI's Responses JSON (JSON only: the benches do not stream it);
 - GET /health.
 `--latency-ms` delays the response headers (the upstream's time to first byte); streams then
 send `--chunks` content chunks `--chunk-interval-ms` apart. One process, one core at most:
@@ -161,6 +162,25 @@ def anthropic_events(model: str, n: int, chunks: int) -> list[bytes]:
     return [b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(d)) for name, d in events]
 
 
+def responses_json(model: str, n: int) -> bytes:
+    text = {"type": "output_text", "text": "".join(WORDS), "annotations": []}
+    message = {"type": "message", "id": f"msg_mock{n}", "status": "completed"}
+    message.update(role="assistant", content=[text])
+    usage = {"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0}}
+    usage.update(output_tokens=COMPLETION_TOKENS, total_tokens=PROMPT_TOKENS + COMPLETION_TOKENS)
+    return orjson.dumps(
+        {
+            "id": f"resp_mock{n}",
+            "object": "response",
+            "created_at": 0,
+            "status": "completed",
+            "model": model,
+            "output": [message],
+            "usage": usage,
+        }
+    )
+
+
 class MockProtocol(asyncio.Protocol):
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -228,6 +248,8 @@ class MockProtocol(asyncio.Protocol):
             payload = anthropic_json(model, n)
         elif path.endswith(b"/embeddings"):
             payload = openai_embeddings(model, request)
+        elif path.endswith(b"/responses"):
+            payload = responses_json(model, n)
         else:
             return _head(404, "application/json", 2) + b"{}"
         return _head(200, "application/json", len(payload)) + payload

@@ -224,6 +224,10 @@ class LoopbackServer:
             if behaviour.garbage:
                 await _send(writer, 200, _GARBAGE, content_type="text/html")
                 return True
+            streamed = getattr(self.wire, f"{other}_frames", None)
+            if streamed is not None and body.get("stream"):  # e.g. OpenAI's /v1/responses
+                errors = getattr(self.wire, f"{other}_error_frame")
+                return await self._stream(writer, body, behaviour, streamed, errors)
             await _send(writer, 200, orjson.dumps(getattr(self.wire, other)(body, behaviour)))
             return True
         if method != "POST" or path != self.wire.path:
@@ -256,9 +260,14 @@ class LoopbackServer:
         return True
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, body: dict[str, Any], b: Behaviour
+        self,
+        writer: asyncio.StreamWriter,
+        body: dict[str, Any],
+        b: Behaviour,
+        frames_of: Any = None,
+        error_of: Any = None,
     ) -> bool:
-        frames = self.wire.frames(body, b)
+        frames = (frames_of or self.wire.frames)(body, b)
         limit = min(
             x for x in (b.stall_after, b.cut_after, b.error_after, len(frames)) if x is not None
         )
@@ -280,7 +289,7 @@ class LoopbackServer:
         if b.cut_after is not None and limit == b.cut_after and b.cut_abort:
             return False  # the connection is dropped with the body unfinished
         if b.error_after is not None and limit == b.error_after:
-            writer.write(_chunk(self.wire.stream_error_frame(b)))
+            writer.write(_chunk((error_of or self.wire.stream_error_frame)(b)))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

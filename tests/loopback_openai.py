@@ -1,5 +1,5 @@
-"""The loopback OpenAI server's wire format: /v1/chat/completions, JSON and SSE, and
-/v1/embeddings (floats or base64, `dimensions`)."""
+"""The loopback OpenAI server's wire format: /v1/chat/completions, JSON and SSE,
+/v1/embeddings (floats or base64, `dimensions`) and /v1/responses (tests/loopback_responses.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from tests import loopback_responses
 from tests.loopback_wire import Behaviour, Wire, args_pieces, new_id, pieces, sse
 
 
@@ -27,7 +28,10 @@ class OpenAIWire(Wire):
         503: "server_error",
     }
     _codes = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
-    other_paths = {"/v1/embeddings": "embeddings"}
+    other_paths = {"/v1/embeddings": "embeddings", "/v1/responses": "responses"}
+    responses = staticmethod(loopback_responses.response)
+    responses_frames = staticmethod(loopback_responses.frames)
+    responses_error_frame = staticmethod(loopback_responses.error_frame)
 
     def check_other(
         self, path: str, headers: dict[str, str], body: Any, api_key: str | None

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.inbound.anthropic_messages import STOP_REASONS, usage
-from gateway.providers.anthropic import NATIVE_EVENT
+from gateway.providers.base import NATIVE_EVENT
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:

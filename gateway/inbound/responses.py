@@ -1,10 +1,18 @@
-"""OpenAI's Responses API (POST /v1/responses) as the client sends it, translated to an
-OpenAI chat request, and the chat answer translated back into a `response` object.
+"""OpenAI's Responses API (POST /v1/responses) as the client sends it: passed through
+natively to OpenAI-kind models, translated to an OpenAI chat request for the others.
 
-Translated for every provider kind (OpenAI-kind models included), so every request takes
-the chat pipeline's one way. Responses are not stored: `store` defaults to false, and
-`store: true` or `previous_response_id` get a 400 that says so (send the whole
-conversation in `input` instead). Parameters chat cannot carry are refused by name.
+Every request is also translated to chat (`to_chat`): that is what the pipeline reads
+(routing, estimates, the cache key, the ledger) and what other kinds are sent. On an
+OpenAI-kind model (kind `openai`, whose /responses is OpenAI's own) the client's body is
+sent instead (`Native`), and its answer, JSON or every stream event, comes back as OpenAI
+gave it. What chat cannot carry (`split_native`: reasoning input items, `include`,
+`truncation: "auto"`, `reasoning.summary`, `top_logprobs`, `text.verbosity`) is served by
+OpenAI-kind models only; another model refuses it by name, and it is not cached.
+
+Responses are not stored: `store` is false (also on what is passed through), and
+`store: true`, `previous_response_id` and item references get a 400 that says so (send the
+whole conversation in `input` instead). Built-in tools are refused: billed per call, and
+their results add input tokens no budget hold can bound.
 """
 
 from __future__ import annotations
@@ -12,16 +20,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.inbound.bridge import Translated
+from gateway.providers.base import Native
+from gateway.tokens import IMAGE_TOKENS, PER_MESSAGE_OVERHEAD, TOOL_PROMPT_TOKENS
 
 KNOWN = frozenset(
     {
         "model", "input", "instructions", "tools", "tool_choice", "text", "max_output_tokens",
         "temperature", "top_p", "stream", "store", "parallel_tool_calls", "metadata", "user",
         "reasoning", "safety_identifier", "prompt_cache_key", "service_tier", "truncation",
-        "include", "stream_options",
+        "include", "stream_options", "top_logprobs",
     }
 )  # fmt: skip
+# What only OpenAI's own Responses API serves, and why chat cannot carry it.
+NATIVE_ONLY = "chat has no equivalent"
 NOT_STORED = (
     "this gateway does not keep responses (store is false); send the whole conversation in "
     "`input`, with the earlier output items and function_call_output items"
@@ -54,6 +69,67 @@ def unsupported(param: str, why: str) -> InvalidRequest:
         param=param,
         code="unsupported_parameter",
     )
+
+
+def split_native(data: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """(the request without what chat cannot carry, what was taken out as (parameter, why))."""
+    if not isinstance(data, dict):
+        return data, []
+    out = {k: v for k, v in data.items() if v is not None}
+    only: list[tuple[str, str]] = []
+    for name in ("include", "top_logprobs"):
+        if out.get(name):
+            only.append((name, NATIVE_ONLY))
+        out.pop(name, None)
+    if out.get("truncation") == "auto":
+        only.append(("truncation", "chat cannot truncate a conversation"))
+        out.pop("truncation")
+    for name in ("reasoning", "text"):
+        value = out.get(name)
+        keep = "effort" if name == "reasoning" else "format"
+        if isinstance(value, dict) and any(k != keep and value[k] is not None for k in value):
+            extra = next(k for k in value if k != keep and value[k] is not None)
+            only.append((f"{name}.{extra}", NATIVE_ONLY))
+            out[name] = {k: v for k, v in value.items() if k == keep}
+    items = out.get("input")
+    if isinstance(items, list):
+        kept = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get("type") == "reasoning":
+                only.append((f"input[{i}].type", "reasoning items are OpenAI's own"))
+            else:
+                kept.append(item)
+        out["input"] = kept or items  # none but reasoning: to_chat says what is wrong
+    return out, only
+
+
+def passthrough(data: Any) -> Translated:
+    """A Responses request as the pipeline takes it: its chat translation (without what chat
+    cannot carry) and the request itself, to pass through to OpenAI-kind models."""
+    stripped, only = split_native(data)
+    chat = to_chat(stripped)  # refuses what no model is sent, and anything not an object
+    return Translated(chat, Native("openai", dict(data), {}, only), native_bound(data))
+
+
+def native_bound(data: dict[str, Any]) -> int:
+    """The most input tokens a Responses body can be billed for: its bytes, its images, and
+    the tool-use prompt when it gives tools or a schema."""
+    parts = {name: data.get(name) for name in ("instructions", "input", "tools", "text")}
+    items = data.get("input")
+    count = len(items) if isinstance(items, list) else 1
+    bound = len(orjson.dumps(parts)) + PER_MESSAGE_OVERHEAD * (count + 1)
+    images = 0
+    stack: list[Any] = [items]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack += item
+        elif isinstance(item, dict):
+            images += item.get("type") == "input_image"
+            stack += [v for v in item.values() if isinstance(v, list | dict)]
+    if data.get("tools") or (data.get("text") or {}).get("format"):
+        bound += TOOL_PROMPT_TOKENS
+    return bound + IMAGE_TOKENS * images
 
 
 def to_chat(data: Any) -> dict[str, Any]:

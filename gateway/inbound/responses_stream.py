@@ -6,6 +6,11 @@ response.content_part.done, or for a function call response.function_call_argume
 response.function_call_arguments.done; response.output_item.done; and at the end
 response.completed (or response.incomplete) with the whole response and its usage. A chat
 stream that failed after it started ends with response.failed.
+
+A stream passed through to an OpenAI-kind model carries OpenAI's own events on its chunks
+(`NATIVE_EVENT`): they are relayed as they came (the response's id set to the gateway's),
+except that response.completed and response.incomplete are held until the chat stream has
+ended well, so that a stream the gateway ends with an error never looks complete first.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 import orjson
 
 from gateway.inbound import responses as fmt
+from gateway.providers.base import NATIVE_EVENT
+from gateway.providers.openai_responses import TERMINAL
 
 
 class _Writer:
@@ -129,33 +136,90 @@ async def events(
     response_id: str,
     model: str,
 ) -> AsyncIterator[bytes]:
-    """The Responses API's event sequence for a chat stream."""
+    """The Responses API's event sequence for a chat stream, or OpenAI's own relayed."""
+    async with aclosing(chunks):  # closing this stream closes the chat stream (accounting)
+        first = await anext(chunks, None)
+        if first is not None and NATIVE_EVENT in first:
+            frames = _relayed(first, chunks, request, response_id)
+        else:
+            frames = _translated(first, chunks, request, response_id, model)
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
+
+
+async def _relayed(
+    first: dict[str, Any],
+    chunks: AsyncGenerator[dict[str, Any], None],
+    request: dict[str, Any],
+    response_id: str,
+) -> AsyncGenerator[bytes, None]:
+    held: list[dict[str, Any]] = []
+    sequence = 0
+    chunk: dict[str, Any] | None = first
+    while chunk is not None:
+        if "error" in chunk:
+            w = _Writer(request, response_id, str(first.get("model") or ""))
+            w.sequence = sequence
+            yield _failed(w, chunk)
+            return
+        data = chunk.get(NATIVE_EVENT)
+        if isinstance(data, dict):  # the gateway's last chunk (its usage) carries none
+            if isinstance(data.get("response"), dict):
+                data = {**data, "response": {**data["response"], "id": response_id}}
+            sequence = int(data.get("sequence_number") or sequence) + 1
+            if data.get("type") in TERMINAL:
+                held.append(data)
+            else:
+                yield _frame(data)
+        chunk = await anext(chunks, None)
+    for data in held:
+        yield _frame(data)
+
+
+def _frame(data: dict[str, Any]) -> bytes:
+    kind = str(data.get("type") or "")
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _failed(w: _Writer, chunk: dict[str, Any]) -> bytes:
+    message = str((chunk["error"] or {}).get("message") or "The stream failed.")
+    error = {"code": "server_error", "message": message}
+    return w.event("response.failed", response=w.response("failed", error=error))
+
+
+async def _translated(
+    first: dict[str, Any] | None,
+    chunks: AsyncGenerator[dict[str, Any], None],
+    request: dict[str, Any],
+    response_id: str,
+    model: str,
+) -> AsyncGenerator[bytes, None]:
     w = _Writer(request, response_id, model)
     yield w.event("response.created", response=w.response("in_progress"))
     yield w.event("response.in_progress", response=w.response("in_progress"))
     finish, chat_usage = "stop", None
-    async with aclosing(chunks):  # closing this stream closes the chat stream (accounting)
-        async for chunk in chunks:
-            if "error" in chunk:
-                for frame in w.close():
+    chunk = first
+    while chunk is not None:
+        if "error" in chunk:
+            for frame in w.close():
+                yield frame
+            yield _failed(w, chunk)
+            return
+        if chunk.get("model"):
+            w.model = chunk["model"]
+        if chunk.get("usage"):
+            chat_usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                for frame in w.text(delta["content"]):
                     yield frame
-                message = str((chunk["error"] or {}).get("message") or "The stream failed.")
-                error = {"code": "server_error", "message": message}
-                yield w.event("response.failed", response=w.response("failed", error=error))
-                return
-            if chunk.get("model"):
-                w.model = chunk["model"]
-            if chunk.get("usage"):
-                chat_usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    for frame in w.text(delta["content"]):
-                        yield frame
-                for call in delta.get("tool_calls") or []:
-                    for frame in w.tool(call):
-                        yield frame
-                finish = choice.get("finish_reason") or finish
+            for call in delta.get("tool_calls") or []:
+                for frame in w.tool(call):
+                    yield frame
+            finish = choice.get("finish_reason") or finish
+        chunk = await anext(chunks, None)
     for frame in w.close():
         yield frame
     incomplete = fmt.INCOMPLETE.get(finish)

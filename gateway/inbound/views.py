@@ -113,11 +113,11 @@ class ResponsesView(InlineAPIView):
         headers = RequestHeaders(request)
         data: dict[str, Any] = {}
 
-        def translate() -> dict[str, Any]:
+        def translate() -> bridge.Translated:
             parsed = parse_json(read_body(request._request))
-            chat = responses.to_chat(parsed)  # refuses anything but an object
+            translated = responses.passthrough(parsed)  # refuses anything but an object
             data.update(parsed)
-            return chat
+            return translated
 
         answer = await bridge.run_chat(headers=headers, translate=translate, endpoint="responses")
         call = answer.call
@@ -132,5 +132,7 @@ class ResponsesView(InlineAPIView):
                 answer.chunks, data, response_id=response_id, model=model
             )
             return sse_response(events, answer.headers)
+        if answer.native is not None:  # passed through: OpenAI's own response
+            return json_response({**answer.native, "id": response_id}, answer.headers)
         body = responses.from_chat(answer.body or {}, data, response_id=response_id)
         return json_response(body, answer.headers)

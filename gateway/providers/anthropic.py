@@ -33,6 +33,7 @@ from gateway.providers.anthropic_format import (
     usage_from_anthropic,
 )
 from gateway.providers.base import (
+    NATIVE_EVENT,
     ChatRequest,
     Completion,
     ProviderAdapter,
@@ -43,8 +44,6 @@ from gateway.providers.base import (
     stream_cut,
 )
 
-# The key under which a natively passed-through stream's chunks carry Anthropic's event.
-NATIVE_EVENT = "anthropic_event"
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 # The HTTP status Anthropic documents for each error type, for errors sent inside a stream.
 _ERROR_STATUS = {

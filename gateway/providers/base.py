@@ -74,6 +74,11 @@ class ProviderConfig:
         return f"ProviderConfig(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
 
 
+# The key under which a natively passed-through stream's chunks carry the provider's own
+# event (an event with no chat equivalent rides on a chunk with no choices).
+NATIVE_EVENT = "native_event"
+
+
 @dataclass(slots=True)
 class Native:
     """A client's request in one provider kind's own format (an Anthropic Messages body sent

@@ -2,16 +2,24 @@
 
 Streams always ask upstream for `stream_options.include_usage`, so the cost of a streamed
 answer is the provider's own count; the usage-only chunk is recorded, not yielded.
+
+A request that came in the Responses format (`ChatRequest.native`, from /v1/responses) is
+sent as it came to OpenAI's own /responses, with only the model, the output cap, `stream`
+and `store: false` set by the gateway; its answer is read as chat for the pipeline
+(gateway/providers/openai_responses.py) and kept as it came for the client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import orjson
+
 from gateway.providers.base import (
     DONE,
+    NATIVE_EVENT,
     ChatRequest,
     Completion,
     ProviderAdapter,
@@ -25,6 +33,13 @@ from gateway.providers.base import (
     token_count,
 )
 from gateway.providers.embeddings import EmbeddingRequest, Embeddings, embeddings_from_openai
+from gateway.providers.errors import error_from_response
+from gateway.providers.openai_responses import (
+    ResponsesStream,
+    failure,
+    response_to_chat,
+    usage_from_responses,
+)
 from gateway.redaction import scrub_provider_text
 
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -137,7 +152,69 @@ class OpenAIAdapter(ProviderAdapter):
             body.pop("stream_options", None)
         return body
 
+    def native_payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """The client's own Responses body, with the model, the output cap, `stream` and
+        `store: false` (the gateway keeps no responses, and asks OpenAI to keep none)."""
+        assert request.native is not None
+        body = {k: v for k, v in request.native.body.items() if k != "stream"}
+        body["model"] = request.upstream_model or body.get("model")
+        if request.output_cap and not body.get("max_output_tokens"):
+            body["max_output_tokens"] = request.output_cap
+        body["store"] = False
+        if stream:
+            body["stream"] = True
+        return body
+
+    async def respond(self, request: ChatRequest) -> Completion:
+        """POST /responses: a request passed through in the Responses format."""
+        assert request.native is not None
+        payload = self.native_payload(request, stream=False)
+        headers = {**request.native.headers, **self.headers()}
+        data = await self.post_json(self.url("/responses"), payload, headers)
+        try:
+            body = check_completion(response_to_chat(data))
+            usage = usage_from_responses(data.get("usage"))
+        except _PARSE_ERRORS as exc:
+            raise self.fail(exc) from exc
+        return Completion(body=body, usage=usage, native=data)
+
+    async def respond_stream(
+        self, request: ChatRequest, result: StreamResult
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The Responses stream: every event rides on a chunk (`NATIVE_EVENT`)."""
+        assert request.native is not None
+        payload = self.native_payload(request, stream=True)
+        headers = {**request.native.headers, **self.headers()}
+        events = self.sse(self.url("/responses"), payload, headers)
+        state = ResponsesStream()
+        async with aclosing(events):
+            async for _event, data in events:
+                if data is DONE:
+                    break
+                try:
+                    failed = failure(data)
+                    if failed is not None:
+                        status, body = failed
+                        text = orjson.dumps(body).decode()
+                        raise error_from_response(self.config.name, status, text)
+                    translated = state.on_event(data)
+                    if translated is not None:
+                        check_chunk(translated)
+                except _PARSE_ERRORS as exc:
+                    raise self.fail(exc) from exc
+                chunk = translated or state.chunk(None)
+                chunk[NATIVE_EVENT] = data
+                yield chunk
+                if state.stopped:
+                    break
+        if not state.stopped:
+            raise stream_cut(self.config.name, "no response.completed")
+        result.usage = state.usage
+        result.finish_reason = state.finish
+
     async def complete(self, request: ChatRequest) -> Completion:
+        if request.native is not None:
+            return await self.respond(request)
         url = self.url("/chat/completions")
         data = await self.post_json(url, self.payload(request, stream=False), self.headers())
         try:
@@ -163,6 +240,11 @@ class OpenAIAdapter(ProviderAdapter):
     async def stream(
         self, request: ChatRequest, result: StreamResult
     ) -> AsyncIterator[dict[str, Any]]:
+        if request.native is not None:
+            async with aclosing(self.respond_stream(request, result)) as chunks:
+                async for native in chunks:
+                    yield native
+            return
         url = self.url("/chat/completions")
         events = self.sse(url, self.payload(request, stream=True), self.headers())
         done = False

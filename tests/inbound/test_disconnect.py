@@ -66,7 +66,9 @@ def test_hanging_up_mid_stream_settles_what_was_delivered(
     gateway_server, world, openai_server, endpoint
 ):
     make_budget(world["team"], daily_limit_usd="100")
-    openai_server.script(stall(after=3))
+    # The stream hangs after its first deltas: the third chat chunk, or the sixth Responses
+    # event (created, in_progress, item added, part added, two deltas), passed through.
+    openai_server.script(stall(after=6 if endpoint == "responses" else 3))
     path, body = ENDPOINTS[endpoint]
     with httpx.stream(
         "POST",

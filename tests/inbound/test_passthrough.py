@@ -237,3 +237,14 @@ def test_messages_parse_sends_claude_its_own_output_config_and_openai_a_response
     else:
         (received,) = openai_server.requests
         assert received.body["response_format"]["type"] == "json_schema"
+
+
+def test_count_tokens_estimates_a_request_with_a_document_and_a_bash_tool(
+    gateway_server, world, anthropic_server
+):
+    sdk = client(gateway_server, world)
+    counted = sdk.messages.count_tokens(
+        model="claude-sonnet", messages=ASK_DOCUMENT, tools=[BASH], extra_body={"top_k": 3}
+    )
+    assert counted.input_tokens > 0
+    assert anthropic_server.requests == [] and drained() == []
