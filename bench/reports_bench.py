@@ -140,7 +140,7 @@ INSERT = """
 INSERT INTO gateway_usagerecord (request_id, created_at, team_id, feature_id, api_key_id,
     requested_model, served_model, provider, attempts, attempt_log, stream, input_tokens,
     output_tokens, cached_tokens, cache_write_tokens, cost_usd, saved_usd, estimated, unpriced,
-    latency_ms, status, http_status, error_type, cache, content)
+    latency_ms, status, http_status, error_type, cache, content, reserved_usd, endpoint)
 SELECT 'bench-' || x.g, %(end)s - x.r5 * interval '90 days', s.team_id, s.feature_id, NULL,
     s.requested, s.served_model, s.provider,
     CASE WHEN x.r2 < 0.25 THEN 0 WHEN x.r2 < 0.295 THEN 2 ELSE 1 END, '[]', false,
@@ -152,7 +152,7 @@ SELECT 'bench-' || x.g, %(end)s - x.r5 * interval '90 days', s.team_id, s.featur
          ELSE least(60000, exp(6.2 + 0.5 * sqrt(-2 * ln(x.r3)) * cos(2 * pi() * x.r4)))::int END,
     CASE WHEN x.r2 BETWEEN 0.25 AND 0.265 THEN 'error' ELSE 'ok' END,
     CASE WHEN x.r2 BETWEEN 0.25 AND 0.265 THEN 503 ELSE 200 END, '',
-    CASE WHEN x.r2 < 0.25 THEN 'hit' ELSE 'miss' END, NULL
+    CASE WHEN x.r2 < 0.25 THEN 'hit' ELSE 'miss' END, NULL, 0, 'chat.completions'
 FROM (SELECT g, random() AS r1, random() AS r2, 1 - random() AS r3, random() AS r4,
              random() AS r5
       FROM generate_series(%(first)s, %(last)s) AS g) AS x

@@ -5,23 +5,31 @@ rollup never counts a record that is not in the ledger, nor misses one that is. 
 adds to the rollups with `INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n` (see
 reports/upsert.py): concurrent drainers never lose an increment and cannot deadlock.
 
-`rebuild(start, end)` recomputes whole hours from the ledger, then the days that contain
-them from the hourly rows. On PostgreSQL it takes an
-advisory lock exclusively while drainers take it shared, so a rebuild never interleaves with
-a drain (a record committed between its delete and its read would otherwise be lost or
-counted twice). SQLite serialises writers on its own.
+`rebuild(start, end)` repairs whole hours, then the days that contain them, without a lock
+that ingest waits for, and in memory bounded by one hour's keys. Each hour's ledger and
+rollups are read in one snapshot (REPEATABLE READ on PostgreSQL; a read transaction on
+SQLite), and their difference is added to the rollups afterwards, like a drain's increment.
+Since a drain inserts its records and adds them to the rollups in one transaction, the
+difference seen in a snapshot is exactly the drift, and adding it is right however many
+drains commit in between. Two repairs at once would add a difference twice, so repairs
+(and only they) take an advisory lock of their own. `stale_hours` finds the hours whose
+request count, cost or tokens differ, with two SQL aggregates: what the periodic job
+repairs (reports/tasks.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from functools import partial
+from typing import TypeVar
 
 from django.db import connection, transaction
-from django.db.models import Sum
-from django.db.models.functions import TruncDay
+from django.db.models import Count, Min, Sum
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils.dateparse import parse_datetime
 
 from gateway.models import UsageRecord
@@ -38,8 +46,11 @@ from reports.models import (
 )
 from reports.upsert import Key, upsert
 
-# Arbitrary constant naming the rollup lock among PostgreSQL advisory locks.
-ROLLUP_LOCK_ID = 0x5E9081
+# Arbitrary constant naming the repairs' lock among PostgreSQL advisory locks.
+REPAIR_LOCK_ID = 0x5E9082
+HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
+_ZERO = Decimal(0)
+T = TypeVar("T")
 LEDGER_FIELDS = (
     "created_at",
     "team_id",
@@ -76,35 +87,167 @@ def apply(records: list[UsageRecord]) -> None:
     facts = (tuple(getattr(r, f) for f in LEDGER_FIELDS) for r in records)
     hourly = accumulate(facts, book)
     with transaction.atomic():
-        _lock(shared=True)
         upsert(HourlyRollup, hourly)
         upsert(DailyRollup, by_day(hourly))
 
 
 def rebuild(start: dt.datetime, end: dt.datetime) -> int:
-    """Recompute the hourly rollups of every hour touching [start, end) from the ledger, and
-    the daily rollups of the days touching it from the hourly ones.
-
-    Idempotent; returns the number of hourly rows written.
-    """
+    """Bring the hourly rollups of every hour touching [start, end) back in step with the
+    ledger, then the daily rollups of the days touching it with their hours (see the
+    module docstring). Idempotent; returns the number of hourly rows changed."""
     start, end = floor_hour(start), _ceil_hour(end)
-    first_day, end_day = floor_day(start), floor_day(end - dt.timedelta(microseconds=1))
-    end_day += dt.timedelta(days=1)
+    return repair(_hours(start, end))
+
+
+def repair(hours: list[dt.datetime]) -> int:
+    """`rebuild` for these hours (UTC, whole): returns the number of hourly rows changed.
+
+    Days the ledger no longer holds whole (pruned by `pruneledger`, whose roll-ups are the
+    only record left of them) are never touched."""
     book = PriceHistory.load()
-    with transaction.atomic():
-        _lock(shared=False)
-        HourlyRollup.objects.in_window(start, end).delete()
-        ledger = (
-            UsageRecord.objects.between(start, end)
+    changed = 0
+    kept = first_whole_day()
+    hours = [hour for hour in hours if kept is not None and hour >= kept]
+    with _repair_lock():
+        for hour in hours:
+            diff = _in_snapshot(partial(_hour_diff, hour, book))
+            _add_diff(HourlyRollup, diff, hour, hour + HOUR)
+            changed += len(diff)
+        for day in sorted({floor_day(hour) for hour in hours}):
+            diff = _in_snapshot(partial(_day_diff, day))
+            _add_diff(DailyRollup, diff, day, day + DAY)
+    return changed
+
+
+def first_whole_day() -> dt.datetime | None:
+    """The first UTC day the ledger holds whole, or None when it holds nothing. `pruneledger`
+    deletes whole days, oldest first; a day it was interrupted in has fewer ledger rows than
+    its daily roll-ups count, and is not whole."""
+    oldest = UsageRecord.objects.aggregate(at=Min("created_at"))["at"]
+    if oldest is None:
+        return None
+    day = floor_day(oldest)
+    rows = UsageRecord.objects.between(day, day + DAY).count()
+    rolled = DailyRollup.objects.filter(day=day).aggregate(n=Sum("requests"))["n"] or 0
+    return day + DAY if rolled > rows else day
+
+
+def stale_hours(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The hours touching [start, end) whose rollups count other requests, cost or tokens
+    than the ledger: two aggregates in one snapshot, no ledger row read in Python."""
+    start, end = floor_hour(start), _ceil_hour(end)
+
+    def compare() -> list[dt.datetime]:
+        ledger = {
+            row["at"]: (row["n"], usd_to_units(row["cost"] or _ZERO), row["i"] or 0, row["o"] or 0)
+            for row in UsageRecord.objects.between(start, end)
             .order_by()
-            .values_list(*LEDGER_FIELDS)
-            .iterator(chunk_size=5000)
+            .annotate(at=TruncHour("created_at", tzinfo=dt.UTC))
+            .values("at")
+            .annotate(
+                n=Count("id"), cost=Sum("cost_usd"), i=Sum("input_tokens"), o=Sum("output_tokens")
+            )
+        }
+        rolled = {
+            row["hour"]: (row["n"], row["cost"], row["i"], row["o"])
+            for row in HourlyRollup.objects.in_window(start, end)
+            .order_by()
+            .values("hour")
+            .annotate(
+                n=Sum("requests"),
+                cost=Sum("cost_units"),
+                i=Sum("input_tokens"),
+                o=Sum("output_tokens"),
+            )
+        }
+        return sorted(
+            hour
+            for hour in set(ledger) | set(rolled)
+            if ledger.get(hour, (0, 0, 0, 0)) != rolled.get(hour, (0, 0, 0, 0))
         )
-        hourly = accumulate(ledger, book)
-        upsert(HourlyRollup, hourly)
-        DailyRollup.objects.in_window(first_day, end_day).delete()
-        upsert(DailyRollup, _days_from_hours(first_day, end_day))
-    return len(hourly)
+
+    return _in_snapshot(compare)
+
+
+def _hours(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    hours, hour = [], start
+    while hour < end:
+        hours.append(hour)
+        hour += HOUR
+    return hours
+
+
+def _hour_diff(hour: dt.datetime, book: PriceHistory) -> dict[Key, list[int]]:
+    ledger = (
+        UsageRecord.objects.between(hour, hour + HOUR)
+        .order_by()
+        .values_list(*LEDGER_FIELDS)
+        .iterator(chunk_size=5000)
+    )
+    return _diff(accumulate(ledger, book), _rows(HourlyRollup, hour, hour + HOUR))
+
+
+def _day_diff(day: dt.datetime) -> dict[Key, list[int]]:
+    return _diff(_days_from_hours(day, day + DAY), _rows(DailyRollup, day, day + DAY))
+
+
+def _rows(model, start: dt.datetime, end: dt.datetime) -> dict[Key, list[int]]:
+    rows = (
+        model.objects.in_window(start, end)
+        .order_by()
+        .values_list(model.PERIOD_FIELD, *DIMENSION_FIELDS, *COUNTER_FIELDS)
+    )
+    width = 1 + len(DIMENSION_FIELDS)
+    return {(floor_hour(r[0]), *r[1:width]): list(r[width:]) for r in rows}
+
+
+def _diff(want: dict[Key, list[int]], have: dict[Key, list[int]]) -> dict[Key, list[int]]:
+    """What to add to `have` to make it `want`, for the keys where they differ."""
+    zero = [0] * len(COUNTER_FIELDS)
+    out = {}
+    for key in want.keys() | have.keys():
+        delta = [w - h for w, h in zip(want.get(key, zero), have.get(key, zero), strict=True)]
+        if any(delta):
+            out[key] = delta
+    return out
+
+
+def _add_diff(model, diff: dict[Key, list[int]], start: dt.datetime, end: dt.datetime) -> None:
+    """Add the difference (an increment, as a drain's) and drop the rows it emptied: a row
+    with no request left counts nothing (a drain adding to it meanwhile keeps it: the
+    DELETE re-checks a row another transaction changed)."""
+    if not diff:
+        return
+    with transaction.atomic():
+        upsert(model, diff)
+        model.objects.in_window(start, end).filter(requests=0).delete()
+
+
+def _in_snapshot(read: Callable[[], T]) -> T:
+    """`read()` in one consistent snapshot of the database (see the module docstring)."""
+    if connection.in_atomic_block:  # a caller's transaction: its isolation is the caller's
+        return read()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return read()
+
+
+@contextmanager
+def _repair_lock() -> Iterator[None]:
+    """One repair at a time (PostgreSQL; SQLite serialises writers, and the embedded mode
+    runs one process). Drains never take it."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [REPAIR_LOCK_ID])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [REPAIR_LOCK_ID])
 
 
 def _days_from_hours(start: dt.datetime, end: dt.datetime) -> dict[Key, list[int]]:
@@ -238,14 +381,6 @@ def fallback_extra_units(
 
 def _day(moment: dt.datetime) -> dt.date:
     return moment.astimezone(dt.UTC).date()
-
-
-def _lock(*, shared: bool) -> None:
-    if connection.vendor != "postgresql":
-        return
-    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {fn}(%s)", [ROLLUP_LOCK_ID])
 
 
 def floor_hour(moment: dt.datetime) -> dt.datetime:

@@ -14,13 +14,15 @@ RECENT = dt.timedelta(hours=2)
 
 @shared_task(name="reports.tasks.roll_up_recent", time_limit=300, soft_time_limit=240)
 def roll_up_recent() -> int:
-    """Recompute the last two hours of rollups from the ledger (idempotent).
+    """Repair the hours of the last two whose rollups drifted from the ledger (idempotent).
 
-    The drainer already keeps rollups current; this repairs any hour that drifted (a drainer
-    that died between its insert and its rollup cannot happen, but a manual ledger edit can).
-    """
+    The drainer already keeps rollups current (a drainer that dies between its insert and
+    its rollup cannot happen, but a manual ledger edit can). Two SQL aggregates find the
+    hours that differ (`rollups.stale_hours`); only those are recomputed, without a lock
+    the drainer waits for. Returns the number of hourly rows changed."""
     now = timezone.now()
-    return rollups.rebuild(now - RECENT, now)
+    stale = rollups.stale_hours(now - RECENT, now)
+    return rollups.repair(stale) if stale else 0
 
 
 @shared_task(name="reports.tasks.detect_incidents", time_limit=120, soft_time_limit=100)

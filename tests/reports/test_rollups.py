@@ -179,6 +179,54 @@ def test_roll_up_recent_repairs_the_last_two_hours_only(world):
     assert by_hour[rollups.floor_hour(old.created_at)] == 0  # outside the window: untouched
 
 
+def test_roll_up_recent_reads_no_ledger_row_while_nothing_drifted(world, monkeypatch):
+    now = timezone.now()
+    at = [now - dt.timedelta(minutes=5), now - dt.timedelta(minutes=70)]
+    write_ledger([make_record(world["acme"], created_at=t, output_tokens=9) for t in at])
+    recomputed: list[dt.datetime] = []
+    real = rollups._hour_diff
+
+    def counted(hour, book):
+        recomputed.append(hour)
+        return real(hour, book)
+
+    monkeypatch.setattr(rollups, "_hour_diff", counted)
+    assert roll_up_recent.apply().get() == 0 and recomputed == []
+    drifted = rollups.floor_hour(at[1])
+    HourlyRollup.objects.filter(hour=drifted).update(output_tokens=0)
+
+    assert roll_up_recent.apply().get() == 1
+    assert recomputed == [drifted]  # only the hour that differs is read again
+    assert HourlyRollup.objects.get(hour=drifted).output_tokens == 9
+    assert DailyRollup.objects.aggregate(o=Sum("output_tokens"))["o"] == 18
+
+
+def test_a_rebuild_drops_what_the_ledger_no_longer_holds_of_a_day_it_holds(world):
+    # Not the ledger's oldest day: a day with fewer rows than its roll-ups count there is
+    # one `pruneledger` was interrupted in, and it is kept as it is.
+    now, earlier = timezone.now(), timezone.now() - dt.timedelta(days=3)
+    kept = make_record(world["acme"], created_at=now, cost_usd="1")
+    gone = make_record(world["acme"], world["acme_chat"], created_at=now, cost_usd="2")
+    write_ledger([make_record(world["acme"], created_at=earlier), kept, gone])
+    UsageRecord.objects.filter(pk=gone.pk).delete()  # e.g. a row removed by hand
+
+    assert rollups.rebuild(now - dt.timedelta(hours=1), now) == 1
+    hour = HourlyRollup.objects.filter(hour=rollups.floor_hour(now))
+    assert list(hour.values_list("feature_key", "cost_units")) == [(0, 10**10)]
+    assert DailyRollup.objects.get(day=rollups.floor_day(now)).requests == 1
+
+
+def test_a_rebuild_keeps_the_roll_ups_of_pruned_days(world):
+    now = timezone.now()
+    old = now - dt.timedelta(days=40)
+    write_ledger([make_record(world["acme"], created_at=t, cost_usd="1") for t in (old, now)])
+    UsageRecord.objects.filter(created_at__lt=now - dt.timedelta(days=1)).delete()  # pruned
+
+    rollups.rebuild(old - dt.timedelta(days=1), now)
+    assert sorted(DailyRollup.objects.values_list("requests", flat=True)) == [1, 1]
+    assert HourlyRollup.objects.filter(hour=rollups.floor_hour(old)).exists()
+
+
 def test_percentiles_from_the_histogram_are_close_to_the_true_ones(world):
     rng = random.Random(3)
     latencies = [int(rng.lognormvariate(5.8, 0.6)) for _ in range(5000)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 from django.db import connection, connections, transaction
@@ -75,3 +76,55 @@ def test_concurrent_drainers_and_a_rebuild_lose_no_increment(world):
     assert totals == {"n": expected, "c": expected * 10**7}
     daily = DailyRollup.objects.aggregate(n=Sum("requests"), c=Sum("cost_units"))
     assert daily == totals
+
+
+def test_a_repair_neither_stalls_a_drain_nor_counts_its_records_twice(world, monkeypatch):
+    """The repair reads its snapshot, then a drain commits while that snapshot is still
+    open: the drain does not wait for the repair (it used to wait for its exclusive lock),
+    and the difference the repair adds afterwards covers only the drift it saw."""
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+
+    def drain(n: int) -> None:
+        batch = [
+            make_record(world["acme"], created_at=hour + dt.timedelta(minutes=i), cost_usd="0.01")
+            for i in range(n)
+        ]
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(batch)
+            rollups.apply(batch)
+
+    drain(10)
+    HourlyRollup.objects.update(cost_units=0)  # the drift to repair
+    read, drained = threading.Event(), threading.Event()
+    real = rollups._hour_diff
+
+    def read_then_wait(at, book):
+        diff = real(at, book)
+        read.set()
+        drained.wait(10)  # the snapshot stays open while the drain commits
+        return diff
+
+    monkeypatch.setattr(rollups, "_hour_diff", read_then_wait)
+    errors: list[BaseException] = []
+
+    def repairer() -> None:
+        try:
+            rollups.rebuild(hour, hour + dt.timedelta(hours=1))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=repairer)
+    thread.start()
+    assert read.wait(10)
+    started = time.monotonic()
+    drain(5)
+    took = time.monotonic() - started
+    drained.set()
+    thread.join(30)
+
+    assert errors == [] and took < 2
+    totals = HourlyRollup.objects.aggregate(n=Sum("requests"), c=Sum("cost_units"))
+    assert totals == {"n": 15, "c": 15 * 10**8}
+    assert DailyRollup.objects.aggregate(n=Sum("requests"), c=Sum("cost_units")) == totals

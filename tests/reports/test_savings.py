@@ -124,5 +124,5 @@ def test_rebuildrollups_restores_the_token_counts_of_rollups_written_before_the_
     assert savings()["baseline_usd"] == 0
     out = io.StringIO()
     call_command("rebuildrollups", "--since", "2d", stdout=out)
-    assert "hourly rollups rebuilt" in out.getvalue()
+    assert "hourly rollups repaired" in out.getvalue()
     assert savings() == before

@@ -1,6 +1,8 @@
-"""python manage.py rebuildrollups [--since 90d]: recompute the hourly and daily rollups from
-the ledger (idempotent). Run it once after upgrading to reports 0006 (savings): rollups
-written before it lack the token counts the savings are repriced from."""
+"""python manage.py rebuildrollups [--since 90d]: bring the hourly and daily rollups back in
+step with the ledger (idempotent), hour by hour, while the gateway runs (the drain does not
+wait for it; see reports/rollups.py); days the ledger no longer holds are left as they are.
+Run it once after upgrading to reports 0006 (savings): rollups written before it lack the
+token counts the savings are repriced from."""
 
 from __future__ import annotations
 
@@ -23,4 +25,4 @@ class Command(BaseCommand):
         except FilterError as exc:
             raise CommandError(f"--{exc.message}") from None
         written = rollups.rebuild(start, end)
-        self.stdout.write(f"{written} hourly rollups rebuilt from {start:%Y-%m-%d %H:%M} UTC")
+        self.stdout.write(f"{written} hourly rollups repaired from {start:%Y-%m-%d %H:%M} UTC")
