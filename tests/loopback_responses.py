@@ -99,7 +99,7 @@ def response(body: dict[str, Any], b: Behaviour, items: list[dict[str, Any]] | N
         "truncation": body.get("truncation", "disabled"),
         "usage": {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": b.cached_tokens},
+            "input_tokens_details": {"cached_tokens": b.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": b.reasoning_tokens},
             "total_tokens": prompt + output,
@@ -116,7 +116,8 @@ def frames(body: dict[str, Any], b: Behaviour) -> list[bytes]:
     def event(kind: str, **data: Any) -> bytes:
         return sse({"type": kind, "sequence_number": next(sequence), **data}, kind)
 
-    start = {**whole, "status": "in_progress", "output": [], "usage": None}
+    start = {k: v for k, v in whole.items() if k != "usage"}  # no usage yet (the spec's
+    start.update(status="in_progress", output=[])  # Response has it an object or absent)
     out = [event("response.created", response=start), event("response.in_progress", response=start)]
     for index, item in enumerate(items):
         if item["type"] == "message":

@@ -86,12 +86,17 @@ NOT_SERVED: list[tuple[dict[str, Any], str]] = [
     ({"input": "Hi", "store": True}, "store"),
     ({"input": "Hi", "previous_response_id": "resp_1"}, "previous_response_id"),
     ({"input": "Hi", "background": True}, "background"),
-    ({"input": "Hi", "truncation": "auto"}, "truncation"),
-    ({"input": "Hi", "include": ["message.output_text.logprobs"]}, "include"),
     ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].type"),
     ({"input": "Hi", "conversation": "conv_1"}, "conversation"),
     ({"input": "Hi", "max_tool_calls": 3}, "max_tool_calls"),
+]
+# Valid per CreateResponse, passed through to OpenAI-kind models only (chat cannot carry
+# them): served there, a 400 naming the parameter on any other model.
+NATIVE_ONLY: list[tuple[dict[str, Any], str]] = [
+    ({"input": "Hi", "truncation": "auto"}, "truncation"),
+    ({"input": "Hi", "include": ["message.output_text.logprobs"]}, "include"),
+    ({"input": "Hi", "top_logprobs": 2}, "top_logprobs"),
 ]
 # Invalid per CreateResponse: a 400 naming the parameter.
 INVALID: list[tuple[dict[str, Any], str]] = [
@@ -189,6 +194,23 @@ def test_what_is_not_served_is_a_400_naming_the_parameter(
     assert ok, response.text
     check_answer("ErrorResponse", response.json())
     assert openai_server.requests == []
+
+
+@pytest.mark.parametrize(("fields", "param"), NATIVE_ONLY)
+def test_what_only_openai_serves_is_passed_through_there_and_refused_by_name_elsewhere(
+    client, openai_server, anthropic_server, fields, param
+):
+    body = {"model": OPENAI_MODEL, **fields}
+    assert request_conforms(body) is None, request_conforms(body)
+    check_response(body, client.post("/responses", json=body))
+    assert openai_server.requests[-1].path == "/v1/responses"
+    refused = client.post("/responses", json={**body, "model": ANTHROPIC_MODEL})
+    error = refused.json().get("error") if refused.status_code == 400 else None
+    ok = error is not None and error["param"] == param
+    count(RESPONSES, "valid requests refused as documented", ok=ok)
+    assert ok, refused.text
+    check_answer("ErrorResponse", refused.json())
+    assert anthropic_server.requests == []
 
 
 def test_provider_failures_conform(client, openai_server):
