@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 import redis as redis_sync
 from django.core.mail import send_mail
-from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from budgets import spend
 from budgets.keys import DIGEST_CLAIM_TTL_S, digest_claim_key
 from budgets.models import Budget
 from budgets.windows import Window, previous_day
-from gateway.models import Team, UsageRecord
-from gateway.money import format_usd
+from gateway.models import Feature, Team
+from gateway.money import format_usd, units_to_usd
 
 
 def recipients(team: Team) -> list[str]:
@@ -25,10 +24,12 @@ def recipients(team: Team) -> list[str]:
     return list(emails)
 
 
-def _counts(row: dict) -> str:
+def _counts(sums: spend.Totals) -> str:
     """'3 served', then refused and failed requests when there were any."""
-    parts = [f"{row['served']} served"]
-    parts += [f"{row[k]} {k}" for k in ("refused", "failed") if row[k]]
+    parts = [f"{sums.served} served"]
+    parts += [
+        f"{n} {name}" for name, n in (("refused", sums.refused), ("failed", sums.failed)) if n
+    ]
     return ", ".join(parts)
 
 
@@ -36,32 +37,30 @@ def digest_text(*, team: Team, day: Window) -> str | None:
     """The digest of one day, or None when the team made no request that day.
 
     Served, refused (budgets, rate limits) and failed requests are counted apart: a refused
-    request is not traffic the team was served, and a day of refusals is news of its own."""
-    status = UsageRecord.Status
-    rows = list(
-        UsageRecord.objects.for_team(team)
-        .between(day.start, day.end)
-        .values("feature__name")
-        .annotate(
-            cost=Sum("cost_usd"),
-            served=Count("id", filter=Q(status=status.OK)),
-            refused=Count("id", filter=Q(status=status.REFUSED)),
-            failed=Count("id", filter=~Q(status__in=[status.OK, status.REFUSED])),
-        )
-        .order_by("feature__name")
-    )
-    if not rows:
+    request is not traffic the team was served, and a day of refusals is news of its own.
+    Read from `budgets.spend` (the roll-ups, once the reports app registered them)."""
+    by_feature = {
+        feature: sums
+        for (team_id, feature), sums in spend.totals(day.start, day.end, [team.pk]).items()
+        if team_id == team.pk
+    }
+    if not by_feature:
         return None
-    total = sum((r["cost"] or Decimal(0) for r in rows), start=Decimal(0))
-    day_counts = {k: sum(r[k] for r in rows) for k in ("served", "refused", "failed")}
+    names = dict(Feature.objects.filter(pk__in=by_feature).values_list("pk", "name"))
+    rows = sorted(
+        ((names.get(feature) or "(no feature)", sums) for feature, sums in by_feature.items()),
+        key=lambda row: (row[0] == "(no feature)", row[0]),
+    )
+    day_sums = spend.Totals()
+    for _, sums in rows:
+        day_sums.add(sums)
     lines = [
         f'Spend of team "{team.name}" on {day.key} ({team.timezone}): '
-        f"${format_usd(total)}; requests: {_counts(day_counts)}."
+        f"${format_usd(units_to_usd(day_sums.cost_units))}; requests: {_counts(day_sums)}."
     ]
     lines += [
-        f"  {r['feature__name'] or '(no feature)'}: ${format_usd(r['cost'] or Decimal(0))}"
-        f" ({_counts(r)})"
-        for r in rows
+        f"  {name}: ${format_usd(units_to_usd(sums.cost_units))} ({_counts(sums)})"
+        for name, sums in rows
     ]
     return "\n".join(lines)
 

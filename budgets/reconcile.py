@@ -1,4 +1,8 @@
-"""Rebuilding the live Redis counters from the ledger (the truth), and reporting drift."""
+"""Rebuilding the live Redis counters from the ledger (the truth), and reporting drift.
+
+The ledger's totals are read through `budgets.spend` (the roll-ups, once the reports app
+registered them): one query per distinct window for every budget in it, not one sum over
+the raw ledger per budget and window."""
 
 from __future__ import annotations
 
@@ -6,26 +10,26 @@ import logging
 from datetime import datetime
 
 import redis as redis_sync
-from django.db.models import Sum
 from django.utils import timezone
 
-from budgets import lua
+from budgets import lua, spend
 from budgets.keys import SPENT_GRACE_S, budget_keys
 from budgets.models import Budget
 from budgets.windows import Window, current_windows
-from gateway.models import UsageRecord
-from gateway.money import usd_to_units
 
 log = logging.getLogger(__name__)
 
 
 def ledger_units(*, budget: Budget, window: Window) -> int:
     """What the ledger says this budget spent in this window."""
-    records = UsageRecord.objects.for_team(budget.team_id).between(window.start, window.end)
+    return _units(budget, spend.totals(window.start, window.end, [budget.team_id]))
+
+
+def _units(budget: Budget, totals: dict[spend.Key, spend.Totals]) -> int:
     if budget.scope == Budget.Scope.FEATURE:
-        records = records.filter(feature_id=budget.feature_id)
-    total = records.aggregate(total=Sum("cost_usd"))["total"]
-    return usd_to_units(total) if total is not None else 0
+        found = totals.get((budget.team_id, budget.feature_id or 0))
+        return found.cost_units if found is not None else 0
+    return sum(t.cost_units for (team, _), t in totals.items() if team == budget.team_id)
 
 
 def rebuild_counters(
@@ -46,9 +50,16 @@ def rebuild_counters(
     now = now or timezone.now()
     script = redis.register_script(lua.RAISE_TO_LEDGER)
     report: dict = {"checked": 0, "raised": 0, "drift": []}
-    for budget in Budget.objects.filter(enabled=True).select_related("team").order_by("pk"):
-        for window in current_windows(budget.team.timezone, now):
-            ledger = ledger_units(budget=budget, window=window)
+    budgets = list(Budget.objects.filter(enabled=True).select_related("team").order_by("pk"))
+    windows = {b.pk: current_windows(b.team.timezone, now) for b in budgets}
+    teams: dict[tuple[datetime, datetime], set[int]] = {}
+    for budget in budgets:
+        for window in windows[budget.pk]:
+            teams.setdefault((window.start, window.end), set()).add(budget.team_id)
+    totals = {span: spend.totals(*span, ids) for span, ids in teams.items()}
+    for budget in budgets:
+        for window in windows[budget.pk]:
+            ledger = _units(budget, totals[(window.start, window.end)])
             ttl_ms = window.ttl_ms(SPENT_GRACE_S, now.timestamp())
             counter = int(
                 script(keys=[budget_keys(budget.pk, window.key).spent], args=[ledger, ttl_ms])

@@ -37,6 +37,7 @@ COUNTER_FIELDS: tuple[str, ...] = (
     "errors",
     "refused",
     "stream_errors",
+    "lost",
     "fallbacks",
     "input_tokens",
     "output_tokens",
@@ -108,6 +109,9 @@ class Rollup(models.Model):
     errors = models.BigIntegerField(default=0)
     refused = models.BigIntegerField(default=0)
     stream_errors = models.BigIntegerField(default=0)
+    lost = models.BigIntegerField(
+        default=0, help_text="Requests whose serving process died before they were recorded."
+    )
     fallbacks = models.BigIntegerField(default=0, help_text="Requests that needed > 1 attempt.")
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)

@@ -329,6 +329,7 @@ def _add(row: list[int], fact: tuple, book: PriceHistory) -> None:
     row[i["errors"]] += status == UsageRecord.Status.ERROR
     row[i["refused"]] += status == UsageRecord.Status.REFUSED
     row[i["stream_errors"]] += status == UsageRecord.Status.STREAM_ERROR
+    row[i["lost"]] += status == UsageRecord.Status.LOST
     # A fallback is a request a later model rescued; one that failed on every model is an
     # error (counted above), not a fallback.
     rescued = attempts > 1 and status in _RESCUED

@@ -17,6 +17,7 @@ from budgets.tasks import reconcile_counters
 from budgets.windows import previous_day
 from gateway.models import UsageRecord
 from gateway.money import usd_to_units
+from reports import rollups
 from tests.budgets.conftest import pin_clock
 from tests.factories import make_budget, make_feature, make_team
 
@@ -27,7 +28,8 @@ _ids = itertools.count()
 
 
 def spend(team, usd: str, at: datetime, feature=None, status=UsageRecord.Status.OK) -> None:
-    UsageRecord.objects.create(
+    """A ledger row, rolled up as the drain does it (reconcile and digests read roll-ups)."""
+    record = UsageRecord.objects.create(
         request_id=f"req-{next(_ids)}",
         team=team,
         feature=feature,
@@ -35,6 +37,7 @@ def spend(team, usd: str, at: datetime, feature=None, status=UsageRecord.Status.
         cost_usd=Decimal(usd),
         status=status,
     )
+    rollups.apply([record])
 
 
 def units(usd: str) -> int:

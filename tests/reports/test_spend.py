@@ -1,0 +1,69 @@
+"""Budget windows' totals from the roll-ups (what reconciliation and digests read) equal
+the ledger's, to the unit, in any time zone: whole days and hours from the roll-ups, the
+minutes of a half-hour or quarter-hour zone's midnight from the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from budgets import spend
+from budgets.windows import current_windows, previous_day
+from reports.spend import from_rollups
+from tests.reports.conftest import make_record, write_ledger
+
+ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]
+
+
+def scattered_ledger(world, rng: random.Random, n: int, now: dt.datetime) -> None:
+    """n records over the last 40 days, every status, whole-minute and odd timestamps."""
+    owners = [
+        (world["acme"], world["acme_chat"]),
+        (world["acme"], world["acme_search"]),
+        (world["acme"], None),
+        (world["globex"], world["globex_chat"]),
+    ]
+    records = []
+    for _ in range(n):
+        team, feature = rng.choice(owners)
+        at = now - dt.timedelta(seconds=rng.randrange(40 * 86400))
+        records.append(
+            make_record(
+                team,
+                feature,
+                created_at=at,
+                status=rng.choice(["ok"] * 6 + ["error", "refused", "stream_error", "lost"]),
+                cost_usd=Decimal(rng.randrange(10**9)) / 10**10,
+            )
+        )
+    write_ledger(records)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_window_totals_from_the_roll_ups_equal_the_ledgers(world, zone):
+    now = timezone.now()
+    scattered_ledger(world, random.Random(zone), 600, now)
+    windows = [*current_windows(zone, now), previous_day(zone, now)]
+    for window in windows:
+        rolled = from_rollups(window.start, window.end)
+        assert rolled == spend.from_ledger(window.start, window.end), window
+        assert rolled  # the ledger has rows in every one of these windows
+    only = [world["globex"].pk]
+    day = windows[0]
+    assert from_rollups(day.start, day.end, only) == spend.from_ledger(day.start, day.end, only)
+
+
+def test_a_window_inside_one_hour_is_read_from_the_ledger(world):
+    now = timezone.now()
+    write_ledger([make_record(world["acme"], created_at=now, cost_usd="0.5")])
+    start = now - dt.timedelta(minutes=1)
+    (totals,) = from_rollups(start, now + dt.timedelta(minutes=1)).values()
+    assert (totals.cost_units, totals.served) == (5 * 10**9, 1)
+
+
+def test_the_budgets_read_the_roll_ups_once_the_reports_app_is_ready():
+    assert spend._reader is from_rollups
