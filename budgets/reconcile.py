@@ -18,18 +18,63 @@ from budgets.models import Budget
 from budgets.windows import Window, current_windows
 
 log = logging.getLogger(__name__)
+PIPELINE = 1000  # windows raised per Redis round trip
 
 
 def ledger_units(*, budget: Budget, window: Window) -> int:
     """What the ledger says this budget spent in this window."""
-    return _units(budget, spend.totals(window.start, window.end, [budget.team_id]))
+    return _units(budget, _Spent(spend.totals(window.start, window.end, [budget.team_id])))
 
 
-def _units(budget: Budget, totals: dict[spend.Key, spend.Totals]) -> int:
+class _Spent:
+    """A window's spend in units, per team and feature and per team."""
+
+    __slots__ = ("by_feature", "by_team")
+
+    def __init__(self, totals: dict[spend.Key, spend.Totals]) -> None:
+        self.by_feature = {key: sums.cost_units for key, sums in totals.items()}
+        self.by_team: dict[int, int] = {}
+        for (team, _), units in self.by_feature.items():
+            self.by_team[team] = self.by_team.get(team, 0) + units
+
+
+def _units(budget: Budget, spent: _Spent) -> int:
     if budget.scope == Budget.Scope.FEATURE:
-        found = totals.get((budget.team_id, budget.feature_id or 0))
-        return found.cost_units if found is not None else 0
-    return sum(t.cost_units for (team, _), t in totals.items() if team == budget.team_id)
+        return spent.by_feature.get((budget.team_id, budget.feature_id or 0), 0)
+    return spent.by_team.get(budget.team_id, 0)
+
+
+def _compare(
+    report: dict, budget: Budget, window: Window, ledger: int, counter: int, expected: str
+) -> None:
+    report["checked"] += 1
+    if counter == ledger:
+        return
+    report["raised"] += counter < ledger
+    report["drift"].append(
+        {
+            "budget_id": budget.pk,
+            "window": window.name,
+            "window_key": window.key,
+            "redis_units": counter,
+            "ledger_units": ledger,
+            "drift_units": counter - ledger,
+        }
+    )
+    if expected:
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING if counter < ledger else logging.INFO
+    log.log(
+        level,
+        "budget %s %s %s: redis %s units, ledger %s units%s",
+        budget.pk,
+        window.name,
+        window.key,
+        counter,
+        ledger,
+        " (raised to the ledger)" if counter < ledger else "",
+    )
 
 
 def rebuild_counters(
@@ -56,42 +101,21 @@ def rebuild_counters(
     for budget in budgets:
         for window in windows[budget.pk]:
             teams.setdefault((window.start, window.end), set()).add(budget.team_id)
-    totals = {span: spend.totals(*span, ids) for span, ids in teams.items()}
-    for budget in budgets:
-        for window in windows[budget.pk]:
-            ledger = _units(budget, totals[(window.start, window.end)])
+    totals = {span: _Spent(spend.totals(*span, ids)) for span, ids in teams.items()}
+    checks = [
+        (budget, window, _units(budget, totals[(window.start, window.end)]))
+        for budget in budgets
+        for window in windows[budget.pk]
+    ]
+    for first in range(0, len(checks), PIPELINE):  # one round trip per PIPELINE windows
+        batch = checks[first : first + PIPELINE]
+        pipe = redis.pipeline(transaction=False)
+        for budget, window, ledger in batch:
             ttl_ms = window.ttl_ms(SPENT_GRACE_S, now.timestamp())
-            counter = int(
-                script(keys=[budget_keys(budget.pk, window.key).spent], args=[ledger, ttl_ms])
-            )
-            report["checked"] += 1
-            if counter == ledger:
-                continue
-            report["raised"] += counter < ledger
-            report["drift"].append(
-                {
-                    "budget_id": budget.pk,
-                    "window": window.name,
-                    "window_key": window.key,
-                    "redis_units": counter,
-                    "ledger_units": ledger,
-                    "drift_units": counter - ledger,
-                }
-            )
-            if expected:
-                level = logging.DEBUG
-            else:
-                level = logging.WARNING if counter < ledger else logging.INFO
-            log.log(
-                level,
-                "budget %s %s %s: redis %s units, ledger %s units%s",
-                budget.pk,
-                window.name,
-                window.key,
-                counter,
-                ledger,
-                " (raised to the ledger)" if counter < ledger else "",
-            )
+            keys = [budget_keys(budget.pk, window.key).spent]
+            script(keys=keys, args=[ledger, ttl_ms], client=pipe)
+        for (budget, window, ledger), counter in zip(batch, pipe.execute(), strict=True):
+            _compare(report, budget, window, ledger, int(counter), expected)
     if expected and report["raised"]:
         log.info("%s budget counters restored from the ledger (%s)", report["raised"], expected)
     return report
