@@ -89,7 +89,6 @@ class InboundChat(ChatOperation):
         self.translated = Translated({})
         self.call: services.Call | None = None
         self.error: GatewayError | None = None
-        self.native_answer: dict[str, Any] | None = None
 
     def parse(self, call: services.Call, data: Any) -> dict[str, Any]:
         self.call = call  # authenticated by now: a refused translation has its team
