@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.inbound.anthropic_messages import STOP_REASONS, usage
+from gateway.inbound.bridge import relay
 from gateway.providers.base import NATIVE_EVENT
 
 
@@ -121,30 +122,18 @@ async def events(
                 yield frame
 
 
-_HELD = ("message_delta", "message_stop")
+_HELD = frozenset({"message_delta", "message_stop"})
 
 
-async def _relayed(
+def _relayed(
     first: dict[str, Any], chunks: AsyncGenerator[dict[str, Any], None], message_id: str
 ) -> AsyncGenerator[bytes, None]:
-    held: list[dict[str, Any]] = []
-    chunk: dict[str, Any] | None = first
-    while chunk is not None:
-        if "error" in chunk:
-            yield _error(chunk)
-            return
-        data = chunk.get(NATIVE_EVENT)
-        if isinstance(data, dict):  # the gateway's last chunk (its usage) carries none
-            kind = str(data.get("type") or "")
-            if kind == "message_start":
-                data = {**data, "message": {**data.get("message", {}), "id": message_id}}
-            if kind in _HELD:
-                held.append(data)
-            else:
-                yield event(kind, data)
-        chunk = await anext(chunks, None)
-    for data in held:
-        yield event(str(data["type"]), data)
+    def own(data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("type") != "message_start":
+            return data
+        return {**data, "message": {**data.get("message", {}), "id": message_id}}
+
+    return relay(first, chunks, held=_HELD, own=own, failed=lambda chunk, _last: _error(chunk))
 
 
 def _error(chunk: dict[str, Any]) -> bytes:

@@ -23,7 +23,7 @@ from gateway import services, streaming
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.operations.base import Answer
 from gateway.operations.chat import ChatOperation
-from gateway.providers.base import ChatRequest, Native, ProviderAdapter
+from gateway.providers.base import NATIVE_EVENT, ChatRequest, Native, ProviderAdapter
 from gateway.snapshot import ModelSnap
 
 _DATA = b"data: "
@@ -168,6 +168,43 @@ async def run_chat(
         out.body = answer.body
         out.native = answer.native
     return out
+
+
+async def relay(
+    first: dict[str, Any],
+    chunks: AsyncGenerator[dict[str, Any], None],
+    *,
+    held: frozenset[str],
+    own: Callable[[dict[str, Any]], dict[str, Any]],
+    failed: Callable[[dict[str, Any], dict[str, Any]], bytes],
+) -> AsyncGenerator[bytes, None]:
+    """A passed-through stream's own events (each chunk's NATIVE_EVENT, from `first` on), as
+    the provider named them. `own(event)` gives the event the gateway's ids; the `held`
+    events (the ones that say the answer is complete) wait until the chat stream has ended
+    well, and its error chunk becomes `failed(chunk, the last event relayed)` instead."""
+    waiting: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    chunk: dict[str, Any] | None = first
+    while chunk is not None:
+        if "error" in chunk:
+            yield failed(chunk, last)
+            return
+        data = chunk.get(NATIVE_EVENT)
+        if isinstance(data, dict):  # the gateway's last chunk (its usage) carries none
+            last = data = own(data)
+            if data.get("type") in held:
+                waiting.append(data)
+            else:
+                yield named_event(data)
+        chunk = await anext(chunks, None)
+    for data in waiting:
+        yield named_event(data)
+
+
+def named_event(data: dict[str, Any]) -> bytes:
+    """A server-sent event named after its data's `type`, as Anthropic and OpenAI send them."""
+    kind = str(data.get("type") or "")
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 async def _chunks(events: AsyncIterator[bytes]) -> AsyncGenerator[dict[str, Any], None]:

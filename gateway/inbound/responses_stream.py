@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.inbound import responses as fmt
+from gateway.inbound.bridge import relay
 from gateway.providers.base import NATIVE_EVENT
 from gateway.providers.openai_responses import TERMINAL
 
@@ -148,38 +149,24 @@ async def events(
                 yield frame
 
 
-async def _relayed(
+def _relayed(
     first: dict[str, Any],
     chunks: AsyncGenerator[dict[str, Any], None],
     request: dict[str, Any],
     response_id: str,
 ) -> AsyncGenerator[bytes, None]:
-    held: list[dict[str, Any]] = []
-    sequence = 0
-    chunk: dict[str, Any] | None = first
-    while chunk is not None:
-        if "error" in chunk:
-            w = _Writer(request, response_id, str(first.get("model") or ""))
-            w.sequence = sequence
-            yield _failed(w, chunk)
-            return
-        data = chunk.get(NATIVE_EVENT)
-        if isinstance(data, dict):  # the gateway's last chunk (its usage) carries none
-            if isinstance(data.get("response"), dict):
-                data = {**data, "response": {**data["response"], "id": response_id}}
-            sequence = int(data.get("sequence_number") or sequence) + 1
-            if data.get("type") in TERMINAL:
-                held.append(data)
-            else:
-                yield _frame(data)
-        chunk = await anext(chunks, None)
-    for data in held:
-        yield _frame(data)
+    def own(data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(data.get("response"), dict):
+            return data
+        return {**data, "response": {**data["response"], "id": response_id}}
 
+    def failed(chunk: dict[str, Any], last: dict[str, Any]) -> bytes:
+        w = _Writer(request, response_id, str(first.get("model") or ""))
+        seen = last.get("sequence_number")
+        w.sequence = seen + 1 if isinstance(seen, int) else 0  # OpenAI's numbering goes on
+        return _failed(w, chunk)
 
-def _frame(data: dict[str, Any]) -> bytes:
-    kind = str(data.get("type") or "")
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return relay(first, chunks, held=TERMINAL, own=own, failed=failed)
 
 
 def _failed(w: _Writer, chunk: dict[str, Any]) -> bytes:
