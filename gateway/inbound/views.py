@@ -15,6 +15,7 @@ from gateway.auth import authenticate
 from gateway.errors import GatewayError, InvalidRequest, error_response
 from gateway.inbound import (
     anthropic_messages,
+    anthropic_native,
     anthropic_stream,
     bridge,
     responses,
@@ -61,7 +62,7 @@ class MessagesView(InlineAPIView):
         def translate() -> bridge.Translated:
             beta = _anthropic_headers(headers)
             data = parse_json(read_body(request._request))
-            return anthropic_messages.passthrough(data, beta)
+            return anthropic_native.passthrough(data, beta)
 
         answer = await bridge.run_chat(headers=headers, translate=translate, endpoint="messages")
         call = answer.call
@@ -95,7 +96,7 @@ class CountTokensView(InlineAPIView):
             await authenticate(headers.get("authorization"), headers.meta)
             _anthropic_headers(RequestHeaders(request))
             data = parse_json(read_body(request._request))
-            stripped, _only = anthropic_messages.split_native(data)
+            stripped, _only = anthropic_native.split_native(data)
             chat = anthropic_messages.to_chat(stripped, count_only=True)
         except GatewayError as error:
             return anthropic_error(error, request_id, {})
