@@ -10,6 +10,7 @@ only one that takes rate tokens or holds budget: the spend and release scripts
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -163,7 +164,14 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
         inflight.queue_register(trip, call, units)
         first = call.chain[0].provider.name
         circuit_reply = circuit.queue_read(trip, first)
-        replies = await trip.send()
+        try:
+            replies = await trip.send()
+        except asyncio.CancelledError:
+            # The client went away while its admission was on the wire. The shared pipeline
+            # runs the script all the same: count the hold as taken, and have `fail` wait
+            # for the pipeline before it releases the hold and removes the in-flight entry.
+            call.reservation, call.admitting = admission.reservation, trip.landed
+            raise
         call.circuit_states[first] = replies[circuit_reply]
         reply = replies[admission.index]
         if call.cache_key and admission.cache_checked(reply):

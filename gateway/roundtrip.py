@@ -64,6 +64,10 @@ class RoundTrip:
         self._calls: list[tuple[Any, ...]] = []
         self._scripts: dict[int, str] = {}  # index of an EVALSHA: its source
         self._fallbacks: list[tuple[int, Callable[[], None]]] = []
+        # Set by `send()`: the shared pipeline's replies for this trip. It completes even
+        # when the request that sent it is cancelled while it waits, since the pipeline
+        # runs for the others all the same.
+        self.landed: asyncio.Future | None = None
 
     def add(self, *command: Any) -> int:
         """Queue one command, in Redis's words (`"HMGET", key, "a", "b"`); returns the index
@@ -89,7 +93,8 @@ class RoundTrip:
         raises its error (a connection error fails them all)."""
         if not self._calls:
             return []
-        replies = await _share(self.redis, self._calls, self._fallbacks)
+        self.landed = _join(self.redis, self._calls, self._fallbacks)
+        replies = await asyncio.shield(self.landed)  # cancelling one does not cancel the rest
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 await self.redis.script_load(self._scripts[i])
@@ -109,7 +114,8 @@ class _Shared:
     fallbacks: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
 
-async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
+def _join(redis, calls: list, fallbacks: list) -> asyncio.Future:
+    """Join this loop turn's shared pipeline; the future of `calls`' replies."""
     loop = asyncio.get_running_loop()
     key = (loop, id(redis))
     open_trips = state().shared_trips  # the pipelines joined this turn (gateway/process.py)
@@ -123,7 +129,7 @@ async def _share(redis, calls: list, fallbacks: list) -> list[Any]:
     shared.waiters.append((start, len(calls), replies))
     shared.fallbacks.extend((start + index, fallback) for index, fallback in fallbacks)
     shared.calls.extend(calls)
-    return await asyncio.shield(replies)  # a cancelled request does not cancel the others'
+    return replies
 
 
 async def _send_shared(open_trips: dict, key, shared: _Shared) -> None:

@@ -68,6 +68,7 @@ class Call:
     cache_ttl: int = 0
     cache_status: str = "bypass"
     reservation: Any = None
+    admitting: asyncio.Future | None = None  # admission's round trip, if cancelled during it
     # One entry per model tried: "error" is the generic reason a client may read ("" when it
     # answered), "detail" the provider's own account, scrubbed, for the ledger only.
     attempts: list[dict[str, str]] = field(default_factory=list)
@@ -416,6 +417,8 @@ async def fail(call: Call, error: GatewayError) -> None:
 
 
 async def _fail(call: Call, error: GatewayError) -> None:
+    if call.admitting is not None:  # its hold is taken once the pipeline has run, not before
+        await asyncio.wait([call.admitting])
     if call.reservation is not None:
         try:
             await budgets.release(redis=runtime.aredis(), reservation=call.reservation)
