@@ -1,8 +1,13 @@
 """Today's and this month's spend per team and feature, against their budgets.
 
-Budget windows start at midnight in the team's time zone. Rollups are per UTC hour, so a
-zone with a half-hour offset has its window start rounded up to the next whole hour here;
-the hard limits themselves are enforced exactly by the gateway, not by this page.
+Budget windows start at midnight in the team's time zone. They are read from the roll-ups
+(reports/spend.py: whole UTC days from the daily ones, the hours at the edges from the
+hourly ones, this hour's so far included), so a zone with a half-hour offset has its window
+start rounded up to the next whole hour here; the hard limits themselves are enforced
+exactly by the gateway, not by this page.
+
+The page lists the TABLE_BUDGETS budgets nearest their limits (of thousands, the ones to
+look at) and counts the rest; a team's or feature's filter shows its own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import zoneinfo
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db.models import Q, Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -24,9 +28,24 @@ from gateway.models import Team
 from gateway.money import units_to_usd
 from gateway.runtime import sync_redis
 from reports.filters import ReportFilters
-from reports.models import HourlyRollup
+from reports.rollups import floor_day, floor_hour
+from reports.spend import from_rollups
 
 log = logging.getLogger(__name__)
+HOUR = dt.timedelta(hours=1)
+TABLE_BUDGETS = 50  # budgets listed, nearest their limits first; the rest are counted
+BUDGET_FIELDS = (
+    "id",
+    "team_id",
+    "team__name",
+    "team__timezone",
+    "feature_id",
+    "feature__name",
+    "hard",
+    "daily_limit_usd",
+    "monthly_limit_usd",
+    "alert_thresholds",
+)
 
 Spend = dict[tuple[int, int], tuple[int, int]]  # (team, feature key) -> (today, month) units
 
@@ -38,42 +57,50 @@ def window_starts(tz_name: str, now: dt.datetime) -> tuple[dt.datetime, dt.datet
     return day.astimezone(dt.UTC), day.replace(day=1).astimezone(dt.UTC)
 
 
-def spend_by_team_feature(teams: list[Team], now: dt.datetime) -> Spend:
-    """One aggregate query per distinct team time zone."""
+def spend_by_team_feature(
+    teams: list[tuple[int, str]], now: dt.datetime, *, every: bool = False
+) -> Spend:
+    """Per team and feature key, today's and this month's spend in each team's time zone
+    (`teams`: (id, time zone) pairs): a few grouped queries per distinct time zone
+    (`every`: `teams` are all the teams, so a zone that holds them all is read without a
+    list of ids)."""
     by_zone: dict[str, list[int]] = defaultdict(list)
-    for team in teams:
-        by_zone[team.timezone].append(team.id)
+    for team_id, tz_name in teams:
+        by_zone[tz_name].append(team_id)
+    # To the end of this UTC day: today's daily roll-up holds what was drained so far, and
+    # nothing is later, so a UTC day is one daily row per feature, not an hourly row per hour.
+    end = floor_day(now) + dt.timedelta(days=1)
     spend: Spend = {}
     for tz_name, team_ids in by_zone.items():
-        day_start, month_start = window_starts(tz_name, now)
-        rows = (
-            HourlyRollup.objects.filter(team_id__in=team_ids, hour__gte=month_start)
-            .order_by()
-            .values("team_id", "feature_key")
-            .annotate(
-                today=Sum("cost_units", filter=Q(hour__gte=day_start)), month=Sum("cost_units")
-            )
-        )
-        for row in rows:
-            spend[(row["team_id"], row["feature_key"])] = (row["today"] or 0, row["month"] or 0)
+        day_start, month_start = (_ceil_hour(t) for t in window_starts(tz_name, now))
+        ids = None if every and len(by_zone) == 1 else team_ids
+        today = from_rollups(day_start, end, ids)
+        for key, totals in from_rollups(month_start, end, ids).items():
+            spend[key] = (today[key].cost_units if key in today else 0, totals.cost_units)
     return spend
 
 
-def reserved_now(budgets: list[Budget]) -> dict[int, tuple[int | None, int | None]]:
-    """What requests in flight hold on each budget today and this month (live, from Redis's
-    counters; None when Redis cannot be read). One MGET for the page."""
+def _ceil_hour(moment: dt.datetime) -> dt.datetime:
+    floored = floor_hour(moment)
+    return floored if floored == moment else floored + HOUR
+
+
+def reserved_now(budgets: list[tuple[int, str]]) -> dict[int, tuple[int | None, int | None]]:
+    """What requests in flight hold on each budget ((id, its team's time zone) pairs) today
+    and this month (live, from Redis's counters; None when Redis cannot be read). One MGET
+    for the budgets listed."""
     keys = []
-    for b in budgets:
-        keys += [budget_keys(b.pk, w.key).reserved for w in current_windows(b.team.timezone)]
+    for pk, tz_name in budgets:
+        keys += [budget_keys(pk, w.key).reserved for w in current_windows(tz_name)]
     if not keys:
         return {}
     try:
         values = sync_redis().mget(keys)
     except (RedisError, OSError) as exc:
         log.warning("reserved amounts unavailable: %s", exc)
-        return {b.pk: (None, None) for b in budgets}
+        return {pk: (None, None) for pk, _ in budgets}
     units = [int(v or 0) for v in values]
-    return {b.pk: (units[2 * i], units[2 * i + 1]) for i, b in enumerate(budgets)}
+    return {pk: (units[2 * i], units[2 * i + 1]) for i, (pk, _) in enumerate(budgets)}
 
 
 def _window(
@@ -94,37 +121,53 @@ def _window(
 
 
 def budget_overview(f: ReportFilters) -> dict:
-    teams = list(
-        Team.objects.all() if f.team_ids is None else Team.objects.filter(id__in=f.team_ids)
+    teams = Team.objects.all() if f.team_ids is None else Team.objects.filter(id__in=f.team_ids)
+    every = f.team_ids is None
+    spend = spend_by_team_feature(
+        list(teams.values_list("id", "timezone")), timezone.now(), every=every
     )
-    spend = spend_by_team_feature(teams, timezone.now())
     picked = [(k, v) for k, v in spend.items() if f.feature_keys is None or k[1] in f.feature_keys]
+    per_team: dict[int, tuple[int, int]] = {}
+    for (team_id, _), (today, month) in spend.items():
+        before = per_team.get(team_id, (0, 0))
+        per_team[team_id] = (before[0] + today, before[1] + month)
+    enabled = Budget.objects.filter(enabled=True)
+    if not every:
+        enabled = enabled.filter(team_id__in=f.team_ids)
     budgets = []
-    rows = list(
-        Budget.objects.filter(enabled=True, team__in=teams).select_related("team", "feature")
+    for b in enabled.values(*BUDGET_FIELDS).order_by():
+        if b["feature_id"]:
+            today, month = spend.get((b["team_id"], b["feature_id"]), (0, 0))
+        else:
+            today, month = per_team.get(b["team_id"], (0, 0))
+        thresholds = b["alert_thresholds"]
+        row = {
+            "id": b["id"],
+            "team": b["team__name"],
+            "feature": b["feature__name"] or "",
+            "hard": b["hard"],
+            "daily": _window(today, b["daily_limit_usd"], thresholds),
+            "monthly": _window(month, b["monthly_limit_usd"], thresholds),
+        }
+        budgets.append((b["team__timezone"], row))
+    budgets.sort(
+        key=lambda pair: (-_used(pair[1]), pair[1]["team"], pair[1]["feature"], pair[1]["id"])
     )
-    reserved = reserved_now(rows)
-    for budget in rows:
-        held = reserved.get(budget.id, (0, 0))
-        keys = [k for k in spend if k[0] == budget.team_id]
-        if budget.feature_id:
-            keys = [k for k in keys if k[1] == budget.feature_id]
-        today = sum(spend[k][0] for k in keys)
-        month = sum(spend[k][1] for k in keys)
-        budgets.append(
-            {
-                "id": budget.id,
-                "team": budget.team.name,
-                "feature": budget.feature.name if budget.feature_id else "",
-                "hard": budget.hard,
-                "daily": _window(today, budget.daily_limit_usd, budget.alert_thresholds, held[0]),
-                "monthly": _window(
-                    month, budget.monthly_limit_usd, budget.alert_thresholds, held[1]
-                ),
-            }
-        )
+    shown = budgets[:TABLE_BUDGETS]
+    reserved = reserved_now([(row["id"], tz_name) for tz_name, row in shown])
+    for _, row in shown:
+        held = reserved.get(row["id"], (0, 0))
+        for window, units in zip(("daily", "monthly"), held, strict=True):
+            if row[window] is not None:
+                row[window]["reserved_usd"] = None if units is None else units_to_usd(units)
     return {
         "spend_today_usd": units_to_usd(sum(v[0] for _, v in picked)),
         "spend_month_usd": units_to_usd(sum(v[1] for _, v in picked)),
-        "budgets": budgets,
+        "budgets": [row for _, row in shown],
+        "budgets_hidden": len(budgets) - len(shown),
     }
+
+
+def _used(budget: dict) -> float:
+    """How near its limit a budget is: the larger of its windows' percentages."""
+    return max((w["percent"] for w in (budget["daily"], budget["monthly"]) if w), default=0.0)

@@ -11,16 +11,16 @@ import calendar
 import datetime as dt
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from budgets.models import Budget
-from gateway.models import Feature, Team
+from gateway.models import Feature
 from gateway.money import QUANTUM, units_to_usd
 from gateway.pricehistory import PriceHistory
 from reports.filters import ReportFilters
-from reports.models import DailyRollup
-from reports.savings import Savings, savings_by
+from reports.models import DailyRollup, RollupQuerySet
+from reports.savings import Savings, savings_by, total_savings
 
 
 def month_bounds(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -73,36 +73,32 @@ TABLE_TEAMS = 50
 
 def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
     """Rows per team, each followed by its features (named team/feature): the TABLE_TEAMS
-    teams that spent most, in name order, then one row summing the others."""
+    teams that spent most, in name order, then one row summing the others. Only the teams
+    shown are priced feature by feature; the others are summed in SQL."""
     now = timezone.now()
     start, end = month_bounds(now)
     qs = DailyRollup.objects.in_window(start, end).for_teams(f.team_ids)
     qs = qs.for_features(f.feature_keys)
+    teams, hidden = top_teams(qs, TABLE_TEAMS)
     per_team: dict[int, list[tuple[int, Savings]]] = {}
-    for (team_id, key), s in savings_by(qs, ["team_id", "feature_key"], book=book).items():
+    shown = qs.filter(team_id__in=teams)
+    for (team_id, key), s in savings_by(shown, ["team_id", "feature_key"], book=book).items():
         per_team.setdefault(team_id, []).append((key, s))
-    spent = {t: sum(s.spend for _, s in found) for t, found in per_team.items()}
-    shown = sorted(per_team, key=lambda t: (-spent[t], t))[:TABLE_TEAMS]
-    teams = dict(Team.objects.filter(id__in=shown).values_list("id", "name"))
     features = dict(Feature.objects.filter(team_id__in=teams).values_list("id", "name"))
     limits = monthly_limits(set(teams))
     rows = []
     for team_id in sorted(teams, key=teams.get):
         team_total = Savings()
         feature_rows = []
-        found = sorted(per_team[team_id], key=lambda kv: features.get(kv[0], ""))
+        found = sorted(per_team.get(team_id, []), key=lambda kv: features.get(kv[0], ""))
         for key, s in found:
             team_total.add(s)
             name = f"{teams[team_id]}/{features.get(key, '(no feature)')}"
             feature_rows.append(_row(name, s, limits.get((team_id, key)), now, team=False))
         rows.append(_row(teams[team_id], team_total, limits.get((team_id, 0)), now, team=True))
         rows.extend(feature_rows)
-    others = Savings()
-    for team_id in set(per_team) - set(teams):
-        for _, s in per_team[team_id]:
-            others.add(s)
-    hidden = len(per_team) - len(teams)
     if hidden:
+        others = total_savings(qs.exclude(team_id__in=teams), book=book)
         rows.append(_row(f"{hidden:,} other teams", others, None, now, team=True))
     return {
         "start": start.date(),
@@ -110,6 +106,21 @@ def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
         "rows": rows,
         "other_teams": hidden,
     }
+
+
+def top_teams(qs: RollupQuerySet, n: int) -> tuple[dict[int, str], int]:
+    """The `n` teams of `qs` that spent most (id: name; ties in name order), and how many
+    of its other teams are left out. Two grouped queries, however many teams."""
+    ranked = (
+        qs.order_by()
+        .values("team_id", "team__name")
+        .annotate(spent=Sum("cost_units"))
+        .order_by("-spent", "team__name")[:n]
+    )
+    teams = {r["team_id"]: r["team__name"] for r in ranked}
+    if len(teams) < n:
+        return teams, 0
+    return teams, qs.order_by().values("team_id").distinct().count() - len(teams)
 
 
 def _row(name: str, s: Savings, limit: Decimal | None, now: dt.datetime, *, team: bool) -> dict:

@@ -14,7 +14,6 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal
 
 import redis as redis_sync
 from django.core.mail import EmailMultiAlternatives
@@ -31,7 +30,7 @@ from gateway.money import units_to_usd
 from gateway.pricehistory import PriceHistory
 from reports import availability, incidents, month, queries
 from reports.filters import EARLIEST_DATE, FilterError, ReportFilters
-from reports.models import DailyRollup, Incident
+from reports.models import DailyRollup, Incident, RollupQuerySet
 from reports.rollups import floor_hour
 from reports.savings import Savings, baseline_label, savings_by
 
@@ -109,8 +108,11 @@ def report(
     *,
     team: str = "",
     now: dt.datetime | None = None,
+    teams_shown: int | None = None,
 ) -> dict:
-    """Every figure of the monthly report, for the teams given (None: every team)."""
+    """Every figure of the monthly report, for the teams given (None: every team). With
+    `teams_shown` (a page), the cost-per-feature table holds the teams that spent most, and
+    `other` sums the rest; without it (the exports, the e-mail), every team's rows."""
     now = now or timezone.now()
     # The current month runs to the end of this hour; no figure comes from the future.
     end = min(period.end, floor_hour(now) + dt.timedelta(hours=1))
@@ -149,7 +151,7 @@ def report(
         ],
         "budget_incidents": [i for i in found if i["kind"] in BUDGET_KINDS],
         "budget_alerts": _alerts(period, team_ids),
-        "features": _features(days, book, now if not complete else None),
+        **_features(days, book, now if not complete else None, teams_shown),
         "links": f.querystring,
     }
 
@@ -180,10 +182,28 @@ def _alerts(period: ReportMonth, team_ids: frozenset[int] | None) -> list[dict]:
     ]
 
 
-def _features(days, book: PriceHistory, now: dt.datetime | None) -> list[dict]:
-    """Each team, then its features (named team/feature): requests, spend, baseline, savings
-    and the monthly budget; for the current month (`now` given), the projected month-end.
-    Every team: the page shows the TABLE_TEAMS that spent most (`table`), the exports all."""
+def _features(
+    days: RollupQuerySet, book: PriceHistory, now: dt.datetime | None, teams_shown: int | None
+) -> dict:
+    """`features`: each team, then its features (named team/feature): requests, spend,
+    baseline, savings and the monthly budget; for the current month (`now` given), the
+    projected month-end. Every team, or the `teams_shown` that spent most with `other`
+    summing the rest (None when no team is left out)."""
+    other = None
+    if teams_shown is not None:
+        shown, hidden = month.top_teams(days, teams_shown)
+        if hidden:
+            left = days.exclude(team_id__in=shown).aggregate(
+                requests=Sum("requests"), hits=Sum("cache_hits"), spend=Sum("cost_units")
+            )
+            other = {
+                "name": f"{hidden:,} other teams",
+                "teams": hidden,
+                "requests": left["requests"] or 0,
+                "cache_hits": left["hits"] or 0,
+                "spend_usd": units_to_usd(left["spend"] or 0),
+            }
+        days = days.filter(team_id__in=shown)
     saved = savings_by(days, ["team_id", "feature_key"], book=book)
     counted: Counter[tuple[int, int]] = Counter()
     hits: Counter[tuple[int, int]] = Counter()
@@ -214,27 +234,7 @@ def _features(days, book: PriceHistory, now: dt.datetime | None) -> list[dict]:
         limit = limits.get((team_id, 0))
         rows.append(_row(teams[team_id], "", team_requests, team_hits, total, limit, now))
         rows.extend(feature_rows)
-    return rows
-
-
-def table(rows: list[dict]) -> tuple[list[dict], dict | None]:
-    """The rows a page shows: the TABLE_TEAMS teams that spent most (in name order, each
-    with its features), and one row summing the others (None when none was left out)."""
-    teams = month.TABLE_TEAMS
-    team_rows = [r for r in rows if r["is_team"]]
-    if len(team_rows) <= teams:
-        return rows, None
-    ranked = sorted(team_rows, key=lambda r: (-r["spend_usd"], r["team"]))
-    shown = {r["team"] for r in ranked[:teams]}
-    left = [r for r in team_rows if r["team"] not in shown]
-    other = {
-        "name": f"{len(left):,} other teams",
-        "teams": len(left),
-        "requests": sum(r["requests"] for r in left),
-        "cache_hits": sum(r["cache_hits"] for r in left),
-        "spend_usd": sum((r["spend_usd"] for r in left), Decimal(0)),
-    }
-    return [r for r in rows if r["team"] in shown], other
+    return {"features": rows, "other": other}
 
 
 def _row(team, feature, requests, hits, s: Savings, limit, now) -> dict:

@@ -13,8 +13,9 @@ Definitions (the pages link to them, see templates/reports/_definitions.html):
   (already inside the routing figure; shown so that an outage's price is visible).
 
 Money is summed in integer units (1e-10 USD, gateway/money.py) and leaves as Decimal USD.
-Repricing works on sums of tokens per (period, team): a few rows per day, whatever the
-traffic. Pricing a sum instead of each request differs by at most 1e-10 USD per request.
+Repricing works on sums of tokens per period and baseline (the default one, or a team's
+own): a few rows per day, whatever the traffic and however many teams. Pricing a sum
+instead of each request differs by at most 1e-10 USD per request.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Case, QuerySet, Sum, Value, When
+from django.db.models import Case, F, QuerySet, Sum, Value, When
 
 from gateway.money import cost_of, units_to_usd
 from gateway.pricehistory import PriceHistory
@@ -128,9 +129,13 @@ def savings_by(
     else:
         qs = qs.annotate(stretch=_stretch(period, changes))
         group, day_of = "stretch", lambda row: _stretch_day(row["stretch"], changes)
+    if "team_id" in fields:
+        owner = "team_id"
+    else:  # teams on the default baseline are summed together: a row per baseline, not team
+        qs, owner = qs.annotate(baseline_owner=_baseline_owner(book)), "baseline_owner"
     rows = (
         qs.order_by()
-        .values(*dict.fromkeys([group, "team_id", *fields]))
+        .values(*dict.fromkeys([group, owner, *fields]))
         .annotate(**{f"s_{name}": Sum(name) for name in SUMMED})
     )
     out: dict[tuple, Savings] = {}
@@ -138,10 +143,16 @@ def savings_by(
         sums = {name: row[f"s_{name}"] for name in SUMMED}
         day = day_of(row)
         key = tuple(row[f] for f in fields)
-        out.setdefault(key, Savings()).add(
-            reprice(sums, day=day, book=book, team_id=row["team_id"])
-        )
+        out.setdefault(key, Savings()).add(reprice(sums, day=day, book=book, team_id=row[owner]))
     return out
+
+
+def _baseline_owner(book: PriceHistory):
+    """The team whose own baseline prices a row, or 0 for the default baseline (no team)."""
+    own = [team_id for team_id in book.baselines if team_id is not None]
+    if not own:
+        return Value(0)
+    return Case(When(team_id__in=own, then=F("team_id")), default=Value(0))
 
 
 def _stretch(period: str, changes: list[dt.date]):

@@ -16,7 +16,7 @@ from django.utils.html import json_script
 
 from gateway.csvexport import csv_writer
 from gateway.pricehistory import PriceHistory
-from reports import availability, candidate, health, incidents, monthly, queries, whatif
+from reports import availability, candidate, health, incidents, month, monthly, queries, whatif
 from reports.access import allowed_team_ids, reader_required
 from reports.filters import (
     EARLIEST_DATE,
@@ -205,7 +205,7 @@ def whatif_page(request: HttpRequest) -> HttpResponse:
 
 
 def _monthly(
-    request: HttpRequest, allowed: frozenset[int] | None
+    request: HttpRequest, allowed: frozenset[int] | None, teams_shown: int | None = None
 ) -> tuple[dict, monthly.ReportMonth]:
     """The report of `?month=YYYY-MM` (default: the last complete month), for `?team=` or
     every team the reader may see, and its month. Raises FilterError."""
@@ -213,11 +213,11 @@ def _monthly(
     team = request.GET.get("team", "").strip()
     # One parser for team names (length, control characters) and the reader's scope.
     scoped = parse_filters(QueryDict(urlencode({"team": team})), allowed=allowed)
-    return monthly.report(period, scoped.team_ids, team=team), period
+    return monthly.report(period, scoped.team_ids, team=team, teams_shown=teams_shown), period
 
 
-def _monthly_query(month: str, team: str) -> str:
-    return urlencode({k: v for k, v in {"month": month, "team": team}.items() if v})
+def _monthly_query(key: str, team: str) -> str:
+    return urlencode({k: v for k, v in {"month": key, "team": team}.items() if v})
 
 
 @reader_required(api=False)
@@ -228,17 +228,16 @@ def monthly_page(request: HttpRequest) -> HttpResponse:
     if allowed == frozenset():
         return render(request, "reports/no_teams.html", context)
     try:
-        data, period = _monthly(request, allowed)
+        data, period = _monthly(request, allowed, teams_shown=month.TABLE_TEAMS)
     except FilterError as error:
         context.update(message=error.message, reset_href=reverse("reports:monthly"))
         return render(request, "reports/bad_filter.html", context, status=400)
     following = period.following()
     current = monthly.month_of(timezone.now())
-    rows, other = monthly.table(data["features"])
     context.update(
         data=data,
-        rows=rows,
-        other=other,
+        rows=data["features"],
+        other=data["other"],
         teams=filter_choices(allowed)["teams"],
         query=_monthly_query(data["month"], data["team"]),
         previous=period.previous().key,

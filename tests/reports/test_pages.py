@@ -118,6 +118,31 @@ def test_the_overview_shows_budget_utilisation_with_thresholds(reader, traffic):
     assert 'class="threshold" style="left: 80%"' in page
 
 
+def test_of_many_budgets_the_overview_lists_those_nearest_their_limits(
+    reader, traffic, monkeypatch
+):
+    from reports import budget_overview
+
+    w = traffic
+    make_budget(w["acme"], w["acme_chat"], daily_limit_usd="10")  # 0.6 of 10: 6 %
+    make_budget(w["globex"], daily_limit_usd="10")  # nothing spent
+    monkeypatch.setattr(budget_overview, "TABLE_BUDGETS", 2)
+    body = reader.get("/reports/api/overview").json()
+    shown = [(b["team"], b["feature"], b["daily"]["percent"]) for b in body["budgets"]]
+    assert shown == [("acme", "", 60.0), ("acme", "chatbot", 6.0)]
+    assert body["budgets_hidden"] == 1
+    # The month: whole days from the daily roll-ups, today from the hourly ones.
+    now = timezone.now()
+    in_month = (now - dt.timedelta(days=2)).month == now.month
+    month = body["budgets"][0]["monthly"]  # the team budget: 100 a month
+    assert month["spend_usd"] == ("0.8000000000" if in_month else "0.6000000000")
+    page = reader.get("/reports/").content.decode()
+    assert "The 2 budgets nearest their limits are shown; 1 more" in page
+    only_globex = reader.get("/reports/api/overview?team=globex").json()
+    assert [b["team"] for b in only_globex["budgets"]] == ["globex"]
+    assert only_globex["budgets_hidden"] == 0
+
+
 def test_spend_by_model_stacks_per_day(reader, traffic):
     body = reader.get("/reports/api/spend?by=model").json()
     series = {s["name"]: s for s in body["series"]}
