@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from django.db.models import Q, Sum
@@ -79,7 +80,8 @@ def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
     start, end = month_bounds(now)
     qs = DailyRollup.objects.in_window(start, end).for_teams(f.team_ids)
     qs = qs.for_features(f.feature_keys)
-    teams, hidden = top_teams(qs, TABLE_TEAMS)
+    ranking = rank_teams(qs, TABLE_TEAMS)
+    teams, hidden = ranking.shown, ranking.hidden
     per_team: dict[int, list[tuple[int, Savings]]] = {}
     shown = qs.filter(team_id__in=teams)
     for (team_id, key), s in savings_by(shown, ["team_id", "feature_key"], book=book).items():
@@ -108,19 +110,34 @@ def month_table(f: ReportFilters, *, book: PriceHistory | None = None) -> dict:
     }
 
 
-def top_teams(qs: RollupQuerySet, n: int) -> tuple[dict[int, str], int]:
-    """The `n` teams of `qs` that spent most (id: name; ties in name order), and how many
-    of its other teams are left out. Two grouped queries, however many teams."""
-    ranked = (
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """The teams of a table: the `shown` that spent most (id: name, ties in name order),
+    how many are `hidden`, and the hidden ones' requests, cache hits and cost summed."""
+
+    shown: dict[int, str]
+    hidden: int
+    hidden_requests: int
+    hidden_hits: int
+    hidden_cost_units: int
+
+
+def rank_teams(qs: RollupQuerySet, n: int) -> Ranking:
+    """Rank the teams of `qs` by spend: one grouped query, a row per team."""
+    rows = sorted(
         qs.order_by()
         .values("team_id", "team__name")
-        .annotate(spent=Sum("cost_units"))
-        .order_by("-spent", "team__name")[:n]
+        .annotate(spent=Sum("cost_units"), requests=Sum("requests"), hits=Sum("cache_hits")),
+        key=lambda r: (-(r["spent"] or 0), r["team__name"]),
     )
-    teams = {r["team_id"]: r["team__name"] for r in ranked}
-    if len(teams) < n:
-        return teams, 0
-    return teams, qs.order_by().values("team_id").distinct().count() - len(teams)
+    left = rows[n:]
+    return Ranking(
+        shown={r["team_id"]: r["team__name"] for r in rows[:n]},
+        hidden=len(left),
+        hidden_requests=sum(r["requests"] or 0 for r in left),
+        hidden_hits=sum(r["hits"] or 0 for r in left),
+        hidden_cost_units=sum(r["spent"] or 0 for r in left),
+    )
 
 
 def _row(name: str, s: Savings, limit: Decimal | None, now: dt.datetime, *, team: bool) -> dict:

@@ -32,7 +32,7 @@ from reports import availability, incidents, month, queries
 from reports.filters import EARLIEST_DATE, FilterError, ReportFilters
 from reports.models import DailyRollup, Incident, RollupQuerySet
 from reports.rollups import floor_hour
-from reports.savings import Savings, baseline_label, savings_by
+from reports.savings import Savings, baseline_label, savings_and_sums, savings_by
 
 MONTH = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
 BUDGET_KINDS = (
@@ -119,10 +119,9 @@ def report(
     f = ReportFilters(period.start, end, "custom", team, "", team_ids, None, per_day=True)
     book = PriceHistory.load()
     days = DailyRollup.objects.in_window(f.start, f.end).for_teams(team_ids).order_by()
-    totals = queries.summarise(days.aggregate(**{n: Sum(n) for n in queries.TOTALS}))
-    saved = Savings()
-    for s in savings_by(days, book=book).values():
-        saved.add(s)
+    found = savings_and_sums(days, (), queries.TOTALS, book=book)
+    saved, sums = found.get((), (Savings(), Counter()))
+    totals = queries.summarise(sums)
     seen = availability.availability(f, now)
     found = incidents.page(f)["incidents"]
     complete = period.complete(now)
@@ -191,19 +190,16 @@ def _features(
     summing the rest (None when no team is left out)."""
     other = None
     if teams_shown is not None:
-        shown, hidden = month.top_teams(days, teams_shown)
-        if hidden:
-            left = days.exclude(team_id__in=shown).aggregate(
-                requests=Sum("requests"), hits=Sum("cache_hits"), spend=Sum("cost_units")
-            )
+        ranking = month.rank_teams(days, teams_shown)
+        if ranking.hidden:
             other = {
-                "name": f"{hidden:,} other teams",
-                "teams": hidden,
-                "requests": left["requests"] or 0,
-                "cache_hits": left["hits"] or 0,
-                "spend_usd": units_to_usd(left["spend"] or 0),
+                "name": f"{ranking.hidden:,} other teams",
+                "teams": ranking.hidden,
+                "requests": ranking.hidden_requests,
+                "cache_hits": ranking.hidden_hits,
+                "spend_usd": units_to_usd(ranking.hidden_cost_units),
             }
-        days = days.filter(team_id__in=shown)
+        days = days.filter(team_id__in=ranking.shown)
     saved = savings_by(days, ["team_id", "feature_key"], book=book)
     counted: Counter[tuple[int, int]] = Counter()
     hits: Counter[tuple[int, int]] = Counter()

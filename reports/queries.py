@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 
 from django.db.models import F, QuerySet, Sum
@@ -21,7 +21,12 @@ from reports import month
 from reports.budget_overview import budget_overview
 from reports.filters import ReportFilters
 from reports.models import DailyRollup, HourlyRollup, Rollup
-from reports.savings import Savings, baseline_label, savings_by, total_savings
+from reports.savings import (
+    Savings,
+    baseline_label,
+    savings_and_sums,
+    total_savings,
+)
 
 TOTALS = (
     "requests",
@@ -120,13 +125,14 @@ def summarise(totals: dict) -> dict:
 def overview(f: ReportFilters) -> dict:
     """Totals over the range, spend and savings per bucket, this month's headline, and
     today's and this month's spend vs budgets."""
-    totals = rollups(f).aggregate(**{name: Sum(name) for name in TOTALS})
-    per_bucket = {
-        normalise(row["bucket"]): row["cost"]
-        for row in by_bucket(rollups(f), f).values("bucket").annotate(cost=Sum("cost_units"))
-    }
     book = PriceHistory.load()
-    saved = {normalise(k[0]): v for k, v in savings_by(rollups(f), ["bucket"], book=book).items()}
+    # One read of the range's rows: savings, totals and spend per bucket.
+    per = savings_and_sums(rollups(f), ["bucket"], TOTALS, book=book)
+    totals: Counter[str] = Counter()
+    for _, sums in per.values():
+        totals.update(sums)
+    per_bucket = {normalise(k[0]): sums["cost_units"] for k, (_, sums) in per.items()}
+    saved = {normalise(k[0]): s for k, (s, _) in per.items()}
     starts = bucket_starts(f)
     in_range = Savings()
     for s in saved.values():
@@ -213,21 +219,17 @@ def spend(f: ReportFilters, *, by: str) -> dict:
 
 
 def model_mix(f: ReportFilters) -> dict:
-    """Share of requests and of spend per served model."""
-    rows = list(
-        rollups(f)
-        .exclude(served_model="")
-        .values("served_model")
-        .annotate(
-            requests=Sum("requests"),
-            cache_hits=Sum("cache_hits"),
-            cost=Sum("cost_units"),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-        )
-        .order_by("-requests", "served_model")
+    """Share of requests and of spend per served model (one read of the rows)."""
+    summed = ("requests", "cache_hits", "cost_units", "input_tokens", "output_tokens")
+    per = savings_and_sums(rollups(f).exclude(served_model=""), ["served_model"], summed)
+    rows = sorted(
+        (
+            {"served_model": key[0], **sums, "cost": sums["cost_units"]}
+            for key, (_, sums) in per.items()
+        ),
+        key=lambda r: (-r["requests"], r["served_model"]),
     )
-    saved = savings_by(rollups(f).exclude(served_model=""), ["served_model"])
+    saved = {key: s for key, (s, _) in per.items()}
     total_requests = sum(r["requests"] or 0 for r in rows)
     total_cost = sum(r["cost"] or 0 for r in rows)
     return {
