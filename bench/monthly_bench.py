@@ -135,6 +135,15 @@ def main() -> None:
         "/reports/?range=this-month",
         "/reports/?range=30d",
         "/reports/api/overview?range=30d",
+        "/reports/spend/?range=30d&by=team",
+        "/reports/spend/?range=30d&by=feature",
+        "/reports/spend/?range=30d&by=model",
+        "/reports/cache/?range=30d",
+        "/reports/providers/?range=30d",
+        "/reports/models/?range=30d",
+        "/reports/availability/?range=30d",
+        "/reports/incidents/?range=30d",
+        "/reports/whatif/",
     ]
     for path in pages:
         client.get(path)  # warm

@@ -18,6 +18,7 @@ import zoneinfo
 from collections import defaultdict
 from decimal import Decimal
 
+from django.db.models import Q, Sum
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -28,11 +29,11 @@ from gateway.models import Team
 from gateway.money import units_to_usd
 from gateway.runtime import sync_redis
 from reports.filters import ReportFilters
+from reports.models import DailyRollup, HourlyRollup
 from reports.rollups import floor_day, floor_hour
-from reports.spend import from_rollups
 
 log = logging.getLogger(__name__)
-HOUR = dt.timedelta(hours=1)
+HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
 TABLE_BUDGETS = 50  # budgets listed, nearest their limits first; the rest are counted
 BUDGET_FIELDS = (
     "id",
@@ -61,28 +62,56 @@ def spend_by_team_feature(
     teams: list[tuple[int, str]], now: dt.datetime, *, every: bool = False
 ) -> Spend:
     """Per team and feature key, today's and this month's spend in each team's time zone
-    (`teams`: (id, time zone) pairs): a few grouped queries per distinct time zone
-    (`every`: `teams` are all the teams, so a zone that holds them all is read without a
-    list of ids)."""
+    (`teams`: (id, time zone) pairs): one daily and, for a zone whose midnight is not a UTC
+    midnight, one hourly grouped query per distinct time zone (`every`: `teams` are all the
+    teams, so a zone that holds them all is read without a list of ids)."""
     by_zone: dict[str, list[int]] = defaultdict(list)
     for team_id, tz_name in teams:
         by_zone[tz_name].append(team_id)
-    # To the end of this UTC day: today's daily roll-up holds what was drained so far, and
-    # nothing is later, so a UTC day is one daily row per feature, not an hourly row per hour.
-    end = floor_day(now) + dt.timedelta(days=1)
     spend: Spend = {}
     for tz_name, team_ids in by_zone.items():
-        day_start, month_start = (_ceil_hour(t) for t in window_starts(tz_name, now))
+        day_start, month_start = (_ceil(t, floor_hour, HOUR) for t in window_starts(tz_name, now))
         ids = None if every and len(by_zone) == 1 else team_ids
-        today = from_rollups(day_start, end, ids)
-        for key, totals in from_rollups(month_start, end, ids).items():
-            spend[key] = (today[key].cost_units if key in today else 0, totals.cost_units)
+        for key, today, month in _window_sums(day_start, month_start, now, ids):
+            before = spend.get(key, (0, 0))
+            spend[key] = (before[0] + today, before[1] + month)
     return spend
 
 
-def _ceil_hour(moment: dt.datetime) -> dt.datetime:
-    floored = floor_hour(moment)
-    return floored if floored == moment else floored + HOUR
+def _window_sums(day_start: dt.datetime, month_start: dt.datetime, now: dt.datetime, ids):
+    """(team, feature key, today's units, this month's units) from the roll-ups: the whole
+    UTC days of each window from the daily ones (today's included: it holds what was drained
+    so far, so a UTC day is one row per feature, not one per hour), the hours before its
+    first whole day from the hourly ones."""
+    end = floor_day(now) + DAY
+    first_day, today_first_day = (
+        _ceil(month_start, floor_day, DAY),
+        _ceil(day_start, floor_day, DAY),
+    )
+    spans = [(DailyRollup, Q(day__gte=first_day, day__lt=end), Q(day__gte=today_first_day))]
+    month_hours = Q(hour__gte=month_start, hour__lt=first_day)
+    today_hours = Q(hour__gte=day_start, hour__lt=today_first_day)
+    if month_start < first_day or day_start < today_first_day:
+        spans.append((HourlyRollup, month_hours | today_hours, today_hours, month_hours))
+    for model, where, today, *month in spans:
+        rows = model.objects.filter(where)
+        if ids is not None:
+            rows = rows.filter(team_id__in=ids)
+        yield from (
+            ((team_id, feature_key), today_units or 0, month_units or 0)
+            for team_id, feature_key, today_units, month_units in rows.order_by()
+            .values("team_id", "feature_key")
+            .annotate(
+                today=Sum("cost_units", filter=today),
+                month=Sum("cost_units", filter=month[0]) if month else Sum("cost_units"),
+            )
+            .values_list("team_id", "feature_key", "today", "month")
+        )
+
+
+def _ceil(moment: dt.datetime, floor, step: dt.timedelta) -> dt.datetime:
+    floored = floor(moment)
+    return floored if floored == moment else floored + step
 
 
 def reserved_now(budgets: list[tuple[int, str]]) -> dict[int, tuple[int | None, int | None]]:

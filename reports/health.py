@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from typing import Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from reports.filters import ReportFilters
@@ -17,65 +18,83 @@ from reports.queries import (
     bucket_label,
     bucket_starts,
     by_bucket,
-    dimension_names,
     normalise,
     rate,
     rollups,
+    series_names,
     usd,
 )
-from reports.savings import savings_by
+from reports.savings import savings_and_sums
 
 _LATENCY_SUMS = {name: Sum(name) for name in LATENCY_FIELDS}
+# Features of the cache page, most requests first; the others are summed in one row.
+FEATURES_SHOWN = 12
+OTHERS = object()
 
 
 def cache(f: ReportFilters) -> dict:
-    """Hit rate per bucket overall and per feature, and the dollars the cache saved."""
+    """Hit rate per bucket overall and per feature, and the dollars the cache saved: the
+    FEATURES_SHOWN features with most requests, and one row summing the others. Two reads
+    of the range's rows, however many features."""
     starts = bucket_starts(f)
     index = {b: i for i, b in enumerate(starts)}
-    overall = [[0, 0, 0] for _ in starts]  # requests, hits, saved units
-    features: dict[str, list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in starts])
-    names = dimension_names("feature")
-    rows = (
-        by_bucket(rollups(f), f)
-        .values("bucket", "feature_key")
+    ranked = sorted(
+        rollups(f)
+        .values("feature_key")
         .annotate(requests=Sum("requests"), hits=Sum("cache_hits"))
+        .values_list("feature_key", "requests", "hits"),
+        key=lambda r: (-(r[1] or 0), r[0]),
     )
+    cut = FEATURES_SHOWN if len(ranked) > FEATURES_SHOWN + 1 else len(ranked)
+    shown, hidden = [r[0] for r in ranked[:cut]], len(ranked) - cut
+    also: dict[str, Any] = {"requests": Sum("requests"), "hits": Sum("cache_hits")}
+    for j, key in enumerate(shown):
+        also[f"requests_{j}"] = Sum("requests", filter=Q(feature_key=key))
+        also[f"hits_{j}"] = Sum("cache_hits", filter=Q(feature_key=key))
+    overall = [[0, 0, 0] for _ in starts]  # requests, hits, saved units
+    cells = {key: [[0, 0] for _ in starts] for key in [*shown, OTHERS]}
     # Each hit priced at the baseline (reports/savings.py), as on every page.
-    for key, saved in savings_by(rollups(f), ["bucket"]).items():
-        i = index.get(normalise(key[0]))
-        if i is not None:
-            overall[i][2] += saved.baseline_hits
-    for row in rows:
-        i = index.get(normalise(row["bucket"]))
+    for (bucket,), (saved, sums) in savings_and_sums(rollups(f), ["bucket"], also).items():
+        i = index.get(normalise(bucket))
         if i is None:
             continue
-        cells = (overall[i], features[names.get(row["feature_key"], NO_FEATURE)][i])
-        for cell in cells:
-            cell[0] += row["requests"] or 0
-            cell[1] += row["hits"] or 0
-    per_feature = []
-    for name in sorted(features):
-        cells = features[name]
-        requests, hits = sum(c[0] for c in cells), sum(c[1] for c in cells)
-        per_feature.append(
-            {
-                "feature": name,
-                "requests": requests,
-                "hits": hits,
-                "hit_rate": rate(hits, requests),
-                "series": [rate(c[1], c[0]) for c in cells],
-            }
-        )
+        overall[i][0] += sums["requests"]
+        overall[i][1] += sums["hits"]
+        overall[i][2] += saved.baseline_hits
+        other = cells[OTHERS][i]
+        other[0] += sums["requests"]
+        other[1] += sums["hits"]
+        for j, key in enumerate(shown):
+            cells[key][i][0] += sums[f"requests_{j}"]
+            cells[key][i][1] += sums[f"hits_{j}"]
+            other[0] -= sums[f"requests_{j}"]
+            other[1] -= sums[f"hits_{j}"]
+    names = series_names("feature", shown)
+    per_feature = [_hit_rates(names.get(key, NO_FEATURE), cells[key]) for key in shown]
+    if hidden:
+        per_feature.append(_hit_rates(f"{hidden:,} other features", cells[OTHERS]))
     requests, hits = sum(c[0] for c in overall), sum(c[1] for c in overall)
     return {
         "labels": [bucket_label(b, f) for b in starts],
         "hit_rate": [rate(c[1], c[0]) for c in overall],
         "saved_usd": [usd(c[2]) for c in overall],
         "features": per_feature,
+        "other_features": hidden,
         "requests": requests,
         "hits": hits,
         "overall_hit_rate": rate(hits, requests),
         "total_saved_usd": usd(sum(c[2] for c in overall)),
+    }
+
+
+def _hit_rates(name: str, cells: list[list[int]]) -> dict:
+    requests, hits = sum(c[0] for c in cells), sum(c[1] for c in cells)
+    return {
+        "feature": name,
+        "requests": requests,
+        "hits": hits,
+        "hit_rate": rate(hits, requests),
+        "series": [rate(c[1], c[0]) for c in cells],
     }
 
 

@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from decimal import Decimal
 
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from gateway.models import Feature, Team
@@ -42,6 +42,9 @@ TOTALS = (
     "estimated",
 )
 DIMENSIONS = {"team": "team_id", "feature": "feature_key", "model": "served_model"}
+PLURALS = {"team": "teams", "feature": "features", "model": "models"}
+# Series of the spend chart and columns of its table; the others are summed in one.
+SERIES_SHOWN = 12
 NO_FEATURE = "(no feature)"
 NOT_SERVED = "(not served)"
 
@@ -159,13 +162,83 @@ def month_headline(f: ReportFilters, book: PriceHistory) -> dict:
 
 
 def spend(f: ReportFilters, *, by: str) -> dict:
-    """Spend per bucket stacked by team, feature or served model, and the table behind it."""
+    """Spend per bucket stacked by team, feature or served model: the SERIES_SHOWN that
+    cost most, and one series summing the others (the CSV, `spend_rows`, has every one).
+    Two reads of the range's rows, however many teams and features."""
+    column = DIMENSIONS[by]
+    starts = bucket_starts(f)
+    index = {b: i for i, b in enumerate(starts)}
+    ranked = sorted(
+        rollups(f).values(column).annotate(cost=Sum("cost_units")).values_list(column, "cost"),
+        key=lambda pair: (-(pair[1] or 0), str(pair[0])),
+    )
+    shown = (
+        [key for key, _ in ranked[:SERIES_SHOWN]]
+        if len(ranked) > SERIES_SHOWN + 1
+        else [key for key, _ in ranked]
+    )
+    hidden = len(ranked) - len(shown)
+    per_series = {
+        f"k{i}": Sum("cost_units", filter=Q(**{column: key})) for i, key in enumerate(shown)
+    }
+    cost: dict[object, list[int]] = {key: [0] * len(starts) for key in shown}
+    other = [0] * len(starts)
+    for row in (
+        by_bucket(rollups(f), f).values("bucket").annotate(total=Sum("cost_units"), **per_series)
+    ):
+        i = index.get(normalise(row["bucket"]))
+        if i is None:
+            continue
+        counted = 0
+        for j, key in enumerate(shown):
+            cost[key][i] += row[f"k{j}"] or 0
+            counted += row[f"k{j}"] or 0
+        other[i] += (row["total"] or 0) - counted
+    names = series_names(by, shown)
+    series = sorted(
+        ((names.get(key, key) or NOT_SERVED, units) for key, units in cost.items()),
+        key=lambda pair: (-sum(pair[1]), pair[0]),
+    )
+    if hidden:
+        series.append((f"{hidden:,} other {PLURALS[by]}", other))
+    return {
+        "by": by,
+        "labels": [bucket_label(b, f) for b in starts],
+        "series": [
+            {"name": n, "cost_usd": [usd(u) for u in units], "total_usd": usd(sum(units))}
+            for n, units in series
+        ],
+        "other_series": hidden,
+        "pivot": [
+            {
+                "bucket": label,
+                "values": [usd(units[i]) for _, units in series],
+                "total_usd": usd(sum(units[i] for _, units in series)),
+            }
+            for i, label in enumerate(bucket_label(b, f) for b in starts)
+        ],
+        "total_usd": usd(sum(sum(units) for _, units in series)),
+    }
+
+
+def series_names(by: str, keys: list) -> dict:
+    """The names of the series `keys` (team ids, feature keys; models are their own)."""
+    if by == "team":
+        return dict(Team.objects.filter(id__in=keys).values_list("id", "name"))
+    if by == "feature":
+        named = Feature.objects.filter(id__in=keys).values_list("id", "team__name", "name")
+        return {0: NO_FEATURE, **{pk: f"{team}/{name}" for pk, team, name in named}}
+    return {}
+
+
+def spend_rows(f: ReportFilters, *, by: str) -> list[dict]:
+    """The spend table behind the chart, every bucket, team and team/feature or model: the
+    CSV export."""
     column = DIMENSIONS[by]
     names = dimension_names(by)
     teams = dimension_names("team")
     starts = bucket_starts(f)
     index = {b: i for i, b in enumerate(starts)}
-    cost: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
     table: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     query = (
         by_bucket(rollups(f), f)
@@ -182,40 +255,21 @@ def spend(f: ReportFilters, *, by: str) -> dict:
         if i is None:
             continue
         name = names.get(row[column], row[column]) or NOT_SERVED
-        cost[name][i] += row["cost"] or 0
         cell = table[(i, teams.get(row["team_id"], ""), name)]
         for j, field in enumerate(("requests", "cost", "input_tokens", "output_tokens")):
             cell[j] += row[field] or 0
-    ordered = sorted(cost, key=lambda n: (-sum(cost[n]), n))
-    return {
-        "by": by,
-        "labels": [bucket_label(b, f) for b in starts],
-        "series": [
-            {"name": n, "cost_usd": [usd(u) for u in cost[n]], "total_usd": usd(sum(cost[n]))}
-            for n in ordered
-        ],
-        "rows": [
-            {
-                "bucket": bucket_label(starts[i], f),
-                "team": team,
-                "name": name,
-                "requests": c[0],
-                "cost_usd": usd(c[1]),
-                "input_tokens": c[2],
-                "output_tokens": c[3],
-            }
-            for (i, team, name), c in sorted(table.items())
-        ],
-        "pivot": [
-            {
-                "bucket": label,
-                "values": [usd(cost[n][i]) for n in ordered],
-                "total_usd": usd(sum(cost[n][i] for n in ordered)),
-            }
-            for i, label in enumerate(bucket_label(b, f) for b in starts)
-        ],
-        "total_usd": usd(sum(sum(v) for v in cost.values())),
-    }
+    return [
+        {
+            "bucket": bucket_label(starts[i], f),
+            "team": team,
+            "name": name,
+            "requests": c[0],
+            "cost_usd": usd(c[1]),
+            "input_tokens": c[2],
+            "output_tokens": c[3],
+        }
+        for (i, team, name), c in sorted(table.items())
+    ]
 
 
 def model_mix(f: ReportFilters) -> dict:

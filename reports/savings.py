@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Case, F, QuerySet, Sum, Value, When
 
@@ -127,12 +128,12 @@ def savings_by(
 def savings_and_sums(
     qs: QuerySet[Rollup],
     by: Iterable[str] = (),
-    also: Iterable[str] = (),
+    also: Iterable[str] | Mapping[str, Any] = (),
     *,
     book: PriceHistory | None = None,
 ) -> dict[tuple, tuple[Savings, Counter[str]]]:
-    """`savings_by`, and the sums of the `also` fields per key from the same query: a page
-    that wants both reads the rows once."""
+    """`savings_by`, and per key the sums of the `also` fields (or of the aggregates a
+    mapping names) from the same query: a page that wants both reads the rows once."""
     book = book or PriceHistory.load()
     period = qs.model.PERIOD_FIELD
     fields = [period if f == "bucket" else f for f in by]
@@ -146,13 +147,13 @@ def savings_and_sums(
         owner = "team_id"
     else:  # teams on the default baseline are summed together: a row per baseline, not team
         qs, owner = qs.annotate(baseline_owner=_baseline_owner(book)), "baseline_owner"
-    also = list(also)
+    extra = dict(also) if isinstance(also, Mapping) else {name: Sum(name) for name in also}
     rows = (
         qs.order_by()
         .values(*dict.fromkeys([group, owner, *fields]))
         .annotate(
             **{f"s_{name}": Sum(name) for name in SUMMED},
-            **{f"t_{name}": Sum(name) for name in also},
+            **{f"t_{name}": aggregate for name, aggregate in extra.items()},
         )
     )
     out: dict[tuple, tuple[Savings, Counter[str]]] = {}
@@ -161,7 +162,7 @@ def savings_and_sums(
         key = tuple(row[f] for f in fields)
         saved, totals = out.setdefault(key, (Savings(), Counter()))
         saved.add(reprice(sums, day=day_of(row), book=book, team_id=row[owner]))
-        totals.update({name: row[f"t_{name}"] or 0 for name in also})
+        totals.update({name: row[f"t_{name}"] or 0 for name in extra})
     return out
 
 

@@ -166,7 +166,7 @@ def spend_csv(request: HttpRequest) -> HttpResponse:
     writer.writerow(
         ["bucket", "team", *named, "requests", "input_tokens", "output_tokens", "cost_usd"]
     )
-    for row in data["rows"]:
+    for row in queries.spend_rows(filters, by=data["by"]):
         writer.writerow(
             [
                 row["bucket"],

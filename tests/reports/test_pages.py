@@ -152,6 +152,25 @@ def test_spend_by_model_stacks_per_day(reader, traffic):
     assert body["total_usd"] == "0.8000000000"
 
 
+def test_past_the_series_shown_the_spend_chart_sums_the_others_and_the_csv_has_them_all(
+    reader, traffic, monkeypatch
+):
+    from reports import queries
+
+    monkeypatch.setattr(queries, "SERIES_SHOWN", 1)
+    body = reader.get("/reports/api/spend?by=feature").json()
+    assert [(s["name"], s["total_usd"]) for s in body["series"]] == [
+        ("acme/chatbot", "0.6000000000"),
+        ("2 other features", "0.2000000000"),
+    ]
+    assert body["other_series"] == 2 and body["total_usd"] == "0.8000000000"
+    assert body["pivot"][-1]["values"] == ["0.6000000000", "0.0000000000"]  # today
+    page = reader.get("/reports/spend/?by=feature").content.decode()
+    assert "<th class=\"num\">2 other features</th>" in page
+    rows = list(csv.DictReader(io.StringIO(reader.get("/reports/spend.csv?by=feature").text)))
+    assert {r["feature"] for r in rows} == {"acme/chatbot", "acme/search", "globex/chatbot"}
+
+
 def test_ranges_up_to_48_hours_are_hourly(reader, traffic):
     body = reader.get("/reports/api/spend?range=48h&by=feature").json()
     assert body["filters"]["granularity"] == "hour"
@@ -197,6 +216,18 @@ def test_the_cache_api_gives_hit_rates_and_savings(reader, traffic):
     assert body["total_saved_usd"] == "0.0025000000"  # the hit at the baseline's prices
     chat = next(f for f in body["features"] if f["feature"] == "acme/chatbot")
     assert (chat["requests"], chat["hits"]) == (2, 1)
+
+
+def test_past_the_features_shown_the_cache_page_sums_the_others(reader, traffic, monkeypatch):
+    from reports import health
+
+    monkeypatch.setattr(health, "FEATURES_SHOWN", 1)
+    body = reader.get("/reports/api/cache").json()
+    rows = [(f["feature"], f["requests"], f["hits"], f["hit_rate"]) for f in body["features"]]
+    assert rows == [("acme/chatbot", 2, 1, 0.5), ("2 other features", 2, 0, 0.0)]
+    assert body["other_features"] == 2 and body["requests"] == 4
+    assert body["features"][1]["series"][-1] == 0.0  # today: globex's error, no hit
+    assert "<td>2 other features</td>" in reader.get("/reports/cache/").content.decode()
 
 
 def test_the_providers_api_gives_rates_percentiles_and_circuit_openings(reader, traffic):

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from budgets import spend
 from budgets.windows import current_windows, previous_day
+from reports.budget_overview import spend_by_team_feature, window_starts
 from reports.spend import from_rollups
 from tests.reports.conftest import make_record, write_ledger
 
@@ -73,3 +74,31 @@ def test_a_window_inside_one_hour_is_read_from_the_ledger(world):
 
 def test_the_budgets_read_the_roll_ups_once_the_reports_app_is_ready():
     assert spend._reader is from_rollups
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_the_overviews_budget_windows_are_the_ledgers_from_the_first_whole_hour(world, zone):
+    """The overview reads today and this month from the roll-ups (daily rows for whole UTC
+    days, hourly ones before them), each window's start rounded up to a whole hour."""
+    now = timezone.now()
+    scattered_ledger(world, random.Random(zone), 600, now)
+    world["acme"].timezone = zone
+    world["acme"].save()
+    teams = [(world["acme"].pk, zone), (world["globex"].pk, "UTC")]
+    got = spend_by_team_feature(teams, now)
+    expected: dict = {}
+    for team_id, tz_name in teams:
+        day_start, month_start = window_starts(tz_name, now)
+        later = now + dt.timedelta(days=1)
+        today = spend.from_ledger(_ceil_hour(day_start), later, [team_id])
+        for key, month in spend.from_ledger(_ceil_hour(month_start), later, [team_id]).items():
+            expected[key] = (today[key].cost_units if key in today else 0, month.cost_units)
+    assert {k: v for k, v in got.items() if v != (0, 0)} == {
+        k: v for k, v in expected.items() if v != (0, 0)
+    }
+    assert any(month for _, month in got.values())
+
+
+def _ceil_hour(moment: dt.datetime) -> dt.datetime:
+    floored = moment.replace(minute=0, second=0, microsecond=0)
+    return floored if floored == moment else floored + dt.timedelta(hours=1)
