@@ -166,7 +166,7 @@ def test_past_the_series_shown_the_spend_chart_sums_the_others_and_the_csv_has_t
     assert body["other_series"] == 2 and body["total_usd"] == "0.8000000000"
     assert body["pivot"][-1]["values"] == ["0.6000000000", "0.0000000000"]  # today
     page = reader.get("/reports/spend/?by=feature").content.decode()
-    assert "<th class=\"num\">2 other features</th>" in page
+    assert '<th class="num">2 other features</th>' in page
     rows = list(csv.DictReader(io.StringIO(reader.get("/reports/spend.csv?by=feature").text)))
     assert {r["feature"] for r in rows} == {"acme/chatbot", "acme/search", "globex/chatbot"}
 
