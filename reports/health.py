@@ -4,7 +4,7 @@ circuit-breaker openings), from rollups only."""
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from django.db.models import Count, Q, Sum
@@ -149,26 +149,33 @@ def providers(f: ReportFilters) -> dict:
     )
     events = CircuitEvent.objects.filter(opened_at__gte=f.start, opened_at__lt=f.end)
     openings = dict(events.order_by().values_list("provider").annotate(n=Count("id")))
-    called = rollups(f).exclude(provider="")
-    table = [
-        {
-            "provider": row["provider"],
-            "model": row["served_model"],
-            **_health(row),
-            "circuit_openings": openings.get(row["provider"], 0),
-        }
-        for row in called.values("provider", "served_model")
-        .annotate(**sums)
-        .order_by("provider", "served_model")
-        if row["calls"]
-    ]
     starts = bucket_starts(f)
     index = {b: i for i, b in enumerate(starts)}
-    series: dict[str, list[dict | None]] = defaultdict(lambda: [None] * len(starts))
-    for row in by_bucket(called, f).values("bucket", "provider").annotate(**sums):
+    # One read of the range's rows, a row per bucket, provider and model: the table sums
+    # them over buckets, the series over models.
+    per_model: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    per_bucket: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in starts])
+    called = by_bucket(rollups(f).exclude(provider=""), f)
+    for row in called.values("bucket", "provider", "served_model").annotate(**sums):
+        figures = {name: row[name] or 0 for name in sums}
+        per_model[(row["provider"], row["served_model"])].update(figures)
         i = index.get(normalise(row["bucket"]))
-        if i is not None and row["calls"]:
-            series[row["provider"]][i] = _health(row)
+        if i is not None:
+            per_bucket[row["provider"]][i].update(figures)
+    table = [
+        {
+            "provider": provider,
+            "model": model,
+            **_health(row),
+            "circuit_openings": openings.get(provider, 0),
+        }
+        for (provider, model), row in sorted(per_model.items())
+        if row["calls"]
+    ]
+    series = {
+        provider: [_health(row) if row["calls"] else None for row in points]
+        for provider, points in per_bucket.items()
+    }
     return {
         "labels": [bucket_label(b, f) for b in starts],
         "table": table,
