@@ -8,7 +8,8 @@ through Django's test client, and prints each page's size.
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway_monthly_bench \\
         .venv/bin/python bench/monthly_bench.py [--teams 5000] [--runs 3]
 
-The database is created and filled once (kept for reruns).
+The database is created and filled once (kept for reruns). Before/after: run it again with
+GATEWAY_CODE=/path/to/an/older/checkout to time that checkout's reports over the same data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("GATEWAY_CODE") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway_monthly_bench"

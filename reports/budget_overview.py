@@ -1,8 +1,8 @@
 """Today's and this month's spend per team and feature, against their budgets.
 
 Budget windows start at midnight in the team's time zone. They are read from the roll-ups
-(reports/spend.py: whole UTC days from the daily ones, the hours at the edges from the
-hourly ones, this hour's so far included), so a zone with a half-hour offset has its window
+(whole UTC days from the daily ones, today's so far included; the hours before a window's
+first whole UTC day from the hourly ones), so a zone with a half-hour offset has its window
 start rounded up to the next whole hour here; the hard limits themselves are enforced
 exactly by the gateway, not by this page.
 
@@ -29,7 +29,7 @@ from gateway.models import Team
 from gateway.money import units_to_usd
 from gateway.runtime import sync_redis
 from reports.filters import ReportFilters
-from reports.models import DailyRollup, HourlyRollup
+from reports.models import DailyRollup, HourlyRollup, Rollup
 from reports.rollups import floor_day, floor_hour
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,15 @@ def _window_sums(day_start: dt.datetime, month_start: dt.datetime, now: dt.datet
         _ceil(month_start, floor_day, DAY),
         _ceil(day_start, floor_day, DAY),
     )
-    spans = [(DailyRollup, Q(day__gte=first_day, day__lt=end), Q(day__gte=today_first_day))]
+    # (roll-ups, rows read, today's among them, the month's among them: None for all)
+    spans: list[tuple[type[Rollup], Q, Q, Q | None]] = [
+        (DailyRollup, Q(day__gte=first_day, day__lt=end), Q(day__gte=today_first_day), None)
+    ]
     month_hours = Q(hour__gte=month_start, hour__lt=first_day)
     today_hours = Q(hour__gte=day_start, hour__lt=today_first_day)
     if month_start < first_day or day_start < today_first_day:
         spans.append((HourlyRollup, month_hours | today_hours, today_hours, month_hours))
-    for model, where, today, *month in spans:
+    for model, where, today, month in spans:
         rows = model.objects.filter(where)
         if ids is not None:
             rows = rows.filter(team_id__in=ids)
@@ -103,7 +106,7 @@ def _window_sums(day_start: dt.datetime, month_start: dt.datetime, now: dt.datet
             .values("team_id", "feature_key")
             .annotate(
                 today=Sum("cost_units", filter=today),
-                month=Sum("cost_units", filter=month[0]) if month else Sum("cost_units"),
+                month=Sum("cost_units", filter=month),
             )
             .values_list("team_id", "feature_key", "today", "month")
         )
