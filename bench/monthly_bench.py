@@ -2,14 +2,20 @@
 budgets (a daily and monthly one per team, a daily one on each team's first feature), 30
 days of daily roll-ups (one row per day, team and feature) and today's hourly ones, on
 PostgreSQL. Times `reports.monthly.report` (every team, as a reader who sees all: what the
-exports and e-mails read), the monthly page of this month and the last, and the overview,
-through Django's test client, and prints each page's size.
+exports and e-mails read), the monthly page of this month and the last, the overview and
+every other page of /reports/ over 30 days, through Django's test client, and prints each
+page's size.
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway_monthly_bench \\
         .venv/bin/python bench/monthly_bench.py [--teams 5000] [--runs 3]
 
-The database is created and filled once (kept for reruns). Before/after: run it again with
-GATEWAY_CODE=/path/to/an/older/checkout to time that checkout's reports over the same data.
+The database is created and filled once (kept for reruns). Before/after: run it again from
+an older checkout's directory with GATEWAY_CODE set to it, to time that checkout's reports
+over the same data (Celery puts the working directory first on sys.path, so the directory
+matters too):
+
+    cd /tmp/before && GATEWAY_CODE=/tmp/before /path/to/.venv/bin/python \\
+        /path/to/bench/monthly_bench.py
 """
 
 from __future__ import annotations
