@@ -26,7 +26,7 @@ from budgets.keys import budget_keys
 from budgets.models import Budget
 from budgets.windows import current_windows
 from gateway.models import Team
-from gateway.money import units_to_usd
+from gateway.money import UNITS_PER_USD, units_to_usd
 from gateway.runtime import sync_redis
 from reports.filters import ReportFilters
 from reports.models import DailyRollup, HourlyRollup, Rollup
@@ -166,40 +166,52 @@ def budget_overview(f: ReportFilters) -> dict:
     enabled = Budget.objects.filter(enabled=True)
     if not every:
         enabled = enabled.filter(team_id__in=f.team_ids)
+    # Rank every budget by how near its limit it is, then describe only those listed.
+    ranked = []
+    rows = enabled.order_by().values_list(
+        "id", "team_id", "feature_id", "daily_limit_usd", "monthly_limit_usd", "team__name",
+        "feature__name",
+    )  # fmt: skip
+    for pk, team_id, feature_id, daily, monthly, team, feature in rows:
+        today, month = (
+            spend.get((team_id, feature_id), (0, 0))
+            if feature_id
+            else per_team.get(team_id, (0, 0))
+        )
+        used = max(_percent(today, daily), _percent(month, monthly))
+        ranked.append((-used, team, feature or "", pk, today, month))
+    ranked.sort()
+    shown = ranked[:TABLE_BUDGETS]
+    spent = {pk: (today, month) for *_, pk, today, month in shown}
+    listed = {b["id"]: b for b in Budget.objects.filter(id__in=spent).values(*BUDGET_FIELDS)}
+    reserved = reserved_now([(pk, listed[pk]["team__timezone"]) for pk in spent])
     budgets = []
-    for b in enabled.values(*BUDGET_FIELDS).order_by():
-        if b["feature_id"]:
-            today, month = spend.get((b["team_id"], b["feature_id"]), (0, 0))
-        else:
-            today, month = per_team.get(b["team_id"], (0, 0))
+    for pk, (today, month) in spent.items():
+        b, held = listed[pk], reserved.get(pk, (0, 0))
         thresholds = b["alert_thresholds"]
-        row = {
-            "id": b["id"],
-            "team": b["team__name"],
-            "feature": b["feature__name"] or "",
-            "hard": b["hard"],
-            "daily": _window(today, b["daily_limit_usd"], thresholds),
-            "monthly": _window(month, b["monthly_limit_usd"], thresholds),
-        }
-        budgets.append((b["team__timezone"], row))
-    budgets.sort(
-        key=lambda pair: (-_used(pair[1]), pair[1]["team"], pair[1]["feature"], pair[1]["id"])
-    )
-    shown = budgets[:TABLE_BUDGETS]
-    reserved = reserved_now([(row["id"], tz_name) for tz_name, row in shown])
-    for _, row in shown:
-        held = reserved.get(row["id"], (0, 0))
-        for window, units in zip(("daily", "monthly"), held, strict=True):
-            if row[window] is not None:
-                row[window]["reserved_usd"] = None if units is None else units_to_usd(units)
+        budgets.append(
+            {
+                "id": pk,
+                "team": b["team__name"],
+                "feature": b["feature__name"] or "",
+                "hard": b["hard"],
+                "daily": _window(today, b["daily_limit_usd"], thresholds, held[0]),
+                "monthly": _window(month, b["monthly_limit_usd"], thresholds, held[1]),
+            }
+        )
     return {
         "spend_today_usd": units_to_usd(sum(v[0] for _, v in picked)),
         "spend_month_usd": units_to_usd(sum(v[1] for _, v in picked)),
-        "budgets": [row for _, row in shown],
-        "budgets_hidden": len(budgets) - len(shown),
+        "budgets": budgets,
+        "budgets_hidden": len(ranked) - len(shown),
     }
 
 
-def _used(budget: dict) -> float:
-    """How near its limit a budget is: the larger of its windows' percentages."""
-    return max((w["percent"] for w in (budget["daily"], budget["monthly"]) if w), default=0.0)
+def _percent(units: int, limit: Decimal | None) -> float:
+    """How much of a window's limit is spent, in percent, to rank budgets by (a window
+    without a limit: 0). The figures shown are `_window`'s, in Decimal."""
+    if limit is None:
+        return 0.0
+    if not limit:
+        return 100.0 if units else 0.0
+    return units * 100 / (float(limit) * UNITS_PER_USD)
