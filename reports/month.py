@@ -16,7 +16,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from budgets.models import Budget
-from gateway.models import Feature
+from gateway.models import Feature, Team
 from gateway.money import QUANTUM, units_to_usd
 from gateway.pricehistory import PriceHistory
 from reports.filters import ReportFilters
@@ -123,16 +123,17 @@ class Ranking:
 
 
 def rank_teams(qs: RollupQuerySet, n: int) -> Ranking:
-    """Rank the teams of `qs` by spend: one grouped query, a row per team."""
+    """Rank the teams of `qs` by spend: one grouped query, a row per team (and the names)."""
+    names = dict(Team.objects.values_list("id", "name"))
     rows = sorted(
         qs.order_by()
-        .values("team_id", "team__name")
+        .values("team_id")
         .annotate(spent=Sum("cost_units"), requests=Sum("requests"), hits=Sum("cache_hits")),
-        key=lambda r: (-(r["spent"] or 0), r["team__name"]),
+        key=lambda r: (-(r["spent"] or 0), names.get(r["team_id"], "")),
     )
     left = rows[n:]
     return Ranking(
-        shown={r["team_id"]: r["team__name"] for r in rows[:n]},
+        shown={r["team_id"]: names.get(r["team_id"], "") for r in rows[:n]},
         hidden=len(left),
         hidden_requests=sum(r["requests"] or 0 for r in left),
         hidden_hits=sum(r["hits"] or 0 for r in left),
