@@ -20,7 +20,7 @@ from typing import Any, cast
 import orjson
 
 from gateway import services, streaming
-from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest
 from gateway.operations.base import Answer
 from gateway.operations.chat import ChatOperation
 from gateway.providers.base import NATIVE_EVENT, ChatRequest, Native, ProviderAdapter
@@ -97,6 +97,24 @@ class InboundChat(ChatOperation):
             translated = Translated(translated)
         self.translated = translated
         return super().parse(call, translated.chat)
+
+    def fit_chain(self, call: services.Call, chain: list[ModelSnap]) -> list[ModelSnap]:
+        """A request holding what only one kind of provider serves, routed to a chain with
+        none of that kind, is refused here, before a budget hold is taken (a hold it could
+        not use would answer 429 instead of saying why)."""
+        chain = super().fit_chain(call, chain)
+        native = self.translated.native
+        if native is None or not native.only:
+            return chain
+        if not any(m.provider.kind == native.kind for m in chain):
+            param, why = native.only[0]
+            first = chain[0]
+            raise InvalidRequest(
+                f"`{param}` cannot be served by model {first.name} ({first.provider.kind}): {why}.",
+                param=param,
+                code="unsupported_parameter",
+            )
+        return chain
 
     def input_upper_bound(self, call: services.Call) -> int:
         bound = super().input_upper_bound(call)

@@ -181,6 +181,29 @@ def test_a_pdf_holds_the_context_window_so_a_hard_budget_is_never_overspent(
     assert [r.status for r in drained()] == ["refused", "ok"]
 
 
+def test_a_pdf_for_a_chain_without_claude_is_refused_for_what_it_is_not_for_its_budget(
+    gateway_server, world, openai_server
+):
+    # The PDF's hold (a context window: with the output, about $0.024 on gpt-4o-mini) is
+    # past this budget. No model of the chain could read it anyway: the client is told
+    # that, before any hold is taken, not that its budget is short.
+    make_budget(world["team"], daily_limit_usd="0.01", hard=True)
+    pdf = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+    }
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client(gateway_server, world).messages.create(
+            model="gpt-4o-mini",
+            max_tokens=50,
+            messages=[{"role": "user", "content": [pdf, {"type": "text", "text": "Sum up."}]}],
+        )
+    message = refused.value.body["error"]["message"]
+    assert "`messages.0.content.0.type` cannot be served by model gpt-4o-mini" in message
+    assert openai_server.requests == []
+    assert [(r.status, r.http_status) for r in drained()] == [("error", 400)]
+
+
 def test_a_plain_answer_is_cached_and_one_with_native_only_fields_is_not(
     gateway_server, world, anthropic_server
 ):
