@@ -77,6 +77,7 @@ def _split(message: Any, where: str, only: list[tuple[str, str]]) -> Any:
     for j, block in enumerate(message["content"]):
         at = f"{where}.content.{j}"
         kind = block.get("type") if isinstance(block, dict) else None
+        kind = kind if isinstance(kind, str) else None  # a malformed type is the schema's to refuse
         inner = block.get("content") if isinstance(block, dict) else None
         if kind in NATIVE_BLOCKS:
             only.append((f"{at}.type", NATIVE_BLOCKS[kind]))
