@@ -15,7 +15,7 @@ from budgets.windows import current_windows
 from gateway.admin import FeatureSelect, show_fallback_warnings
 from gateway.models import Feature
 from gateway.money import format_usd, units_to_usd
-from gateway.runtime import sync_redis
+from gateway.runtime import read_many
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ def live_spend(budgets: list[Budget]) -> dict[int, tuple[str, str]]:
     keys = []
     for b in budgets:
         for window in current_windows(b.team.timezone):
-            k = budget_keys(b.pk, window.key)
+            k = budget_keys(b.team_id, b.pk, window.key)
             keys += [k.spent, k.reserved]
     if not keys:
         return {}
     try:
-        values = sync_redis().mget(keys)
+        values = read_many(keys)
     except RedisError as exc:
         log.warning("live budget spend unavailable: %s", exc)
         return {b.pk: (UNAVAILABLE, UNAVAILABLE) for b in budgets}

@@ -32,11 +32,18 @@ def is_exhausted(*, limit: int, spent: int, need: int) -> bool:
 
 
 async def claim_and_alert(
-    *, redis, budget_id: int, window: str, window_key: str, spent: int, claim_ttl_ms: int
+    *,
+    redis,
+    team_id: int,
+    budget_id: int,
+    window: str,
+    window_key: str,
+    spent: int,
+    claim_ttl_ms: int,
 ) -> bool:
     """Claim the window's exhaustion alert and enqueue it; False when another refusal (in any
     process) already did. Never raises: the refusal is answered whatever happens here."""
-    alerted = budget_keys(budget_id, window_key).alerted
+    alerted = budget_keys(team_id, budget_id, window_key).alerted
     field = str(EXHAUSTED_THRESHOLD)
     try:
         async with redis.pipeline(transaction=False) as pipe:

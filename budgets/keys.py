@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from gateway.redisurl import team_tag
+
 # Spent counters outlive their window by this much so the admin and the reconciliation can
 # still read yesterday's and last month's totals.
 SPENT_GRACE_S = 3 * 86400
@@ -39,9 +41,15 @@ class BudgetKeys:
         return self.spent.removesuffix(":spent") + ":settled:" + request_id
 
 
+def budget_keys(team_id: int, budget_id: int, window_key: str) -> BudgetKeys:
+    """The counters of a budget of team `team_id`: on Redis Cluster in the team's slot, with
+    its rate buckets and cache entries (gateway/redisurl.py), so that one script holds them."""
+    return _budget_keys(team_tag(team_id), budget_id, window_key)
+
+
 @lru_cache(maxsize=4096)  # a request asks for the same few budgets' keys at admit and settle
-def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:
-    base = f"gw:budget:{budget_id}:{window_key}"
+def _budget_keys(tag: str, budget_id: int, window_key: str) -> BudgetKeys:
+    base = f"gw:budget:{tag}{budget_id}:{window_key}"
     return BudgetKeys(
         spent=f"{base}:spent",
         reserved=f"{base}:reserved",
@@ -51,9 +59,9 @@ def budget_keys(budget_id: int, window_key: str) -> BudgetKeys:
     )
 
 
-def rate_bucket_key(owner: str, owner_id: int, metric: str) -> str:
-    """owner: "key" or "team"; metric: "rpm" or "tpm"."""
-    return f"gw:rate:{owner}:{owner_id}:{metric}"
+def rate_bucket_key(team_id: int, owner: str, owner_id: int, metric: str) -> str:
+    """owner: "key" (of team `team_id`) or "team"; metric: "rpm" or "tpm"."""
+    return f"gw:rate:{team_tag(team_id)}{owner}:{owner_id}:{metric}"
 
 
 def digest_claim_key(team_id: int, day_key: str) -> str:

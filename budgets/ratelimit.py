@@ -29,7 +29,7 @@ class RateCheck:
     buckets: tuple[tuple[str, int, str, int, int], ...]  # owner, owner id, metric, limit, cost
 
     def keys(self) -> list[str]:
-        return [rate_bucket_key(o, i, m) for o, i, m, *_ in self.buckets]
+        return [rate_bucket_key(self.team.id, o, i, m) for o, i, m, *_ in self.buckets]
 
     def args(self) -> list[int]:
         """Capacity and cost per bucket, then the buckets' TTL (the script's arguments)."""
@@ -56,7 +56,9 @@ class RateCheck:
             "limit": limit,
             "key_prefix": self.key.prefix,
             "team": self.team.name,
-            "bucket": rate_bucket_key(owner, self.buckets[int(reply[0]) - 1][1], metric),
+            "bucket": rate_bucket_key(
+                self.team.id, owner, self.buckets[int(reply[0]) - 1][1], metric
+            ),
             "retry_after_s": wait_s,
         }
         return error

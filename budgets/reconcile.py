@@ -109,13 +109,37 @@ def rebuild_counters(
     ]
     for first in range(0, len(checks), PIPELINE):  # one round trip per PIPELINE windows
         batch = checks[first : first + PIPELINE]
-        pipe = redis.pipeline(transaction=False)
-        for budget, window, ledger in batch:
-            ttl_ms = window.ttl_ms(SPENT_GRACE_S, now.timestamp())
-            keys = [budget_keys(budget.pk, window.key).spent]
-            script(keys=keys, args=[ledger, ttl_ms], client=pipe)
-        for (budget, window, ledger), counter in zip(batch, pipe.execute(), strict=True):
+        calls = [
+            (
+                budget_keys(budget.team_id, budget.pk, window.key).spent,
+                [ledger, window.ttl_ms(SPENT_GRACE_S, now.timestamp())],
+            )
+            for budget, window, ledger in batch
+        ]
+        counters = _run_each(redis, script, calls)
+        for (budget, window, ledger), counter in zip(batch, counters, strict=True):
             _compare(report, budget, window, ledger, int(counter), expected)
     if expected and report["raised"]:
         log.info("%s budget counters restored from the ledger (%s)", report["raised"], expected)
     return report
+
+
+def _run_each(redis, script, calls: list[tuple[str, list]]) -> list:
+    """Run `script` once per (key, args), in one pipeline per Redis node: redis-py's cluster
+    pipeline refuses scripts, so on a cluster each node's share goes on that node's own
+    client (the keys of different teams live on different nodes)."""
+    if hasattr(redis, "connection_pool"):  # one Redis
+        by_node = {None: (redis, list(range(len(calls))))}
+    else:
+        by_node = {}
+        for i, (key, _) in enumerate(calls):
+            node = redis.get_node_from_key(key)
+            by_node.setdefault(node.name, (redis.get_redis_connection(node), []))[1].append(i)
+    replies: list = [None] * len(calls)
+    for client, indexes in by_node.values():
+        pipe = client.pipeline(transaction=False)
+        for i in indexes:
+            script(keys=[calls[i][0]], args=calls[i][1], client=pipe)
+        for i, reply in zip(indexes, pipe.execute(), strict=True):
+            replies[i] = reply
+    return replies

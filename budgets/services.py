@@ -38,7 +38,7 @@ class Slot:
 
     @property
     def keys(self) -> BudgetKeys:
-        return budget_keys(self.budget.id, self.window.key)
+        return budget_keys(self.budget.team_id, self.budget.id, self.window.key)
 
     @property
     def limit_units(self) -> int | None:
@@ -205,6 +205,7 @@ def _note_refusal(redis: Redis, slot: Slot, spent: int, units: int) -> None:
         return  # refused because of requests in flight: it passes once they settle
     note = exhaustion.claim_and_alert(
         redis=redis,
+        team_id=slot.budget.team_id,
         budget_id=slot.budget.id,
         window=slot.window.name,
         window_key=slot.window.key,

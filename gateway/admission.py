@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 # then the cache (a hit is served and reserves nothing), then the budget reservation.
 # KEYS: the rate buckets (ARGV[1] of them), the cache key when ARGV[2] is '1', then 4 per
 #       budget window.
-# ARGV: n buckets, '1'/'0', capacity and cost per bucket, the buckets' TTL ms, then the
-#       request id, units, reservation TTL ms and one limit per budget window.
+# ARGV: n buckets, '1' (look the cache key up) / '0' (no cache) / '2' (a hit found by a
+#       lookup of its own: a shared entry on Redis Cluster), capacity and cost per bucket,
+#       the buckets' TTL ms, then the request id, units, reservation TTL ms and one limit
+#       per budget window.
 # Returns {'rate', i, ms}, {'hit', answer}, {'budget', i, spent, reserved} or {'ok'}.
 ADMIT = (
     lua.PRELUDE
@@ -53,6 +55,9 @@ if nb > 0 then
   end
 end
 k, a = nb + 1, a + 2 * nb + 1
+if ARGV[2] == '2' then
+  return {'hit', ''}
+end
 if ARGV[2] == '1' then
   local answer = redis.call('GET', KEYS[k])
   if answer then
@@ -80,6 +85,7 @@ class Admission:
     team: TeamSnap
     reservation: _budgets.Reservation
     now: datetime
+    found: bytes | None = None  # the hit of a lookup of its own (`queue_admission`)
 
     def cache_checked(self, reply) -> bool:
         """Whether the script got as far as the cache (it stops at a rate limit)."""
@@ -90,7 +96,7 @@ class Admission:
         RateLimited or BudgetExceeded."""
         verdict = reply[0]
         if verdict == b"hit":
-            return reply[1]
+            return self.found or reply[1]
         if verdict == b"rate":
             refusal = self.rate.refusal(reply[1:]) if self.rate else None
             assert refusal is not None  # the script refuses on a rate only when given some
@@ -112,26 +118,30 @@ def queue_admission(
     request_id: str,
     units: int,
     now: datetime | None = None,
+    found: bytes | None = None,
 ) -> Admission:
     """Queue a request's admission (see `Admission`). With no rate check and no cache key it
-    is a reservation alone."""
+    is a reservation alone. `found`: the answer a lookup of its own found for `cache_key`
+    (which then stays out of the script): served once the rate limits pass."""
     now = now or timezone.now()
     reservation, hold_keys, hold_args = _budgets.hold_script_args(
         budgets=budgets, request_id=request_id, units=units, now=now
     )
     keys = rate.keys() if rate else []
-    args: list[str | int] = [len(keys), 1 if cache_key else 0, *(rate.args() if rate else [0])]
-    if cache_key:
+    lookup = 2 if found is not None else 1 if cache_key else 0
+    args: list[str | int] = [len(keys), lookup, *(rate.args() if rate else [0])]
+    if lookup == 1:
         keys.append(cache_key)
     index = trip.script(ADMIT, keys + hold_keys, args + hold_args)
-    return Admission(index, rate, team, reservation, now)
+    return Admission(index, rate, team, reservation, now, found)
 
 
 async def admit(call: Call) -> cache.CachedAnswer | None:
     """Rate limits, then the cache, then the budget reservation. Returns a cached answer, if any.
 
     One Redis round trip: the admission script (ADMIT, read by `Admission`), the in-flight
-    registration and the first provider's circuit state.
+    registration and the first provider's circuit state. On Redis Cluster a team in the
+    shared cache scope looks its entry up on a round trip of its own first.
     """
     redis = runtime.aredis()
     key, team, operation = call.key, call.team, call.operation
@@ -148,12 +158,18 @@ async def admit(call: Call) -> cache.CachedAnswer | None:
                 if not i or m.name not in call.ceiling_skips
             ],
         )
+        cache_key, found = call.cache_key, None
+        if cache_key and cache.outside_team_slot(cache_key):
+            lookup = RoundTrip(redis)
+            index = lookup.add("GET", cache_key)
+            found, cache_key = (await lookup.send())[index], None
         admission = queue_admission(
             trip,
             rate=ratelimit.rate_check(
                 key=key, team=team, tokens=call.prompt_tokens + call.max_output
             ),
-            cache_key=call.cache_key,
+            cache_key=cache_key,
+            found=found,
             team=team,
             budgets=call.budgets,
             request_id=call.request_id,

@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 
+from gateway import redisurl
 from gateway.providers.base import Usage
 from gateway.snapshot import FeatureSnap, TeamSnap
 
 PREFIX = "gw:cache:"
+SHARED = "shared"
 MAX_TTL_S = 30 * 86400
 
 # Parameters whose absence means exactly their default value in OpenAI's API.
@@ -71,8 +73,22 @@ def normalize(body: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _scope(team: TeamSnap) -> str:
+    """The team's own scope (on Redis Cluster its slot's hash tag: gateway/redisurl.py), or
+    the scope every team that opted into sharing reads."""
+    if team.cache_scope == "shared":
+        return SHARED
+    return f"{{t{team.id}}}" if redisurl.CLUSTER else f"t{team.id}"
+
+
+def outside_team_slot(key: str) -> bool:
+    """Whether admission must look `key` up on its own round trip: a shared entry on a
+    cluster lives in its own slot, which the team's admission script cannot read."""
+    return redisurl.CLUSTER and key.startswith(PREFIX + SHARED + ":")
+
+
 def key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> str:
-    scope = "shared" if team.cache_scope == "shared" else f"t{team.id}"
+    scope = _scope(team)
     digest = hashlib.sha256(orjson.dumps(normalize(body, chain), option=orjson.OPT_SORT_KEYS))
     return f"{PREFIX}{scope}:{digest.hexdigest()}"
 
@@ -80,7 +96,7 @@ def key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> 
 def embeddings_key_for(*, team: TeamSnap, body: dict[str, Any], chain: tuple[str, ...]) -> str:
     """An embeddings request's key: its input, its dimensions and the models that may serve
     it (the answer is kept as floats; `encoding_format` and `user` do not change it)."""
-    scope = "shared" if team.cache_scope == "shared" else f"t{team.id}"
+    scope = _scope(team)
     keyed = {"embed": body["input"], "dimensions": body.get("dimensions"), "model": list(chain)}
     digest = hashlib.sha256(orjson.dumps(keyed, option=orjson.OPT_SORT_KEYS))
     return f"{PREFIX}{scope}:e:{digest.hexdigest()}"

@@ -16,8 +16,10 @@ from enum import Enum
 import orjson
 from django.conf import settings
 
-PREFIX = "gw:cb:"
-EVENTS_KEY = "gw:events:circuit"
+from gateway.redisurl import shared_key
+
+PREFIX = shared_key("cb:")
+EVENTS_KEY = shared_key("events:circuit")
 
 # KEYS[1] = state hash, KEYS[2] = events list, KEYS[3] = the probe claim (declared, like every
 # key a script touches: issue 23). ARGV = now_ms, threshold, cooldown_ms, provider.

@@ -35,12 +35,13 @@ from django.db.models.signals import post_delete, post_save
 from redis.exceptions import RedisError
 
 from gateway import runtime
+from gateway.redisurl import shared_key
 
 log = logging.getLogger(__name__)
 
-VERSION_KEY = "gw:config:version"
-EPOCH_KEY = "gw:config:epoch"
-CHANGES_KEY = "gw:config:changes"
+VERSION_KEY = shared_key("config:version")
+EPOCH_KEY = shared_key("config:epoch")
+CHANGES_KEY = shared_key("config:changes")
 CHANNEL = "gw:config:changed"
 CHANGES_KEPT = 1000
 

@@ -39,14 +39,15 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from budgets import lua as budget_lua
-from gateway import runtime
+from gateway import redisurl, runtime
 from gateway.process import state
+from gateway.redisurl import shared_key
 from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
 
-ZSET = "gw:inflight"
-PREFIX = "gw:inflight:"
+ZSET = shared_key("inflight")
+PREFIX = shared_key("inflight:")
 PROGRESS_INTERVAL_S = 1.0
 CLAIM_LEASE_MS = 60_000
 
@@ -128,6 +129,23 @@ end
 return {1, claimed}
 """
 )
+
+
+# On Redis Cluster the spend script's keys live in the team's slot, not with the set's, so
+# the sweep runs the spend script first (idempotent: its marker makes a second run add
+# nothing), then this: if this sweeper still holds the claim, push the lost record and
+# remove the entry. A sweeper that dies between the two leaves the entry to the next one,
+# whose spend adds nothing. KEYS: the set, the hash, the ledger queue. ARGV: request id,
+# claim token, the record. Returns 1 when it pushed the record.
+_FINISH = """
+if redis.call('HGET', KEYS[2], 'claim') ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+return 1
+"""
 
 
 # KEYS: the set, the hash. ARGV: request id, claim token. Drops an entry this sweeper holds.
@@ -328,33 +346,39 @@ def sweep(limit: int = 200) -> int:
             budgets.queue_spend(
                 spend, slots=slots, request_id=rid, units=units, marker_ttl_ms=marker_ms
             )
-            result = redis.eval(
-                _FINALIZE,
-                3 + len(spend.keys),
-                ZSET,
-                key(rid),
-                ledger.QUEUE_KEY,
-                *spend.keys,
-                rid,
-                token,
-                ledger.encode(record),
-                *spend.args,
-            )
+            if redisurl.CLUSTER and spend.keys:  # two slots: spend, then finish (_FINISH)
+                claimed = redis.eval(budget_lua.SPEND, len(spend.keys), *spend.keys, *spend.args)
+                done = redis.eval(
+                    _FINISH, 3, ZSET, key(rid), ledger.QUEUE_KEY, rid, token, ledger.encode(record)
+                )
+                result = [done, claimed]
+            else:
+                result = redis.eval(
+                    _FINALIZE,
+                    3 + len(spend.keys),
+                    ZSET,
+                    key(rid),
+                    ledger.QUEUE_KEY,
+                    *spend.keys,
+                    rid,
+                    token,
+                    ledger.encode(record),
+                    *spend.args,
+                )
         except Exception:
             log.exception("could not sweep the lost request %s; tried again later", rid)
             continue
-        if not int(result[0]):
-            continue  # settled meanwhile, or another sweeper's now
-        written += 1
-        log.warning(
-            "request %s was lost mid-answer (its process ended): recorded as lost, billed %s "
-            "USD (estimated), its %s USD hold released",
-            rid,
-            record["cost_usd"],
-            record["reserved_usd"],
-            extra={"request_id": rid},
-        )
-        claimed = result[1]
+        if int(result[0]):  # else settled meanwhile, or another sweeper's now
+            written += 1
+            log.warning(
+                "request %s was lost mid-answer (its process ended): recorded as lost, billed "
+                "%s USD (estimated), its %s USD hold released",
+                rid,
+                record["cost_usd"],
+                record["reserved_usd"],
+                extra={"request_id": rid},
+            )
+        claimed = result[1] if len(result) > 1 else []  # the thresholds the spend claimed
         for j in range(0, len(claimed), 3):
             slot = slots[int(claimed[j]) - 1]
             try:

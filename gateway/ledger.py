@@ -39,13 +39,14 @@ from redis.exceptions import RedisError
 
 from gateway import circuit, runtime
 from gateway.process import Spool, state
+from gateway.redisurl import shared_key
 from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
 
-QUEUE_KEY = "gw:ledger"
-DEAD_KEY = "gw:ledger:dead"  # before 0002: refused records; drained into DeadLetter now
-LOCK_KEY = "gw:ledger:lock"
+QUEUE_KEY = shared_key("ledger")
+DEAD_KEY = shared_key("ledger:dead")  # before 0002: refused records; drained into DeadLetter now
+LOCK_KEY = shared_key("ledger:lock")
 BATCH = 500
 MAX_BACKOFF_S = 30.0
 SWEEP_EVERY_S = 30.0  # lost requests (gateway/inflight.py), in processes that drain
@@ -194,9 +195,9 @@ REFUSALS = (IntegrityError, DataError, ValueError, TypeError, KeyError, InvalidO
 # out of resources) refuses nothing: the queue waits. Other errors while the database
 # answers (a missing migration, a bug) are retried this many drains, then set aside too.
 MAX_TRIES = 3
-TRIES_KEY = "gw:ledger:tries"  # hash: a record's digest -> failed drains so far
-DEAD_COUNT_KEY = "gw:ledger:dead:count"  # dead letters not yet replayed (for /metrics)
-DEAD_TOTAL_KEY = "gw:ledger:dead:total"  # records ever set aside (for /metrics)
+TRIES_KEY = shared_key("ledger:tries")  # hash: a record's digest -> failed drains so far
+DEAD_COUNT_KEY = shared_key("ledger:dead:count")  # dead letters not yet replayed (for /metrics)
+DEAD_TOTAL_KEY = shared_key("ledger:dead:total")  # records ever set aside (for /metrics)
 
 
 class DatabaseDown(Exception):

@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from gateway import drain, metrics, runtime, schema_components
 from gateway.errors import AuthenticationFailed, PermissionDenied, error_response
+from gateway.redisurl import shared_key
 from gateway.snapshot import store
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,21 @@ async def _check(name: str, probe) -> str:
     return "ok"
 
 
-READY_KEY = "gw:readyz"
+READY_KEY = shared_key("readyz")
 
 
 async def writable(redis) -> None:
     """The Redis answers as a primary that takes writes: a replica (a demoted primary after
     a failover, or a URL that names a replica) answers READONLY, and the instance is not
     ready, rather than answering 200 while every budgeted request fails. With a Sentinel URL
-    the client looks the primary up again on that error, so the next check passes."""
+    the client looks the primary up again on that error, so the next check passes. On a
+    cluster, a node that has lost any slot's owner (`cluster_state:fail`) is not ready either:
+    the teams in those slots would be refused."""
     await redis.set(READY_KEY, b"1", px=10_000)
+    if runtime.clustered(redis):
+        state = (await redis.cluster_info()).get("cluster_state")
+        if state != "ok":
+            raise ResponseError(f"Redis Cluster state is {state!r}, not 'ok'")
 
 
 async def redis_persistence(redis) -> str:

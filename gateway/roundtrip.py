@@ -160,11 +160,18 @@ async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     pipelines (the client's `retry`), then raised.
 
     On the loop's pipelined connection to the client's server (gateway/fastpath/multiplex.py), or,
-    for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool.
+    for TLS, Unix sockets and the embedded stand-in, on a connection of the client's pool. On
+    a cluster, redis-py's cluster pipeline sends each node its share, and its reply
+    conversions apply (a SET's `OK` comes back as True).
     """
     connection = runtime.multiplexed(redis)
     if connection is not None:
         return await connection.execute(commands)
+    if runtime.clustered(redis):  # split by node, each node's share as one pipeline
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
     pool = redis.connection_pool
     connection = await pool.get_connection()
     try:

@@ -27,7 +27,7 @@ from gateway import fastpath
 from gateway.fastpath.multiplex import Multiplexed
 from gateway.fastpath.transport import AiohttpTransport
 from gateway.process import state
-from gateway.redisurl import SentinelConfig, sentinel_config
+from gateway.redisurl import ClusterConfig, SentinelConfig, cluster_config, sentinel_config
 
 __all__ = [
     "FakeConnection",
@@ -35,6 +35,7 @@ __all__ = [
     "close_loop_clients",
     "http_client",
     "multiplexed",
+    "read_many",
     "spawn",
     "sync_redis",
 ]
@@ -94,6 +95,9 @@ def make_async_redis(url: str) -> redis_async.Redis:
     sentinel = sentinel_config(url)
     if sentinel is not None:  # the primary, looked up again after a failover
         return async_primary(sentinel, max_connections=256, **options)
+    cluster = cluster_config(url)
+    if cluster is not None:
+        return async_cluster(cluster, max_connections=256, **options)
     pool = redis_async.BlockingConnectionPool.from_url(
         url, max_connections=256, timeout=_socket_timeout(), **options
     )
@@ -101,11 +105,32 @@ def make_async_redis(url: str) -> redis_async.Redis:
 
 
 def async_from_url(url: str, **options) -> redis_async.Redis:
-    """An asyncio client for `url`: a plain URL's, or a Sentinel URL's primary."""
+    """An asyncio client for `url`: a plain URL's, a Sentinel URL's primary, or a cluster's."""
     sentinel = sentinel_config(url)
-    if sentinel is None:
-        return redis_async.Redis.from_url(url, **options)
-    return async_primary(sentinel, **options)
+    if sentinel is not None:
+        return async_primary(sentinel, **options)
+    cluster = cluster_config(url)
+    if cluster is not None:
+        return async_cluster(cluster, **options)
+    return redis_async.Redis.from_url(url, **options)
+
+
+def async_cluster(cluster: ClusterConfig, **options) -> redis_async.Redis:
+    """redis-py's asyncio cluster client: it routes each command to the node that owns its
+    key's slot, and follows MOVED and ASK when slots move."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    options.pop("health_check_interval", None)
+    return RedisCluster(  # type: ignore[return-value]  # the commands the gateway uses
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+        **cluster.client_kwargs(),
+        **options,
+    )
+
+
+def clustered(redis) -> bool:
+    """Whether `redis` is a cluster client (its round trips split by node)."""
+    return not hasattr(redis, "connection_pool")
 
 
 def async_primary(sentinel: SentinelConfig, **options) -> redis_async.Redis:
@@ -134,8 +159,11 @@ def aredis() -> redis_async.Redis:
 def multiplexed(redis: redis_async.Redis) -> Multiplexed | None:
     """The running loop's pipelined connection to the server of `redis` (a client of
     `make_async_redis` or `aredis`), for the round trips; None when its connections are not
-    plain TCP (TLS, a Unix socket, the embedded stand-in): those go through its pool."""
-    pool = redis.connection_pool
+    plain TCP (TLS, a Unix socket, the embedded stand-in): those go through its pool. None
+    for a cluster too: its client splits a round trip by node."""
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:
+        return None
     if pool.connection_class is not redis_async.Connection or not fastpath.enabled():
         return None
     options = pool.connection_kwargs
@@ -171,6 +199,15 @@ def sync_redis() -> redis_sync.Redis:
             "socket_connect_timeout": _socket_timeout(),
             "retry": Retry(ConstantBackoff(0.05), retries=2),
         }
+        cluster = cluster_config(settings.REDIS_URL)
+        if cluster is not None:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            return RedisCluster(  # type: ignore[return-value]  # the commands the gateway uses
+                startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+                **cluster.client_kwargs(),
+                **options,
+            )
         sentinel = sentinel_config(settings.REDIS_URL)
         if sentinel is None:
             return redis_sync.Redis.from_url(settings.REDIS_URL, **options)
@@ -182,6 +219,29 @@ def sync_redis() -> redis_sync.Redis:
         )
         return manager.master_for(sentinel.service, **sentinel.client_kwargs(), **options)
     return FakeRedis(host=_EMBEDDED_HOST, port=_EMBEDDED_PORT, lua_modules=set())
+
+
+def read_many(keys: list[str]) -> list:
+    """GET of many keys in one round trip (MGET); on a cluster one per node, since the keys
+    of different teams live in different slots."""
+    redis = sync_redis()
+    if clustered(redis):
+        return redis.mget_nonatomic(keys)  # type: ignore[attr-defined]
+    return redis.mget(keys)
+
+
+class ClusterConnectionFactory:
+    """django-redis's connection factory for a `redis+cluster://` URL (settings.CACHES):
+    the process's sync cluster client. django-redis has no cluster client of its own."""
+
+    def __init__(self, options: dict) -> None:
+        self.options = options
+
+    def connect(self, url: str) -> redis_sync.Redis:
+        return sync_redis()
+
+    def disconnect(self, connection) -> None:
+        pass  # the process's own client, shared with the rest of it
 
 
 class _NoCookies(httpx.Cookies):

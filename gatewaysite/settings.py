@@ -16,7 +16,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway.redisurl import sentinel_config
+from gateway import redisurl
+from gateway.redisurl import cluster_config, sentinel_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -170,6 +171,11 @@ if _sentinel is not None:
         "SENTINEL_KWARGS": _sentinel.sentinel_kwargs(),
         **({"PASSWORD": _sentinel.password} if _sentinel.password else {}),
     }
+if cluster_config(REDIS_URL) is not None:
+    # django-redis has no cluster client of its own: the login guard's counts go through
+    # redis-py's (gateway/runtime.py ClusterConnectionFactory), each one key, one slot.
+    DJANGO_REDIS_CONNECTION_FACTORY = "gateway.runtime.ClusterConnectionFactory"
+redisurl.configure(REDIS_URL)  # key names with cluster hash tags, or as they always were
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -27,7 +27,7 @@ from budgets.models import Budget
 from budgets.windows import current_windows
 from gateway.models import Team
 from gateway.money import UNITS_PER_USD, units_to_usd
-from gateway.runtime import sync_redis
+from gateway.runtime import read_many
 from reports.filters import ReportFilters
 from reports.models import DailyRollup, HourlyRollup, Rollup
 from reports.rollups import floor_day, floor_hour
@@ -117,22 +117,24 @@ def _ceil(moment: dt.datetime, floor, step: dt.timedelta) -> dt.datetime:
     return floored if floored == moment else floored + step
 
 
-def reserved_now(budgets: list[tuple[int, str]]) -> dict[int, tuple[int | None, int | None]]:
-    """What requests in flight hold on each budget ((id, its team's time zone) pairs) today
+def reserved_now(
+    budgets: list[tuple[int, int, str]],
+) -> dict[int, tuple[int | None, int | None]]:
+    """What requests in flight hold on each budget ((id, team id, the team's time zone)) today
     and this month (live, from Redis's counters; None when Redis cannot be read). One MGET
     for the budgets listed."""
     keys = []
-    for pk, tz_name in budgets:
-        keys += [budget_keys(pk, w.key).reserved for w in current_windows(tz_name)]
+    for pk, team_id, tz_name in budgets:
+        keys += [budget_keys(team_id, pk, w.key).reserved for w in current_windows(tz_name)]
     if not keys:
         return {}
     try:
-        values = sync_redis().mget(keys)
+        values = read_many(keys)
     except (RedisError, OSError) as exc:
         log.warning("reserved amounts unavailable: %s", exc)
-        return {pk: (None, None) for pk, _ in budgets}
+        return {pk: (None, None) for pk, *_ in budgets}
     units = [int(v or 0) for v in values]
-    return {pk: (units[2 * i], units[2 * i + 1]) for i, (pk, _) in enumerate(budgets)}
+    return {pk: (units[2 * i], units[2 * i + 1]) for i, (pk, *_) in enumerate(budgets)}
 
 
 def _window(
@@ -184,7 +186,9 @@ def budget_overview(f: ReportFilters) -> dict:
     shown = ranked[:TABLE_BUDGETS]
     spent = {pk: (today, month) for *_, pk, today, month in shown}
     listed = {b["id"]: b for b in Budget.objects.filter(id__in=spent).values(*BUDGET_FIELDS)}
-    reserved = reserved_now([(pk, listed[pk]["team__timezone"]) for pk in spent])
+    reserved = reserved_now(
+        [(pk, listed[pk]["team_id"], listed[pk]["team__timezone"]) for pk in spent]
+    )
     budgets = []
     for pk, (today, month) in spent.items():
         b, held = listed[pk], reserved.get(pk, (0, 0))
