@@ -12,7 +12,7 @@ SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/gateway \
 # Every Python process's wall clock 400 days ahead (Redis and PostgreSQL keep theirs).
 SHIFTED_ENV := CLOCK_SHIFT_DAYS=400 PYTHONPATH=$(CURDIR)/.ci/clockshift
 
-.PHONY: lock setup run serve demo test test-shifted test-services test-services-shifted test-stock gateway-db lint worker beat bench clean
+.PHONY: lock setup run serve demo test test-shifted test-services test-services-shifted test-stock test-ha gateway-db lint worker beat bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,14 @@ test-stock: $(VENV)/.installed gateway-db
 
 test-services-shifted: $(VENV)/.installed gateway-db
 	$(SERVICES_ENV) $(SHIFTED_ENV) $(BIN)/pytest -q -W ignore::pytest.PytestAssertRewriteWarning
+
+# Redis Sentinel and Redis Cluster (docs/operations.md): the topology tests, which start
+# their own redis-server processes, then the budget and gateway tests again with REDIS_URL
+# on a 3-primary cluster that tests/run-on-cluster starts and stops (ports 7101-7103).
+test-ha: $(VENV)/.installed gateway-db
+	$(SERVICES_ENV) $(BIN)/pytest -q tests/reliability/test_sentinel.py \
+		tests/reliability/test_redis_cluster.py tests/budgets/test_concurrency.py
+	$(SERVICES_ENV) tests/run-on-cluster $(BIN)/pytest -q -m "not slow" tests/budgets tests/gateway
 
 gateway-db:
 	psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='gateway'" | grep -q 1 \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_sync
+import redis.cluster as redis_cluster_sync
 from django.conf import settings
 from django.db import connection
 
+from gateway.redisurl import cluster_config
 from tests.gateway_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: subprocesses run its code
@@ -33,6 +36,11 @@ requires_postgres = pytest.mark.skipif(
 )
 requires_real_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="needs a real Redis shared between processes (REDIS_URL)"
+)
+# What a test reads of one Redis that a cluster does not have: one connection's pipeline,
+# KEYS over the whole keyspace, a key's plain name (`make test-ha` runs the rest on a cluster).
+one_redis_only = pytest.mark.skipif(
+    cluster_config(settings.REDIS_URL) is not None, reason="reads one Redis, not a cluster"
 )
 requires_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not on PATH"
@@ -162,8 +170,10 @@ class RedisServer:
     with an append-only file in `data_dir` (the production setting docs/operations.md asks
     for, so that the ledger queue survives a restart)."""
 
-    def __init__(self, data_dir: Path | None = None, args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    def __init__(
+        self, data_dir: Path | None = None, args: tuple[str, ...] = (), port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.args = args  # more of redis-server's options, e.g. ("--replicaof", host, port)
         self.process: subprocess.Popen | None = None
@@ -295,3 +305,93 @@ def sentinels(tmp_path) -> Iterator[Sentinels]:
         yield topology
     finally:
         topology.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (itself + 10,000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 65536:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """Three primaries, no replicas, as one Redis Cluster (all 16,384 slots assigned), each
+    a RedisServer with its own directory under `tmp_path`."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        if shutil.which("redis-cli") is None:
+            pytest.skip("redis-cli is not on PATH")
+        self.nodes: list[RedisServer] = []
+        try:
+            for _ in range(3):
+                port = _cluster_port()
+                node_dir = tmp_path / f"cluster-{port}"
+                node_dir.mkdir(parents=True, exist_ok=True)
+                args = ("--cluster-enabled", "yes", "--dir", str(node_dir),
+                        "--cluster-config-file", str(node_dir / f"nodes-{port}.conf"),
+                        "--cluster-node-timeout", "2000")  # fmt: skip
+                self.nodes.append(RedisServer(args=args, port=port).start())
+            hosts = [f"127.0.0.1:{port}" for port in self.ports]
+            create = ["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas", "0"]
+            created = subprocess.run(
+                [*create, "--cluster-yes"], capture_output=True, text=True, timeout=30
+            )
+            if created.returncode != 0:
+                raise AssertionError(f"redis-cli --cluster create failed:\n{created.stdout}"
+                                     f"{created.stderr}")  # fmt: skip
+            wait_for(self._ready, timeout=30, what="the cluster to cover every slot")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/0"
+
+    def client(self) -> redis_cluster_sync.RedisCluster:
+        """redis-py's cluster client, starting from the first node."""
+        return redis_cluster_sync.RedisCluster(
+            host="127.0.0.1", port=self.ports[0], socket_timeout=5
+        )
+
+    def node(self, i: int) -> redis_sync.Redis:
+        """A plain client on node `i` alone (CLUSTER commands, or a look at its keys)."""
+        return self.nodes[i].client()
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            try:
+                with node.client() as client:
+                    info = client.cluster("INFO")
+            except redis_sync.RedisError:
+                return False
+            if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()  # all at once, then wait for each
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -13,6 +13,7 @@ from budgets import admin as budgets_admin
 from budgets.keys import budget_keys
 from budgets.models import BudgetAlert
 from budgets.windows import current_windows
+from gateway import runtime
 from gateway.money import usd_to_units
 from tests.factories import make_budget, make_team
 
@@ -30,8 +31,12 @@ def admin_client(client, django_user_model):
 def test_the_budget_list_shows_live_spend_beside_each_limit(admin_client, redis_sync):
     budget = make_budget(make_team(), daily_limit_usd="2", monthly_limit_usd="40")
     daily, monthly = current_windows("UTC")
-    redis_sync.set(budget_keys(budget.id, daily.key).spent, usd_to_units(Decimal("1.5")))
-    redis_sync.set(budget_keys(budget.id, monthly.key).spent, usd_to_units(Decimal("12.25")))
+    redis_sync.set(
+        budget_keys(budget.team_id, budget.id, daily.key).spent, usd_to_units(Decimal("1.5"))
+    )
+    redis_sync.set(
+        budget_keys(budget.team_id, budget.id, monthly.key).spent, usd_to_units(Decimal("12.25"))
+    )
 
     response = admin_client.get("/admin/budgets/budget/")
 
@@ -44,7 +49,7 @@ def test_the_budget_list_shows_live_spend_beside_each_limit(admin_client, redis_
 def test_the_budget_list_still_renders_when_redis_is_down(admin_client, monkeypatch):
     make_budget(make_team(), daily_limit_usd="2")
     down = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
-    monkeypatch.setattr(budgets_admin, "sync_redis", lambda: down)
+    monkeypatch.setattr(runtime, "sync_redis", lambda: down)
 
     response = admin_client.get("/admin/budgets/budget/")
 

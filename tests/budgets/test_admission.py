@@ -16,6 +16,7 @@ from budgets.ratelimit import rate_check
 from gateway.admission import queue_admission
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.money import usd_to_units
+from gateway.redisurl import team_tag
 from gateway.roundtrip import RoundTrip
 from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap
@@ -26,7 +27,11 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
 _clock = pin_clock(NOW)
 DAY = "2026-11-27"
-CACHE_KEY = "gw:cache:t1:test"
+
+
+def cache_key(team) -> str:
+    """A cache entry in the team's scope (on Redis Cluster, in its slot)."""
+    return f"gw:cache:{team_tag(team.id)}test"
 
 
 def U(usd: str) -> int:
@@ -40,14 +45,14 @@ def team():
     return team_snap(team.id), budget
 
 
-def admit(team, units, *, request_id="r1", cache_key=CACHE_KEY, key=None):
+def admit(team, units, *, request_id="r1", cached=True, key=None):
     async def run(redis):
         trip = RoundTrip(redis)
         rate = rate_check(key=key, team=team, tokens=10) if key else None
         admission = queue_admission(
             trip,
             rate=rate,
-            cache_key=cache_key,
+            cache_key=cache_key(team) if cached else None,
             team=team,
             budgets=list(team.budgets),
             request_id=request_id,
@@ -61,7 +66,7 @@ def admit(team, units, *, request_id="r1", cache_key=CACHE_KEY, key=None):
 
 
 def reserved(redis_sync, budget) -> int:
-    return int(redis_sync.get(budget_keys(budget.id, DAY).reserved) or 0)
+    return int(redis_sync.get(budget_keys(budget.team_id, budget.id, DAY).reserved) or 0)
 
 
 def test_a_miss_holds_the_worst_case_on_every_window(team, redis_sync):
@@ -71,12 +76,12 @@ def test_a_miss_holds_the_worst_case_on_every_window(team, redis_sync):
     assert reserved(redis_sync, budget) == U("0.1")
     arun(steps.settle, reservation=admission.reservation, actual_units=U("0.04"))
     assert reserved(redis_sync, budget) == 0
-    assert int(redis_sync.get(budget_keys(budget.id, DAY).spent)) == U("0.04")
+    assert int(redis_sync.get(budget_keys(budget.team_id, budget.id, DAY).spent)) == U("0.04")
 
 
 def test_a_hit_returns_the_answer_and_reserves_nothing(team, redis_sync):
     snap, budget = team
-    redis_sync.set(CACHE_KEY, b"the cached answer")
+    redis_sync.set(cache_key(snap), b"the cached answer")
     _, checked, hit = admit(snap, U("0.1"))
     assert (checked, hit) == (True, b"the cached answer")
     assert reserved(redis_sync, budget) == 0
@@ -84,16 +89,16 @@ def test_a_hit_returns_the_answer_and_reserves_nothing(team, redis_sync):
 
 def test_a_hit_is_served_even_when_the_budget_is_spent(team, redis_sync):
     snap, budget = team
-    redis_sync.set(CACHE_KEY, b"free")
+    redis_sync.set(cache_key(snap), b"free")
     assert admit(snap, U("5"))[2] == b"free"  # a hit costs nothing: no budget check
 
 
 def test_a_rate_limited_request_looks_at_nothing_else(team, redis_sync):
     snap, budget = team
     key = key_snap(make_team("other"))  # no limits of its own: the team's rpm of 2 applies
-    redis_sync.set(CACHE_KEY, b"would be a hit")
-    admit(snap, U("0.1"), request_id="a", cache_key=None, key=key)
-    admit(snap, U("0.1"), request_id="b", cache_key=None, key=key)
+    redis_sync.set(cache_key(snap), b"would be a hit")
+    admit(snap, U("0.1"), request_id="a", cached=False, key=key)
+    admit(snap, U("0.1"), request_id="b", cached=False, key=key)
     held = reserved(redis_sync, budget)
     with pytest.raises(RateLimited) as refused:
         admit(snap, U("0.1"), request_id="c", key=key)
@@ -103,7 +108,7 @@ def test_a_rate_limited_request_looks_at_nothing_else(team, redis_sync):
 
 def test_a_budget_refusal_after_a_miss_says_what_it_says_uncached(team, redis_sync):
     snap, budget = team
-    admit(snap, U("0.75"), request_id="a", cache_key=None)
+    admit(snap, U("0.75"), request_id="a", cached=False)
     with pytest.raises(BudgetExceeded) as by_admission:
         admit(snap, U("0.5"), request_id="b")  # a cache miss, then the hold
     with pytest.raises(BudgetExceeded) as by_reserve:

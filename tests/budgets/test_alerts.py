@@ -73,7 +73,7 @@ def test_each_threshold_alerts_once_under_concurrent_crossings(
         )
         for b in webhook.bodies
     )
-    assert set(redis_sync.hkeys(budget_keys(budget.id, "2026-11-27").alerted)) == {
+    assert set(redis_sync.hkeys(budget_keys(budget.team_id, budget.id, "2026-11-27").alerted)) == {
         b"50",
         b"80",
         b"100",
@@ -117,7 +117,7 @@ def test_a_threshold_not_enqueued_is_claimed_again_by_the_next_spend(
             units=usd_to_units(Decimal("0.6")),
             now=NOW,
         )
-    assert redis_sync.hkeys(budget_keys(budget.id, "2026-11-27").alerted) == []
+    assert redis_sync.hkeys(budget_keys(budget.team_id, budget.id, "2026-11-27").alerted) == []
     arun(steps.record_spend, team=team, budgets=list(team.budgets), units=1, now=NOW)
     assert [b["text"].split("reached ")[1][:3] for b in webhook.bodies] == ["50%"]
 

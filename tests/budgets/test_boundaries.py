@@ -79,7 +79,10 @@ def test_a_monthly_budget_resets_at_midnight_in_the_teams_zone(tz_name, redis_sy
         )
         arun(steps.settle, reservation=reservation, actual_units=U("0.15"))
 
-        old, new = budget_keys(budget.id, old_month), budget_keys(budget.id, new_month)
+        old, new = (
+            budget_keys(budget.team_id, budget.id, old_month),
+            budget_keys(budget.team_id, budget.id, new_month),
+        )
         assert int(redis_sync.get(old.spent)) == U("0.9")
         assert int(redis_sync.get(new.spent)) == U("0.15")
         # Both counters are alive in the store whatever its clock says: the old month's for
@@ -100,7 +103,7 @@ def test_counters_written_with_a_clock_days_off_the_stores_survive(redis_sync):
         with time_machine.travel(skewed, tick=True):
             arun(steps.record_spend, team=snap, budgets=list(snap.budgets), units=U("0.6"))
             day = skewed.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).date().isoformat()
-            keys = budget_keys(budget.id, day)
+            keys = budget_keys(budget.team_id, budget.id, day)
             assert int(redis_sync.get(keys.spent)) == U("0.6")
             assert redis_sync.pttl(keys.spent) > (SPENT_GRACE_S - 3600) * 1000
             assert redis_sync.pttl(keys.alerted) > (SPENT_GRACE_S - 3600) * 1000  # 50 % claimed

@@ -41,10 +41,10 @@ def team():
     return team_snap(team.id), budget
 
 
-def _window_sizes(redis, budget_id: int) -> list[int]:
+def _window_sizes(redis, budget) -> list[int]:
     sizes = []
     for window in (DAY, MONTH):
-        k = budget_keys(budget_id, window)
+        k = budget_keys(budget.team_id, budget.id, window)
         sizes += [redis.hlen(k.holds), redis.zcard(k.expiries)]
     return sizes
 
@@ -78,7 +78,7 @@ def test_thousands_of_cycles_keep_a_window_as_small_as_the_requests_in_flight(te
                 assert admission.outcome(replies[admission.index]) is None
                 open_.append(admission.reservation)
                 if i % 250 == 0:
-                    largest = max(largest, *_window_sizes(redis, budget.id))
+                    largest = max(largest, *_window_sizes(redis, budget))
             while open_:
                 trip = RoundTrip(aredis)
                 queue_settle(trip, open_.popleft())
@@ -97,9 +97,9 @@ def test_thousands_of_cycles_keep_a_window_as_small_as_the_requests_in_flight(te
     # many went through: before issue 23 each window kept every settled request for
     # RESERVATION_TTL_S as a tombstone (here: CYCLES entries in each structure).
     assert 0 < largest <= IN_FLIGHT + 1
-    assert _window_sizes(redis, budget.id) == [0, 0, 0, 0]
+    assert _window_sizes(redis, budget) == [0, 0, 0, 0]
     for window in (DAY, MONTH):
-        k = budget_keys(budget.id, window)
+        k = budget_keys(budget.team_id, budget.id, window)
         assert int(redis.get(k.spent)) == CYCLES * UNIT  # each settle counted exactly once
         assert int(redis.get(k.reserved) or 0) == 0
 
@@ -134,7 +134,7 @@ def test_a_settle_retried_on_a_new_round_trip_adds_nothing(team):
             await runtime.close_loop_clients()
 
     async_to_sync(run)()
-    k = budget_keys(budget.id, DAY)
+    k = budget_keys(budget.team_id, budget.id, DAY)
     assert int(redis.get(k.spent)) == UNIT
     assert int(redis.get(k.reserved)) == 0
     assert redis.hlen(k.holds) == 0

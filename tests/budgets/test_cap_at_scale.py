@@ -145,7 +145,7 @@ def _ledger_spend() -> Decimal:
 
 def _spent_key(budget: Budget) -> str:
     daily, _ = current_windows(budget.team.timezone)
-    return budget_keys(budget.pk, daily.key).spent
+    return budget_keys(budget.team_id, budget.pk, daily.key).spent
 
 
 def test_with_the_defaults_a_2_dollar_budget_serves_100_concurrent_requests(

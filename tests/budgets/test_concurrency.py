@@ -13,9 +13,11 @@ from redis.asyncio import Redis
 
 from budgets import services
 from budgets.keys import budget_keys
+from gateway import redisurl
 from gateway.admission import queue_admission
 from gateway.errors import BudgetExceeded
 from gateway.money import usd_to_units
+from gateway.redisurl import team_tag
 from gateway.roundtrip import RoundTrip
 from gateway.runtime import async_from_url
 from gateway.snapshot import TeamSnap
@@ -38,7 +40,7 @@ async def _hold(redis: Redis, team: TeamSnap, request_id: str, via: str):
     admission = queue_admission(
         trip,
         rate=None,
-        cache_key=None if via == "no-cache" else f"gw:cache:test:{request_id}",
+        cache_key=None if via == "no-cache" else f"gw:cache:{team_tag(team.id)}{request_id}",
         team=team,
         budgets=list(team.budgets),
         request_id=request_id,
@@ -67,7 +69,8 @@ def _burst(redis_url: str, team: TeamSnap, worker: int, via: str) -> tuple[int, 
         return actual
 
     async def main() -> list[int | None]:
-        # A plain URL or a Sentinel one (the primary, looked up through the sentinels).
+        # A plain URL, a Sentinel one (the primary, looked up through the sentinels) or a
+        # cluster's (each team's keys on the node that owns its slot).
         async with async_from_url(redis_url, max_connections=PER_PROCESS) as redis:
             return await asyncio.gather(*(one(redis, i) for i in range(PER_PROCESS)))
 
@@ -85,7 +88,9 @@ def _spend_200(redis_url: str, redis_sync, via: str) -> None:
 
     served = sum(n for n, _ in results)
     settled = sum(units for _, units in results)
-    keys = budget_keys(budget.id, services.slots_for(list(snap.budgets))[0].window.key)
+    keys = budget_keys(
+        budget.team_id, budget.id, services.slots_for(list(snap.budgets))[0].window.key
+    )
     spent, reserved = int(redis_sync.get(keys.spent)), int(redis_sync.get(keys.reserved))
     assert spent == settled
     assert spent <= usd_to_units(Decimal("0.5"))
@@ -107,3 +112,15 @@ def test_200_requests_from_4_processes_never_spend_past_the_limit(redis_sync, vi
 def test_the_same_200_requests_through_sentinel_never_spend_past_the_limit(sentinels):
     """Issue 23: the guarantee on a primary found through three sentinels."""
     _spend_200(sentinels.url, sentinels.primary.client(), "cache-miss")
+
+
+@pytest.mark.slow
+@requires_redis_server
+@pytest.mark.django_db
+def test_the_same_200_requests_on_a_redis_cluster_never_spend_past_the_limit(
+    redis_cluster, monkeypatch
+):
+    """Issue 23: the guarantee on a 3-primary cluster, the keys named as a process whose
+    REDIS_URL is `redis+cluster://` names them (the forked workers inherit it)."""
+    monkeypatch.setattr(redisurl, "CLUSTER", True)
+    _spend_200(redis_cluster.url, redis_cluster.client(), "cache-miss")

@@ -90,8 +90,8 @@ def test_refusals_the_remainder_cannot_cover_send_one_exhausted_alert(
     [body] = [b for b in webhook.bodies if b["text"].startswith("Budget exhausted")]
     assert body["text"].startswith("Budget exhausted: requests are being refused. The daily team")
     assert "$0.995 spent of $1" in body["text"]
-    assert redis_sync.hexists(budget_keys(budget.id, DAY).alerted, "100")
-    assert redis_sync.pttl(budget_keys(budget.id, DAY).alerted) > 0
+    assert redis_sync.hexists(budget_keys(budget.team_id, budget.id, DAY).alerted, "100")
+    assert redis_sync.pttl(budget_keys(budget.team_id, budget.id, DAY).alerted) > 0
 
     # Later refusals in the window find the claim taken.
     run(budget, needs=[usd("0.02")] * 3)
@@ -104,7 +104,7 @@ def test_refusals_caused_by_requests_in_flight_are_not_exhaustion(budget, redis_
     $0.60 left covers it once the other settles (for less) or is released."""
     assert run(budget, spent=usd("0.40"), held=usd("0.55"), needs=[usd("0.10")]) == 1
     assert not exhausted_alerts(budget).exists()
-    assert not redis_sync.hexists(budget_keys(budget.id, DAY).alerted, "100")
+    assert not redis_sync.hexists(budget_keys(budget.team_id, budget.id, DAY).alerted, "100")
 
 
 def test_the_100_percent_alert_fires_when_the_remainder_is_below_the_need(budget, redis_sync):
@@ -133,8 +133,9 @@ def test_concurrent_claims_send_one_alert(budget, webhook):
 
     async def claims(*, redis):
         return await asyncio.gather(*(
-            exhaustion.claim_and_alert(redis=redis, budget_id=budget.id, window="daily",
-                                       window_key=DAY, spent=usd("0.999"), claim_ttl_ms=60_000)
+            exhaustion.claim_and_alert(redis=redis, team_id=budget.team_id, budget_id=budget.id,
+                                       window="daily", window_key=DAY, spent=usd("0.999"),
+                                       claim_ttl_ms=60_000)
             for _ in range(20)
         ))  # fmt: skip
 

@@ -62,7 +62,7 @@ def test_it_refuses_tokens_past_the_key_tpm(redis_sync):
         _check(key, snap, tokens=600)
     assert "1000 tokens per minute" in refused.value.message
     assert refused.value.headers["Retry-After"] in {"12", "13"}  # 200 tokens at 1000/min
-    tokens = float(redis_sync.hget(rate_bucket_key("key", key.id, "tpm"), "tokens"))
+    tokens = float(redis_sync.hget(rate_bucket_key(key.team_id, "key", key.id, "tpm"), "tokens"))
     assert 399 < tokens < 402  # the refused request took nothing
 
 

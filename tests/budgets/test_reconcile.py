@@ -58,12 +58,14 @@ def ledger():
 
 
 def _spent(redis_sync, budget, window_key) -> int:
-    return int(redis_sync.get(budget_keys(budget.id, window_key).spent) or 0)
+    return int(redis_sync.get(budget_keys(budget.team_id, budget.id, window_key).spent) or 0)
 
 
 def test_the_counters_rebuilt_after_a_flush_match_the_ledger(ledger, redis_sync):
     team_budget, chat_budget = ledger
-    redis_sync.set(budget_keys(team_budget.id, "2026-11-27").spent, units("0.2"))
+    redis_sync.set(
+        budget_keys(team_budget.team_id, team_budget.id, "2026-11-27").spent, units("0.2")
+    )
     redis_sync.flushdb()
 
     report = rebuild_counters(redis=redis_sync, now=NOW)
@@ -81,13 +83,13 @@ def test_the_counters_rebuilt_after_a_flush_match_the_ledger(ledger, redis_sync)
         "ledger_units": units("0.3000000123"),
         "drift_units": -units("0.3000000123"),
     }
-    assert redis_sync.ttl(budget_keys(team_budget.id, "2026-11-27").spent) > 0
+    assert redis_sync.ttl(budget_keys(team_budget.team_id, team_budget.id, "2026-11-27").spent) > 0
 
 
 def test_a_counter_ahead_of_the_ledger_is_reported_not_lowered(ledger, redis_sync, caplog):
     _, chat_budget = ledger
     rebuild_counters(redis=redis_sync, now=NOW)
-    key = budget_keys(chat_budget.id, "2026-11-27").spent
+    key = budget_keys(chat_budget.team_id, chat_budget.id, "2026-11-27").spent
     redis_sync.incrby(key, units("0.05"))  # settled, not yet drained into the ledger
 
     report = rebuild_counters(redis=redis_sync, now=NOW)

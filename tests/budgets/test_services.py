@@ -19,6 +19,7 @@ from gateway.roundtrip import RoundTrip
 from tests.budgets import steps
 from tests.budgets.conftest import arun, pin_clock, team_snap, wide_client
 from tests.factories import make_budget, make_feature, make_team
+from tests.processes import one_redis_only
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
@@ -30,8 +31,8 @@ def U(usd: str) -> int:
     return usd_to_units(Decimal(usd))
 
 
-def _counters(redis_sync, budget_id: int, window_key: str) -> tuple[int, int]:
-    keys = budget_keys(budget_id, window_key)
+def _counters(redis_sync, budget, window_key: str) -> tuple[int, int]:
+    keys = budget_keys(budget.team_id, budget.id, window_key)
     return int(redis_sync.get(keys.spent) or 0), int(redis_sync.get(keys.reserved) or 0)
 
 
@@ -56,20 +57,20 @@ def _reserve(team, units, request_id="r1", budgets=None, now=NOW):
 def test_it_holds_the_reservation_on_every_window(team_budget, redis_sync):
     team, budget = team_budget
     _reserve(team, U("0.3"))
-    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.3"))
-    assert _counters(redis_sync, budget.id, MONTH) == (0, U("0.3"))
+    assert _counters(redis_sync, budget, DAY) == (0, U("0.3"))
+    assert _counters(redis_sync, budget, MONTH) == (0, U("0.3"))
 
 
 def test_it_settles_the_actual_cost_and_drops_the_hold(team_budget, redis_sync):
     team, budget = team_budget
     reservation = _reserve(team, U("0.3"))
     arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
-    assert _counters(redis_sync, budget.id, MONTH) == (U("0.12"), 0)
+    assert _counters(redis_sync, budget, DAY) == (U("0.12"), 0)
+    assert _counters(redis_sync, budget, MONTH) == (U("0.12"), 0)
     # No tombstone in the window's structures: they hold the requests in flight only.
-    assert redis_sync.hgetall(budget_keys(budget.id, DAY).holds) == {}
-    assert redis_sync.zcard(budget_keys(budget.id, DAY).expiries) == 0
-    assert redis_sync.pttl(budget_keys(budget.id, DAY).settled("r1")) > 0
+    assert redis_sync.hgetall(budget_keys(budget.team_id, budget.id, DAY).holds) == {}
+    assert redis_sync.zcard(budget_keys(budget.team_id, budget.id, DAY).expiries) == 0
+    assert redis_sync.pttl(budget_keys(budget.team_id, budget.id, DAY).settled("r1")) > 0
 
 
 def test_a_repeated_settle_adds_the_cost_once(team_budget, redis_sync):
@@ -77,7 +78,7 @@ def test_a_repeated_settle_adds_the_cost_once(team_budget, redis_sync):
     reservation = _reserve(team, U("0.3"))
     for _ in range(2):  # e.g. the client retried after losing the first reply
         arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
+    assert _counters(redis_sync, budget, DAY) == (U("0.12"), 0)
 
 
 def test_a_late_settle_after_the_hold_expired_is_a_plain_spend(team_budget, redis_sync, settings):
@@ -89,7 +90,7 @@ def test_a_late_settle_after_the_hold_expired_is_a_plain_spend(team_budget, redi
     time.sleep(0.3)
     for _ in range(2):
         arun(steps.settle, reservation=reservation, actual_units=U("0.12"))
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.12"), 0)
+    assert _counters(redis_sync, budget, DAY) == (U("0.12"), 0)
 
 
 def test_a_settled_reservation_leaves_no_trace_once_expired(team_budget, redis_sync, settings):
@@ -98,23 +99,23 @@ def test_a_settled_reservation_leaves_no_trace_once_expired(team_budget, redis_s
     arun(steps.settle, reservation=_reserve(team, U("0.3"), "a"), actual_units=U("0.1"))
     time.sleep(0.3)
     _reserve(team, U("0.2"), "b")
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.1"), U("0.2"))
-    assert redis_sync.hkeys(budget_keys(budget.id, DAY).holds) == [b"b"]
+    assert _counters(redis_sync, budget, DAY) == (U("0.1"), U("0.2"))
+    assert redis_sync.hkeys(budget_keys(budget.team_id, budget.id, DAY).holds) == [b"b"]
 
 
 def test_it_releases_everything_on_failure(team_budget, redis_sync):
     team, budget = team_budget
     reservation = _reserve(team, U("0.3"))
     arun(services.release, reservation=reservation)
-    assert _counters(redis_sync, budget.id, DAY) == (0, 0)
-    assert redis_sync.zcard(budget_keys(budget.id, DAY).expiries) == 0
+    assert _counters(redis_sync, budget, DAY) == (0, 0)
+    assert redis_sync.zcard(budget_keys(budget.team_id, budget.id, DAY).expiries) == 0
 
 
 def test_it_counts_a_retried_reservation_once(team_budget, redis_sync):
     team, budget = team_budget
     _reserve(team, U("0.3"))
     _reserve(team, U("0.3"))
-    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.3"))
+    assert _counters(redis_sync, budget, DAY) == (0, U("0.3"))
 
 
 def test_it_refuses_when_spent_plus_reserved_would_pass_the_limit(team_budget, redis_sync):
@@ -133,14 +134,14 @@ def test_it_refuses_when_spent_plus_reserved_would_pass_the_limit(team_budget, r
         " up to $0.26. It resets at 2026-11-28T00:00:00+00:00."
     )
     assert err.body()["error"]["type"] == "insufficient_quota"
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.5"), U("0.25"))
-    assert _counters(redis_sync, budget.id, MONTH) == (U("0.5"), U("0.25"))
+    assert _counters(redis_sync, budget, DAY) == (U("0.5"), U("0.25"))
+    assert _counters(redis_sync, budget, MONTH) == (U("0.5"), U("0.25"))
 
 
 def test_it_allows_a_reservation_that_exactly_reaches_the_limit(team_budget, redis_sync):
     team, budget = team_budget
     _reserve(team, U("1"))
-    assert _counters(redis_sync, budget.id, DAY) == (0, U("1"))
+    assert _counters(redis_sync, budget, DAY) == (0, U("1"))
 
 
 def test_it_refuses_on_the_monthly_window_and_names_it(redis_sync):
@@ -153,7 +154,7 @@ def test_it_refuses_on_the_monthly_window_and_names_it(redis_sync):
         _reserve(snap, U("0.6"))
     assert 'monthly feature budget of "acme/search" (2026-11)' in refused.value.message
     assert refused.value.headers["Retry-After"] == str(3 * 86400 + 8 * 3600 + 30 * 60)
-    assert _counters(redis_sync, budget.id, MONTH) == (U("1.5"), 0)
+    assert _counters(redis_sync, budget, MONTH) == (U("1.5"), 0)
 
 
 def test_soft_budgets_never_block_but_count_spend(redis_sync):
@@ -163,7 +164,7 @@ def test_soft_budgets_never_block_but_count_spend(redis_sync):
     for i in range(3):
         reservation = _reserve(snap, U("0.8"), f"r{i}")
         arun(steps.settle, reservation=reservation, actual_units=U("0.8"))
-    assert _counters(redis_sync, budget.id, DAY) == (U("2.4"), 0)
+    assert _counters(redis_sync, budget, DAY) == (U("2.4"), 0)
 
 
 def test_windows_follow_the_team_time_zone(redis_sync):
@@ -175,7 +176,7 @@ def test_windows_follow_the_team_time_zone(redis_sync):
     assert "(2026-11-28)" in refused.value.message
     assert refused.value.headers["Retry-After"] == str(23 * 3600 + 30 * 60)
     _reserve(snap, U("1"))
-    assert _counters(redis_sync, budget.id, "2026-11-28") == (0, U("1"))
+    assert _counters(redis_sync, budget, "2026-11-28") == (0, U("1"))
 
 
 def test_a_crashed_reservation_expires_on_its_own(team_budget, redis_sync, settings):
@@ -188,8 +189,8 @@ def test_a_crashed_reservation_expires_on_its_own(team_budget, redis_sync, setti
         _reserve(team, U("0.1"), "next")
     time.sleep(1.6)
     _reserve(team, U("0.1"), "next")
-    assert _counters(redis_sync, budget.id, DAY) == (0, U("0.1"))
-    assert redis_sync.hkeys(budget_keys(budget.id, DAY).holds) == [b"next"]
+    assert _counters(redis_sync, budget, DAY) == (0, U("0.1"))
+    assert redis_sync.hkeys(budget_keys(budget.team_id, budget.id, DAY).holds) == [b"next"]
 
 
 def test_settling_an_expired_reservation_still_adds_the_cost(team_budget, redis_sync, settings):
@@ -198,7 +199,7 @@ def test_settling_an_expired_reservation_still_adds_the_cost(team_budget, redis_
     reservation = _reserve(team, U("0.5"))
     time.sleep(0.3)
     arun(steps.settle, reservation=reservation, actual_units=U("0.4"))
-    assert _counters(redis_sync, budget.id, DAY) == (U("0.4"), 0)
+    assert _counters(redis_sync, budget, DAY) == (U("0.4"), 0)
 
 
 def test_no_budget_costs_no_redis_round_trip(team_budget):
@@ -222,6 +223,7 @@ def test_no_budget_costs_no_redis_round_trip(team_budget):
     assert asyncio.run(run()).slots == ()
 
 
+@one_redis_only
 def test_concurrent_reservations_in_one_process_never_overspend(redis_sync):
     team = make_team()
     budget = make_budget(team, daily_limit_usd="0.5", alert_thresholds=[])
@@ -246,7 +248,7 @@ def test_concurrent_reservations_in_one_process_never_overspend(redis_sync):
     served = async_to_sync(burst)()
     day_key = services.slots_for(list(snap.budgets))[0].window.key
     assert served == 50
-    assert _counters(redis_sync, budget.id, day_key) == (U("0.5"), 0)
+    assert _counters(redis_sync, budget, day_key) == (U("0.5"), 0)
 
 
 def test_windows_are_right_on_either_side_of_midnight_whatever_was_asked_before():

@@ -292,7 +292,9 @@ def test_the_team_page_shows_budgets_keys_and_this_months_spend(admin, redis_syn
             request_id=f"r{i}", created_at=now, team=owner, cost_usd=Decimal(cost)
         )
     daily, _ = current_windows(team.timezone)
-    redis_sync.set(budget_keys(budget.pk, daily.key).spent, usd_to_units(Decimal("1.75")))
+    redis_sync.set(
+        budget_keys(budget.team_id, budget.pk, daily.key).spent, usd_to_units(Decimal("1.75"))
+    )
 
     page = admin.get(f"/admin/gateway/team/{team.pk}/change/").content.decode()
     summary = " ".join(page.split('id="team-summary"')[1].split("<fieldset")[0].split())

@@ -13,6 +13,7 @@ from gateway.cache import MAX_TTL_S, PREFIX, CachedAnswer, cacheable, key_for, t
 from gateway.providers.base import Usage
 from gateway.roundtrip import RoundTrip
 from gateway.snapshot import FeatureSnap, TeamSnap
+from tests.processes import one_redis_only
 
 CHAIN = ("gpt-4o-mini", "claude-haiku")
 # Keys are cheap to compute but there are many properties: a few dozen examples each.
@@ -204,6 +205,7 @@ def test_another_model_chain_gives_another_key(body):
 
 @some
 @given(bodies)
+@one_redis_only
 def test_teams_get_their_own_keys(body):
     mine, theirs = key(body, scope_team=team(1)), key(body, scope_team=team(2))
     assert mine != theirs

@@ -29,6 +29,7 @@ from tests.factories import (
     make_team,
 )
 from tests.loopback import ok
+from tests.processes import one_redis_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,6 +91,7 @@ REQUESTS = {  # name: (model, body changes, expected status and X-Gateway-Cache)
 
 
 @pytest.mark.parametrize("name", REQUESTS)
+@one_redis_only
 def test_a_request_leaves_no_garbage_in_reference_cycles(name, openai_server, monkeypatch):
     from gatewaysite.asgi import http_application
 

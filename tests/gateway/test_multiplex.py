@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import roundtrip, runtime
 from gateway.fastpath.multiplex import Multiplexed
-from tests.processes import requires_real_redis
+from tests.processes import one_redis_only, requires_real_redis
 
 
 class ScriptedRedis:
@@ -126,6 +126,7 @@ async def test_nothing_listening_is_a_connection_error():
 
 
 @requires_real_redis
+@one_redis_only
 async def test_many_round_trips_in_flight_on_one_connection_each_get_their_own_replies():
     redis = runtime.aredis()
     connection = runtime.multiplexed(redis)

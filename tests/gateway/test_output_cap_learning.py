@@ -181,4 +181,4 @@ def test_what_requests_in_flight_hold_is_shown_beside_spend(client, django_user_
     assert Decimal(overview["daily"]["reserved_usd"]) == Decimal("0.25")
     assert "+ $0.25 reserved" in client.get("/reports/").content.decode()
     daily, _ = current_windows("UTC")
-    assert budget_keys(budget.pk, daily.key).reserved  # the counter the pages read
+    assert budget_keys(budget.team_id, budget.pk, daily.key).reserved  # the counter the pages read

@@ -25,7 +25,7 @@ from tests.factories import (
     make_provider,
     make_team,
 )
-from tests.processes import requires_redis_server
+from tests.processes import one_redis_only, requires_redis_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BODY = {"model": "sim-model", "messages": [{"role": "user", "content": "count my trips"}]}
@@ -125,6 +125,7 @@ async def test_a_failed_command_raises_its_error():
         await trip.send()
 
 
+@one_redis_only
 async def test_round_trips_sent_in_the_same_turn_share_one_pipeline(trips):
     redis = runtime.aredis()
     await redis.delete("gw:test:shared")
@@ -147,6 +148,7 @@ async def test_round_trips_sent_in_the_same_turn_share_one_pipeline(trips):
     assert int(await redis.get("gw:test:shared")) == sum(range(1, 41))  # the cancelled one too
 
 
+@one_redis_only
 async def test_a_shared_pipeline_that_fails_fails_every_round_trip_in_it(redis_away):
     redis = runtime.aredis()
 
@@ -251,6 +253,7 @@ async def test_a_push_redis_refuses_is_spooled_and_the_rest_of_the_trip_runs():
         ledger.spool().items.clear()
 
 
+@one_redis_only
 async def test_replies_come_back_as_redis_sends_them_an_error_in_its_place():
     redis = runtime.aredis()
     await redis.delete("gw:test:raw", "gw:test:list", "gw:test:hash")

@@ -23,6 +23,7 @@ from django.test import AsyncClient, Client
 from gateway import ledger, loginguard, runtime
 from gateway.models import Provider, UsageRecord
 from tests.factories import make_budget, make_key, make_model, make_provider, make_team
+from tests.processes import one_redis_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(settings.BASE_DIR)
@@ -76,6 +77,7 @@ def test_a_successful_login_clears_the_failure_count(admin_user):
     assert login(key_client, "wrong") == 429
 
 
+@one_redis_only
 async def test_logins_through_the_asgi_stack_are_limited_too(admin_user):
     client = AsyncClient()
     for _ in range(loginguard.MAX_FAILURES):
@@ -279,6 +281,7 @@ def chat(server, secret: str) -> httpx.Response:
     )
 
 
+@one_redis_only
 def test_a_team_never_gets_another_teams_cached_answer(gateway_server, two_teams, redis_sync):
     a, b = two_teams["team-a"], two_teams["team-b"]
     assert chat(gateway_server, a["secret"]).headers["X-Gateway-Cache"] == "miss"

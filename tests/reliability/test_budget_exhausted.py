@@ -71,7 +71,7 @@ def test_concurrent_refusals_on_two_instances_send_one_exhausted_alert(tmp_path,
     day = current_windows(team.timezone)[0].key
     store = redis_sync.Redis.from_url(settings.REDIS_URL)
     # $0.999 already spent: the $0.001 left covers no request of this model.
-    store.set(budget_keys(budget.id, day).spent, usd_to_units(Decimal("0.999")))
+    store.set(budget_keys(budget.team_id, budget.id, day).spent, usd_to_units(Decimal("0.999")))
 
     queue = f"gw-test-{uuid.uuid4().hex[:8]}"
     env = {"CELERY_BROKER_URL": RABBITMQ, "CELERY_TASK_ALWAYS_EAGER": "0", "CELERY_QUEUE": queue}

@@ -183,7 +183,7 @@ def test_redis_restarted_under_load_refuses_or_serves_as_configured_and_counters
     assert report["raised"] >= 1  # the fail-open team's spend while Redis was away
     for budget in Budget.objects.select_related("team"):
         for window in current_windows(budget.team.timezone):
-            counter = int(redis.get(budget_keys(budget.pk, window.key).spent) or 0)
+            counter = int(redis.get(budget_keys(budget.team_id, budget.pk, window.key).spent) or 0)
             assert counter == ledger_units(budget=budget, window=window) > 0
 
 

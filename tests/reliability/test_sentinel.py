@@ -93,7 +93,7 @@ def test_a_failover_under_load_needs_no_restart_and_loses_nothing_answered(senti
     for budget in Budget.objects.select_related("team"):
         for window in current_windows(budget.team.timezone):
             limit = budget.daily_limit_usd if window.name == "daily" else budget.monthly_limit_usd
-            spent = int(primary.get(budget_keys(budget.pk, window.key).spent) or 0)
+            spent = int(primary.get(budget_keys(budget.team_id, budget.pk, window.key).spent) or 0)
             assert spent <= usd_to_units(limit)
 
 
