@@ -30,8 +30,10 @@ KEYLESS = {"TIME"}
 KEY_PARAMETERS = {"reserved", "holds", "expiries"}
 DECLARED = re.compile(r"^(KEYS|keys)\[[^\]]+\]$")
 CALL = re.compile(r"redis\.call\(\s*'(\w+)'\s*(?:,\s*([^,)]+))?")
-# Known and tracked: the sweep's claim reads each entry's hash by prefix (issue 23, item 2:
-# to move to a declared key it needs its ids first, one more round trip per sweep).
+# Known and tracked: the sweep's claim reads each entry's hash by prefix. On Redis Cluster
+# the prefix carries the set's hash tag ({gw}), so the hashes share its slot and the script
+# runs; a proxy that checks KEYS would still refuse it (declaring them needs the ids first,
+# one more round trip per sweep).
 KNOWN = {("gateway.inflight", "_CLAIM")}
 
 
