@@ -122,6 +122,24 @@ async def _drive(
     return statuses
 
 
+def _redis_cpu() -> list[float]:
+    """CPU seconds each Redis primary has used (INFO cpu): the one server, or every primary
+    of a cluster."""
+    from gateway.runtime import sync_redis
+
+    redis = sync_redis()
+    nodes = (
+        [redis.get_redis_connection(node) for node in redis.get_primaries()]
+        if hasattr(redis, "get_primaries")
+        else [redis]
+    )
+    used = []
+    for node in nodes:
+        info = node.info("cpu")
+        used.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--key", required=True)
@@ -154,6 +172,7 @@ def main() -> None:
         )
         rounds = []
         for r in range(args.rounds):
+            redis_cpu = _redis_cpu()
             cpu, wall = time.process_time(), time.perf_counter()
             statuses = await _drive(
                 http_application,
@@ -165,17 +184,26 @@ def main() -> None:
                 model=args.model,
             )
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            redis_cpu = [
+                after - before for before, after in zip(redis_cpu, _redis_cpu(), strict=True)
+            ]
             bad = [s for s in statuses if s != 200]
             if bad:
                 raise SystemExit(f"{len(bad)} answers were not 200: {sorted(set(bad))}")
             rounds.append(
-                {"cpu_us_per_req": 1e6 * cpu / args.requests, "req_s": args.requests / wall}
+                {
+                    "cpu_us_per_req": 1e6 * cpu / args.requests,
+                    "req_s": args.requests / wall,
+                    # Redis's own CPU per request: every node's, and the busiest node's
+                    "redis_us_per_req": 1e6 * sum(redis_cpu) / args.requests,
+                    "redis_busiest_us_per_req": 1e6 * max(redis_cpu) / args.requests,
+                }
             )
-        return {
-            "root": str(Path.cwd()),
-            "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rounds),
-            "rounds": rounds,
+        median = {
+            name: statistics.median(r[name] for r in rounds)
+            for name in ("cpu_us_per_req", "redis_us_per_req", "redis_busiest_us_per_req")
         }
+        return {"root": str(Path.cwd()), **median, "rounds": rounds}
 
     print(json.dumps(uvloop.run(run())))
 

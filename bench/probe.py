@@ -147,7 +147,15 @@ def _inproc(run, args) -> None:
                 raise SystemExit(f"{label} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             figures[label].append(result["cpu_us_per_req"])
-            print(f"{label}: {result['cpu_us_per_req']:.0f} µs CPU per request", flush=True)
+            redis = figures.setdefault(f"{label} (Redis, every node)", [])
+            redis.append(result.get("redis_us_per_req", 0))
+            busiest = figures.setdefault(f"{label} (Redis, busiest node)", [])
+            busiest.append(result.get("redis_busiest_us_per_req", 0))
+            print(
+                f"{label}: {result['cpu_us_per_req']:.0f} µs CPU per request; Redis "
+                f"{redis[-1]:.0f} µs on every node, {busiest[-1]:.0f} µs on the busiest",
+                flush=True,
+            )
     print(json.dumps({label: sorted(f) for label, f in figures.items()}, indent=1))
     if args.profile:  # this checkout once more, under py-spy (--rounds sized to --profile s)
         out = run.out / "profile.txt"
