@@ -130,7 +130,7 @@ def queue_admission(
     keys = rate.keys() if rate else []
     lookup = 2 if found is not None else 1 if cache_key else 0
     args: list[str | int] = [len(keys), lookup, *(rate.args() if rate else [0])]
-    if lookup == 1:
+    if lookup == 1 and cache_key:
         keys.append(cache_key)
     index = trip.script(ADMIT, keys + hold_keys, args + hold_args)
     return Admission(index, rate, team, reservation, now, found)

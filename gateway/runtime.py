@@ -13,6 +13,7 @@ import asyncio
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
+from typing import Any
 
 import httpx
 import redis as redis_sync
@@ -194,7 +195,7 @@ def multiplexed(redis: redis_async.Redis) -> Multiplexed | None:
 def sync_redis() -> redis_sync.Redis:
     """The synchronous Redis client (admin pages, Celery tasks, management commands)."""
     if settings.REDIS_URL:
-        options = {
+        options: dict[str, Any] = {
             "socket_timeout": _socket_timeout(),
             "socket_connect_timeout": _socket_timeout(),
             "retry": Retry(ConstantBackoff(0.05), retries=2),
