@@ -213,9 +213,15 @@ def soak(run, gw: Proc, port: int) -> None:
 
 
 def _ledger_queue(run) -> int:
+    """Records waiting over every ledger shard (gw:ledger, gw:ledger:1 … gw:ledger:63)."""
     db = run.env["REDIS_URL"].rsplit("/", 1)[1]
+    names = ["gw:ledger"] + [f"gw:ledger:{shard}" for shard in range(1, 64)]
+    script = "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end return n"
     done = subprocess.run(
-        ["redis-cli", "-n", db, "llen", "gw:ledger"], capture_output=True, text=True, check=False
+        ["redis-cli", "-n", db, "eval", script, str(len(names)), *names],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return int(done.stdout.strip() or 0)
 

@@ -1,18 +1,25 @@
 """The usage ledger, written off the hot path.
 
 A request appends its record to a Redis list (one round trip, in the background); a drainer
-moves batches into the database. If Redis is unreachable the record waits in this process's
-spool and is written straight to the database by the next drain. A drain inserts a batch and
-runs the hooks other apps registered (the dashboard roll-ups, see `Hooks`) in one
-transaction, skipping records already there, so a drainer that dies between the insert and
-the trim never double counts.
+moves batches into the database. There are `LEDGER_SHARDS` lists, each with its own drain
+lock: a team's records go to list team id % LEDGER_SHARDS, so several drainers (the web
+processes', the Celery workers') each take a list and write at once, and on a Redis Cluster
+the lists live on different nodes. Drainers look in every list up to MAX_SHARDS, so the
+setting may change at any deploy without stranding a record.
+
+If Redis is unreachable the record waits in this process's spool and is written straight to
+the database by the next drain. A drain inserts a batch and runs the hooks other apps
+registered (the dashboard roll-ups, see `Hooks`) in one transaction, skipping records
+already there, so a drainer that dies between the insert and the trim never double counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -37,16 +44,15 @@ from django.db import (
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from gateway import circuit, runtime
+from gateway import circuit, redisurl, runtime
 from gateway.process import Spool, state
 from gateway.redisurl import shared_key
 from gateway.roundtrip import RoundTrip
 
 log = logging.getLogger(__name__)
 
-QUEUE_KEY = shared_key("ledger")
+MAX_SHARDS = 64  # settings.py refuses more; drainers look in each, whatever the setting is now
 DEAD_KEY = shared_key("ledger:dead")  # before 0002: refused records; drained into DeadLetter now
-LOCK_KEY = shared_key("ledger:lock")
 BATCH = 500
 MAX_BACKOFF_S = 30.0
 SWEEP_EVERY_S = 30.0  # lost requests (gateway/inflight.py), in processes that drain
@@ -90,11 +96,58 @@ def encode(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record, default=str)
 
 
+@functools.cache
+def queue_key(shard: int) -> str:
+    return _sharded("ledger", shard)
+
+
+@functools.cache
+def lock_key(shard: int) -> str:
+    return _sharded("ledger:lock", shard)
+
+
+def _sharded(name: str, shard: int) -> str:
+    """Shard 0 keeps the name of the one list there was before shards (a record queued by an
+    older release is drained like any other), in the slot of the shared keys: the lost-request
+    sweep's script pushes there (gateway/inflight.py). On a cluster each other shard gets a
+    hash tag of its own, spread over the slots (`_slot_tag`); elsewhere a suffix."""
+    if shard == 0:
+        return shared_key(name)
+    if redisurl.CLUSTER:
+        return "{" + _slot_tag(shard) + "}:" + name
+    return f"gw:{name}:{shard}"
+
+
+@functools.cache
+def _slot_tag(shard: int) -> str:
+    """A hash tag whose slot lies `shard` x the golden ratio around the 16,384 slots from
+    shard 0's: any number of shards lands spread over the slot range, so over the primaries
+    of a balanced cluster, and a shard's slot never depends on how many shards there are."""
+    from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+    step = int((shard * 0.6180339887498949) % 1 * REDIS_CLUSTER_HASH_SLOTS)
+    target = (key_slot(b"{gw}") + step) % REDIS_CLUSTER_HASH_SLOTS
+    for n in range(1_000_000):
+        tag = f"gwl{shard}.{n}"
+        if (key_slot(tag.encode()) - target) % REDIS_CLUSTER_HASH_SLOTS < 128:
+            return tag
+    raise AssertionError("unreachable: one tag in 128 lands in the window")
+
+
+QUEUE_KEY = queue_key(0)
+LOCK_KEY = lock_key(0)
+
+
+def shard_of(record: dict[str, Any]) -> int:
+    team = record.get("team_id")
+    return team % settings.GATEWAY["LEDGER_SHARDS"] if type(team) is int else 0
+
+
 def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
     """Add the record's push to a round trip (gateway/roundtrip.py): a request's record
     travels with its settle. If the push does not happen, the record waits in the spool."""
     raw = encode(record)
-    index = trip.add("RPUSH", QUEUE_KEY, raw)
+    index = trip.add("RPUSH", queue_key(shard_of(record)), raw)
     trip.if_not_done(index, partial(spool().items.append, raw))
 
 
@@ -375,21 +428,25 @@ return 0
 """
 
 
-def acquire_lock(redis) -> str | None:
+def acquire_lock(redis, shard: int = 0) -> str | None:
     token = secrets.token_hex(16)
-    return token if redis.set(LOCK_KEY, token, nx=True, px=LOCK_MS) else None
+    return token if redis.set(lock_key(shard), token, nx=True, px=LOCK_MS) else None
 
 
-def release_lock(redis, token: str) -> bool:
-    return bool(redis.eval(_RELEASE_LOCK, 1, LOCK_KEY, token))
+def release_lock(redis, token: str, shard: int = 0) -> bool:
+    return bool(redis.eval(_RELEASE_LOCK, 1, lock_key(shard), token))
 
 
-def extend_lock(redis, token: str) -> bool:
-    return bool(redis.eval(_EXTEND_LOCK, 1, LOCK_KEY, token, LOCK_MS))
+def extend_lock(redis, token: str, shard: int = 0) -> bool:
+    return bool(redis.eval(_EXTEND_LOCK, 1, lock_key(shard), token, LOCK_MS))
 
 
 def drain(max_batches: int = 100) -> int:
-    """Move queued records into the database. Returns how many were inserted."""
+    """Move queued records into the database. Returns how many were inserted.
+
+    Visits shard 0 (which also holds the circuit events and the legacy dead letters) and
+    every other shard with records, from a random one on: a shard another drainer holds is
+    skipped, so concurrent drainers spread over the shards instead of queueing for one."""
     written = 0
     pending = spool().items
     if pending:
@@ -400,28 +457,52 @@ def drain(max_batches: int = 100) -> int:
             pending[:0] = batch
             raise
     redis = runtime.sync_redis()
-    token = acquire_lock(redis)
-    if token is None:
-        return written  # another drainer is at work
-    try:
-        for _ in range(max_batches):
-            raws = redis.lrange(QUEUE_KEY, 0, BATCH - 1)
-            if not raws:
-                break
-            written += _write_or_set_aside(cast(list[bytes], raws))
-            redis.ltrim(QUEUE_KEY, len(raws), -1)
-            if not extend_lock(redis, token):
-                log.warning("the ledger drain lock expired mid-drain; leaving the rest")
-                return written
-        _drain_events(redis)
-        _adopt_legacy_dead(redis)
-    finally:
-        release_lock(redis, token)
+    shards = [shard for shard, n in enumerate(queue_lengths(redis)) if n or shard == 0]
+    turn = random.randrange(len(shards))
+    for shard in shards[turn:] + shards[:turn]:
+        written += _drain_shard(redis, shard, max_batches)
     return written
 
 
+def _drain_shard(redis, shard: int, max_batches: int) -> int:
+    token = acquire_lock(redis, shard)
+    if token is None:
+        return 0  # another drainer is at work on it
+    written = 0
+    queue = queue_key(shard)
+    try:
+        for _ in range(max_batches):
+            raws = redis.lrange(queue, 0, BATCH - 1)
+            if not raws:
+                break
+            written += _write_or_set_aside(cast(list[bytes], raws))
+            redis.ltrim(queue, len(raws), -1)
+            if not extend_lock(redis, token, shard):
+                log.warning("ledger drain lock %s expired mid-drain; leaving the rest", shard)
+                return written
+        if shard == 0:
+            _drain_events(redis)
+            _adopt_legacy_dead(redis)
+    finally:
+        release_lock(redis, token, shard)
+    return written
+
+
+def queue_lengths(redis) -> list[int]:
+    """Records waiting in each shard's list, in one pipeline (on a cluster, one per node)."""
+    pipe = redis.pipeline(transaction=False)
+    for shard in range(MAX_SHARDS):
+        pipe.llen(queue_key(shard))
+    return [int(n) for n in pipe.execute()]
+
+
+def queued(redis=None) -> int:
+    """Records waiting in Redis, over every shard."""
+    return sum(queue_lengths(redis or runtime.sync_redis()))
+
+
 def pending() -> int:
-    return runtime.sync_redis().llen(QUEUE_KEY) + len(spool().items)
+    return queued() + len(spool().items)
 
 
 def _sweep_lost() -> None:

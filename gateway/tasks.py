@@ -11,8 +11,9 @@ from gateway import inflight, ledger
 def drain_ledger() -> int:
     """Periodic (beat, every 5 s): move queued usage records into the database.
 
-    Safe to run alongside the web processes' own drainers: a Redis lock lets one drain at a
-    time, and records already in the ledger are skipped.
+    Safe to run alongside the web processes' own drainers: each ledger queue's Redis lock
+    lets one drainer at a time work on it, and records already in the ledger are skipped.
+    A drain still running when the next one starts (a backlog) leaves it the other queues.
     """
     return ledger.drain()
 

@@ -352,6 +352,10 @@ GATEWAY = {
     # the embedded mode (gateway/inprocbeat.py). Off with a real Celery beat.
     "BEAT_IN_PROCESS": env_bool("GATEWAY_BEAT_IN_PROCESS", EMBEDDED),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
+    # Ledger queues in Redis, each with its own drain lock: a team's records go to queue
+    # team id % this, so drainers work in parallel (on a cluster, on different nodes).
+    # Drainers empty every queue up to 64, so it may change at any deploy (gateway/ledger.py).
+    "LEDGER_SHARDS": env_int("GATEWAY_LEDGER_SHARDS", 4),
     # Failed authentications (unknown, revoked or expired key) allowed per client address and
     # minute before the API answers 429; counted in Redis across processes. 0 disables.
     "AUTH_FAILURES_PER_MINUTE": env_int("GATEWAY_AUTH_FAILURES_PER_MINUTE", 60),
@@ -376,6 +380,10 @@ GATEWAY = {
     # health check interval x its unhealthy threshold.
     "DRAIN_S": env_float("GATEWAY_DRAIN_S", 0.0 if DEBUG else 10.0),
 }
+if not 1 <= GATEWAY["LEDGER_SHARDS"] <= 64:
+    raise ImproperlyConfigured(
+        f"GATEWAY_LEDGER_SHARDS={GATEWAY['LEDGER_SHARDS']} is not between 1 and 64"
+    )
 
 # --- Admin and dashboard security (docs/security.md) ----------------------------------------
 # The environment variables a Provider may name as its `api_key_env`: comma-separated glob

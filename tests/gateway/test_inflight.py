@@ -146,7 +146,7 @@ async def test_two_sweepers_at_once_bill_each_lost_request_once(settings):
     for t in threads:
         t.join(30)
     assert sum(counts) == 20
-    assert runtime.sync_redis().llen(ledger.QUEUE_KEY) == 20  # one record each, no repeat
+    assert ledger.queued() == 20  # one record each, no repeat
     await asyncio.to_thread(ledger.drain)
     ids = await asyncio.to_thread(
         lambda: set(UsageRecord.objects.filter(status="lost").values_list("request_id", flat=True))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -162,3 +166,86 @@ async def test_a_record_the_database_refuses_is_set_aside_without_blocking_the_r
     assert await asyncio.to_thread(ledger.drain) == 1
     assert await asyncio.to_thread(DeadLetter.objects.count) == 1
     assert ledger.pending() == 0
+
+
+@pytest.fixture
+def four_shards(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_SHARDS": 4}
+
+
+async def test_each_team_queues_on_its_shard_and_one_drain_empties_every_shard(four_shards):
+    teams = [await asyncio.to_thread(make_team, f"t{n}") for n in range(4)]  # consecutive ids
+    for team in teams:
+        await ledger.enqueue(entry(team))
+        await ledger.enqueue(entry(team))
+    lengths = ledger.queue_lengths(runtime.sync_redis())
+    shards = {ledger.shard_of(entry(team)) for team in teams}
+    assert shards == {0, 1, 2, 3}
+    assert [lengths[shard] for shard in sorted(shards)] == [2, 2, 2, 2]
+    assert await asyncio.to_thread(ledger.drain) == 8
+    assert ledger.queued() == 0
+    assert await asyncio.to_thread(UsageRecord.objects.count) == 8
+
+
+async def test_drainers_work_on_different_shards_at_once(four_shards, monkeypatch):
+    """A drainer busy with one shard (here: stopped inside its write) holds only that shard's
+    lock: a second drainer writes every other shard meanwhile, then the first finishes."""
+    teams = [await asyncio.to_thread(make_team, f"t{n}") for n in range(4)]
+    for team in teams:
+        await ledger.enqueue(entry(team))
+    inside, go_on = threading.Event(), threading.Event()
+    write = ledger._write_or_set_aside
+    first = threading.get_ident()
+
+    def slow_for_the_first(raws):
+        if threading.get_ident() == first:
+            inside.set()
+            assert go_on.wait(10)
+        return write(raws)
+
+    def first_drainer():
+        nonlocal first
+        first = threading.get_ident()
+        return ledger.drain()
+
+    monkeypatch.setattr(ledger, "_write_or_set_aside", slow_for_the_first)
+    one = asyncio.create_task(asyncio.to_thread(first_drainer))
+    assert await asyncio.to_thread(inside.wait, 10)
+    assert await asyncio.to_thread(ledger.drain) == 3  # all but the shard the first one holds
+    assert ledger.queued() == 1
+    go_on.set()
+    assert await one == 1
+    assert ledger.queued() == 0
+    assert await asyncio.to_thread(UsageRecord.objects.count) == 4
+
+
+async def test_a_record_queued_when_there_were_more_shards_is_still_drained(settings):
+    """Lowering GATEWAY_LEDGER_SHARDS at a deploy strands nothing: drainers look in every
+    shard there can be."""
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_SHARDS": 2}
+    team = await asyncio.to_thread(make_team)
+    runtime.sync_redis().rpush(ledger.queue_key(ledger.MAX_SHARDS - 1), ledger.encode(entry(team)))
+    assert ledger.pending() == 1
+    assert await asyncio.to_thread(ledger.drain) == 1
+    assert ledger.pending() == 0
+
+
+@pytest.mark.parametrize("value", ["0", "65", "four"])
+def test_a_shard_count_out_of_range_stops_the_process_with_a_clear_error(value):
+    env = {
+        **os.environ,
+        "GATEWAY_LEDGER_SHARDS": value,
+        "DJANGO_SETTINGS_MODULE": "gatewaysite.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert (
+        f"GATEWAY_LEDGER_SHARDS={value}" in done.stderr
+        or "GATEWAY_LEDGER_SHARDS='four'" in done.stderr
+    )

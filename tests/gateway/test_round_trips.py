@@ -238,18 +238,20 @@ async def test_a_record_whose_push_fails_waits_in_the_spool_even_if_its_request_
 
 async def test_a_push_redis_refuses_is_spooled_and_the_rest_of_the_trip_runs():
     redis = runtime.aredis()
-    await redis.set(ledger.QUEUE_KEY, b"not a list")  # RPUSH on it: WRONGTYPE
+    record = _record(1, 1)
+    queue = ledger.queue_key(ledger.shard_of(record))
+    await redis.set(queue, b"not a list")  # RPUSH on it: WRONGTYPE
     ledger.spool().items.clear()
     try:
         trip = RoundTrip(redis)
         trip.add("SET", "gw:test:beside", b"1")
-        ledger.queue_push(trip, _record(1, 1))
+        ledger.queue_push(trip, record)
         with pytest.raises(Exception, match="WRONGTYPE"):
             await trip.send()
         assert len(ledger.spool().items) == 1
         assert await redis.get("gw:test:beside") == b"1"
     finally:
-        await redis.delete(ledger.QUEUE_KEY)
+        await redis.delete(queue)
         ledger.spool().items.clear()
 
 

@@ -117,10 +117,10 @@ def test_records_wait_while_the_database_is_away_and_all_land_when_it_returns(
     time.sleep(1.0)  # past the config TTL: its refreshes now fail
     ask(10)  # served from the config copy while the database is away
     queue = own_persistent_redis.client()
-    wait_for(lambda: queue.llen(ledger.QUEUE_KEY) == 10, timeout=10, what="10 queued records")
+    wait_for(lambda: ledger.queued(queue) == 10, timeout=10, what="10 queued records")
     assert UsageRecord.objects.count() == 3
 
     proxy.restore()
     wait_for(lambda: UsageRecord.objects.count() == 13, timeout=20, what="the queued records")
-    assert queue.llen(ledger.QUEUE_KEY) == 0
+    assert ledger.queued(queue) == 0
     assert UsageRecord.objects.values("request_id").distinct().count() == 13

@@ -21,7 +21,7 @@ from budgets.keys import budget_keys, rate_bucket_key
 from budgets.models import Budget
 from budgets.reconcile import ledger_units
 from budgets.windows import current_windows
-from gateway import cache, probes, redisurl, runtime
+from gateway import cache, ledger, probes, redisurl, runtime
 from gateway.admission import queue_admission
 from gateway.models import UsageRecord
 from gateway.redisurl import ClusterConfig, cluster_config
@@ -45,7 +45,7 @@ REQUESTS = 12  # per team, before the load
 @requires_redis_server
 @pytest.mark.django_db(transaction=True)
 def test_a_gateway_on_a_cluster_serves_caches_and_records_every_request_once(
-    redis_cluster, gateways, monkeypatch
+    redis_cluster, gateways, monkeypatch, request
 ):
     provider = make_provider(options={"latency_ms": 5})
     make_model("sim-model", provider)
@@ -83,14 +83,18 @@ def test_a_gateway_on_a_cluster_serves_caches_and_records_every_request_once(
     assert {r.status for r in load.results} == {200}, gateway.output()
     answered += [r.request_id for r in load.results]
 
-    # The gateway drains its own ledger queue, which lives with the in-flight register.
+    # The gateway drains its own ledger queues, spread over the primaries.
     nodes = redis_cluster.client()
     monkeypatch.setattr(redisurl, "CLUSTER", True)  # name the keys as the gateway does
-    queue, inflight = redisurl.shared_key("ledger"), redisurl.shared_key("inflight")
+    request.addfinalizer(ledger.queue_key.cache_clear)
+    ledger.queue_key.cache_clear()
+    primaries = {nodes.get_node_from_key(ledger.queue_key(shard)).name for shard in range(4)}
+    assert len(primaries) == 3, primaries
+    inflight = redisurl.shared_key("inflight")
     wait_for(
-        lambda: nodes.llen(queue) == 0 and nodes.zcard(inflight) == 0,
+        lambda: ledger.queued(nodes) == 0 and nodes.zcard(inflight) == 0,
         timeout=30,
-        what="the ledger queue drained",
+        what="the ledger queues drained",
     )
     recorded = list(UsageRecord.objects.values_list("request_id", flat=True))
     assert sorted(recorded) == sorted(answered)  # every answered request, once

@@ -203,9 +203,9 @@ def test_ledger_records_queued_in_redis_survive_a_restart_of_a_persistent_redis(
         sdk.chat.completions.create(
             model="sim-model", messages=[{"role": "user", "content": f"question {i}"}]
         )
-    queued = own_redis.client().llen(ledger.QUEUE_KEY)
+    queued = ledger.queued(own_redis.client())
     assert queued == 5
     own_redis.stop()
     own_redis.start()
-    after_restart = own_redis.client().llen(ledger.QUEUE_KEY)
+    after_restart = ledger.queued(own_redis.client())
     assert after_restart == queued, "the queued ledger records were lost with the restart"

@@ -15,7 +15,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 
 from budgets.services import budget_status
-from gateway import ledger, runtime, tokens
+from gateway import ledger, tokens
 from gateway.models import UsageRecord
 from gateway.money import Prices, units_to_usd, usd_to_units, worst_case_units
 from gateway.snapshot import store
@@ -147,4 +147,4 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(openai_se
     assert [a.status_code for a in answers] == [200] * 5
     ids = {a.headers["x-request-id"] for a in answers}
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == ids
-    assert runtime.sync_redis().llen(ledger.QUEUE_KEY) == 0
+    assert ledger.queued() == 0

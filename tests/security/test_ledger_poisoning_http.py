@@ -13,7 +13,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway import ledger, runtime
+from gateway import ledger
 from gateway.models import DeadLetter, UsageRecord
 from tests.factories import make_feature, make_key, make_model, make_provider, make_team
 from tests.loopback import ok
@@ -70,7 +70,7 @@ def test_one_keys_poisoned_records_do_not_stop_the_ledger_for_other_teams(openai
 
     wait_for(landed, timeout=20, what="the other teams' records to reach the ledger")
     wait_for(
-        lambda: runtime.sync_redis().llen(ledger.QUEUE_KEY) == 0,
+        lambda: ledger.queued() == 0,
         timeout=10,
         what="the ledger queue to empty",
     )
