@@ -140,7 +140,7 @@ LOCK_KEY = lock_key(0)
 
 def shard_of(record: dict[str, Any]) -> int:
     team = record.get("team_id")
-    return team % settings.GATEWAY["LEDGER_SHARDS"] if type(team) is int else 0
+    return team % int(settings.GATEWAY["LEDGER_SHARDS"]) if type(team) is int else 0
 
 
 def queue_push(trip: RoundTrip, record: dict[str, Any]) -> None:
