@@ -135,7 +135,6 @@ def _slot_tag(shard: int) -> str:
 
 
 QUEUE_KEY = queue_key(0)
-LOCK_KEY = lock_key(0)
 
 
 def shard_of(record: dict[str, Any]) -> int:

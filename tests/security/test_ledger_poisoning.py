@@ -199,8 +199,8 @@ def test_a_drainer_whose_lock_expired_does_not_delete_its_successors_lock(settin
 
     def slow_write(raws):
         # Meanwhile this drainer's lock expires and another drainer takes it.
-        redis.delete(ledger.LOCK_KEY)
-        successor["took"] = redis.set(ledger.LOCK_KEY, b"successor", nx=True, px=60_000)
+        redis.delete(ledger.lock_key(0))
+        successor["took"] = redis.set(ledger.lock_key(0), b"successor", nx=True, px=60_000)
         return real_write(raws)
 
     ledger._write = slow_write
@@ -209,7 +209,7 @@ def test_a_drainer_whose_lock_expired_does_not_delete_its_successors_lock(settin
     finally:
         ledger._write = real_write
     assert successor["took"]
-    assert redis.get(ledger.LOCK_KEY) == b"successor"
+    assert redis.get(ledger.lock_key(0)) == b"successor"
     push(entry(team.id))
     assert ledger.drain() == 0  # the successor still holds it: nobody else drains
 
