@@ -167,11 +167,8 @@ async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     connection = runtime.multiplexed(redis)
     if connection is not None:
         return await connection.execute(commands)
-    if runtime.clustered(redis):  # split by node, each node's share as one pipeline
-        pipe = redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return await pipe.execute(raise_on_error=False)
+    if runtime.clustered(redis):
+        return await _execute_on_cluster(redis, commands)
     pool = redis.connection_pool
     connection = await pool.get_connection()
     try:
@@ -180,6 +177,38 @@ async def execute(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
         )
     finally:
         await pool.release(connection)
+
+
+async def _execute_on_cluster(redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Split by node, each node's share as one pipeline (redis-py's cluster pipeline).
+
+    With `raise_on_error=False` that pipeline hands a node's connection error or timeout
+    back in place of its commands' replies and retries nothing (its own retry runs only when
+    it raises): during a primary's failover, settles failed and the budget counters fell
+    behind the ledger. Those commands are sent again, after the client has dropped its
+    connections and relearns the slots, as often as its `retry` allows (redis-py's own way,
+    0.25 s apart). One Redis re-sends a whole pipeline alike (`execute`), and every script
+    is safe to run twice: a settle's marker, an admission's hold keyed by its request."""
+    from redis.asyncio.cluster import RedisCluster
+
+    replies: list[Any] = [None] * len(commands)
+    todo = list(range(len(commands)))
+    tries = redis.retry.get_retries()
+    while True:
+        pipe = redis.pipeline(transaction=False)
+        for i in todo:
+            pipe.execute_command(*commands[i])
+        again = []
+        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+            if isinstance(reply, RedisCluster.ERRORS_ALLOW_RETRY):
+                again.append(i)
+        if not again or tries <= 0:
+            return replies
+        tries -= 1
+        todo = again
+        await redis.aclose()  # the next pipeline learns the slots again
+        await asyncio.sleep(0.25)
 
 
 async def _exchange(connection, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -378,8 +378,13 @@ async def finish(
         replies = await trip.send()
         if spend is not None:
             await budgets.after_spend(redis=redis, slots=slots, claimed=replies[spend])
-    except (RedisError, OSError):
-        log.warning("could not settle %s; the ledger keeps the cost", call.request_id)
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "could not settle %s (%s: %s); the ledger keeps the cost",
+            call.request_id,
+            type(exc).__name__,
+            exc,
+        )
 
 
 async def serve_cached(call: Call, hit: cache.CachedAnswer) -> Cost:

@@ -322,15 +322,15 @@ def _cluster_port() -> int:
 
 
 class RedisCluster:
-    """Three primaries, no replicas, as one Redis Cluster (all 16,384 slots assigned), each
-    a RedisServer with its own directory under `tmp_path`."""
+    """Three primaries (and `replicas` replicas of each) as one Redis Cluster, all 16,384
+    slots assigned, each node a RedisServer with its own directory under `tmp_path`."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, replicas: int = 0) -> None:
         if shutil.which("redis-cli") is None:
             pytest.skip("redis-cli is not on PATH")
         self.nodes: list[RedisServer] = []
         try:
-            for _ in range(3):
+            for _ in range(3 * (1 + replicas)):
                 port = _cluster_port()
                 node_dir = tmp_path / f"cluster-{port}"
                 node_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +339,8 @@ class RedisCluster:
                         "--cluster-node-timeout", "2000")  # fmt: skip
                 self.nodes.append(RedisServer(args=args, port=port).start())
             hosts = [f"127.0.0.1:{port}" for port in self.ports]
-            create = ["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas", "0"]
+            create = ["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas",
+                      str(replicas)]  # fmt: skip
             created = subprocess.run(
                 [*create, "--cluster-yes"], capture_output=True, text=True, timeout=30
             )
@@ -368,6 +369,18 @@ class RedisCluster:
     def node(self, i: int) -> redis_sync.Redis:
         """A plain client on node `i` alone (CLUSTER commands, or a look at its keys)."""
         return self.nodes[i].client()
+
+    def primary_port(self, key: str) -> int:
+        """The port of the primary that owns `key`'s slot now."""
+        with self.client() as client:
+            return int(client.get_node_from_key(key).port)
+
+    def replica_ports(self, primary_port: int) -> list[int]:
+        """The ports of the replicas of the primary on `primary_port`, as it sees them."""
+        with self.nodes[self.ports.index(primary_port)].client() as client:
+            myself = client.execute_command("CLUSTER", "MYID").decode()
+            lines = client.execute_command("CLUSTER", "REPLICAS", myself)
+        return [int(line.decode().split()[1].split("@")[0].rsplit(":", 1)[1]) for line in lines]
 
     def _ready(self) -> bool:
         for node in self.nodes:

@@ -8,6 +8,8 @@ refuses a script whose keys do not, so a passing request proves it)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
@@ -23,7 +25,7 @@ from budgets.reconcile import ledger_units
 from budgets.windows import current_windows
 from gateway import cache, ledger, probes, redisurl, runtime
 from gateway.admission import queue_admission
-from gateway.models import UsageRecord
+from gateway.models import Team, UsageRecord
 from gateway.redisurl import ClusterConfig, cluster_config
 from tests.budgets.conftest import team_snap
 from tests.factories import (
@@ -34,8 +36,8 @@ from tests.factories import (
     make_provider,
     make_team,
 )
-from tests.processes import requires_postgres, requires_redis_server, wait_for
-from tests.reliability.test_redis_restart import FEATURE, Load
+from tests.processes import RedisCluster, requires_postgres, requires_redis_server, wait_for
+from tests.reliability.test_redis_restart import DEADLINE_S, FEATURE, Load, setup_teams
 
 REQUESTS = 12  # per team, before the load
 
@@ -199,3 +201,76 @@ def test_readyz_refuses_a_cluster_that_lost_a_primary(redis_cluster):
     )
     with pytest.raises(RedisError):
         asyncio.run(check())
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path, replicas=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+@requires_postgres
+@requires_redis_server
+@pytest.mark.django_db(transaction=True)
+def test_a_primary_failover_under_load_needs_no_restart_and_loses_nothing_answered(
+    cluster_with_replicas, gateways, monkeypatch
+):
+    """Three primaries with a replica each. Under load from a fail-closed and a fail-open
+    team, every primary that holds their slots or the shared slot hands over to its replica
+    (`CLUSTER FAILOVER`, what an upgrade or a maintenance does). The same gateway process
+    follows the new primaries without a restart; errors stay few and are 503s; every request
+    answered is in the ledger once; each budget counter equals the ledger."""
+    cluster = cluster_with_replicas
+    secrets = setup_teams()
+    (gateway,) = gateways(1, redis_url=cluster.url, GATEWAY_LEDGER_IN_PROCESS="1")
+    load = Load(gateway.base_url, secrets)
+    load.thread.start()
+    try:
+        for team in ("closed", "open"):
+            wait_for(
+                lambda t=team: load.count(team=t, status=200) >= 5,
+                timeout=DEADLINE_S,
+                what=f"{team} served before the failover",
+            )
+        keys = [f"{{t{team.pk}}}:x" for team in Team.objects.all()] + ["{gw}:x"]
+        for old in sorted({cluster.primary_port(key) for key in keys}):
+            (replica,) = cluster.replica_ports(old)
+            cluster.node(cluster.ports.index(replica)).execute_command("CLUSTER", "FAILOVER")
+            wait_for(
+                lambda o=old: all(cluster.primary_port(key) != o for key in keys),
+                timeout=DEADLINE_S,
+                what=f"the replica of {old} promoted",
+            )
+        switched = time.monotonic() + 1.0
+        for team in ("closed", "open"):
+            wait_for(
+                lambda t=team: load.count(team=t, status=200, after=switched) >= 20,
+                timeout=DEADLINE_S,
+                what=f"{team} served on the new primaries, without a restart",
+            )
+        ready = httpx.get(gateway.url + "/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+    finally:
+        load.stopping.set()
+        load.thread.join(30)
+    results = load.results
+    assert not [r for r in results if r.status >= 500 and r.status != 503], gateway.output()
+    errors = [r for r in results if r.status != 200]
+    assert len(errors) <= 20, [(r.status, r.code) for r in errors]
+
+    gateway.stop()  # its lifespan drains the ledger once more
+    logged = gateway.log_path.read_text(errors="replace")
+    assert "Traceback" not in logged and "could not settle" not in logged
+    recorded = list(UsageRecord.objects.values_list("request_id", flat=True))
+    assert len(recorded) == len(set(recorded))
+    assert {r.request_id for r in results if r.status == 200} <= set(recorded)
+    nodes = cluster.client()
+    monkeypatch.setattr(redisurl, "CLUSTER", True)  # name the keys as the gateway does
+    for budget in Budget.objects.select_related("team"):
+        for window in current_windows(budget.team.timezone):
+            counter = nodes.get(budget_keys(budget.team_id, budget.pk, window.key).spent)
+            assert int(counter or 0) == ledger_units(budget=budget, window=window) > 0
