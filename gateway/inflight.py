@@ -131,19 +131,19 @@ return {1, claimed}
 )
 
 
-# On Redis Cluster the spend script's keys live in the team's slot, not with the set's, so
-# the sweep runs the spend script first (idempotent: its marker makes a second run add
-# nothing), then this: if this sweeper still holds the claim, push the lost record and
-# remove the entry. A sweeper that dies between the two leaves the entry to the next one,
-# whose spend adds nothing. KEYS: the set, the hash, the ledger queue. ARGV: request id,
-# claim token, the record. Returns 1 when it pushed the record.
+# On Redis Cluster the spend script's keys live in the team's slot and the team's ledger
+# queue in its own, neither with the set's. So the sweep runs the spend script first
+# (idempotent: its marker makes a second run add nothing), pushes the lost record to the
+# team's queue, then runs this: if this sweeper still holds the claim, remove the entry.
+# A sweeper that dies on the way leaves the entry to the next one, whose spend adds nothing
+# and whose record the drain skips (same request id). KEYS: the set, the hash. ARGV:
+# request id, claim token. Returns 1 when this sweeper's claim held.
 _FINISH = """
 if redis.call('HGET', KEYS[2], 'claim') ~= ARGV[2] then
   return 0
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -346,19 +346,24 @@ def sweep(limit: int = 200) -> int:
             budgets.queue_spend(
                 spend, slots=slots, request_id=rid, units=units, marker_ttl_ms=marker_ms
             )
-            if redisurl.CLUSTER and spend.keys:  # two slots: spend, then finish (_FINISH)
-                claimed = redis.eval(budget_lua.SPEND, len(spend.keys), *spend.keys, *spend.args)
-                done = redis.eval(
-                    _FINISH, 3, ZSET, key(rid), ledger.QUEUE_KEY, rid, token, ledger.encode(record)
-                )
-                result = [done, claimed]
+            # The team's queue: the request's own record, should it come after all, lands
+            # behind this one in the same list, and the drain keeps the first (gateway/ledger.py).
+            queue = ledger.queue_key(ledger.shard_of(record))
+            if redisurl.CLUSTER:  # three slots: spend, push, then finish (_FINISH)
+                claimed = []
+                if spend.keys:
+                    claimed = redis.eval(
+                        budget_lua.SPEND, len(spend.keys), *spend.keys, *spend.args
+                    )
+                redis.rpush(queue, ledger.encode(record))
+                result = [redis.eval(_FINISH, 2, ZSET, key(rid), rid, token), claimed]
             else:
                 result = redis.eval(
                     _FINALIZE,
                     3 + len(spend.keys),
                     ZSET,
                     key(rid),
-                    ledger.QUEUE_KEY,
+                    queue,
                     *spend.keys,
                     rid,
                     token,

@@ -108,9 +108,9 @@ def lock_key(shard: int) -> str:
 
 def _sharded(name: str, shard: int) -> str:
     """Shard 0 keeps the name of the one list there was before shards (a record queued by an
-    older release is drained like any other), in the slot of the shared keys: the lost-request
-    sweep's script pushes there (gateway/inflight.py). On a cluster each other shard gets a
-    hash tag of its own, spread over the slots (`_slot_tag`); elsewhere a suffix."""
+    older release is drained like any other), in the slot of the shared keys. On a cluster
+    each other shard gets a hash tag of its own, spread over the slots (`_slot_tag`);
+    elsewhere a suffix."""
     if shard == 0:
         return shared_key(name)
     if redisurl.CLUSTER:
