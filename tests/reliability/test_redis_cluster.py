@@ -230,12 +230,7 @@ def test_a_primary_failover_under_load_needs_no_restart_and_loses_nothing_answer
     load = Load(gateway.base_url, secrets)
     load.thread.start()
     try:
-        for team in ("closed", "open"):
-            wait_for(
-                lambda t=team: load.count(team=t, status=200) >= 5,
-                timeout=DEADLINE_S,
-                what=f"{team} served before the failover",
-            )
+        load.wait_served(5, what="before the failover")
         keys = [f"{{t{team.pk}}}:x" for team in Team.objects.all()] + ["{gw}:x"]
         for old in sorted({cluster.primary_port(key) for key in keys}):
             (replica,) = cluster.replica_ports(old)
@@ -246,12 +241,7 @@ def test_a_primary_failover_under_load_needs_no_restart_and_loses_nothing_answer
                 what=f"the replica of {old} promoted",
             )
         switched = time.monotonic() + 1.0
-        for team in ("closed", "open"):
-            wait_for(
-                lambda t=team: load.count(team=t, status=200, after=switched) >= 20,
-                timeout=DEADLINE_S,
-                what=f"{team} served on the new primaries, without a restart",
-            )
+        load.wait_served(20, after=switched, what="on the new primaries, without a restart")
         ready = httpx.get(gateway.url + "/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
     finally:

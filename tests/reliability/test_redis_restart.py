@@ -69,6 +69,15 @@ class Load:
             if r.team == team and r.status == status and r.sent >= after and r.done <= before
         )
 
+    def wait_served(self, count: int, *, after: float = 0.0, what: str) -> None:
+        """Wait until each team has had `count` answers (200) to requests sent after `after`."""
+        for team in self.secrets:
+            wait_for(
+                lambda t=team: self.count(team=t, status=200, after=after) >= count,
+                timeout=DEADLINE_S,
+                what=f"{team} served {what}",
+            )
+
     async def _run(self) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             await asyncio.gather(*(self._worker(http, team) for team in self.secrets for _ in "ab"))
@@ -131,12 +140,7 @@ def test_redis_restarted_under_load_refuses_or_serves_as_configured_and_counters
     load = Load(gateway.base_url, secrets)
     load.thread.start()
     try:
-        for team in ("closed", "open"):
-            wait_for(
-                lambda t=team: load.count(team=t, status=200) >= 5,
-                timeout=DEADLINE_S,
-                what=f"{team} served before the restart",
-            )
+        load.wait_served(5, what="before the restart")
 
         own_redis.stop()
         down = time.monotonic()

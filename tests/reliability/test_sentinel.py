@@ -45,12 +45,7 @@ def test_a_failover_under_load_needs_no_restart_and_loses_nothing_answered(senti
     load = Load(gateway.base_url, secrets)
     load.thread.start()
     try:
-        for team in ("closed", "open"):
-            wait_for(
-                lambda t=team: load.count(team=t, status=200) >= 5,
-                timeout=DEADLINE_S,
-                what=f"{team} served on the first primary",
-            )
+        load.wait_served(5, what="on the first primary")
         old = sentinels.primary.port
         sentinels.client().execute_command("SENTINEL", "FAILOVER", SERVICE)
         wait_for(
@@ -61,12 +56,7 @@ def test_a_failover_under_load_needs_no_restart_and_loses_nothing_answered(senti
         # What the old primary acknowledged in its last moment (before Sentinel demoted it)
         # may be lost with it: docs/operations.md. A second later, nothing may be.
         switched = time.monotonic() + 1.0
-        for team in ("closed", "open"):
-            wait_for(
-                lambda t=team: load.count(team=t, status=200, after=switched) >= 20,
-                timeout=DEADLINE_S,
-                what=f"{team} served on the new primary, without a restart",
-            )
+        load.wait_served(20, after=switched, what="on the new primary, without a restart")
         wait_for(
             lambda: httpx.get(gateway.url + "/readyz", timeout=5).status_code == 200,
             timeout=DEADLINE_S,
