@@ -134,9 +134,6 @@ def _slot_tag(shard: int) -> str:
     raise AssertionError("unreachable: one tag in 128 lands in the window")
 
 
-QUEUE_KEY = queue_key(0)
-
-
 def shard_of(record: dict[str, Any]) -> int:
     team = record.get("team_id")
     return team % int(settings.GATEWAY["LEDGER_SHARDS"]) if type(team) is int else 0

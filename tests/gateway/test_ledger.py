@@ -58,7 +58,7 @@ async def test_queued_records_are_drained_into_the_database_exactly_once():
     records = [entry(team) for _ in range(3)]
     for record in records:
         await ledger.enqueue(record)
-    runtime.sync_redis().rpush(ledger.QUEUE_KEY, ledger.encode(records[0]))  # a re-queued copy
+    runtime.sync_redis().rpush(ledger.queue_key(0), ledger.encode(records[0]))  # a re-queued copy
     assert await asyncio.to_thread(ledger.drain) == 3
     assert await asyncio.to_thread(ledger.drain) == 0
     costs = await asyncio.to_thread(

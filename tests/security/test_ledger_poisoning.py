@@ -57,7 +57,7 @@ def entry(team_id: int, **over) -> dict:
 
 
 def push(*records: dict) -> None:
-    runtime.sync_redis().rpush(ledger.QUEUE_KEY, *(ledger.encode(r) for r in records))
+    runtime.sync_redis().rpush(ledger.queue_key(0), *(ledger.encode(r) for r in records))
 
 
 @requires_postgres
