@@ -352,9 +352,8 @@ GATEWAY = {
     # the embedded mode (gateway/inprocbeat.py). Off with a real Celery beat.
     "BEAT_IN_PROCESS": env_bool("GATEWAY_BEAT_IN_PROCESS", EMBEDDED),
     "LEDGER_FLUSH_INTERVAL_S": env_float("GATEWAY_LEDGER_FLUSH_INTERVAL_S", 0.5),
-    # Ledger queues in Redis, each with its own drain lock: a team's records go to queue
-    # team id % this, so drainers work in parallel (on a cluster, on different nodes).
-    # Drainers empty every queue up to 64, so it may change at any deploy (gateway/ledger.py).
+    # Ledger queues in Redis, a drain lock each (team id % this): drains run in parallel.
+    # Drainers look in all 64, so it may change at any deploy (gateway/ledger.py).
     "LEDGER_SHARDS": env_int("GATEWAY_LEDGER_SHARDS", 4),
     # Failed authentications (unknown, revoked or expired key) allowed per client address and
     # minute before the API answers 429; counted in Redis across processes. 0 disables.
