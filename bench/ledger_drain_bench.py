@@ -130,6 +130,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--shapes",
+        default=",".join(f"{s}x{d}" for s, d in SHAPES),
+        help="queues x drainers, comma-separated (default: %(default)s)",
+    )
     parser.add_argument("--drainer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drainer:
@@ -140,13 +145,14 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     teams = list(Team.objects.order_by("pk").values_list("pk", flat=True)[:TEAMS])
     for n in range(len(teams), TEAMS):
         teams.append(Team.objects.create(name=f"drain-bench-{n}").pk)
     print(f"code: {ROOT}  records per measurement: {args.records:,}  cores: {os.cpu_count()}")
-    results: dict[tuple[int, int], list[float]] = {shape: [] for shape in SHAPES}
+    results: dict[tuple[int, ...], list[float]] = {shape: [] for shape in shapes}
     for round_ in range(args.rounds):
-        for shards, drainers in SHAPES:
+        for shards, drainers in shapes:
             res = measure(shards, drainers, args.records, teams)
             results[(shards, drainers)].append(res["per_s"])
             print(
@@ -154,7 +160,7 @@ def main() -> None:
                 f"{res['per_s']:,.0f} records/s ({res['seconds']:.1f} s)",
                 flush=True,
             )
-    base = statistics.median(results[SHAPES[0]])
+    base = statistics.median(results[shapes[0]])
     print("\n| shards | drainers | records/s (median) | runs | vs 1 shard, 1 drainer |")
     print("|---|---|---|---|---|")
     for (shards, drainers), runs in results.items():

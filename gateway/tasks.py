@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from celery import shared_task
 
 from gateway import inflight, ledger
@@ -33,3 +35,29 @@ def sweep_lost_requests() -> int:
     `lost` ledger records, billed once, and their budget holds are released. Safe to run
     in several workers at once: each entry is claimed atomically (gateway/inflight.py)."""
     return inflight.sweep()
+
+
+@shared_task(time_limit=3600, soft_time_limit=3300, ignore_result=True)
+def maintain_ledger() -> str:
+    """Periodic (beat, hourly): the ledger's day partitions for the week ahead exist
+    (PostgreSQL, gateway/partitions.py), and with GATEWAY_LEDGER_RETENTION_DAYS set the
+    whole days older than that are archived and dropped (`pruneledger`, never a day of the
+    current month). Returns what it did, as pruneledger says it."""
+    import io
+
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from gateway import partitions
+    from gateway.management.commands.pruneledger import latest_allowed
+
+    created = partitions.ensure()
+    keep = settings.GATEWAY["LEDGER_RETENTION_DAYS"]
+    if not keep:
+        return f"partitions created: {len(created)}"
+    now = timezone.now()
+    before = min(now.astimezone(UTC).date() - timedelta(days=keep), latest_allowed(now))
+    out = io.StringIO()
+    call_command("pruneledger", before=before.isoformat(), stdout=out)
+    return f"partitions created: {len(created)}; {out.getvalue().strip().splitlines()[-1]}"

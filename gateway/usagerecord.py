@@ -43,11 +43,19 @@ class UsageRecord(models.Model):
         MISS = "miss", "miss"
         BYPASS = "bypass", "bypass"
 
-    request_id = models.CharField(max_length=40, unique=True)
+    # Unique with created_at (Meta), not alone: a partitioned table's unique keys must hold
+    # its partition key (gateway/partitions.py). The drain skips a request id already in.
+    request_id = models.CharField(max_length=40)
     created_at = models.DateTimeField(db_index=True)
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="usage")
+    # Indexed by the (team, created_at) and (feature, created_at) indexes, not on their own.
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="usage", db_index=False)
     feature = models.ForeignKey(
-        Feature, on_delete=models.PROTECT, null=True, blank=True, related_name="usage"
+        Feature,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="usage",
+        db_index=False,
     )
     api_key = models.ForeignKey(
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
@@ -109,6 +117,11 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["team", "created_at"]),
             models.Index(fields=["feature", "created_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request_id", "created_at"], name="gateway_usagerecord_request_once"
+            )
         ]
 
     def __str__(self) -> str:

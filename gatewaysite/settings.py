@@ -288,6 +288,7 @@ CELERY_BEAT_SCHEDULE = {
     "roll-up-usage": _every(60.0, "reports.tasks.roll_up_recent"),
     "detect-incidents": _every(60.0, "reports.tasks.detect_incidents"),
     "learn-output-caps": _every(3600.0, "gateway.tasks.learn_output_caps"),
+    "maintain-ledger": _every(3600.0, "gateway.tasks.maintain_ledger"),
     "daily-spend-digest": {
         "task": "budgets.tasks.send_daily_digests",
         "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
@@ -355,6 +356,9 @@ GATEWAY = {
     # Ledger queues in Redis, a drain lock each (team id % this): drains run in parallel.
     # Drainers look in all 64, so it may change at any deploy (gateway/ledger.py).
     "LEDGER_SHARDS": env_int("GATEWAY_LEDGER_SHARDS", 4),
+    # Days of ledger rows kept; older whole days are archived (gzip'd CSV, in
+    # GATEWAY_LEDGER_ARCHIVE_DIR) and dropped every hour, roll-ups kept. 0 keeps every row.
+    "LEDGER_RETENTION_DAYS": env_int("GATEWAY_LEDGER_RETENTION_DAYS", 0),
     # Failed authentications (unknown, revoked or expired key) allowed per client address and
     # minute before the API answers 429; counted in Redis across processes. 0 disables.
     "AUTH_FAILURES_PER_MINUTE": env_int("GATEWAY_AUTH_FAILURES_PER_MINUTE", 60),
@@ -383,6 +387,10 @@ if not 1 <= GATEWAY["LEDGER_SHARDS"] <= 64:
     raise ImproperlyConfigured(
         f"GATEWAY_LEDGER_SHARDS={GATEWAY['LEDGER_SHARDS']} is not between 1 and 64"
     )
+if GATEWAY["LEDGER_RETENTION_DAYS"] < 0:
+    raise ImproperlyConfigured("GATEWAY_LEDGER_RETENTION_DAYS must be 0 (keep all) or more")
+# Where pruneledger writes the ledger days it removes (ledger-YYYY-MM-DD.csv.gz).
+GATEWAY_LEDGER_ARCHIVE_DIR = env_str("GATEWAY_LEDGER_ARCHIVE_DIR", str(BASE_DIR / "var" / "ledger"))
 
 # --- Admin and dashboard security (docs/security.md) ----------------------------------------
 # The environment variables a Provider may name as its `api_key_env`: comma-separated glob

@@ -53,7 +53,9 @@ def _static_files_from_the_source_tree():
 
 
 @pytest.fixture(autouse=True)
-def _clean_state(settings):
+def _clean_state(settings, tmp_path):
+    # pruneledger's archives go to the test's own folder, never the checkout's var/.
+    settings.GATEWAY_LEDGER_ARCHIVE_DIR = str(tmp_path / "ledger-archive")
     settings.GATEWAY = {**settings.GATEWAY, "LEDGER_IN_PROCESS": False}
     runtime.sync_redis().flushdb()
     # A fresh process state (gateway/process.py): no loop clients, cold config snapshot,

@@ -53,6 +53,7 @@ LAYERS = {
     "gateway.pricehistory": "config",
     "gateway.models": "config",
     "gateway.usagerecord": "config",  # the ledger's tables, registered through gateway.models
+    "gateway.partitions": "config",  # the ledger table partitioned by day (PostgreSQL)
     "gateway.admin": "config",
     "gateway.adminfilters": "config",
     "gateway.management": "config",

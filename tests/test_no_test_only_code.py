@@ -25,6 +25,9 @@ NOT_PRODUCTION = {"tests", "bench", ".venv", "node_modules", ".git", "migrations
 
 # module:name -> why it stays although production code never refers to it
 ALLOWED = {
+    "gateway.partitions:convert": (
+        "migration gateway.0016 calls it (migrations are not scanned: most are generated)"
+    ),
     "gateway.urls:urlpatterns": "Django reads it by name from the URLconf module",
     "gateway.spec:COMMIT": (
         "the vendored spec's provenance (openai/openai-openapi commit), which the conformance "

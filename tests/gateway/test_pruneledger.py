@@ -3,17 +3,23 @@ and keeps the roll-ups the reports read, rolling a day up first when they do not
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import gzip
+import json
 import uuid
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Sum
 from django.utils import timezone
 
+from gateway import tasks
 from gateway.models import UsageRecord
 from reports import rollups
 from reports.models import DailyRollup, HourlyRollup
@@ -110,3 +116,64 @@ def test_the_current_month_is_refused():
 
 def test_nothing_to_prune_says_so():
     assert "nothing to prune" in prune("--before", DAY1.date().isoformat())
+
+
+def archived(day: dt.datetime, suffix: str = "") -> list[dict[str, str]]:
+    path = Path(settings.GATEWAY_LEDGER_ARCHIVE_DIR) / f"ledger-{day.date()}{suffix}.csv.gz"
+    with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_rows_are_archived_with_every_column_before_they_go():
+    team = make_team()
+    rows(team, DAY1, 3, cost="0.0000000007")
+    UsageRecord.objects.filter(pk=UsageRecord.objects.first().pk).update(
+        attempt_log=[{"provider": "p", "error": 'line one\nline two, "quoted"'}],
+        stream=True,
+    )
+    kept = {r.request_id: r for r in UsageRecord.objects.all()}
+
+    prune("--before", DAY2.date().isoformat())
+
+    got = archived(DAY1)
+    assert list(got[0]) == [f.column for f in UsageRecord._meta.concrete_fields]
+    assert {r["request_id"] for r in got} == set(kept)
+    for row in got:
+        record = kept[row["request_id"]]
+        assert Decimal(row["cost_usd"]) == record.cost_usd == Decimal("0.0000000007")
+        assert dt.datetime.fromisoformat(row["created_at"]) == record.created_at
+        assert json.loads(row["attempt_log"]) == record.attempt_log
+        assert row["stream"] == ("t" if record.stream else "f")
+    # A second run over the same day (rows replayed into it) never overwrites the first file.
+    rows(team, DAY1, 1)
+    prune("--before", DAY2.date().isoformat())
+    assert len(archived(DAY1)) == 3 and len(archived(DAY1, ".2")) == 1
+
+
+def test_no_archive_deletes_without_writing_a_file():
+    team = make_team()
+    rows(team, DAY1, 2)
+    out = prune("--before", DAY2.date().isoformat(), "--no-archive")
+    assert "Deleted 2 ledger rows" in out and "archived" not in out
+    assert not Path(settings.GATEWAY_LEDGER_ARCHIVE_DIR).exists()
+
+
+def test_beat_with_a_retention_archives_and_drops_the_older_days(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_RETENTION_DAYS": 30}
+    team = make_team()
+    rows(team, DAY1, 3)
+    rows(team, timezone.now(), 2)
+
+    said = tasks.maintain_ledger()
+
+    assert "Deleted 3 ledger rows" in said
+    assert UsageRecord.objects.count() == 2
+    assert not UsageRecord.objects.filter(created_at__lt=DAY2).exists()
+    assert (Path(settings.GATEWAY_LEDGER_ARCHIVE_DIR) / f"ledger-{DAY1.date()}.csv.gz").exists()
+
+
+def test_beat_without_a_retention_keeps_every_row():
+    team = make_team()
+    rows(team, DAY1, 3)
+    assert tasks.maintain_ledger() == "partitions created: 0"
+    assert UsageRecord.objects.count() == 3

@@ -83,11 +83,16 @@ def test_every_csv_export_goes_through_the_escaping_writer():
 
     bare = re.compile(r"^(import csv|from csv import)\b|csv\.(writer|DictWriter)\(", re.M)
     root = Path(__file__).resolve().parents[2]
+    # Not exports: the ledger's archives are read back into a table (COPY FROM), and an
+    # escaped cell would change the data. On PostgreSQL they are COPY's own CSV.
+    archives = {"gateway/management/commands/pruneledger.py"}
     offenders = [
         str(path.relative_to(root))
         for app in ("gateway", "reports", "budgets", "gatewaysite")
         for path in (root / app).rglob("*.py")
-        if path.name != "csvexport.py" and bare.search(path.read_text())
+        if path.name != "csvexport.py"
+        and str(path.relative_to(root)) not in archives
+        and bare.search(path.read_text())
     ]
     assert offenders == []
     out = io.StringIO()
