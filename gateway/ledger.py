@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any, cast
@@ -177,16 +177,25 @@ def _to_model(data: dict[str, Any]):
     return UsageRecord(**data)
 
 
+_TICK = timedelta(microseconds=1)  # between() excludes its end
+
+
 def _write(raws: list[bytes]) -> int:
     """Insert the records not yet in the ledger and roll them up, in one transaction."""
     from gateway.models import UsageRecord
 
     records = [_to_model(orjson.loads(r)) for r in raws]
+    if not records:
+        return 0
     with transaction.atomic():
+        # A record written before has the same created_at (the request's start, whoever sent
+        # it): the range keeps a partitioned ledger's lookup to the batch's days.
         known = set(
-            UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).values_list(
-                "request_id", flat=True
+            UsageRecord.objects.between(
+                min(r.created_at for r in records), max(r.created_at for r in records) + _TICK
             )
+            .filter(request_id__in=[r.request_id for r in records])
+            .values_list("request_id", flat=True)
         )
         fresh = []
         for r in records:  # skip what is already in, and repeats within the batch
