@@ -21,12 +21,14 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gateway import partitions
+from gateway import ledger, partitions, runtime
 from gateway.models import UsageRecord
 from reports.models import DailyRollup
 from tests.factories import make_team
+from tests.gateway.test_ledger import entry
 from tests.processes import ROOT, requires_postgres
 
 pytestmark = [pytest.mark.django_db, requires_postgres]
@@ -92,6 +94,39 @@ def test_a_day_without_a_partition_waits_in_the_default_one_and_moves_into_its_o
     assert {holder(r) for r in waiting} == {f"gateway_usagerecord_p{later:%Y%m%d}"}
     assert UsageRecord.objects.filter(request_id__in=waiting).count() == 5
     assert partitions.ensure(now=later) == []  # a second run has nothing to do
+
+
+def test_the_drain_looks_a_batch_up_in_its_own_day_partition_only():
+    """The drain's check for records already written must not probe every partition (a
+    year's worth with a long retention): EXPLAIN shows which ones its query reads."""
+    team = make_team()
+    for back in range(0, 40, partitions.AHEAD_DAYS):
+        partitions.ensure(now=TODAY - dt.timedelta(days=back))
+    assert len(partitions.partitions()) > 40
+    moment = TODAY + dt.timedelta(hours=3)
+    for i in range(3):
+        record = entry(team, created_at=(moment + dt.timedelta(seconds=i)).isoformat())
+        runtime.sync_redis().rpush(ledger.queue_key(0), ledger.encode(record))
+    with CaptureQueriesContext(connection) as queries:
+        assert ledger.drain() == 3
+    [lookup] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and '"request_id" IN' in q["sql"]
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {lookup}")
+        plan = cursor.fetchone()[0]
+    assert relations(plan) == {f"gateway_usagerecord_p{TODAY:%Y%m%d}"}
+
+
+def relations(plan) -> set[str]:
+    if isinstance(plan, list):
+        return set().union(*(relations(p) for p in plan))
+    if isinstance(plan, dict):
+        found = {plan["Relation Name"]} if "Relation Name" in plan else set()
+        return found.union(*(relations(v) for v in plan.values()))
+    return set()
 
 
 def test_the_same_record_twice_is_refused_by_the_table_itself():
