@@ -3,11 +3,12 @@
 1. the migration that partitions an existing ledger of `--rows` rows (30 days of them):
    how long it holds the table;
 2. drain throughput with roll-ups on, 4 queues and 2 drainers (`ledger_drain_bench.py`), the
-   plain table and the partitioned one interleaved round by round;
+   plain table and the partitioned one (with `--days` day partitions: a retention of over a
+   year) interleaved round by round;
 3. pruning one day of `--day-rows` rows with its archive: row deletes on the plain table,
    detach-and-drop on the partitioned one.
 
-    .venv/bin/python bench/partition_bench.py [--rows 1000000] [--day-rows 200000] [--rounds 3]
+    .venv/bin/python bench/partition_bench.py [--rows 1000000] [--day-rows 200000] [--days 400]
 
 It creates (and at the end drops) its own PostgreSQL databases, `*_drain_bench`, on
 PGHOST/PGPORT/PGUSER (127.0.0.1:5432, postgres by default), and uses Redis database 14
@@ -108,6 +109,16 @@ from gateway.models import Team
 print(Team.objects.create(name="{name}").pk)
 """
 
+DAYS_SCRIPT = """
+import datetime as dt
+from django.utils import timezone
+from gateway import partitions
+today = partitions.day_start(timezone.now())
+for back in range(0, {days}, partitions.AHEAD_DAYS):
+    partitions.ensure(now=today - dt.timedelta(days=back))
+print(len(partitions.partitions()))
+"""
+
 CONVERT_SCRIPT = """
 import time
 from gateway import partitions
@@ -144,6 +155,9 @@ def main() -> None:
     parser.add_argument("--day-rows", type=int, default=200_000)
     parser.add_argument("--drain-records", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--days", type=int, default=400, help="day partitions the partitioned ledger has"
+    )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
     try:
@@ -158,6 +172,7 @@ def main() -> None:
         plain_ledger(PLAIN)
         recreate(PARTED)
         run(PARTED, "manage.py", "migrate", "-v0")
+        run(PARTED, "manage.py", "shell", "-c", DAYS_SCRIPT.format(days=args.days))
         drains: dict[str, list[float]] = {PLAIN: [], PARTED: []}
         prunes: dict[str, list[float]] = {PLAIN: [], PARTED: []}
         drain = ["bench/ledger_drain_bench.py", "--records", str(args.drain_records)]
