@@ -13,6 +13,7 @@ checkout's gateway (its admin) over the same database.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
 import sys
@@ -59,6 +60,12 @@ def fill(records: int) -> None:
     teams = Team.objects.count()
     team0 = Team.objects.order_by("id").values_list("id", flat=True).first()
     feature0 = Feature.objects.order_by("id").values_list("id", flat=True).first()
+    from django.utils import timezone
+
+    from gateway import partitions
+
+    now = timezone.now()
+    partitions.cover(now - dt.timedelta(days=31), now + dt.timedelta(days=1))  # 30 days of rows
     started = time.monotonic()
     with connection.cursor() as cursor:
         for first in range(have + 1, records + 1, 200_000):

@@ -80,6 +80,9 @@ def build(teams: int, records: int, now: dt.datetime) -> dt.datetime:
     Budget.objects.bulk_create(budgets)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(hours=6)
     team0, feature0 = made[0].pk, features[0].pk
+    from gateway import partitions
+
+    partitions.cover(start, now + dt.timedelta(days=1))
     with connection.cursor() as cursor:
         for first in range(1, records + 1, 250_000):
             last = min(records, first + 249_999)

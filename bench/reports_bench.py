@@ -161,6 +161,9 @@ JOIN bench_shape s ON s.id = floor(x.r1 * %(shapes)s)::int
 
 
 def generate(records: int, shapes: list[tuple], end: dt.datetime) -> None:
+    from gateway import partitions
+
+    partitions.cover(end - dt.timedelta(days=DAYS + 1), end + dt.timedelta(days=1))
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE gateway_usagerecord, reports_hourlyrollup")
         cursor.execute("DROP TABLE IF EXISTS bench_shape")

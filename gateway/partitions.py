@@ -97,10 +97,17 @@ def _moment(literal: str) -> dt.datetime:
 def ensure(now: dt.datetime | None = None) -> list[str]:
     """Create the missing day partitions from yesterday to AHEAD_DAYS ahead (UTC); returns
     their names. Rows of those days waiting in the default partition move into them."""
+    today = day_start(now or timezone.now())
+    return cover(today - dt.timedelta(days=1), today + dt.timedelta(days=AHEAD_DAYS + 1))
+
+
+def cover(start: dt.datetime, end: dt.datetime) -> list[str]:
+    """Create the missing day partitions of the UTC days from start's to the one before
+    end's (loading a range of history, e.g. bench/scale.sh); returns their names."""
     if not is_partitioned():
         return []
-    today = day_start(now or timezone.now())
-    days = [today + dt.timedelta(days=n) for n in range(-1, AHEAD_DAYS + 1)]
+    first, last = day_start(start), day_start(end)
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days)]
     created = []
     for day in days:
         try:
