@@ -43,10 +43,10 @@ FILL = """
 INSERT INTO gateway_usagerecord (request_id, created_at, requested_model, served_model,
   provider, attempts, attempt_log, stream, input_tokens, output_tokens, cached_tokens,
   cache_write_tokens, cost_usd, saved_usd, estimated, unpriced, latency_ms, status,
-  http_status, error_type, cache, team_id, feature_id, api_key_id, reserved_usd)
+  http_status, error_type, cache, team_id, feature_id, api_key_id, reserved_usd, endpoint)
 SELECT 'bench-' || g, now() - (g %% 2592000) * interval '1 second', 'gpt-4o', 'gpt-4o', 'sim',
   1, '[]', false, 100, 50, 0, 0, 0.001, 0, false, false, 300, 'ok', 200, '', 'miss',
-  %(team0)s + g %% %(teams)s, %(feature0)s + (g %% %(teams)s) * 4, NULL, 0
+  %(team0)s + g %% %(teams)s, %(feature0)s + (g %% %(teams)s) * 4, NULL, 0, 'chat.completions'
 FROM generate_series(%(first)s, %(last)s) AS g
 """
 
@@ -92,7 +92,7 @@ def main() -> None:
     )
     client = Client()
     client.force_login(user)
-    team = Team.objects.order_by("id")[100]
+    team = Team.objects.order_by("id")[min(100, Team.objects.count() - 1)]
     pages = {
         "default list": ("/admin/gateway/usagerecord/", {}),
         "search by request id": ("/admin/gateway/usagerecord/", {"q": "bench-123457"}),

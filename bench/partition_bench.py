@@ -125,6 +125,15 @@ from gateway import partitions
 started = time.perf_counter()
 partitions.convert()
 print(f"converted in {time.perf_counter() - started:.2f} s")
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute(
+        "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+        " WHERE inhparent = 'gateway_usagerecord'::regclass"
+    )
+    size = cursor.fetchone()[0]
+    cursor.execute("SELECT count(*) FROM gateway_usagerecord")
+    print(f"{size / cursor.fetchone()[0]:.0f} bytes per row with its indexes")
 """
 
 PRUNE_SCRIPT = """
@@ -164,8 +173,13 @@ def main() -> None:
         recreate(CONVERT)
         run(CONVERT, "manage.py", "migrate", "gateway", "0015", "-v0")
         fill(CONVERT, args.rows, day=29, days=30)
-        took = seconds(run(CONVERT, "manage.py", "shell", "-c", CONVERT_SCRIPT))
-        print(f"1. partitioning a ledger of {args.rows:,} rows: {took:.1f} s", flush=True)
+        said = run(CONVERT, "manage.py", "shell", "-c", CONVERT_SCRIPT)
+        per_row = re.findall(r"(\d+) bytes per row", said)[-1]
+        print(
+            f"1. partitioning a ledger of {args.rows:,} rows: {seconds(said):.1f} s;"
+            f" {per_row} bytes per row with its indexes",
+            flush=True,
+        )
         drop(CONVERT)
 
         recreate(PLAIN)
@@ -176,11 +190,18 @@ def main() -> None:
         drains: dict[str, list[float]] = {PLAIN: [], PARTED: []}
         prunes: dict[str, list[float]] = {PLAIN: [], PARTED: []}
         drain = ["bench/ledger_drain_bench.py", "--records", str(args.drain_records)]
-        for round_ in range(args.rounds):
+        for round_ in range(args.rounds):  # every drain first: the prunes drop partitions
             for name in (PLAIN, PARTED):
                 said = run(name, *drain, "--rounds", "1", "--shapes", "4x2")
                 per_s = float(re.findall(r"([\d,]+) records/s", said)[-1].replace(",", ""))
                 drains[name].append(per_s)
+                label = "plain" if name == PLAIN else f"{args.days} day partitions"
+                print(f"drain round {round_ + 1}, {label}: {per_s:,.0f} records/s", flush=True)
+        # Untimed: the empty partitions of the days before the pruned ones go first.
+        with tempfile.TemporaryDirectory() as archive:
+            run(PARTED, "manage.py", "shell", "-c", PRUNE_SCRIPT.format(day=64), archive=archive)
+        for round_ in range(args.rounds):
+            for name in (PLAIN, PARTED):
                 fill(name, args.day_rows, day=60 + round_, tag=f"p{round_}")
                 with tempfile.TemporaryDirectory() as archive:
                     script = PRUNE_SCRIPT.format(day=60 + round_)
@@ -190,8 +211,8 @@ def main() -> None:
                 prunes[name].append(seconds(out))
                 label = "plain" if name == PLAIN else "partitioned"
                 print(
-                    f"round {round_ + 1}, {label}: drain {per_s:,.0f} records/s; pruning a"
-                    f" day of {args.day_rows:,} rows {prunes[name][-1]:.2f} s",
+                    f"prune round {round_ + 1}, {label}: a day of {args.day_rows:,} rows"
+                    f" {prunes[name][-1]:.2f} s",
                     flush=True,
                 )
         print("\n| ledger | drain records/s (median; runs) | pruning a day (median; runs) |")
