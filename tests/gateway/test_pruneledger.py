@@ -150,6 +150,17 @@ def test_the_rows_are_archived_with_every_column_before_they_go():
     assert len(archived(DAY1)) == 3 and len(archived(DAY1, ".2")) == 1
 
 
+def test_an_archive_folder_it_cannot_write_stops_it_before_anything_goes(settings, tmp_path):
+    team = make_team()
+    rows(team, DAY1, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings.GATEWAY_LEDGER_ARCHIVE_DIR = str(blocker / "ledger")
+    with pytest.raises(CommandError, match="cannot write the archive to .*nothing was pruned"):
+        prune("--before", DAY2.date().isoformat())
+    assert UsageRecord.objects.count() == 2
+
+
 def test_no_archive_deletes_without_writing_a_file():
     team = make_team()
     rows(team, DAY1, 2)

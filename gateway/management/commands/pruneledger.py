@@ -92,6 +92,8 @@ class Command(BaseCommand):
                 f" are rebuilt from: the latest date accepted today is {latest}."
             )
         self.archive_dir = None if no_archive else Path(settings.GATEWAY_LEDGER_ARCHIVE_DIR)
+        if self.archive_dir is not None and not dry_run:
+            _writable(self.archive_dir)  # before any partition is detached or row deleted
         self.batch_size = batch_size
         partitioned = partitions.is_partitioned()
         total = 0
@@ -189,6 +191,19 @@ class Command(BaseCommand):
         os.replace(partial, path)
         self.stdout.write(f"{day}: archived {count} rows to {path}")
         return count
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".pruneledger-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(
+            f"cannot write the archive to {folder} ({exc.strerror or exc}): nothing was pruned."
+            " Set GATEWAY_LEDGER_ARCHIVE_DIR to a writable directory, or pass --no-archive."
+        ) from None
 
 
 def _write_csv(out: io.TextIOBase, rows, table: str | None) -> int:
