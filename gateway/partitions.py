@@ -177,7 +177,7 @@ def dropped() -> list[tuple[str, dt.datetime]]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE %s"
-            " AND NOT c.relispartition AND c.relnamespace = 'public'::regnamespace",
+            " AND NOT c.relispartition AND pg_table_is_visible(c.oid)",
             [f"{TABLE}_p%"],
         )
         names = [row[0] for row in cursor.fetchall()]
