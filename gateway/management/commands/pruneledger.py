@@ -53,10 +53,6 @@ def latest_allowed(now: dt.datetime) -> dt.date:
     return first_of_month - dt.timedelta(days=1)
 
 
-def _day_start(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
 COLUMNS = [str(f.column) for f in UsageRecord._meta.concrete_fields]
 
 
@@ -119,7 +115,7 @@ class Command(BaseCommand):
             day = rollups.floor_day(oldest).date()
             days = {day + dt.timedelta(days=n) for n in range((cutoff - day).days)}
         if partitioned:
-            end = _day_start(cutoff)
+            end = partitions.day_start(cutoff)
             days |= {
                 p.start.date()
                 for p in partitions.partitions()
@@ -128,7 +124,7 @@ class Command(BaseCommand):
         return sorted(days)
 
     def prune_day(self, day: dt.date, *, dry_run: bool, partitioned: bool) -> int:
-        start = _day_start(day)
+        start = partitions.day_start(day)
         end = start + dt.timedelta(days=1)
         rows = UsageRecord.objects.between(start, end)
         in_ledger = rows.count()
