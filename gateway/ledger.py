@@ -541,6 +541,14 @@ async def run_flusher(stop: asyncio.Event) -> None:
                 exc,
                 delay,
             )
+        except RedisError as exc:  # a node restarting or failing over: no traceback
+            delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
+            log.warning(
+                "ledger queues unreachable (%s: %s); records stay queued, next try in %.1f s",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
         except Exception:
             delay = min(max(delay, interval) * 2, MAX_BACKOFF_S)
             log.exception("ledger drain failed; records stay queued")

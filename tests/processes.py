@@ -336,7 +336,8 @@ class RedisCluster:
                 node_dir.mkdir(parents=True, exist_ok=True)
                 args = ("--cluster-enabled", "yes", "--dir", str(node_dir),
                         "--cluster-config-file", str(node_dir / f"nodes-{port}.conf"),
-                        "--cluster-node-timeout", "2000")  # fmt: skip
+                        "--cluster-node-timeout", "2000",  # a replica syncs at once:
+                        "--repl-diskless-sync-delay", "0")  # fmt: skip
                 self.nodes.append(RedisServer(args=args, port=port).start())
             hosts = [f"127.0.0.1:{port}" for port in self.ports]
             create = ["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas",
@@ -361,10 +362,9 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/0"
 
     def client(self) -> redis_cluster_sync.RedisCluster:
-        """redis-py's cluster client, starting from the first node."""
-        return redis_cluster_sync.RedisCluster(
-            host="127.0.0.1", port=self.ports[0], socket_timeout=5
-        )
+        """redis-py's cluster client, starting from the first node still running."""
+        running = [n.port for n in self.nodes if n.process is not None and n.process.poll() is None]
+        return redis_cluster_sync.RedisCluster(host="127.0.0.1", port=running[0], socket_timeout=5)
 
     def node(self, i: int) -> redis_sync.Redis:
         """A plain client on node `i` alone (CLUSTER commands, or a look at its keys)."""
@@ -387,10 +387,13 @@ class RedisCluster:
             try:
                 with node.client() as client:
                     info = client.cluster("INFO")
+                    replication = client.info("replication")
             except redis_sync.RedisError:
                 return False
             if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
                 return False
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                return False  # a replica that never synced cannot take over
         return True
 
     def stop(self) -> None:
