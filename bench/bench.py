@@ -103,7 +103,8 @@ class Run:
         self.procs.clear()
 
 
-def prepare_database(run: Run) -> None:
+def prepare_database(run: Run, fleet: int = 0) -> None:
+    """A fresh database and Redis db with the bench's teams (and `fleet` more, setup_gateway.py)."""
     env = run.env
     db = env["DATABASE_URL"].rsplit("/", 1)[1]
     psql = ["-h", "127.0.0.1", "-U", "postgres"]
@@ -112,7 +113,7 @@ def prepare_database(run: Run) -> None:
     redis_db = env["REDIS_URL"].rsplit("/", 1)[1]
     subprocess.run(["redis-cli", "-n", redis_db, "flushdb"], check=True, capture_output=True)
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    argv = [PY, str(BENCH / "setup_gateway.py"), "setup"]
+    argv = [PY, str(BENCH / "setup_gateway.py"), "setup", "--fleet", str(fleet)]
     for name, (port, _) in MOCKS.items():
         argv += [f"--{name}-port", str(port)]
     done = subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True)

@@ -112,11 +112,12 @@ async def _drive(
 ) -> list[int]:
     counter = iter(range(requests))
     statuses: list[int] = []
+    keys = key.split(",")  # one team's key, or a fleet's: request n uses key n % len
 
     async def worker() -> None:
         for n in counter:
             prompt = f"{tag} {n} {time.time_ns()}"
-            statuses.append(await _request(app, key, prompt, path, model))
+            statuses.append(await _request(app, keys[n % len(keys)], prompt, path, model))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -124,16 +125,16 @@ async def _drive(
 
 def _redis_cpu() -> list[float]:
     """CPU seconds each Redis primary has used (INFO cpu): the one server, or every primary
-    of a cluster."""
+    of a cluster, the one holding the shared keys (`{gw}`) first."""
     from gateway.runtime import sync_redis
 
     redis = sync_redis()
-    nodes = (
-        [redis.get_redis_connection(node) for node in redis.get_primaries()]
-        if hasattr(redis, "get_primaries")
-        else [redis]
-    )
+    nodes = [redis]
     used = []
+    if hasattr(redis, "get_primaries"):  # the node of the shared keys ({gw}) first
+        shared = redis.get_node_from_key("{gw}:x").name
+        primaries = sorted(redis.get_primaries(), key=lambda node: node.name != shared)
+        nodes = [redis.get_redis_connection(node) for node in primaries]
     for node in nodes:
         info = node.info("cpu")
         used.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
@@ -142,7 +143,7 @@ def _redis_cpu() -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--key", required=True, help="a key, or several separated by commas")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
@@ -197,13 +198,23 @@ def main() -> None:
                     # Redis's own CPU per request: every node's, and the busiest node's
                     "redis_us_per_req": 1e6 * sum(redis_cpu) / args.requests,
                     "redis_busiest_us_per_req": 1e6 * max(redis_cpu) / args.requests,
+                    "redis_nodes_us_per_req": [1e6 * n / args.requests for n in redis_cpu],
                 }
             )
         median = {
             name: statistics.median(r[name] for r in rounds)
             for name in ("cpu_us_per_req", "redis_us_per_req", "redis_busiest_us_per_req")
         }
-        return {"root": str(Path.cwd()), **median, "rounds": rounds}
+        nodes = [
+            statistics.median(r["redis_nodes_us_per_req"][i] for r in rounds)
+            for i in range(len(rounds[0]["redis_nodes_us_per_req"]))
+        ]
+        return {
+            "root": str(Path.cwd()),
+            **median,
+            "redis_nodes_us_per_req": nodes,
+            "rounds": rounds,
+        }
 
     print(json.dumps(uvloop.run(run())))
 

@@ -63,6 +63,12 @@ def main() -> None:
         metavar="PATH",
         help="inproc: also run this checkout on this endpoint (/v1/messages, /v1/responses)",
     )
+    parser.add_argument(
+        "--teams",
+        type=int,
+        default=0,
+        help="inproc: spread the requests over this many teams (a cluster's nodes)",
+    )
     parser.add_argument("--pairs", type=int, default=3, help="inproc: runs of each checkout")
     parser.add_argument("--path", help="inproc: the endpoint every run calls (/v1/messages...)")
     parser.add_argument(
@@ -79,7 +85,7 @@ def main() -> None:
         for name, (mport, extra) in bench.MOCKS.items():
             argv = [bench.PY, str(bench.BENCH / "mock_provider.py"), "--port", str(mport), *extra]
             run.start(f"mock-{name}", argv, mport)
-        bench.prepare_database(run)
+        bench.prepare_database(run, fleet=args.teams)
         if args.scenario == "hold":
             gw = bench.start_gateway(run, bench.GATEWAY_PORT, args.workers)
             url = f"http://127.0.0.1:{bench.GATEWAY_PORT}/v1"
@@ -128,7 +134,8 @@ def _inproc(run, args) -> None:
     if args.compare_env:
         name, _, value = args.compare_env.partition("=")
         variants.append((f"{bench.ROOT} {name}={value}", bench.ROOT, {**run.env, name: value}))
-    argv = [bench.PY, str(bench.BENCH / "inproc.py"), "--key", run.keys["key"]]
+    keys = run.keys["fleet"] if args.teams else [run.keys["key"]]
+    argv = [bench.PY, str(bench.BENCH / "inproc.py"), "--key", ",".join(keys)]
     argv += ["--concurrency", str(args.connections)]
     if args.scenario == "inproc-embed":
         argv += ["--path", "/v1/embeddings"]
@@ -151,9 +158,12 @@ def _inproc(run, args) -> None:
             redis.append(result.get("redis_us_per_req", 0))
             busiest = figures.setdefault(f"{label} (Redis, busiest node)", [])
             busiest.append(result.get("redis_busiest_us_per_req", 0))
+            nodes = result.get("redis_nodes_us_per_req", [])
             print(
                 f"{label}: {result['cpu_us_per_req']:.0f} µs CPU per request; Redis "
-                f"{redis[-1]:.0f} µs on every node, {busiest[-1]:.0f} µs on the busiest",
+                f"{redis[-1]:.0f} µs on every node, {busiest[-1]:.0f} µs on the busiest "
+                f"(each node, the shared one first: {', '.join(f'{n:.0f}' for n in nodes)}): "
+                f"a ceiling of {1e6 / busiest[-1]:,.0f} requests/s for the fleet",
                 flush=True,
             )
     print(json.dumps({label: sorted(f) for label, f in figures.items()}, indent=1))

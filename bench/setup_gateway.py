@@ -1,6 +1,7 @@
 """Configure the gateway's database for the benchmarks, and print the keys as JSON.
 
     .venv/bin/python bench/setup_gateway.py setup --mock-port 9101 ...   # (re)create
+    .venv/bin/python bench/setup_gateway.py setup --fleet 60              # and 60 more teams
     .venv/bin/python bench/setup_gateway.py status                        # budget counters
 
 Everything it creates is named `bench*` and is recreated on every run (fresh budget ids mean
@@ -20,6 +21,7 @@ import os
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatewaysite.settings")
@@ -80,7 +82,7 @@ def _model(name: str, port: int, kind: str = "openai", **fields) -> None:
     )
 
 
-def setup(ports: dict[str, int]) -> dict[str, str]:
+def setup(ports: dict[str, int], fleet: int = 0) -> dict[str, Any]:
     for name, port in ports.items():
         _model(name, port)
     _model("claude", ports["fast"], kind="anthropic")
@@ -88,7 +90,13 @@ def setup(ports: dict[str, int]) -> dict[str, str]:
     # Thresholds empty on the big budget: no alert task is ever enqueued by the main runs.
     _, key = _team("bench", budget_usd=Decimal("1000000"), thresholds=[])
     _, near_key = _team("bench-near", budget_usd=NEAR_LIMIT_USD, thresholds=[50, 80, 100])
-    return {"key": key, "near_key": near_key}
+    # A fleet of teams like `bench`, whose slots spread over a cluster's nodes.
+    Team.objects.filter(name__startswith="bench-fleet-").delete()
+    keys = [
+        _team(f"bench-fleet-{i}", budget_usd=Decimal("1000000"), thresholds=[])[1]
+        for i in range(fleet)
+    ]
+    return {"key": key, "near_key": near_key, "fleet": keys}
 
 
 def status(team_name: str) -> list[dict[str, str]]:
@@ -121,12 +129,13 @@ def main() -> None:
     s = sub.add_parser("setup")
     for name, default in (("fast", 9101), ("slow", 9102), ("stream", 9103), ("1s", 9104)):
         s.add_argument(f"--{name}-port", type=int, default=default)
+    s.add_argument("--fleet", type=int, default=0, help="teams bench-fleet-0..N-1, one key each")
     st = sub.add_parser("status")
     st.add_argument("--team", default="bench-near")
     args = parser.parse_args()
     if args.command == "setup":
         ports = {n: getattr(args, f"{n}_port") for n in ("fast", "slow", "stream", "1s")}
-        print(json.dumps(setup(ports)))
+        print(json.dumps(setup(ports, args.fleet)))
     else:
         print(json.dumps(status(args.team)))
 
