@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Sum
 from redis.cluster import key_slot
 from redis.exceptions import RedisError
 
@@ -26,6 +28,7 @@ from budgets.windows import current_windows
 from gateway import cache, ledger, probes, redisurl, runtime
 from gateway.admission import queue_admission
 from gateway.models import Team, UsageRecord
+from gateway.money import usd_to_units
 from gateway.redisurl import ClusterConfig, cluster_config
 from tests.budgets.conftest import team_snap
 from tests.factories import (
@@ -337,3 +340,75 @@ def test_a_primary_killed_under_load_is_replaced_and_reconcile_restores_its_last
         for window in current_windows(budget.team.timezone):
             counter = nodes.get(budget_keys(budget.team_id, budget.pk, window.key).spent)
             assert int(counter or 0) == ledger_units(budget=budget, window=window) > 0
+
+
+@pytest.mark.slow
+@requires_postgres
+@requires_redis_server
+@pytest.mark.django_db(transaction=True)
+def test_a_hard_budget_near_its_limit_is_not_passed_when_its_primary_is_killed(
+    cluster_with_replicas, gateways, monkeypatch
+):
+    """A fail-closed team with a small hard budget, under load. Once it has spent 40 % of its
+    limit, the primary of its slot is killed. After the replica takes over the team goes on
+    until the budget refuses (429 `budget_exceeded`): the ledger's spend never passes the
+    limit by more than the worst case of the requests it had in flight, which is what a
+    failover can cost (holds and increments the dead primary had not yet replicated), and
+    reconcile then brings the counter to the ledger."""
+    cluster = cluster_with_replicas
+    monkeypatch.setattr(redisurl, "CLUSTER", True)  # name the keys as the gateway does
+    provider = make_provider(options={"latency_ms": 20})
+    make_model("sim-model", provider)
+    team = make_team("tight", budget_fail_open=False)
+    make_feature(team, "chatbot")
+    # Each answer costs about $0.00006 and holds $0.0082 while in flight (4,096 tokens out):
+    # about 600 answers before the refusals, the last 250 of them after the kill.
+    limit = Decimal("0.05")
+    budget = make_budget(team, daily_limit_usd=limit, monthly_limit_usd=limit * 10, hard=True)
+    (gateway,) = gateways(1, redis_url=cluster.url, GATEWAY_LEDGER_IN_PROCESS="1")
+    spent_key = budget_keys(team.pk, budget.pk, current_windows(team.timezone)[0].key).spent
+    nodes = cluster.client()
+    load = Load(gateway.base_url, {"tight": make_key(team)[1]})
+    load.thread.start()
+    try:
+        wait_for(
+            lambda: int(nodes.get(spent_key) or 0) >= usd_to_units(limit) * 4 // 10,
+            timeout=DEADLINE_S,
+            what="40 % of the budget spent",
+        )
+        old = cluster.primary_port(f"{{t{team.pk}}}:x")
+        cluster.nodes[cluster.ports.index(old)].process.kill()
+        killed = time.monotonic()
+        wait_for(
+            lambda: cluster.primary_port(f"{{t{team.pk}}}:x") != old,
+            timeout=DEADLINE_S,
+            what="a replica promoted in place of the killed primary",
+        )
+        promoted = time.monotonic() + 1.0
+        wait_for(
+            lambda: (
+                sum(1 for r in load.results if r.code == "budget_exceeded" and r.sent > promoted)
+                >= 10
+            ),
+            timeout=DEADLINE_S,
+            what="the budget refusing on the new primary",
+        )
+    finally:
+        load.stopping.set()
+        load.thread.join(30)
+    results = load.results
+    assert {r.status for r in results} <= {200, 429, 503}, gateway.output()
+    assert all(killed <= r.done and r.sent <= promoted for r in results if r.status == 503)
+    assert {r.code for r in results if r.status == 429} == {"budget_exceeded"}
+    assert sum(1 for r in results if r.status == 200 and r.sent > promoted) > 0
+
+    gateway.stop()
+    records = UsageRecord.objects.filter(team=team)
+    spent = records.aggregate(total=Sum("cost_usd"))["total"]
+    held = {Decimal(r.refusal["needed_usd"]) for r in records.exclude(refusal=None)}
+    assert len(held) == 1, held  # every request holds the same worst case
+    assert 0 < spent <= limit + 2 * held.pop()  # Load keeps 2 in flight
+    nodes = cluster.client()  # the one from before the kill still knows the dead node
+    rebuild_counters(redis=nodes)
+    window = current_windows(team.timezone)[0]
+    assert int(nodes.get(spent_key) or 0) == ledger_units(budget=budget, window=window)
