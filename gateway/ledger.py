@@ -469,8 +469,20 @@ def drain(max_batches: int = 100) -> int:
     return written
 
 
+# Locks this process took and could not release (their node failed mid-drain), by shard:
+# the next drain here takes them back by their token instead of waiting LOCK_MS for them.
+_unreleased: dict[int, str] = {}
+
+
+def _take_lock(redis, shard: int) -> str | None:
+    token = _unreleased.pop(shard, None)
+    if token is not None and extend_lock(redis, token, shard):
+        return token
+    return acquire_lock(redis, shard)
+
+
 def _drain_shard(redis, shard: int, max_batches: int) -> int:
-    token = acquire_lock(redis, shard)
+    token = _take_lock(redis, shard)
     if token is None:
         return 0  # another drainer is at work on it
     written = 0
@@ -489,7 +501,11 @@ def _drain_shard(redis, shard: int, max_batches: int) -> int:
             _drain_events(redis)
             _adopt_legacy_dead(redis)
     finally:
-        release_lock(redis, token, shard)
+        try:
+            release_lock(redis, token, shard)
+        except RedisError:
+            _unreleased[shard] = token
+            raise
     return written
 
 

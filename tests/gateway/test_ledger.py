@@ -219,6 +219,41 @@ async def test_drainers_work_on_different_shards_at_once(four_shards, monkeypatc
     assert await asyncio.to_thread(UsageRecord.objects.count) == 4
 
 
+async def test_a_drain_cut_off_by_its_redis_node_takes_its_own_lock_back_on_the_next_try(
+    monkeypatch, settings
+):
+    """The node of a shard fails mid-drain (a failover, a kill): the drainer cannot release
+    its lock, which the promoted replica keeps for LOCK_MS. Its next drain takes that lock back
+    by its token at once; a lock another drainer holds stays that drainer's."""
+    settings.GATEWAY = {**settings.GATEWAY, "LEDGER_SHARDS": 1}
+    shard = 0
+    team = await asyncio.to_thread(make_team)
+    await ledger.enqueue(entry(team))
+    redis = runtime.sync_redis()
+
+    def node_gone(*args, **kwargs):
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(type(redis), "ltrim", node_gone)
+    monkeypatch.setattr(ledger, "release_lock", node_gone)
+    with pytest.raises(RedisConnectionError):
+        await asyncio.to_thread(ledger.drain)
+    monkeypatch.undo()
+    assert redis.pttl(ledger.lock_key(shard)) > 0  # still held, by the drainer that was cut off
+    await asyncio.to_thread(ledger.drain)
+    assert ledger.queued() == 0
+    assert redis.exists(ledger.lock_key(shard)) == 0
+    assert await asyncio.to_thread(UsageRecord.objects.count) == 1  # written once
+
+    theirs = ledger.acquire_lock(redis, shard)
+    ledger._unreleased[shard] = "a token of ours that has expired"
+    await ledger.enqueue(entry(team))
+    assert await asyncio.to_thread(ledger.drain) == 0
+    assert ledger.queued() == 1
+    assert ledger.release_lock(redis, theirs, shard)
+    assert await asyncio.to_thread(ledger.drain) == 1
+
+
 async def test_a_record_queued_when_there_were_more_shards_is_still_drained(settings):
     """Lowering GATEWAY_LEDGER_SHARDS at a deploy strands nothing: drainers look in every
     shard there can be."""
