@@ -220,6 +220,12 @@ class RedisServer:
             self.process.wait(10)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a lost machine or the OOM killer: no shutdown, no last write."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)  # reaped: nothing takes it for a running node any more
+
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
@@ -246,9 +252,15 @@ class Sentinels:
     """A primary, a replica of it, and three sentinels watching them (quorum 2)."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.primary = RedisServer().start()
+        # Diskless sync without its 5 s wait: a replica never synced refuses to take over.
+        self.primary = RedisServer(args=("--repl-diskless-sync-delay", "0")).start()
         self.replica = RedisServer(args=("--replicaof", "127.0.0.1", str(self.primary.port)))
         self.replica.start()
+        wait_for(
+            lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+            timeout=30,
+            what="the replica in sync",
+        )
         self.sentinels: list[tuple[int, object]] = []
         for i in range(3):
             port = free_port()

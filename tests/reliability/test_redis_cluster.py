@@ -11,13 +11,11 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Sum
 from redis.cluster import key_slot
 from redis.exceptions import RedisError
 
@@ -40,6 +38,7 @@ from tests.factories import (
     make_team,
 )
 from tests.processes import RedisCluster, requires_postgres, requires_redis_server, wait_for
+from tests.reliability.killed_primary import hard_budget_across_a_kill
 from tests.reliability.test_redis_restart import DEADLINE_S, FEATURE, Load, setup_teams
 
 REQUESTS = 12  # per team, before the load
@@ -283,8 +282,8 @@ def test_a_primary_killed_under_load_is_replaced_and_reconcile_restores_its_last
     What the dead primary acknowledged but had not yet sent to its replica is lost with it
     (docs/operations.md, "Redis Cluster"): at most the last moment's ledger records and
     counter increments. No record is written twice, every request answered once the new
-    primary serves is in the ledger, and `rebuild_counters` (reconcile) brings each counter
-    back to the ledger's total."""
+    primary serves is in the ledger, and `rebuild_counters` (reconcile) raises each counter
+    that lost increments to the ledger's total."""
     cluster = cluster_with_replicas
     secrets = setup_teams()
     (gateway,) = gateways(1, redis_url=cluster.url, GATEWAY_LEDGER_IN_PROCESS="1")
@@ -297,7 +296,7 @@ def test_a_primary_killed_under_load_is_replaced_and_reconcile_restores_its_last
         old = cluster.primary_port(team_key)
         (replica,) = cluster.replica_ports(old)
         killed = time.monotonic()
-        cluster.nodes[cluster.ports.index(old)].process.kill()
+        cluster.nodes[cluster.ports.index(old)].kill()
         wait_for(
             lambda: cluster.primary_port(team_key) == replica,
             timeout=DEADLINE_S,
@@ -335,11 +334,16 @@ def test_a_primary_killed_under_load_is_replaced_and_reconcile_restores_its_last
 
     monkeypatch.setattr(redisurl, "CLUSTER", True)  # name the keys as the gateway does
     nodes = cluster.client()
-    rebuild_counters(redis=nodes)
+    rebuild_counters(redis=nodes)  # raises a counter that lost increments to the ledger
     for budget in Budget.objects.select_related("team"):
+        # A lost record whose counter increment survived (its queue was on the dead node,
+        # its team's slot elsewhere) leaves the counter above the ledger by that record's
+        # cost: reconcile never lowers a counter, so the budget errs toward refusing.
+        lost = sum(usd_to_units(r.cost_usd) for r in missing if r.team == budget.team.name)
         for window in current_windows(budget.team.timezone):
-            counter = nodes.get(budget_keys(budget.team_id, budget.pk, window.key).spent)
-            assert int(counter or 0) == ledger_units(budget=budget, window=window) > 0
+            counter = int(nodes.get(budget_keys(budget.team_id, budget.pk, window.key).spent))
+            in_ledger = ledger_units(budget=budget, window=window)
+            assert 0 < in_ledger <= counter <= in_ledger + lost, (counter, in_ledger, lost)
 
 
 @pytest.mark.slow
@@ -349,66 +353,13 @@ def test_a_primary_killed_under_load_is_replaced_and_reconcile_restores_its_last
 def test_a_hard_budget_near_its_limit_is_not_passed_when_its_primary_is_killed(
     cluster_with_replicas, gateways, monkeypatch
 ):
-    """A fail-closed team with a small hard budget, under load. Once it has spent 40 % of its
-    limit, the primary of its slot is killed. After the replica takes over the team goes on
-    until the budget refuses (429 `budget_exceeded`): the ledger's spend never passes the
-    limit by more than the worst case of the requests it had in flight, which is what a
-    failover can cost (holds and increments the dead primary had not yet replicated), and
-    reconcile then brings the counter to the ledger."""
+    """tests/reliability/killed_primary.py, on a cluster with a replica per primary."""
     cluster = cluster_with_replicas
     monkeypatch.setattr(redisurl, "CLUSTER", True)  # name the keys as the gateway does
-    provider = make_provider(options={"latency_ms": 20})
-    make_model("sim-model", provider)
-    team = make_team("tight", budget_fail_open=False)
-    make_feature(team, "chatbot")
-    # Each answer costs about $0.00006 and holds $0.0082 while in flight (4,096 tokens out):
-    # about 600 answers before the refusals, the last 250 of them after the kill.
-    limit = Decimal("0.05")
-    budget = make_budget(team, daily_limit_usd=limit, monthly_limit_usd=limit * 10, hard=True)
-    (gateway,) = gateways(1, redis_url=cluster.url, GATEWAY_LEDGER_IN_PROCESS="1")
-    spent_key = budget_keys(team.pk, budget.pk, current_windows(team.timezone)[0].key).spent
-    nodes = cluster.client()
-    load = Load(gateway.base_url, {"tight": make_key(team)[1]})
-    load.thread.start()
-    try:
-        wait_for(
-            lambda: int(nodes.get(spent_key) or 0) >= usd_to_units(limit) * 4 // 10,
-            timeout=DEADLINE_S,
-            what="40 % of the budget spent",
-        )
-        old = cluster.primary_port(f"{{t{team.pk}}}:x")
-        cluster.nodes[cluster.ports.index(old)].process.kill()
-        killed = time.monotonic()
-        wait_for(
-            lambda: cluster.primary_port(f"{{t{team.pk}}}:x") != old,
-            timeout=DEADLINE_S,
-            what="a replica promoted in place of the killed primary",
-        )
-        promoted = time.monotonic() + 1.0
-        wait_for(
-            lambda: (
-                sum(1 for r in load.results if r.code == "budget_exceeded" and r.sent > promoted)
-                >= 10
-            ),
-            timeout=DEADLINE_S,
-            what="the budget refusing on the new primary",
-        )
-    finally:
-        load.stopping.set()
-        load.thread.join(30)
-    results = load.results
-    assert {r.status for r in results} <= {200, 429, 503}, gateway.output()
-    assert all(killed <= r.done and r.sent <= promoted for r in results if r.status == 503)
-    assert {r.code for r in results if r.status == 429} == {"budget_exceeded"}
-    assert sum(1 for r in results if r.status == 200 and r.sent > promoted) > 0
-
-    gateway.stop()
-    records = UsageRecord.objects.filter(team=team)
-    spent = records.aggregate(total=Sum("cost_usd"))["total"]
-    held = {Decimal(r.refusal["needed_usd"]) for r in records.exclude(refusal=None)}
-    assert len(held) == 1, held  # every request holds the same worst case
-    assert 0 < spent <= limit + 2 * held.pop()  # Load keeps 2 in flight
-    nodes = cluster.client()  # the one from before the kill still knows the dead node
-    rebuild_counters(redis=nodes)
-    window = current_windows(team.timezone)[0]
-    assert int(nodes.get(spent_key) or 0) == ledger_units(budget=budget, window=window)
+    hard_budget_across_a_kill(
+        gateways,
+        cluster.url,
+        client=cluster.client,
+        primary_port=cluster.primary_port,
+        kill=lambda port: cluster.nodes[cluster.ports.index(port)].kill(),
+    )

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 import httpx
 import openai
@@ -50,6 +51,7 @@ class Result:
     code: str | None
     cache: str
     request_id: str
+    cost_usd: Decimal | None = None  # X-Gateway-Cost-USD, on an answer
 
 
 class Load:
@@ -98,6 +100,7 @@ class Load:
                 headers={**FEATURE, "Authorization": f"Bearer {self.secrets[team]}"},
             )
             error = response.json().get("error") if response.status_code != 200 else None
+            cost = response.headers.get("x-gateway-cost-usd")
             self.results.append(
                 Result(
                     team,
@@ -107,6 +110,7 @@ class Load:
                     error and error.get("code"),
                     response.headers.get("x-gateway-cache", ""),
                     response.headers["x-request-id"],
+                    cost and Decimal(cost),
                 )
             )
             await asyncio.sleep(0.02)

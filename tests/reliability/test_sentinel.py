@@ -31,6 +31,7 @@ from tests.processes import (
     requires_redis_server,
     wait_for,
 )
+from tests.reliability.killed_primary import hard_budget_across_a_kill
 from tests.reliability.test_redis_restart import DEADLINE_S, Load, setup_teams
 
 
@@ -85,6 +86,23 @@ def test_a_failover_under_load_needs_no_restart_and_loses_nothing_answered(senti
             limit = budget.daily_limit_usd if window.name == "daily" else budget.monthly_limit_usd
             spent = int(primary.get(budget_keys(budget.team_id, budget.pk, window.key).spent) or 0)
             assert spent <= usd_to_units(limit)
+
+
+@pytest.mark.slow
+@requires_postgres
+@requires_redis_server
+@pytest.mark.django_db(transaction=True)
+def test_a_hard_budget_near_its_limit_is_not_passed_when_the_primary_is_killed(sentinels, gateways):
+    """tests/reliability/killed_primary.py: the sentinels see the primary down after 1 s and
+    promote the replica, with no command from anyone."""
+    servers = {server.port: server for server in (sentinels.primary, sentinels.replica)}
+    hard_budget_across_a_kill(
+        gateways,
+        sentinels.url,
+        client=lambda: servers[sentinels.primary_port()].client(),
+        primary_port=lambda key: sentinels.primary_port(),
+        kill=lambda port: servers[port].kill(),
+    )
 
 
 @requires_redis_server
