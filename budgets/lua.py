@@ -113,9 +113,9 @@ end
 
 # KEYS: the request's settled marker (budgets/keys.py `settled_key`), then 5 per budget window
 #   (spent, reserved, holds, expiries, alerted).
-# ARGV: request id ('' when nothing was reserved), units, the marker's lifetime (ms), then per
-#   budget window: limit (-1: none), spent key lifetime (ms, relative), n thresholds, the n
-#   thresholds.
+# ARGV: request id ('' counts without a marker; the gateway always passes one), units, the
+#   marker's lifetime (ms), then per budget window: limit (-1: none), spent key lifetime (ms,
+#   relative), n thresholds, the n thresholds.
 # Idempotent per request id: the first settle drops the holds (so `holds` and `expiries` only
 # ever hold requests in flight, issue 23) and sets the marker with SET NX PX; a repeated
 # settle (a retried round trip whose reply was lost, or a late settle after the lost-request

@@ -187,8 +187,11 @@ async def _execute_on_cluster(redis, commands: list[tuple[Any, ...]]) -> list[An
     it raises): during a primary's failover, settles failed and the budget counters fell
     behind the ledger. Those commands are sent again, after the client has dropped its
     connections and relearns the slots, as often as its `retry` allows (redis-py's own way,
-    0.25 s apart). One Redis re-sends a whole pipeline alike (`execute`), and every script
-    is safe to run twice: a settle's marker, an admission's hold keyed by its request."""
+    0.25 s apart). One Redis re-sends a whole pipeline alike (`execute`), and so does
+    redis-py's cluster pipeline when a node's connection fails (it sends again every command
+    whose reply was an error or falsy, those of live nodes included), so every script is
+    safe to run twice: a spend's settled marker (with a hold or without), an admission's
+    hold keyed by its request."""
     from redis.asyncio.cluster import RedisCluster
 
     replies: list[Any] = [None] * len(commands)

@@ -353,10 +353,14 @@ async def finish(
     trip = RoundTrip(redis)
     inflight.queue_done(trip, call.request_id)  # first: a sweep after it finds nothing
     if call.reservation is not None:
-        slots, request_id = call.reservation.slots, call.request_id
+        slots = call.reservation.slots
     else:  # nothing was reserved (Redis was away then, failing open): spend without a hold
-        slots, request_id = (budgets.slots_for(call.budgets) if cost.units else ()), ""
-    spend = budgets.queue_spend(trip, slots=slots, request_id=request_id, units=cost.units)
+        slots = budgets.slots_for(call.budgets) if cost.units else ()
+    # Under its request id even without a hold: its settled marker makes a spend that a
+    # retried pipeline sends twice count once (redis-py's cluster pipeline sends again the
+    # commands of a live node when another node's connection fails), and it settles a hold
+    # that the admission took on a live node before another part of its round trip failed.
+    spend = budgets.queue_spend(trip, slots=slots, request_id=call.request_id, units=cost.units)
     operation, served, cache_key = call.operation, call.served, call.cache_key
     if (
         status == "ok"

@@ -10,6 +10,7 @@ runs them. Releasing is `budgets.services.release`, which `fail` calls.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.utils import timezone
@@ -87,6 +88,7 @@ async def record_spend(
     units: int,
     now: datetime | None = None,
 ) -> None:
-    """Spend with nothing reserved (what `finish` does when admission failed open)."""
+    """Spend with nothing reserved (what `finish` does when admission failed open), under
+    a request id of its own."""
     slots = services.slots_for(budgets, now or timezone.now())
-    await spend(redis=redis, slots=slots, request_id="", units=units)
+    await spend(redis=redis, slots=slots, request_id=uuid.uuid4().hex, units=units)

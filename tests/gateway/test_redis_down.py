@@ -7,9 +7,14 @@ import asyncio
 
 import pytest
 from django.test import AsyncClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway import ledger, runtime
+from budgets.keys import budget_keys
+from budgets.models import Budget
+from budgets.windows import current_windows
+from gateway import ledger, roundtrip, runtime
 from gateway.models import UsageRecord
+from gateway.money import usd_to_units
 from tests.factories import (
     make_budget,
     make_feature,
@@ -75,3 +80,32 @@ async def test_a_team_without_budgets_is_served_while_redis_is_down(redis_down):
     response = await ask(secret)
     assert response.status_code == 200
     assert response.headers["X-Gateway-Cache"] == "bypass"
+
+
+async def test_a_fail_open_spend_sent_twice_by_a_retried_pipeline_counts_once(monkeypatch):
+    """Redis fails the admission's round trip (the team is served without a hold), then is
+    back for the settle, whose pipeline is sent twice: as redis-py's cluster pipeline sends
+    again the commands of a live node when another node's connection fails mid-pipeline. The
+    spend carries the request id, so its settled marker counts it once."""
+    secret = await asyncio.to_thread(setup_team, fail_open=True)
+    execute, trips = roundtrip.execute, 0
+
+    async def admission_fails_then_each_pipeline_runs_twice(redis, commands):
+        nonlocal trips
+        trips += 1
+        if trips == 1:
+            raise RedisConnectionError("Connection closed by server.")
+        await execute(redis, commands)
+        return await execute(redis, commands)
+
+    monkeypatch.setattr(roundtrip, "execute", admission_fails_then_each_pipeline_runs_twice)
+    response = await ask(secret)
+    assert response.status_code == 200
+    assert response.headers["X-Gateway-Cache"] == "bypass"
+    monkeypatch.undo()
+    await asyncio.to_thread(ledger.drain)
+    record = await UsageRecord.objects.aget()
+    budget = await Budget.objects.select_related("team").aget()
+    window = current_windows(budget.team.timezone)[0]
+    spent = runtime.sync_redis().get(budget_keys(budget.team_id, budget.pk, window.key).spent)
+    assert int(spent) == usd_to_units(record.cost_usd) > 0
