@@ -80,6 +80,15 @@ class Load:
                 what=f"{team} served {what}",
             )
 
+    def wait_recovered(self, gateway_url: str, *, after: float) -> None:
+        """After a failover: both teams served again by the same process, and /readyz ok."""
+        self.wait_served(20, after=after, what="on the new primary, without a restart")
+        wait_for(
+            lambda: httpx.get(gateway_url + "/readyz", timeout=5).status_code == 200,
+            timeout=DEADLINE_S,
+            what="/readyz ok on the new primary",
+        )
+
     async def _run(self) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             await asyncio.gather(*(self._worker(http, team) for team in self.secrets for _ in "ab"))
