@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,6 +178,7 @@ class RedisServer:
         self.data_dir = data_dir
         self.args = args  # more of redis-server's options, e.g. ("--replicaof", host, port)
         self.process: subprocess.Popen | None = None
+        self.scratch = ""  # its working directory when it has no data_dir
 
     @property
     def url(self) -> str:
@@ -187,7 +189,9 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         if self.data_dir is None:
-            persistence = ["--save", "", "--appendonly", "no"]
+            # Its own scratch directory: a replica's sync writes an RDB file even so.
+            self.scratch = tempfile.mkdtemp(prefix="redis-")
+            persistence = ["--save", "", "--appendonly", "no", "--dir", self.scratch]
         else:
             persistence = ["--save", "", "--dir", str(self.data_dir), "--appendonly", "yes",
                            "--appendfsync", "always"]  # fmt: skip
@@ -219,6 +223,8 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL, as a lost machine or the OOM killer: no shutdown, no last write."""
