@@ -23,7 +23,7 @@ from budgets.windows import Window, current_windows
 from gateway import runtime
 from gateway.errors import BudgetExceeded
 from gateway.money import format_usd, units_to_usd
-from gateway.roundtrip import ScriptQueue
+from gateway.roundtrip import ScriptQueue, run_script
 from gateway.snapshot import BudgetSnap, TeamSnap
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ async def release(*, redis: Redis, reservation: Reservation) -> None:
     """Drop the reservation and add nothing (the call failed and cost nothing)."""
     if not reservation.slots:
         return
-    script = redis.register_script(lua.RELEASE)
-    await script(keys=_reservation_keys(reservation.slots), args=[reservation.request_id])
+    await run_script(
+        redis, lua.RELEASE, keys=_reservation_keys(reservation.slots), args=[reservation.request_id]
+    )
 
 
 async def budget_status(
@@ -123,7 +124,7 @@ async def budget_status(
     slots = slots_for(budgets, now or timezone.now())
     if not slots:
         return []
-    values = await redis.register_script(lua.PEEK)(keys=_reservation_keys(slots))
+    values = await run_script(redis, lua.PEEK, keys=_reservation_keys(slots), args=[])
     return [
         WindowStatus(s, int(values[2 * i]), int(values[2 * i + 1])) for i, s in enumerate(slots)
     ]

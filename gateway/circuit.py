@@ -17,6 +17,7 @@ import orjson
 from django.conf import settings
 
 from gateway.redisurl import shared_key
+from gateway.roundtrip import run_script
 
 PREFIX = shared_key("cb:")
 EVENTS_KEY = shared_key("events:circuit")
@@ -91,8 +92,9 @@ async def record_success(redis, provider: str, state: State, dirty: bool) -> Non
 
 async def record_failure(redis, provider: str) -> bool:
     """Count a failure; returns True when this failure opened (or re-opened) the circuit."""
-    script = redis.register_script(_FAIL_SCRIPT)
-    opened = await script(
+    opened = await run_script(
+        redis,
+        _FAIL_SCRIPT,
         keys=[_key(provider), EVENTS_KEY, _key(provider) + ":probe"],
         args=[
             _now_ms(),

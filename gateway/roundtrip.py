@@ -12,9 +12,11 @@ read for a whole wave of requests, not one each, and a burst of requests needs a
 pooled connections, not one per request. Each `send()` still gets only its own replies,
 and a request that is cancelled while it waits does not cancel the others' commands.
 
-Scripts go by their SHA1 (EVALSHA). When Redis does not know one (it restarted or its
-scripts were flushed), that command alone is loaded and run again; the others already ran
-and are not repeated.
+Scripts go by their SHA1 (EVALSHA). When Redis does not know one (it restarted, its scripts
+were flushed, or it is a replica just promoted: replicas do not get SCRIPT LOAD), that
+command alone runs again by its source (EVAL, which also caches it there); the others
+already ran and are not repeated. Not `SCRIPT LOAD` then EVALSHA: on a cluster, the load
+goes to the primaries the client knew, which during a failover need not hold the slot.
 
 Commands are queued as Redis's own words (`add("SET", key, value, "EX", 60)`) and replies
 come back as Redis sends them (`b"OK"`, integers, bytes, lists). `execute` sends a shared
@@ -97,8 +99,10 @@ class RoundTrip:
         replies = await asyncio.shield(self.landed)  # cancelling one does not cancel the rest
         for i, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
-                await self.redis.script_load(self._scripts[i])
-                replies[i] = await self.redis.execute_command(*self._calls[i])
+                numkeys_keys_args = self._calls[i][2:]
+                replies[i] = await self.redis.execute_command(
+                    "EVAL", self._scripts[i], *numkeys_keys_args
+                )
             elif isinstance(reply, Exception):
                 raise reply
         return replies
@@ -227,6 +231,15 @@ async def _exchange(connection, commands: list[tuple[Any, ...]]) -> list[Any]:
     except TimeoutError:  # the read was cancelled, and redis-py closed the connection
         raise RedisTimeoutError("Timeout reading from Redis") from None
     return replies
+
+
+async def run_script(redis, source: str, keys: list[str], args: list[Any]) -> Any:
+    """One Lua script in a round trip of its own: by its SHA1, by its source when the Redis
+    that holds its keys does not know it (see the module's docstring)."""
+    try:
+        return await redis.evalsha(sha(source), len(keys), *keys, *args)
+    except NoScriptError:
+        return await redis.eval(source, len(keys), *keys, *args)
 
 
 def _fall_back(fallbacks) -> None:

@@ -116,6 +116,28 @@ async def test_a_script_redis_forgot_is_loaded_and_run_once():
     assert float(await redis.hget("gw:test:bucket", "tokens")) == pytest.approx(8, abs=0.01)
 
 
+async def test_a_script_runs_on_the_node_that_does_not_know_it_wherever_a_load_would_land(
+    monkeypatch,
+):
+    """A replica just promoted has none of the scripts (SCRIPT LOAD is not replicated), and a
+    cluster client sends SCRIPT LOAD to the primaries it knew, which during a failover need
+    not be the one holding the key: a settle failed so in CI. Here a load lands nowhere."""
+    redis = runtime.aredis()
+    await redis.script_flush()
+
+    async def load_elsewhere(script):
+        return roundtrip.sha(script)
+
+    monkeypatch.setattr(redis, "script_load", load_elsewhere)
+    trip = RoundTrip(redis)
+    limited = trip.script(ADMIT, ["gw:test:bucket"], [1, 0, 10, 1, 60_000, "r", 0, 1000])
+    assert (await trip.send())[limited] == [b"ok"]
+    # run by its source, it is cached there: the next round trip goes by its SHA1 alone
+    assert await redis.script_exists(roundtrip.sha(ADMIT)) == [True]
+    await redis.script_flush()
+    assert await roundtrip.run_script(redis, "return KEYS[1] .. ARGV[1]", ["k"], ["v"]) == b"kv"
+
+
 async def test_a_failed_command_raises_its_error():
     redis = runtime.aredis()
     await redis.set("gw:test:text", b"not a number")
