@@ -29,6 +29,30 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete():
+    """A transactional test ends by flushing every table. On PostgreSQL Django does it with
+    one TRUNCATE, which gives each of this schema's 41 tables new files and syncs them:
+    ~100 ms a test, 40 % of the suite's time against PostgreSQL. DELETE of the few rows a
+    test wrote takes ~11 ms. The foreign keys are Django's, DEFERRABLE INITIALLY DEFERRED,
+    and the flush runs in one transaction, so the order of the tables does not matter.
+    Sequences are left alone as TRUNCATE left them (`reset_sequences` keeps TRUNCATE)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = truncate
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _close_db_lanes(django_db_setup, django_db_blocker):
     """Close the gateway's own database threads before the test database is dropped."""
     yield
